@@ -1,0 +1,175 @@
+//! Durable state: the records the core asks the driver to persist, and the fold that rebuilds
+//! a replica's state from them after a restart. The driver stores records in the WAL in the
+//! order given; replaying them through [`DurableState::apply`] yields what the core had.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::types::{Ballot, Slot, Value};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Record {
+    /// The replica promised not to accept anything below this ballot.
+    Promise { ballot: Ballot },
+    /// The replica accepted `value` for `slot` at `ballot` (which implies a promise of `ballot`).
+    Accept {
+        slot: Slot,
+        ballot: Ballot,
+        value: Value,
+    },
+    /// The replica learned that `value` is chosen for `slot`.
+    Chosen { slot: Slot, value: Value },
+    /// Every slot up to `upto` is chosen and present in the log.
+    Commit { upto: Slot },
+}
+
+/// One slot as an acceptor knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The ballot the value was accepted at; `Ballot::ZERO` when learned as chosen directly.
+    pub ballot: Ballot,
+    pub value: Value,
+    pub chosen: bool,
+}
+
+/// Everything a replica must remember across a crash.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DurableState {
+    pub promised: Ballot,
+    pub log: BTreeMap<Slot, Entry>,
+    pub commit_index: Slot,
+}
+
+impl DurableState {
+    pub fn from_records<'a>(records: impl IntoIterator<Item = &'a Record>) -> DurableState {
+        let mut state = DurableState::default();
+        for record in records {
+            state.apply(record);
+        }
+        state
+    }
+
+    pub fn apply(&mut self, record: &Record) {
+        match record {
+            Record::Promise { ballot } => self.promised = self.promised.max(*ballot),
+            Record::Accept {
+                slot,
+                ballot,
+                value,
+            } => self.apply_accept(*slot, *ballot, value),
+            Record::Chosen { slot, value } => self.apply_chosen(*slot, value),
+            Record::Commit { upto } => self.apply_commit(*upto),
+        }
+    }
+
+    fn apply_accept(&mut self, slot: Slot, ballot: Ballot, value: &Value) {
+        self.promised = self.promised.max(ballot);
+        match self.log.get(&slot) {
+            // A chosen value never changes; Paxos guarantees later ballots carry the same one.
+            Some(entry) if entry.chosen => assert_eq!(
+                &entry.value, value,
+                "accept record for chosen slot {slot} carries a different value"
+            ),
+            Some(entry) if entry.ballot > ballot => {}
+            _ => {
+                let entry = Entry {
+                    ballot,
+                    value: value.clone(),
+                    chosen: false,
+                };
+                self.log.insert(slot, entry);
+            }
+        }
+    }
+
+    fn apply_chosen(&mut self, slot: Slot, value: &Value) {
+        let entry = self.log.entry(slot).or_insert_with(|| Entry {
+            ballot: Ballot::ZERO,
+            value: value.clone(),
+            chosen: true,
+        });
+        if entry.chosen {
+            assert_eq!(
+                &entry.value, value,
+                "slot {slot} recorded chosen twice with different values"
+            );
+        }
+        entry.value = value.clone();
+        entry.chosen = true;
+    }
+
+    fn apply_commit(&mut self, upto: Slot) {
+        for slot in self.commit_index + 1..=upto {
+            let entry = self.log.get_mut(&slot);
+            let entry = entry
+                .unwrap_or_else(|| panic!("commit record up to {upto} but slot {slot} is missing"));
+            entry.chosen = true;
+        }
+        self.commit_index = self.commit_index.max(upto);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(byte: u8) -> Value {
+        Value::Commands(vec![vec![byte]])
+    }
+
+    #[test]
+    fn higher_ballot_accept_replaces_lower() {
+        let b1 = Ballot::new(1, 1);
+        let b2 = Ballot::new(2, 2);
+        let state = DurableState::from_records(&[
+            Record::Accept {
+                slot: 1,
+                ballot: b2,
+                value: value(2),
+            },
+            Record::Accept {
+                slot: 1,
+                ballot: b1,
+                value: value(1),
+            },
+        ]);
+        assert_eq!(state.log[&1].value, value(2));
+        assert_eq!(state.promised, b2);
+    }
+
+    #[test]
+    fn commit_marks_prefix_chosen() {
+        let b = Ballot::new(1, 1);
+        let state = DurableState::from_records(&[
+            Record::Promise { ballot: b },
+            Record::Accept {
+                slot: 1,
+                ballot: b,
+                value: value(1),
+            },
+            Record::Chosen {
+                slot: 2,
+                value: value(2),
+            },
+            Record::Commit { upto: 2 },
+        ]);
+        assert_eq!(state.commit_index, 2);
+        assert!(state.log.values().all(|entry| entry.chosen));
+    }
+
+    #[test]
+    #[should_panic(expected = "different values")]
+    fn chosen_value_cannot_change() {
+        DurableState::from_records(&[
+            Record::Chosen {
+                slot: 1,
+                value: value(1),
+            },
+            Record::Chosen {
+                slot: 1,
+                value: value(2),
+            },
+        ]);
+    }
+}

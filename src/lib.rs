@@ -1,0 +1,2 @@
+//! paxkv: a replicated, transactional key-value store on multi-Paxos.
+pub mod consensus;
