@@ -1,2 +1,3 @@
 //! paxkv: a replicated, transactional key-value store on multi-Paxos.
 pub mod consensus;
+pub mod sim;
