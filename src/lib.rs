@@ -1,3 +1,4 @@
 //! paxkv: a replicated, transactional key-value store on multi-Paxos.
 pub mod consensus;
+pub mod replica;
 pub mod sim;
