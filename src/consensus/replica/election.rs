@@ -124,7 +124,15 @@ impl Replica {
         });
         self.reset_election_timer();
         let from_slot = self.commit_index + 1;
-        self.broadcast(MessageBody::Prepare { ballot, from_slot });
+        // A ballot must never be used twice. Were Prepare sent before our Promise record is
+        // durable, a crash could bring us back below `ballot` to run it again and propose
+        // other values under it. (Pre-vote replies carrying the promised round already make
+        // that unlikely: this makes it impossible.)
+        let prepare = MessageBody::Prepare { ballot, from_slot };
+        let peers: Vec<NodeId> = self.peers().collect();
+        for peer in peers {
+            self.send_persisted(peer, prepare.clone());
+        }
         let id = self.id();
         self.send_promise(id, ballot, from_slot);
     }

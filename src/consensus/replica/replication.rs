@@ -149,20 +149,18 @@ impl Replica {
         }
         let mut voted = Vec::new();
         for (slot, value) in entries {
-            if let Some(entry) = self.log.get(&slot) {
-                if entry.chosen {
-                    // Vote only for the value we know is chosen; any other comes from a
-                    // leader that has not caught up yet and gets no help from us.
-                    if entry.value == value {
-                        voted.push(slot);
-                    }
-                    continue;
-                }
+            let chosen = self.log.get(&slot).is_some_and(|entry| entry.chosen);
+            // A value we know is chosen gets our vote only if the leader proposes that same
+            // value; any other comes from a leader that has not caught up and gets no help.
+            if chosen && self.log[&slot].value != value {
+                continue;
             }
+            // Even then the vote is recorded at the new ballot: Phase 1 must never hear a
+            // lower ballot from us than one we voted at.
             let entry = Entry {
                 ballot,
                 value: value.clone(),
-                chosen: false,
+                chosen,
             };
             self.log.insert(slot, entry);
             self.records.push(Record::Accept {
