@@ -27,6 +27,10 @@ pub struct Checker {
     applied: BTreeMap<NodeId, Slot>,
     /// What each replica has told others it promised and voted for, since it last started.
     sent: BTreeMap<NodeId, SentByAcceptor>,
+    /// The value proposed for each (ballot, slot), from every Accept ever sent.
+    proposals: BTreeMap<(Ballot, Slot), Value>,
+    /// The first violation seen while watching messages go by.
+    violation: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -97,8 +101,28 @@ impl Checker {
         Ok(())
     }
 
-    /// Remember promises and votes as they leave a replica.
+    /// Remember promises, votes and proposals as they leave a replica, checking (g) ballot
+    /// uniqueness: one ballot proposes at most one value per slot, across the proposer's
+    /// crashes. Followers rely on it to learn what is chosen.
     pub fn on_send(&mut self, message: &Message) {
+        if let MessageBody::Accept {
+            ballot, entries, ..
+        } = &message.body
+        {
+            for (slot, value) in entries {
+                let first = self
+                    .proposals
+                    .entry((*ballot, *slot))
+                    .or_insert_with(|| value.clone());
+                if first != value && self.violation.is_none() {
+                    self.violation = Some(format!(
+                        "ballot uniqueness: ballot {ballot} proposed {} and {} for slot {slot}",
+                        describe(first),
+                        describe(value)
+                    ));
+                }
+            }
+        }
         let sent = self.sent.entry(message.from).or_default();
         match &message.body {
             MessageBody::Promise { ballot, .. } => sent.promised = sent.promised.max(*ballot),
@@ -131,6 +155,14 @@ impl Checker {
             }
         }
         Ok(())
+    }
+
+    /// A violation seen in `on_send`, reported once.
+    pub fn take_violation(&mut self) -> Verdict {
+        match self.violation.take() {
+            Some(violation) => Err(violation),
+            None => Ok(()),
+        }
     }
 
     pub fn applied(&self, node: NodeId) -> Slot {
@@ -293,6 +325,28 @@ mod tests {
         };
         durable.log.insert(4, entry);
         assert!(checker.on_crash(1, &durable).is_ok());
+    }
+
+    #[test]
+    fn ballot_proposing_two_values_for_a_slot_is_caught() {
+        let accept = |id: u64| Message {
+            from: 1,
+            to: 2,
+            body: MessageBody::Accept {
+                ballot: Ballot::new(3, 1),
+                entries: vec![(5, value(id))],
+                commit_index: 0,
+            },
+        };
+        let mut checker = checker_with(&[1, 2]);
+        checker.on_send(&accept(1));
+        checker.on_send(&accept(1));
+        assert!(checker.take_violation().is_ok());
+        checker.on_send(&accept(2));
+        assert!(checker
+            .take_violation()
+            .unwrap_err()
+            .starts_with("ballot uniqueness"));
     }
 
     #[test]

@@ -219,6 +219,7 @@ impl Sim {
                 eprintln!("t={:>9.3}ms {event:?}", at as f64 / 1_000.0);
             }
             self.process(event)?;
+            self.checker.take_violation()?;
         }
         Ok(SimReport {
             seed: self.options.seed,

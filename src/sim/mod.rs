@@ -8,8 +8,9 @@
 //! A run has two phases. In the safety phase faults fire on the seed's schedule while the
 //! checkers watch: (a) agreement, (b) validity, (c) durability of acknowledged writes,
 //! (d) in-order exactly-once apply, and (e) read indexes that cover every earlier
-//! acknowledged write, and (f) acceptor memory: a crash never takes back a promise or a vote
-//! a replica already sent. In the liveness phase a quorum is healed and the cluster must finish
+//! acknowledged write, (f) acceptor memory: a crash never takes back a promise or a vote
+//! a replica already sent, and (g) ballot uniqueness: no ballot ever proposes two values for
+//! one slot. In the liveness phase a quorum is healed and the cluster must finish
 //! every outstanding write and bring the healed replicas level within a bounded time.
 //!
 //! Everything about a run follows from its seed, so a failure is replayed exactly with
