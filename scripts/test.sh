@@ -15,6 +15,20 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install cargo-nextest --locked
 fi
 
+# Debian packages the build and tests need: the pinned Thrift compiler (0.17.0) that
+# generates and checks the API code.
+packages=(thrift-compiler)
+missing=()
+for package in "${packages[@]}"; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+fi
+
 started=$(date +%s)
 echo "== build (release profile, shared by tests and binaries) in $CARGO_TARGET_DIR"
 cargo build --release --workspace --all-targets --all-features --locked

@@ -1,4 +1,5 @@
 //! paxkv: a replicated, transactional key-value store on multi-Paxos.
+pub mod api;
 pub mod consensus;
 pub mod replica;
 pub mod sim;

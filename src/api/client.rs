@@ -1,0 +1,42 @@
+//! A blocking client for Rust callers (the CLI, tests): the thrift crate's own TCP channel
+//! and framed transports, in either protocol the server speaks.
+use std::net::{TcpStream, ToSocketAddrs};
+
+use thrift::protocol::{
+    TBinaryInputProtocol, TBinaryOutputProtocol, TCompactInputProtocol, TCompactOutputProtocol,
+    TInputProtocol, TOutputProtocol,
+};
+use thrift::transport::{TFramedReadTransport, TFramedWriteTransport, TIoChannel, TTcpChannel};
+
+use super::codec::Protocol;
+use super::gen::paxkv::PaxkvSyncClient;
+
+/// A connected paxkv client. Call it through the generated `TPaxkvSyncClient` trait (for
+/// example `client.put(request)`); one call at a time, each waits for its reply.
+pub type Client = PaxkvSyncClient<Box<dyn TInputProtocol + Send>, Box<dyn TOutputProtocol + Send>>;
+
+/// Connects to a paxkv server over TCP with framed transport and `protocol`.
+///
+/// No timeouts are set: a call waits as long as the server takes.
+pub fn connect<A: ToSocketAddrs>(address: A, protocol: Protocol) -> thrift::Result<Client> {
+    let stream = TcpStream::connect(address)?;
+    // Calls are small request/reply exchanges; Nagle would delay each by a round trip.
+    stream.set_nodelay(true)?;
+    let (read_half, write_half) = TTcpChannel::with_stream(stream).split()?;
+    let read = TFramedReadTransport::new(read_half);
+    let write = TFramedWriteTransport::new(write_half);
+    let (input, output): (
+        Box<dyn TInputProtocol + Send>,
+        Box<dyn TOutputProtocol + Send>,
+    ) = match protocol {
+        Protocol::Binary => (
+            Box::new(TBinaryInputProtocol::new(read, true)),
+            Box::new(TBinaryOutputProtocol::new(write, true)),
+        ),
+        Protocol::Compact => (
+            Box::new(TCompactInputProtocol::new(read)),
+            Box::new(TCompactOutputProtocol::new(write)),
+        ),
+    };
+    Ok(PaxkvSyncClient::new(input, output))
+}

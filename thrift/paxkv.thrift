@@ -1,0 +1,322 @@
+// The paxkv client API. Generated code is committed (src/api/gen/ for Rust); regenerate it
+// with thrift/gen.sh (Apache Thrift 0.17.0). Transport: framed; protocol: binary or compact.
+//
+// Versions: every commit gets a version, an i64 that only grows. A read at version V sees
+// every commit with version <= V and nothing after. Keys and values are bytes.
+
+namespace rs paxkv
+namespace py paxkv
+namespace go paxkv
+namespace java io.paxkv.thrift
+namespace cpp paxkv
+
+// ---------------------------------------------------------------------------------------
+// Errors. Every exception carries a code, so a client can switch on it.
+
+enum ErrorCode {
+  INVALID_ARGUMENT = 1,
+  LIMIT_EXCEEDED = 2,
+  CONFLICT = 3,
+  TOO_OLD = 4,
+  COMPACTED = 5,
+  UNAVAILABLE = 6,
+  INTERNAL = 7,
+}
+
+// The request is malformed (for example an empty key, or begin > end).
+exception InvalidArgument {
+  1: required ErrorCode code = ErrorCode.INVALID_ARGUMENT,
+  2: required string message,
+}
+
+// A configured limit was exceeded; `limit` names it (key_bytes_max, value_bytes_max,
+// mutations_per_txn_max, frame_bytes_max, ...).
+exception LimitExceeded {
+  1: required ErrorCode code = ErrorCode.LIMIT_EXCEEDED,
+  2: required string limit,
+  3: required i64 actual,
+  4: required i64 maximum,
+  5: required string message,
+}
+
+// A read conflict range of a transaction was written after its read version. Retry the
+// whole transaction with a new read version.
+exception Conflict {
+  1: required ErrorCode code = ErrorCode.CONFLICT,
+  2: required string message,
+  3: optional binary conflicting_key,
+}
+
+// The read version is older than the retained history. Get a new read version.
+exception TooOld {
+  1: required ErrorCode code = ErrorCode.TOO_OLD,
+  2: required i64 read_version,
+  3: required i64 oldest_version,
+  4: required string message,
+}
+
+// A watch asked for history older than what is retained. Re-read, then watch from the new
+// version.
+exception Compacted {
+  1: required ErrorCode code = ErrorCode.COMPACTED,
+  2: required i64 from_version,
+  3: required i64 oldest_version,
+  4: required string message,
+}
+
+// No leader could be reached in time (an election is running, or no quorum). Nothing was
+// applied unless the request's session says otherwise; retry after retry_after_ms.
+exception Unavailable {
+  1: required ErrorCode code = ErrorCode.UNAVAILABLE,
+  2: required string message,
+  3: required i32 retry_after_ms,
+}
+
+exception InternalError {
+  1: required ErrorCode code = ErrorCode.INTERNAL,
+  2: required string message,
+}
+
+// ---------------------------------------------------------------------------------------
+// Data.
+
+struct KeyValue {
+  1: required binary key,
+  2: required binary value,
+  // Version of the commit that last wrote this key.
+  3: required i64 mod_version,
+  // Version of the commit that created it (since it last did not exist).
+  4: required i64 create_version,
+}
+
+// [start_key, end_key): end_key is exclusive. An empty end_key means "to the end of the key
+// space". (`begin` and `end` are reserved words in some Thrift target languages.)
+struct KeyRange {
+  1: required binary start_key,
+  2: required binary end_key,
+}
+
+// Identifies a write for exactly-once retries: a retried write with the same client_id and
+// request_id is applied at most once and returns the original result. request_id must grow
+// per client_id.
+struct Session {
+  1: required string client_id,
+  2: required i64 request_id,
+}
+
+struct GetResult {
+  1: optional KeyValue kv,
+  2: required i64 read_version,
+}
+
+struct RangeResult {
+  1: required list<KeyValue> kvs,
+  // More keys remain in the range: call again with `continuation`.
+  2: required bool more,
+  3: optional binary continuation,
+  // Pass this back as read_version when paging, for one consistent snapshot.
+  4: required i64 read_version,
+}
+
+enum MutationType {
+  SET = 1,
+  CLEAR = 2,
+  // Clears [key, end_key).
+  CLEAR_RANGE = 3,
+  // Adds `value` (a little-endian two's-complement integer) to the current value, which is
+  // treated as 0 if absent and zero-extended or truncated to value's width.
+  ADD = 4,
+  // `key` holds a 10-byte placeholder at the offset given by its last 4 bytes (u32
+  // little-endian, stripped): it is replaced with the commit's versionstamp.
+  SET_VERSIONSTAMPED_KEY = 5,
+  // Same, within `value`.
+  SET_VERSIONSTAMPED_VALUE = 6,
+}
+
+struct Mutation {
+  1: required MutationType type,
+  2: required binary key,
+  3: optional binary value,
+  4: optional binary end_key,
+}
+
+struct CommitRequest {
+  1: required i64 read_version,
+  2: required list<Mutation> mutations,
+  3: required list<KeyRange> read_conflict_ranges,
+  4: optional Session session,
+}
+
+struct CommitResult {
+  1: required i64 version,
+  // 10 bytes: 8-byte big-endian commit version, 2-byte big-endian order within it.
+  2: required binary versionstamp,
+}
+
+enum CompareTarget {
+  // Compare the value (absent keys compare as absent: only NOT_EQUAL matches them).
+  VALUE = 1,
+  // Compare mod_version (0 when absent).
+  MOD_VERSION = 2,
+  // Compare create_version (0 when absent).
+  CREATE_VERSION = 3,
+  // EQUAL with exists = true/false.
+  EXISTS = 4,
+}
+
+enum CompareOp {
+  EQUAL = 1,
+  NOT_EQUAL = 2,
+  LESS = 3,
+  GREATER = 4,
+}
+
+struct Compare {
+  1: required binary key,
+  2: required CompareTarget target,
+  3: required CompareOp op,
+  4: optional binary value,
+  5: optional i64 version,
+  6: optional bool exists,
+}
+
+// etcd-style conditional write: every compare is evaluated at apply time, atomically; if
+// all hold, `success` is applied, otherwise `failure`.
+struct TxnRequest {
+  1: required list<Compare> compares,
+  2: required list<Mutation> success,
+  3: required list<Mutation> failure,
+  4: optional Session session,
+}
+
+struct TxnResult {
+  1: required bool succeeded,
+  2: required i64 version,
+}
+
+enum EventType {
+  PUT = 1,
+  DELETE = 2,
+}
+
+struct Event {
+  1: required EventType type,
+  2: required binary key,
+  3: optional binary value,
+  4: required i64 version,
+}
+
+struct WatchResult {
+  // Every change to the range with version >= from_version, in version order, up to a
+  // server-side batch limit.
+  1: required list<Event> events,
+  // Watch again from here to continue with no gap and no duplicate.
+  2: required i64 next_version,
+}
+
+struct ReplicaStatus {
+  1: required i32 id,
+  2: required string peer_address,
+  3: required string role,
+  4: required i64 committed_slot,
+  5: required i64 applied_slot,
+  6: required bool reachable,
+}
+
+struct Status {
+  1: required list<ReplicaStatus> replicas,
+  2: optional i32 leader,
+  3: required string ballot,
+  4: required i64 version,
+  5: required bool healthy,
+}
+
+// ---------------------------------------------------------------------------------------
+// Requests. Each call takes one request struct, so fields can be added compatibly.
+
+struct GetRequest {
+  1: required binary key,
+  // Absent: a linearizable read. Present: a snapshot read at this version.
+  2: optional i64 read_version,
+}
+
+struct GetRangeRequest {
+  1: required KeyRange range,
+  // At most this many pairs (the server also caps it); 0 means the server's cap.
+  2: required i32 limit,
+  3: required bool reverse,
+  4: optional i64 read_version,
+  // From a previous page's RangeResult.
+  5: optional binary continuation,
+}
+
+struct PutRequest {
+  1: required binary key,
+  2: required binary value,
+  3: optional Session session,
+}
+
+struct DeleteRequest {
+  1: required binary key,
+  2: optional Session session,
+}
+
+struct DeleteRangeRequest {
+  1: required KeyRange range,
+  2: optional Session session,
+}
+
+struct WatchRequest {
+  1: required KeyRange range,
+  2: required i64 from_version,
+  3: required i32 timeout_ms,
+}
+
+// ---------------------------------------------------------------------------------------
+// The service. Any replica accepts any call; writes and linearizable reads are forwarded to
+// the leader. Reads without read_version are linearizable; reads with one are snapshot reads
+// that any replica serves once it has applied that version.
+
+service Paxkv {
+  GetResult get(1: GetRequest request)
+    throws (1: InvalidArgument invalid, 2: LimitExceeded limit, 3: TooOld too_old,
+            4: Unavailable unavailable, 5: InternalError internal),
+
+  RangeResult getRange(1: GetRangeRequest request)
+    throws (1: InvalidArgument invalid, 2: LimitExceeded limit, 3: TooOld too_old,
+            4: Unavailable unavailable, 5: InternalError internal),
+
+  // Returns the commit version.
+  i64 put(1: PutRequest request)
+    throws (1: InvalidArgument invalid, 2: LimitExceeded limit,
+            4: Unavailable unavailable, 5: InternalError internal),
+
+  // `delete` is a reserved word in Thrift IDL.
+  i64 deleteKey(1: DeleteRequest request)
+    throws (1: InvalidArgument invalid, 2: LimitExceeded limit,
+            4: Unavailable unavailable, 5: InternalError internal),
+
+  i64 deleteRange(1: DeleteRangeRequest request)
+    throws (1: InvalidArgument invalid, 2: LimitExceeded limit,
+            4: Unavailable unavailable, 5: InternalError internal),
+
+  // A linearizable read version for a transaction's snapshot reads.
+  i64 getReadVersion()
+    throws (4: Unavailable unavailable, 5: InternalError internal),
+
+  CommitResult commit(1: CommitRequest request)
+    throws (1: InvalidArgument invalid, 2: LimitExceeded limit, 3: TooOld too_old,
+            4: Unavailable unavailable, 5: InternalError internal, 6: Conflict conflict),
+
+  TxnResult txn(1: TxnRequest request)
+    throws (1: InvalidArgument invalid, 2: LimitExceeded limit,
+            4: Unavailable unavailable, 5: InternalError internal),
+
+  // Long poll: returns as soon as there is at least one event, or after timeout_ms with none.
+  WatchResult watch(1: WatchRequest request)
+    throws (1: InvalidArgument invalid, 2: LimitExceeded limit, 4: Unavailable unavailable,
+            5: InternalError internal, 7: Compacted compacted),
+
+  Status status()
+    throws (5: InternalError internal),
+}
