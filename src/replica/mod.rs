@@ -1,6 +1,13 @@
-//! The replica driver's pieces: today the durable log that stores consensus records in the
-//! WAL.
+//! The replica driver: the consensus core run against the real WAL, real TCP peers and a
+//! state machine, on its own thread.
 
+pub mod driver;
 pub mod log_store;
+pub mod transport;
 
+pub use driver::{
+    start, DriverError, DriverOptions, ReplicaHandle, ReplicaNode, ReplicaStatus, StartError,
+    StateMachine,
+};
 pub use log_store::{LogStore, LogStoreError};
+pub use transport::{Transport, TransportOptions};

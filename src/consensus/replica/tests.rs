@@ -336,21 +336,50 @@ fn promise_and_vote_wait_for_their_records() {
 #[test]
 fn vote_for_a_known_chosen_value_is_recorded_at_the_new_ballot() {
     let value = Value::Commands(vec![command(1)]);
-    let state = DurableState::from_records(&[Record::Chosen { slot: 1, value: value.clone() }]);
+    let state = DurableState::from_records(&[Record::Chosen {
+        slot: 1,
+        value: value.clone(),
+    }]);
     let mut acceptor = Replica::restore(config(2, 3), 1, state, 0).unwrap();
     let ballot = Ballot::new(4, 1);
     let entries = vec![(1, value.clone())];
-    let accept = MessageBody::Accept { ballot, entries, commit_index: 0 };
-    acceptor.step(Message { from: 1, to: 2, body: accept });
+    let accept = MessageBody::Accept {
+        ballot,
+        entries,
+        commit_index: 0,
+    };
+    acceptor.step(Message {
+        from: 1,
+        to: 2,
+        body: accept,
+    });
     let ready = acceptor.ready();
-    assert!(ready.records.contains(&Record::Accept { slot: 1, ballot, value }));
-    assert!(matches!(ready.persisted_messages[0].body, MessageBody::Accepted { .. }));
+    assert!(ready.records.contains(&Record::Accept {
+        slot: 1,
+        ballot,
+        value
+    }));
+    assert!(matches!(
+        ready.persisted_messages[0].body,
+        MessageBody::Accepted { .. }
+    ));
     let other = Value::Commands(vec![command(2)]);
-    let stale = MessageBody::Accept { ballot, entries: vec![(1, other)], commit_index: 0 };
+    let stale = MessageBody::Accept {
+        ballot,
+        entries: vec![(1, other)],
+        commit_index: 0,
+    };
     acceptor.advance(ready);
-    acceptor.step(Message { from: 1, to: 2, body: stale });
+    acceptor.step(Message {
+        from: 1,
+        to: 2,
+        body: stale,
+    });
     let ready = acceptor.ready();
-    assert!(ready.persisted_messages.is_empty(), "voted for a value other than the chosen one");
+    assert!(
+        ready.persisted_messages.is_empty(),
+        "voted for a value other than the chosen one"
+    );
 }
 
 /// Paxos Made Simple §2.2, P1a: an acceptor refuses a ballot below its promise, and the

@@ -1,0 +1,371 @@
+//! Peer transport: TCP between replicas, each frame a big-endian u32 length and a bincode
+//! `PeerFrame`. Outbound, one task per peer reconnects with backoff and drains a bounded
+//! queue; a full queue drops the message (consensus tolerates loss), so a dead peer never
+//! grows memory. Inbound, every connection opens with `Hello` naming a member.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bincode::Options;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+use crate::consensus::{Message, NodeId};
+
+#[derive(Clone, Debug)]
+pub struct TransportOptions {
+    /// Messages queued per peer; beyond it new messages to that peer are dropped.
+    pub peer_queue_messages_max: usize,
+    /// Largest frame accepted from a peer. Must exceed the largest consensus message
+    /// (a slot is at most `slot_bytes_max`; catch-up replies at most `catch_up_bytes_max`).
+    pub peer_frame_bytes_max: u32,
+    pub reconnect_backoff_min_ms: u64,
+    pub reconnect_backoff_max_ms: u64,
+}
+
+impl Default for TransportOptions {
+    fn default() -> TransportOptions {
+        TransportOptions {
+            peer_queue_messages_max: 4_096,
+            peer_frame_bytes_max: 512 << 20,
+            reconnect_backoff_min_ms: 20,
+            reconnect_backoff_max_ms: 1_000,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerFrame {
+    Hello { from: NodeId },
+    Consensus(Message),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("peer i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("peer frame of {bytes} bytes exceeds peer_frame_bytes_max {max}")]
+    FrameTooLarge { bytes: u32, max: u32 },
+    #[error("peer frame does not decode: {0}")]
+    Decode(bincode::Error),
+    #[error("peer protocol: {0}")]
+    Protocol(String),
+}
+
+pub type Result<T> = std::result::Result<T, TransportError>;
+
+fn codec(frame_bytes_max: u32) -> impl Options + Copy {
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_little_endian()
+        .with_limit(u64::from(frame_bytes_max))
+}
+
+pub fn encode_frame(frame: &PeerFrame, frame_bytes_max: u32) -> Result<Vec<u8>> {
+    let body = codec(frame_bytes_max)
+        .serialize(frame)
+        .map_err(TransportError::Decode)?;
+    let bytes = u32::try_from(body.len()).unwrap_or(u32::MAX);
+    if bytes > frame_bytes_max {
+        return Err(TransportError::FrameTooLarge {
+            bytes,
+            max: frame_bytes_max,
+        });
+    }
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&bytes.to_be_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Read one frame, checking its length before allocating for it.
+pub async fn read_frame<R: AsyncReadExt + Unpin>(
+    reader: &mut R,
+    frame_bytes_max: u32,
+) -> Result<PeerFrame> {
+    let bytes = reader.read_u32().await?;
+    if bytes > frame_bytes_max {
+        return Err(TransportError::FrameTooLarge {
+            bytes,
+            max: frame_bytes_max,
+        });
+    }
+    let mut body = vec![0; bytes as usize];
+    reader.read_exact(&mut body).await?;
+    codec(frame_bytes_max)
+        .deserialize(&body)
+        .map_err(TransportError::Decode)
+}
+
+/// Where inbound consensus messages go.
+pub type Deliver = Arc<dyn Fn(Message) + Send + Sync>;
+
+/// Handle for sending to peers. Cheap to clone.
+#[derive(Clone)]
+pub struct Transport {
+    queues: Arc<BTreeMap<NodeId, mpsc::Sender<Message>>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Transport {
+    /// Start accepting on `listener` and connecting to every peer in `peers` (this replica
+    /// excluded). Tasks run until `shutdown` turns true.
+    pub fn start(
+        id: NodeId,
+        listener: TcpListener,
+        peers: BTreeMap<NodeId, SocketAddr>,
+        deliver: Deliver,
+        options: TransportOptions,
+        shutdown: watch::Receiver<bool>,
+    ) -> Transport {
+        let members: Arc<Vec<NodeId>> = Arc::new(peers.keys().copied().collect());
+        tokio::spawn(accept_loop(
+            listener,
+            members,
+            deliver,
+            options.clone(),
+            shutdown.clone(),
+        ));
+        let mut queues = BTreeMap::new();
+        for (&peer, &address) in peers.iter().filter(|(&peer, _)| peer != id) {
+            let (sender, receiver) = mpsc::channel(options.peer_queue_messages_max);
+            queues.insert(peer, sender);
+            let link = Link {
+                id,
+                address,
+                options: options.clone(),
+            };
+            tokio::spawn(link.run(receiver, shutdown.clone()));
+        }
+        Transport {
+            queues: Arc::new(queues),
+            dropped: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Queue a message for its peer; drops it if that peer's queue is full.
+    pub fn send(&self, message: Message) {
+        let Some(queue) = self.queues.get(&message.to) else {
+            return;
+        };
+        if queue.try_send(message).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Messages dropped because a peer's queue was full or its link had stopped.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+struct Link {
+    id: NodeId,
+    address: SocketAddr,
+    options: TransportOptions,
+}
+
+impl Link {
+    async fn run(self, mut queue: mpsc::Receiver<Message>, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff_ms = self.options.reconnect_backoff_min_ms;
+        loop {
+            let attempt = tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => return,
+                attempt = self.connect_and_send(&mut queue) => attempt,
+            };
+            match attempt {
+                Ok(()) => return,
+                Err(error) => {
+                    tracing::debug!(peer = %self.address, %error, "peer link down; reconnecting");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => return,
+                _ = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
+            }
+            backoff_ms = (backoff_ms * 2).min(self.options.reconnect_backoff_max_ms);
+        }
+    }
+
+    /// Returns Ok only when the queue is closed (the replica is stopping).
+    async fn connect_and_send(&self, queue: &mut mpsc::Receiver<Message>) -> Result<()> {
+        let stream = TcpStream::connect(self.address).await?;
+        stream.set_nodelay(true)?;
+        let mut writer = BufWriter::new(stream);
+        let max = self.options.peer_frame_bytes_max;
+        writer
+            .write_all(&encode_frame(&PeerFrame::Hello { from: self.id }, max)?)
+            .await?;
+        writer.flush().await?;
+        while let Some(message) = queue.recv().await {
+            write_message(&mut writer, message, max).await?;
+            // Batch what is already queued into one flush.
+            while let Ok(message) = queue.try_recv() {
+                write_message(&mut writer, message, max).await?;
+            }
+            writer.flush().await?;
+        }
+        Ok(())
+    }
+}
+
+async fn write_message(
+    writer: &mut BufWriter<TcpStream>,
+    message: Message,
+    max: u32,
+) -> Result<()> {
+    match encode_frame(&PeerFrame::Consensus(message), max) {
+        Ok(frame) => writer.write_all(&frame).await?,
+        // One oversized message is dropped like a lost one; the link stays up.
+        Err(error @ TransportError::FrameTooLarge { .. }) => {
+            tracing::warn!(%error, "dropping oversized consensus message");
+        }
+        Err(error) => return Err(error),
+    }
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    members: Arc<Vec<NodeId>>,
+    deliver: Deliver,
+    options: TransportOptions,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((stream, remote)) = accepted else {
+            continue;
+        };
+        let (members, deliver) = (members.clone(), deliver.clone());
+        let (max, mut shutdown) = (options.peer_frame_bytes_max, shutdown.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => {}
+                result = serve_inbound(stream, &members, &deliver, max) => {
+                    if let Err(error) = result {
+                        tracing::debug!(%remote, %error, "inbound peer connection closed");
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn serve_inbound(
+    mut stream: TcpStream,
+    members: &[NodeId],
+    deliver: &Deliver,
+    max: u32,
+) -> Result<()> {
+    stream.set_nodelay(true)?;
+    let from = match read_frame(&mut stream, max).await? {
+        PeerFrame::Hello { from } if members.contains(&from) => from,
+        other => {
+            return Err(TransportError::Protocol(format!(
+                "expected Hello from a member, got {other:?}"
+            )))
+        }
+    };
+    loop {
+        match read_frame(&mut stream, max).await? {
+            PeerFrame::Consensus(message) if message.from == from => deliver(message),
+            other => {
+                return Err(TransportError::Protocol(format!(
+                    "unexpected frame from {from}: {other:?}"
+                )))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consensus::{Ballot, MessageBody};
+
+    #[tokio::test]
+    async fn frames_round_trip_and_oversized_lengths_are_refused_before_allocating() {
+        let message = Message {
+            from: 1,
+            to: 2,
+            body: MessageBody::Heartbeat {
+                ballot: Ballot::new(3, 1),
+                commit_index: 9,
+                read_round: 0,
+            },
+        };
+        let frame = encode_frame(&PeerFrame::Consensus(message.clone()), 1 << 20).unwrap();
+        let mut reader = &frame[..];
+        match read_frame(&mut reader, 1 << 20).await.unwrap() {
+            PeerFrame::Consensus(decoded) => assert_eq!(decoded, message),
+            other => panic!("decoded {other:?}"),
+        }
+        let huge = u32::MAX.to_be_bytes();
+        let mut reader = &huge[..];
+        let error = read_frame(&mut reader, 1 << 20).await.unwrap_err();
+        assert!(matches!(error, TransportError::FrameTooLarge { .. }));
+    }
+
+    #[tokio::test]
+    async fn messages_reach_the_peer_and_a_dead_peer_queue_stays_bounded() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead_address = dead.local_addr().unwrap();
+        drop(dead);
+        let other = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peers = BTreeMap::from([
+            (1, listener.local_addr().unwrap()),
+            (2, dead_address),
+            (3, other.local_addr().unwrap()),
+        ]);
+        let (stop, shutdown) = watch::channel(false);
+        let (delivered, mut inbox) = mpsc::unbounded_channel();
+        let deliver: Deliver = Arc::new(move |message| {
+            let _ = delivered.send(message);
+        });
+        let options = TransportOptions {
+            peer_queue_messages_max: 8,
+            ..TransportOptions::default()
+        };
+        let receiving = Transport::start(
+            1,
+            listener,
+            peers.clone(),
+            deliver,
+            options.clone(),
+            shutdown.clone(),
+        );
+        let noop: Deliver = Arc::new(|_| {});
+        let sending = Transport::start(3, other, peers, noop, options, shutdown);
+        let heartbeat = |to| Message {
+            from: 3,
+            to,
+            body: MessageBody::Heartbeat {
+                ballot: Ballot::new(1, 3),
+                commit_index: 0,
+                read_round: 0,
+            },
+        };
+        sending.send(heartbeat(1));
+        let got = tokio::time::timeout(Duration::from_secs(5), inbox.recv()).await;
+        assert_eq!(got.unwrap().unwrap(), heartbeat(1));
+        for _ in 0..100 {
+            sending.send(heartbeat(2));
+        }
+        assert!(
+            sending.dropped_total() >= 90,
+            "dead peer's queue grew past its bound"
+        );
+        assert_eq!(receiving.dropped_total(), 0);
+        stop.send(true).unwrap();
+    }
+}
