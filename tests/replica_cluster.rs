@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use paxkv::consensus::{NodeId, Role, Slot};
-use paxkv::replica::{self, DriverError, DriverOptions, ReplicaNode, StateMachine};
+use paxkv::replica::{self, ApplyError, DriverError, DriverOptions, ReplicaNode, StateMachine};
 
 type AppliedSlots = Vec<(Slot, Vec<Vec<u8>>)>;
 
@@ -29,12 +29,12 @@ impl StateMachine for Recording {
             .map_or(0, |(slot, _)| *slot)
     }
 
-    fn apply_slot(&mut self, slot: Slot, commands: &[&[u8]]) -> Vec<Slot> {
+    fn apply_slot(&mut self, slot: Slot, commands: &[&[u8]]) -> Result<Vec<Slot>, ApplyError> {
         let mut applied = self.applied.lock().unwrap();
         let last = applied.last().map_or(0, |(slot, _)| *slot);
         assert_eq!(slot, last + 1, "slots applied out of order");
         applied.push((slot, commands.iter().map(|c| c.to_vec()).collect()));
-        vec![slot; commands.len()]
+        Ok(vec![slot; commands.len()])
     }
 }
 

@@ -33,8 +33,16 @@ pub trait StateMachine: Send + 'static {
     type Outcome: Send + 'static;
     fn applied_slot(&self) -> Slot;
     /// Apply every command of `slot` (none for a no-op), returning one outcome per command.
-    fn apply_slot(&mut self, slot: Slot, commands: &[&[u8]]) -> Vec<Self::Outcome>;
+    /// An error (the disk failed) stops the replica: it must not go on without the slot.
+    fn apply_slot(
+        &mut self,
+        slot: Slot,
+        commands: &[&[u8]],
+    ) -> Result<Vec<Self::Outcome>, ApplyError>;
 }
+
+/// Why a state machine could not apply a slot.
+pub type ApplyError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Clone, Debug)]
 pub struct DriverOptions {
@@ -387,20 +395,21 @@ impl<M: StateMachine> Driver<M> {
     fn drive(&mut self) -> Result<(), String> {
         while self.replica.has_ready() {
             let ready = self.replica.ready();
-            self.handle_ready(ready)
-                .map_err(|error| error.to_string())?;
+            self.handle_ready(ready)?;
         }
         self.publish_status();
         Ok(())
     }
 
-    fn handle_ready(&mut self, mut ready: Ready) -> Result<(), LogStoreError> {
+    fn handle_ready(&mut self, mut ready: Ready) -> Result<(), String> {
         for message in std::mem::take(&mut ready.messages) {
             self.transport.send(message);
         }
         if !ready.records.is_empty() {
-            self.store.append(&ready.records)?;
-            self.store.sync()?;
+            self.store
+                .append(&ready.records)
+                .map_err(|e| e.to_string())?;
+            self.store.sync().map_err(|e| e.to_string())?;
         }
         for message in std::mem::take(&mut ready.persisted_messages) {
             if message.to == self.id {
@@ -410,7 +419,8 @@ impl<M: StateMachine> Driver<M> {
             }
         }
         for (slot, value) in std::mem::take(&mut ready.committed) {
-            self.apply(slot, &value);
+            self.apply(slot, &value)
+                .map_err(|error| format!("applying slot {slot}: {error}"))?;
         }
         for read in std::mem::take(&mut ready.read_states) {
             self.on_read_state(read);
@@ -422,7 +432,7 @@ impl<M: StateMachine> Driver<M> {
         Ok(())
     }
 
-    fn apply(&mut self, slot: Slot, value: &Value) {
+    fn apply(&mut self, slot: Slot, value: &Value) -> Result<(), ApplyError> {
         let envelopes: Vec<Envelope> = value
             .commands()
             .iter()
@@ -433,7 +443,7 @@ impl<M: StateMachine> Driver<M> {
             })
             .collect();
         let commands: Vec<&[u8]> = envelopes.iter().map(|e| e.command.as_slice()).collect();
-        let outcomes = self.machine.apply_slot(slot, &commands);
+        let outcomes = self.machine.apply_slot(slot, &commands)?;
         assert_eq!(outcomes.len(), envelopes.len(), "one outcome per command");
         for (envelope, outcome) in envelopes.iter().zip(outcomes) {
             if envelope.origin != self.id {
@@ -453,6 +463,7 @@ impl<M: StateMachine> Driver<M> {
                 let _ = reply.send(Ok(index));
             }
         }
+        Ok(())
     }
 
     fn on_read_state(&mut self, read: ReadState) {

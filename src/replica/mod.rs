@@ -6,8 +6,8 @@ pub mod log_store;
 pub mod transport;
 
 pub use driver::{
-    start, DriverError, DriverOptions, ReplicaHandle, ReplicaNode, ReplicaStatus, StartError,
-    StateMachine,
+    start, ApplyError, DriverError, DriverOptions, ReplicaHandle, ReplicaNode, ReplicaStatus,
+    StartError, StateMachine,
 };
 pub use log_store::{LogStore, LogStoreError};
 pub use transport::{Transport, TransportOptions};
