@@ -26,7 +26,6 @@ use thrift::protocol::{
     TFieldIdentifier, TInputProtocol, TListIdentifier, TMessageIdentifier, TMessageType,
     TOutputProtocol, TStructIdentifier, TType,
 };
-use thrift::transport::{TFramedReadTransport, TFramedWriteTransport, TIoChannel, TTcpChannel};
 use thrift::ApplicationErrorKind;
 
 // ---------------------------------------------------------------------------------------
@@ -559,23 +558,7 @@ fn missing_required_argument_gets_an_application_exception() {
 
 /// The generated client on an already open stream.
 fn client_on(stream: TcpStream, protocol: Protocol) -> Client {
-    let (read_half, write_half) = TTcpChannel::with_stream(stream).split().unwrap();
-    let read = TFramedReadTransport::new(read_half);
-    let write = TFramedWriteTransport::new(write_half);
-    let (input, output): (
-        Box<dyn TInputProtocol + Send>,
-        Box<dyn TOutputProtocol + Send>,
-    ) = match protocol {
-        Protocol::Binary => (
-            Box::new(TBinaryInputProtocol::new(read, true)),
-            Box::new(TBinaryOutputProtocol::new(write, true)),
-        ),
-        Protocol::Compact => (
-            Box::new(TCompactInputProtocol::new(read)),
-            Box::new(TCompactOutputProtocol::new(write)),
-        ),
-    };
-    Client::new(input, output)
+    paxkv::api::client_on(stream, protocol).unwrap()
 }
 
 #[test]

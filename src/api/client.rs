@@ -22,6 +22,11 @@ pub fn connect<A: ToSocketAddrs>(address: A, protocol: Protocol) -> thrift::Resu
     let stream = TcpStream::connect(address)?;
     // Calls are small request/reply exchanges; Nagle would delay each by a round trip.
     stream.set_nodelay(true)?;
+    client_on(stream, protocol)
+}
+
+/// A client on an already open stream (framed transport, the given protocol).
+pub fn client_on(stream: TcpStream, protocol: Protocol) -> thrift::Result<Client> {
     let (read_half, write_half) = TTcpChannel::with_stream(stream).split()?;
     let read = TFramedReadTransport::new(read_half);
     let write = TFramedWriteTransport::new(write_half);

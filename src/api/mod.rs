@@ -43,7 +43,7 @@ mod process;
 mod server;
 
 pub use bounded::BoundedInputProtocol;
-pub use client::{connect, Client};
+pub use client::{client_on, connect, Client};
 pub use codec::{
     detect_protocol, frame_length, Protocol, BINARY_FIRST_BYTE, COMPACT_FIRST_BYTE,
     FRAME_BYTES_MAX_LIMIT, FRAME_HEADER_BYTES,
