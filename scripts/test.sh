@@ -16,8 +16,8 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 # Debian packages the build and tests need: the pinned Thrift compiler (0.17.0) that
-# generates and checks the API code.
-packages=(thrift-compiler)
+# generates and checks the API code, and libclang for the RocksDB bindings.
+packages=(thrift-compiler libclang-dev)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

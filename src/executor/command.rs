@@ -1,0 +1,280 @@
+//! The wire types of the state machine: the commands the log carries, the outcomes the
+//! executor returns, and the change events it records. Encoded with bincode 1.3 in
+//! fixed-width little-endian form so that the bytes are the same on every platform.
+
+use bincode::Options;
+use serde::{Deserialize, Serialize};
+
+use super::error::{Error, Result};
+
+/// Identifies one client request across retries, so that a retry after a leader change
+/// returns the original outcome instead of applying twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionId {
+    pub client_id: String,
+    pub request_id: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KvCommand {
+    Write {
+        session: Option<SessionId>,
+        request: WriteRequest,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteRequest {
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        key: Vec<u8>,
+    },
+    /// [start, end); an empty `end` means to the end of the key space.
+    DeleteRange {
+        start: Vec<u8>,
+        end: Vec<u8>,
+    },
+    /// An optimistic transaction (FoundationDB style): fails with `Conflict` if any key in
+    /// `read_conflict_ranges` was written after `read_version`.
+    Commit {
+        read_version: u64,
+        mutations: Vec<Mutation>,
+        read_conflict_ranges: Vec<KeyRange>,
+    },
+    /// A compare-and-swap transaction (etcd style).
+    Txn {
+        compares: Vec<Compare>,
+        success: Vec<Mutation>,
+        failure: Vec<Mutation>,
+    },
+}
+
+/// [start, end); an empty `end` means to the end of the key space.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct KeyRange {
+    pub start: Vec<u8>,
+    pub end: Vec<u8>,
+}
+
+impl KeyRange {
+    pub fn contains(&self, key: &[u8]) -> bool {
+        key >= self.start.as_slice() && (self.end.is_empty() || key < self.end.as_slice())
+    }
+
+    pub fn is_inverted(&self) -> bool {
+        !self.end.is_empty() && self.start > self.end
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mutation {
+    Set {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Clear {
+        key: Vec<u8>,
+    },
+    /// [start, end); an empty `end` means to the end of the key space.
+    ClearRange {
+        start: Vec<u8>,
+        end: Vec<u8>,
+    },
+    /// FoundationDB ADD: little-endian add, wrapping at the width of `param`.
+    Add {
+        key: Vec<u8>,
+        param: Vec<u8>,
+    },
+    /// The last 4 bytes of `key` are a little-endian u32 offset (stripped) at which the
+    /// 10-byte versionstamp is written.
+    SetVersionstampedKey {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    /// As `SetVersionstampedKey`, for the value.
+    SetVersionstampedValue {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompareTarget {
+    Value,
+    ModVersion,
+    CreateVersion,
+    Exists,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompareOp {
+    Equal,
+    NotEqual,
+    Less,
+    Greater,
+}
+
+/// `value` is read for `Value`, `version` for `ModVersion`/`CreateVersion`, `exists` for
+/// `Exists`; a compare missing its operand rejects the whole `Txn`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compare {
+    pub key: Vec<u8>,
+    pub target: CompareTarget,
+    pub op: CompareOp,
+    pub value: Option<Vec<u8>>,
+    pub version: Option<u64>,
+    pub exists: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteOutcome {
+    Committed {
+        version: u64,
+        versionstamp: [u8; 10],
+    },
+    /// `version` is the new version if the chosen branch wrote, else the current version.
+    Txn {
+        succeeded: bool,
+        version: u64,
+    },
+    Conflict {
+        key: Vec<u8>,
+    },
+    TooOld {
+        read_version: u64,
+        oldest_version: u64,
+    },
+    Rejected {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    Put,
+    Delete,
+}
+
+/// One key's change at one version, as recorded in the change log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub kind: EventKind,
+    pub key: Vec<u8>,
+    /// The new value for `Put`; `None` for `Delete`.
+    pub value: Option<Vec<u8>>,
+    pub version: u64,
+}
+
+/// The one bincode configuration of the wire: fixed-width little-endian integers, a byte
+/// limit so that a hostile length prefix cannot allocate, and no trailing garbage.
+fn wire_options(bytes_max: u64) -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_little_endian()
+        .with_limit(bytes_max)
+        .reject_trailing_bytes()
+}
+
+pub fn encode(command: &KvCommand, command_bytes_max: usize) -> Result<Vec<u8>> {
+    let command_bytes = wire_options(u64::MAX)
+        .serialized_size(command)
+        .map_err(|e| Error::MalformedCommand(e.to_string()))?;
+    let command_bytes = usize::try_from(command_bytes).unwrap_or(usize::MAX);
+    if command_bytes > command_bytes_max {
+        return Err(Error::CommandTooLarge {
+            command_bytes,
+            command_bytes_max,
+        });
+    }
+    wire_options(command_bytes_max as u64)
+        .serialize(command)
+        .map_err(|e| Error::MalformedCommand(e.to_string()))
+}
+
+pub fn decode(bytes: &[u8], command_bytes_max: usize) -> Result<KvCommand> {
+    if bytes.len() > command_bytes_max {
+        return Err(Error::CommandTooLarge {
+            command_bytes: bytes.len(),
+            command_bytes_max,
+        });
+    }
+    wire_options(command_bytes_max as u64)
+        .deserialize(bytes)
+        .map_err(|e| Error::MalformedCommand(e.to_string()))
+}
+
+/// Records the executor wrote itself (events, sessions). Same encoding as the wire; no
+/// limit because the bytes come from our own disk, and a decode failure means corruption.
+pub(super) fn encode_record<T: Serialize>(record: &T) -> Vec<u8> {
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_little_endian()
+        .serialize(record)
+        .expect("serializing an in-memory record cannot fail")
+}
+
+pub(super) fn decode_record<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_little_endian()
+        .reject_trailing_bytes()
+        .deserialize(bytes)
+        .map_err(|e| Error::Corrupt(format!("{what}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(key: &[u8]) -> KvCommand {
+        KvCommand::Write {
+            session: None,
+            request: WriteRequest::Put {
+                key: key.to_vec(),
+                value: b"v".to_vec(),
+            },
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let command = put(b"k");
+        let bytes = encode(&command, 1024).unwrap();
+        assert_eq!(decode(&bytes, 1024).unwrap(), command);
+    }
+
+    #[test]
+    fn limits_and_garbage_are_errors() {
+        let bytes = encode(&put(&[7; 100]), 1024).unwrap();
+        assert!(matches!(
+            encode(&put(&[7; 100]), 50),
+            Err(Error::CommandTooLarge { .. })
+        ));
+        assert!(matches!(
+            decode(&bytes, 50),
+            Err(Error::CommandTooLarge { .. })
+        ));
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(matches!(
+            decode(&trailing, 1024),
+            Err(Error::MalformedCommand(_))
+        ));
+        assert!(matches!(
+            decode(&bytes[..bytes.len() - 1], 1024),
+            Err(Error::MalformedCommand(_))
+        ));
+        // A length prefix claiming 2^60 bytes must fail on the limit, not allocate.
+        let mut hostile = vec![0u8; 4]; // variant Write
+        hostile.push(0); // session None
+        hostile.extend_from_slice(&0u32.to_le_bytes()); // request Put
+        hostile.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        assert!(matches!(
+            decode(&hostile, 1024),
+            Err(Error::MalformedCommand(_))
+        ));
+    }
+}

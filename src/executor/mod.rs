@@ -1,0 +1,338 @@
+//! `KvStoreExecutor`: the deterministic state machine that applies committed log slots to
+//! RocksDB exactly once, keeping multiple versions of every key (MVCC).
+//!
+//! The driver hands it each committed slot in order, starting after `applied_slot()`:
+//!
+//! ```ignore
+//! let mut executor = KvStoreExecutor::open(dir, ExecutorOptions::default())?;
+//! for (slot, commands) in log.committed_from(executor.applied_slot() + 1) {
+//!     let commands: Vec<&[u8]> = commands.iter().map(Vec::as_slice).collect();
+//!     let outcomes = executor.apply_slot(slot, &commands)?; // one outcome per command
+//!     reply_to_waiting_clients(slot, outcomes);
+//! }
+//! executor.persist()?; // only then may the log be truncated up to applied_slot()
+//! ```
+//!
+//! Each slot is one RocksDB `WriteBatch` across all column families (data, change log,
+//! sessions, meta), so a crash leaves all of a slot or none of it, and `applied_slot` in
+//! the same batch makes re-application after a restart a refused no-op. Writes are not
+//! fsynced by default: the consensus log is the durable record and is replayed from
+//! `applied_slot() + 1` after a crash (see `persist` and `ExecutorOptions::sync_writes`).
+//!
+//! Determinism: the bytes written depend only on the slots applied and on the options
+//! marked "state-affecting" below, which must therefore be equal on every replica. No
+//! clock, no randomness, no hash-order iteration.
+//!
+//! Versions: every command that writes gets the next version (a counter in meta). Reads
+//! name a version; versions older than `oldest_version()` are garbage collected a bounded
+//! number of keys per slot. Sessions make client retries exactly-once; the session table
+//! grows with the number of distinct client ids and is never trimmed (a client that
+//! reappears after any pause must still find its last outcome), so client ids must be
+//! long-lived and few, e.g. one per client process.
+
+mod apply;
+pub mod command;
+pub mod error;
+mod gc;
+mod keys;
+mod mutation;
+mod read;
+mod watch;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+
+use rocksdb::{ColumnFamily, WriteBatch, WriteOptions, DB};
+
+pub use command::{
+    decode, encode, Compare, CompareOp, CompareTarget, Event, EventKind, KeyRange, KvCommand,
+    Mutation, SessionId, WriteOutcome, WriteRequest,
+};
+pub use error::{Error, Result};
+pub use read::{KeyValue, RangePage};
+pub use watch::WatchPage;
+
+use keys::{
+    decode_u64, CF_DATA, CF_META, COLUMN_FAMILIES, LAYOUT_VERSION, META_APPLIED_SLOT,
+    META_CURRENT_VERSION, META_GC_CURSOR, META_LAYOUT, META_OLDEST_VERSION,
+};
+
+/// A position in the replicated log. Slot 1 is the first; slot 0 means "none".
+pub type Slot = u64;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutorOptions {
+    /// State-affecting. How many versions stay readable behind the current one.
+    pub retention_versions: u64,
+    /// State-affecting. User keys the garbage collector visits per applied slot.
+    pub gc_keys_per_slot_max: usize,
+    /// State-affecting. Larger commands are `Rejected`.
+    pub command_bytes_max: usize,
+    /// State-affecting. User keys one command may scan for `ClearRange`/`DeleteRange`
+    /// expansion and read-conflict checks; beyond it the command is `Rejected` (clear
+    /// huge ranges in chunks).
+    pub command_keys_scanned_max: usize,
+    /// Key-values per `get_range` page; larger (or zero) limits are capped to it.
+    pub range_items_max: usize,
+    /// User keys one `get_range` page may examine (tombstoned keys included) before it
+    /// returns early with a continuation.
+    pub range_keys_scanned_max: usize,
+    /// Events per `watch_events` page; larger (or zero) limits are capped to it.
+    pub watch_events_max: usize,
+    /// Change-log versions one `watch_events` page may examine before it returns early.
+    pub watch_versions_scanned_max: usize,
+    /// fsync every slot. Off by default: the consensus log replays what a crash lost.
+    pub sync_writes: bool,
+}
+
+impl Default for ExecutorOptions {
+    fn default() -> Self {
+        ExecutorOptions {
+            retention_versions: 1_000_000,
+            gc_keys_per_slot_max: 256,
+            command_bytes_max: 1024 * 1024,
+            command_keys_scanned_max: 100_000,
+            range_items_max: 10_000,
+            range_keys_scanned_max: 100_000,
+            watch_events_max: 10_000,
+            watch_versions_scanned_max: 100_000,
+            sync_writes: false,
+        }
+    }
+}
+
+impl ExecutorOptions {
+    fn validate(&self) -> Result<()> {
+        let positive = [
+            ("gc_keys_per_slot_max", self.gc_keys_per_slot_max),
+            ("command_bytes_max", self.command_bytes_max),
+            ("command_keys_scanned_max", self.command_keys_scanned_max),
+            ("range_items_max", self.range_items_max),
+            ("range_keys_scanned_max", self.range_keys_scanned_max),
+            ("watch_events_max", self.watch_events_max),
+            (
+                "watch_versions_scanned_max",
+                self.watch_versions_scanned_max,
+            ),
+        ];
+        match positive.iter().find(|(_, value)| *value == 0) {
+            Some((name, _)) => Err(Error::InvalidOptions(format!("{name} must be positive"))),
+            None => Ok(()),
+        }
+    }
+}
+
+pub struct KvStoreExecutor {
+    db: DB,
+    options: ExecutorOptions,
+    applied_slot: Slot,
+    current_version: u64,
+    oldest_version: u64,
+    /// The user key at which the next GC step starts.
+    gc_cursor: Vec<u8>,
+    /// Fault point: build the next slot's batch, then fail before writing it.
+    #[cfg(test)]
+    crash_before_write: bool,
+}
+
+impl KvStoreExecutor {
+    pub fn open(path: impl AsRef<Path>, options: ExecutorOptions) -> Result<Self> {
+        options.validate()?;
+        let mut db_options = rocksdb::Options::default();
+        db_options.create_if_missing(true);
+        db_options.create_missing_column_families(true);
+        // Belt and braces for cross-family atomicity should the WAL ever be disabled.
+        db_options.set_atomic_flush(true);
+        db_options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let db = DB::open_cf(&db_options, path, COLUMN_FAMILIES)?;
+        let meta = cf(&db, CF_META);
+        let layout = db.get_cf(meta, META_LAYOUT)?;
+        if layout.is_none() {
+            initialize_meta(&db)?;
+        } else if decode_u64(layout.as_deref().unwrap_or_default(), "layout")? != LAYOUT_VERSION {
+            return Err(Error::Corrupt(format!(
+                "layout is not version {LAYOUT_VERSION}"
+            )));
+        }
+        let read_u64 = |name: &[u8]| -> Result<u64> {
+            let bytes = db.get_cf(meta, name)?;
+            let bytes =
+                bytes.ok_or_else(|| Error::Corrupt(format!("meta key {name:?} missing")))?;
+            decode_u64(&bytes, "meta")
+        };
+        let applied_slot = read_u64(META_APPLIED_SLOT)?;
+        let current_version = read_u64(META_CURRENT_VERSION)?;
+        let oldest_version = read_u64(META_OLDEST_VERSION)?;
+        let gc_cursor = db.get_cf(meta, META_GC_CURSOR)?.unwrap_or_default();
+        let executor = KvStoreExecutor {
+            db,
+            options,
+            applied_slot,
+            current_version,
+            oldest_version,
+            gc_cursor,
+            #[cfg(test)]
+            crash_before_write: false,
+        };
+        executor.invariants();
+        Ok(executor)
+    }
+
+    pub fn applied_slot(&self) -> Slot {
+        self.applied_slot
+    }
+
+    /// The version of the newest write; 0 before the first.
+    pub fn current_version(&self) -> u64 {
+        self.current_version
+    }
+
+    /// Reads at versions below this fail with `TooOld`; it never decreases and never
+    /// passes `current_version()`.
+    pub fn oldest_version(&self) -> u64 {
+        self.oldest_version
+    }
+
+    /// Applies every command of `slot` in order, atomically, and returns one outcome per
+    /// command. Errors leave the executor and the database as they were.
+    ///
+    /// Panics if `slot` skips ahead of `applied_slot() + 1`: a gap is a driver bug.
+    pub fn apply_slot(&mut self, slot: Slot, commands: &[&[u8]]) -> Result<Vec<WriteOutcome>> {
+        if slot <= self.applied_slot {
+            return Err(Error::AlreadyApplied {
+                slot,
+                applied_slot: self.applied_slot,
+            });
+        }
+        let next_slot = self.applied_slot.checked_add(1).expect("slot overflow");
+        assert_eq!(
+            slot, next_slot,
+            "gap in applied slots: applied {}",
+            self.applied_slot
+        );
+
+        let mut applier = apply::SlotApplier::new(
+            &self.db,
+            &self.options,
+            self.current_version,
+            self.oldest_version,
+        );
+        let mut outcomes = Vec::with_capacity(commands.len());
+        for command in commands {
+            outcomes.push(applier.apply_command(command)?);
+        }
+        let (mut batch, current_version) = applier.finish();
+        assert!(
+            current_version >= self.current_version,
+            "version went backwards"
+        );
+
+        let oldest_version = next_oldest_version(
+            self.oldest_version,
+            current_version,
+            self.options.retention_versions,
+        );
+        let gc_cursor = gc::collect_step(
+            &self.db,
+            &mut batch,
+            &self.gc_cursor,
+            self.options.gc_keys_per_slot_max,
+            oldest_version,
+        )?;
+        if oldest_version > self.oldest_version {
+            gc::trim_change_log(&self.db, &mut batch, self.oldest_version, oldest_version);
+        }
+        put_meta(
+            &self.db,
+            &mut batch,
+            slot,
+            current_version,
+            oldest_version,
+            &gc_cursor,
+        );
+        self.write(batch)?;
+
+        self.applied_slot = slot;
+        self.current_version = current_version;
+        self.oldest_version = oldest_version;
+        self.gc_cursor = gc_cursor;
+        self.invariants();
+        Ok(outcomes)
+    }
+
+    /// Makes every applied slot durable (syncs the RocksDB WAL). After it returns, the
+    /// driver may truncate its log up to `applied_slot()`.
+    pub fn persist(&self) -> Result<()> {
+        Ok(self.db.flush_wal(true)?)
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<()> {
+        #[cfg(test)]
+        if self.crash_before_write {
+            return Err(Error::FaultInjected(
+                "crash before the slot's batch is written",
+            ));
+        }
+        let mut write_options = WriteOptions::default();
+        write_options.set_sync(self.options.sync_writes);
+        Ok(self.db.write_opt(batch, &write_options)?)
+    }
+
+    fn invariants(&self) {
+        assert!(
+            self.oldest_version >= 1 || self.current_version == 0,
+            "oldest_version 0 after the first write"
+        );
+        assert!(
+            self.oldest_version <= self.current_version,
+            "oldest_version {} ahead of current_version {}",
+            self.oldest_version,
+            self.current_version
+        );
+    }
+}
+
+/// max(1, current - retention), but never above the current version, so that a read at
+/// the current version is never TooOld (0 only before the first write: version 0 is the
+/// empty database). Monotonic even if `retention_versions` grows across restarts:
+/// collected versions cannot come back.
+fn next_oldest_version(previous: u64, current_version: u64, retention_versions: u64) -> u64 {
+    let window_start = current_version.saturating_sub(retention_versions).max(1);
+    previous.max(window_start.min(current_version))
+}
+
+fn cf<'a>(db: &'a DB, name: &str) -> &'a ColumnFamily {
+    db.cf_handle(name)
+        .expect("the database is opened with every column family")
+}
+
+fn initialize_meta(db: &DB) -> Result<()> {
+    let mut batch = WriteBatch::default();
+    batch.put_cf(cf(db, CF_META), META_LAYOUT, LAYOUT_VERSION.to_be_bytes());
+    put_meta(db, &mut batch, 0, 0, 0, &[]);
+    let mut write_options = WriteOptions::default();
+    write_options.set_sync(true);
+    Ok(db.write_opt(batch, &write_options)?)
+}
+
+fn put_meta(
+    db: &DB,
+    batch: &mut WriteBatch,
+    slot: Slot,
+    current_version: u64,
+    oldest_version: u64,
+    gc_cursor: &[u8],
+) {
+    let meta = cf(db, CF_META);
+    batch.put_cf(meta, META_APPLIED_SLOT, slot.to_be_bytes());
+    batch.put_cf(meta, META_CURRENT_VERSION, current_version.to_be_bytes());
+    batch.put_cf(meta, META_OLDEST_VERSION, oldest_version.to_be_bytes());
+    batch.put_cf(meta, META_GC_CURSOR, gc_cursor);
+}
+
+/// The data column family, for the submodules.
+fn data_cf(db: &DB) -> &ColumnFamily {
+    cf(db, CF_DATA)
+}
