@@ -2,6 +2,7 @@
 //! state machine, on its own thread.
 
 pub mod driver;
+mod kv_machine;
 pub mod log_store;
 pub mod transport;
 
