@@ -38,6 +38,9 @@ pub enum Error {
     /// Bytes on disk that this layout cannot have written.
     #[error("corrupt executor state: {0}")]
     Corrupt(String),
+    /// The executor was dropped (its replica stopped) while a reader waited on it.
+    #[error("the executor has stopped")]
+    Closed,
     #[error("rocksdb: {0}")]
     Storage(#[from] rocksdb::Error),
     /// A test fault point fired (see `KvStoreExecutor::crash_before_write`).

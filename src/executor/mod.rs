@@ -37,14 +37,17 @@ mod gc;
 mod keys;
 mod mutation;
 mod read;
+mod reader;
 mod watch;
 
 #[cfg(test)]
 mod tests;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use rocksdb::{ColumnFamily, WriteBatch, WriteOptions, DB};
+use tokio::sync::watch as notify;
 
 pub use command::{
     decode, encode, Compare, CompareOp, CompareTarget, Event, EventKind, KeyRange, KvCommand,
@@ -52,6 +55,7 @@ pub use command::{
 };
 pub use error::{Error, Result};
 pub use read::{KeyValue, RangePage};
+pub use reader::{Applied, KvReader};
 pub use watch::WatchPage;
 
 use keys::{
@@ -125,8 +129,10 @@ impl ExecutorOptions {
 }
 
 pub struct KvStoreExecutor {
-    db: DB,
-    options: ExecutorOptions,
+    db: Arc<DB>,
+    options: Arc<ExecutorOptions>,
+    /// Publishes `Applied` after every slot, for readers waiting on a version.
+    applied: notify::Sender<Applied>,
     applied_slot: Slot,
     current_version: u64,
     oldest_version: u64,
@@ -166,9 +172,15 @@ impl KvStoreExecutor {
         let current_version = read_u64(META_CURRENT_VERSION)?;
         let oldest_version = read_u64(META_OLDEST_VERSION)?;
         let gc_cursor = db.get_cf(meta, META_GC_CURSOR)?.unwrap_or_default();
+        let (applied, _) = notify::channel(Applied {
+            slot: applied_slot,
+            current_version,
+            oldest_version,
+        });
         let executor = KvStoreExecutor {
-            db,
-            options,
+            db: Arc::new(db),
+            options: Arc::new(options),
+            applied,
             applied_slot,
             current_version,
             oldest_version,
@@ -182,6 +194,59 @@ impl KvStoreExecutor {
 
     pub fn applied_slot(&self) -> Slot {
         self.applied_slot
+    }
+
+    /// A read handle for other threads; reads through it never block applying.
+    pub fn reader(&self) -> KvReader {
+        KvReader {
+            db: Arc::clone(&self.db),
+            options: Arc::clone(&self.options),
+            applied: self.applied.subscribe(),
+        }
+    }
+
+    /// The newest value of `key` at a version <= `read_version`.
+    pub fn get(&self, key: &[u8], read_version: u64) -> Result<Option<KeyValue>> {
+        self.view().get(key, read_version)
+    }
+
+    /// One page of the live keys in [start, end) (empty `end`: no upper bound) as of
+    /// `read_version`. `limit` is capped to `range_items_max`; 0 means the cap.
+    pub fn get_range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        reverse: bool,
+        read_version: u64,
+        continuation: Option<Vec<u8>>,
+    ) -> Result<RangePage> {
+        self.view()
+            .get_range(start, end, limit, reverse, read_version, continuation)
+    }
+
+    /// The events at versions >= `from_version` touching `range`. `events_max` is capped
+    /// to `watch_events_max` (0 means the cap) and is exceeded only when a single version
+    /// alone has more events, because a version's events are never split.
+    pub fn watch_events(
+        &self,
+        range: &KeyRange,
+        from_version: u64,
+        events_max: usize,
+    ) -> Result<WatchPage> {
+        self.view().watch_events(range, from_version, events_max)
+    }
+
+    /// Reads on the applying thread see exactly the applied state, so the window comes
+    /// from memory rather than from the snapshot.
+    fn view(&self) -> read::View<'_> {
+        read::View {
+            db: &self.db,
+            snapshot: self.db.snapshot(),
+            options: &self.options,
+            oldest_version: self.oldest_version,
+            current_version: self.current_version,
+        }
     }
 
     /// The version of the newest write; 0 before the first.
@@ -259,6 +324,11 @@ impl KvStoreExecutor {
         self.oldest_version = oldest_version;
         self.gc_cursor = gc_cursor;
         self.invariants();
+        self.applied.send_replace(Applied {
+            slot,
+            current_version,
+            oldest_version,
+        });
         Ok(outcomes)
     }
 

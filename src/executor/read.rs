@@ -1,11 +1,11 @@
 //! Snapshot reads at a version, and the key scans the applier shares with them.
 
-use rocksdb::DBRawIterator;
+use rocksdb::{DBRawIterator, SnapshotWithThreadMode, DB};
 
 use super::command::KeyRange;
 use super::error::{Error, Result};
 use super::keys::{self, Versioned};
-use super::{data_cf, KvStoreExecutor};
+use super::ExecutorOptions;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyValue {
@@ -29,11 +29,28 @@ pub struct RangePage {
 const CONTINUE_FORWARD: u8 = b'F';
 const CONTINUE_REVERSE: u8 = b'R';
 
-impl KvStoreExecutor {
+/// One consistent view of the database for reads: a RocksDB snapshot, and the version
+/// window that was current in it. The applier and the garbage collector may go on writing;
+/// nothing they write after the snapshot is seen, so a read can never see half a slot or
+/// a version the collector removed mid-read.
+pub(super) struct View<'a> {
+    pub(super) db: &'a DB,
+    pub(super) snapshot: SnapshotWithThreadMode<'a, DB>,
+    pub(super) options: &'a ExecutorOptions,
+    pub(super) oldest_version: u64,
+    pub(super) current_version: u64,
+}
+
+impl View<'_> {
+    pub(super) fn iterator(&self, column_family: &str) -> DBRawIterator<'_> {
+        self.snapshot
+            .raw_iterator_cf(super::cf(self.db, column_family))
+    }
+
     /// The newest value of `key` at a version <= `read_version`.
     pub fn get(&self, key: &[u8], read_version: u64) -> Result<Option<KeyValue>> {
         self.check_read_version(read_version)?;
-        let mut iter = self.db.raw_iterator_cf(data_cf(&self.db));
+        let mut iter = self.iterator(super::keys::CF_DATA);
         let visible = seek_visible(&mut iter, key, read_version)?;
         Ok(visible.and_then(|visible| key_value(key.to_vec(), visible)))
     }
@@ -66,7 +83,7 @@ impl KvStoreExecutor {
         } else {
             limit.min(items_max)
         };
-        let mut iter = self.db.raw_iterator_cf(data_cf(&self.db));
+        let mut iter = self.iterator(super::keys::CF_DATA);
         match (reverse, resume) {
             (false, resume) => iter.seek(keys::escape(resume.as_deref().unwrap_or(start))),
             // Resume is inclusive: the newest entry at or before past_key(resume).

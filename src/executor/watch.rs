@@ -3,7 +3,7 @@
 use super::command::{decode_record, Event, KeyRange};
 use super::error::{Error, Result};
 use super::keys::{self, CF_CHANGES};
-use super::{cf, KvStoreExecutor};
+use super::read::View;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchPage {
@@ -14,7 +14,7 @@ pub struct WatchPage {
     pub next_version: u64,
 }
 
-impl KvStoreExecutor {
+impl View<'_> {
     /// The events at versions >= `from_version` touching `range`. `events_max` is capped
     /// to `watch_events_max` (0 means the cap) and is exceeded only when a single version
     /// alone has more events, because a version's events are never split.
@@ -37,7 +37,7 @@ impl KvStoreExecutor {
             n => n.min(self.options.watch_events_max),
         };
         let mut events: Vec<Event> = Vec::new();
-        let mut iter = self.db.raw_iterator_cf(cf(&self.db, CF_CHANGES));
+        let mut iter = self.iterator(CF_CHANGES);
         iter.seek(keys::version_key(from_version));
         for _ in 0..self.options.watch_versions_scanned_max {
             let Some(version_key) = iter.key() else {

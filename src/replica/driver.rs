@@ -16,21 +16,26 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bincode::Options;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
 use super::log_store::{LogStore, LogStoreError};
-use super::transport::{Deliver, Transport, TransportOptions};
+use super::transport::{Deliver, PeerMessage, PeerStatus, Transport, TransportOptions};
 use crate::consensus::{
-    self, Ballot, Config, Message, NodeId, ReadState, Ready, Replica, Role, Slot, Value,
+    self, Ballot, Config, NodeId, ReadState, Ready, Replica, Role, Slot, Value,
 };
 use paxkv_wal::WalOptions;
 
+mod router;
+
 /// What the log is applied to. Applying must be deterministic, and the machine must keep
 /// its applied slot durable together with the data (so `applied_slot` survives a crash).
+/// Outcomes are serializable because a leader reports the outcome of a forwarded command
+/// to the replica that forwarded it.
 pub trait StateMachine: Send + 'static {
-    type Outcome: Send + 'static;
+    type Outcome: Send + Serialize + DeserializeOwned + 'static;
     fn applied_slot(&self) -> Slot;
     /// Apply every command of `slot` (none for a no-op), returning one outcome per command.
     /// An error (the disk failed) stops the replica: it must not go on without the slot.
@@ -55,6 +60,14 @@ pub struct DriverOptions {
     pub inputs_queued_max: usize,
     /// Inputs handled before the next Ready is taken.
     pub inputs_per_ready_max: usize,
+    /// How long a proposal or read waits for a leader and its answer before it fails
+    /// with `NoLeader` or `OutcomeUnknown`.
+    pub request_timeout_ms: u64,
+    /// How long a `peer_status` call waits for the peer.
+    pub status_timeout_ms: u64,
+    /// Commands other replicas forwarded to this leader and not yet applied; beyond it
+    /// forwarded proposals are refused as busy.
+    pub forwarded_max: usize,
 }
 
 impl DriverOptions {
@@ -66,23 +79,30 @@ impl DriverOptions {
             transport: TransportOptions::default(),
             inputs_queued_max: 65_536,
             inputs_per_ready_max: 4_096,
+            request_timeout_ms: 5_000,
+            status_timeout_ms: 500,
+            forwarded_max: 65_536,
         }
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DriverError {
-    #[error("not the leader (leader hint: {leader:?})")]
-    NotLeader { leader: Option<NodeId> },
     /// Queues are full. Try again later.
     #[error("replica busy: {0}")]
     Busy(String),
-    /// Leadership changed before the command's slot was known chosen: it may or may not
-    /// commit. Retry with the same session to learn which, exactly once.
-    #[error("leadership lost; the outcome is unknown")]
+    /// No leader took the request within `request_timeout_ms`: nothing was proposed.
+    #[error("no leader within the request timeout; nothing was proposed")]
+    NoLeader,
+    /// The command was proposed but its outcome was not learned in time (leadership
+    /// changed, or the leader became unreachable): it may or may not commit. Retry with the
+    /// same session to learn which, exactly once.
+    #[error("the outcome is unknown: leadership changed or the leader is unreachable")]
     OutcomeUnknown,
     #[error("command rejected: {0}")]
     Rejected(String),
+    #[error("peer {0} did not answer")]
+    PeerUnreachable(NodeId),
     #[error("replica stopped: {0}")]
     Stopped(String),
 }
@@ -109,10 +129,39 @@ pub struct ReplicaStatus {
     pub stopped: Option<String>,
 }
 
-/// Wraps every proposed command so the proposing replica can match it when it commits.
+impl ReplicaStatus {
+    pub fn to_peer_status(&self) -> PeerStatus {
+        PeerStatus {
+            role: match &self.stopped {
+                Some(_) => "stopped".to_string(),
+                None => role_name(self.role),
+            },
+            leader: self.leader,
+            ballot: self.ballot.to_string(),
+            commit_index: self.commit_index,
+            applied_slot: self.applied_slot,
+        }
+    }
+}
+
+pub fn role_name(role: Option<Role>) -> String {
+    match role {
+        None => "starting",
+        Some(Role::Follower) => "follower",
+        Some(Role::PreCandidate) => "pre-candidate",
+        Some(Role::Candidate) => "candidate",
+        Some(Role::Leader) => "leader",
+    }
+    .to_string()
+}
+
+/// Wraps every proposed command so the replica that took it from a client can match it
+/// when it commits, on its own apply or on the leader's report. `incarnation` tells this
+/// run of the replica from earlier ones, whose sequences restarted at 1.
 #[derive(Serialize, Deserialize)]
 struct Envelope {
     origin: NodeId,
+    incarnation: u64,
     sequence: u64,
     command: Vec<u8>,
 }
@@ -124,13 +173,18 @@ fn envelope_codec() -> impl Options + Copy {
 }
 
 enum Input<O> {
-    Message(Message),
+    Peer(PeerMessage),
     Propose {
         command: Vec<u8>,
-        reply: oneshot::Sender<Result<O, DriverError>>,
+        retry_safe: bool,
+        reply: Reply<O>,
     },
     ReadIndex {
-        reply: oneshot::Sender<Result<Slot, DriverError>>,
+        reply: Reply<Slot>,
+    },
+    PeerStatus {
+        peer: NodeId,
+        reply: Reply<PeerStatus>,
     },
     Stop,
 }
@@ -157,20 +211,39 @@ impl<O: Send + 'static> ReplicaHandle<O> {
         self.id
     }
 
-    /// Propose `command`; resolves with its outcome once it is applied on this replica.
-    pub async fn propose(&self, command: Vec<u8>) -> Result<O, DriverError> {
+    /// Propose `command` through whichever replica leads (this one, or the leader it is
+    /// forwarded to); resolves with its outcome once it is applied. `retry_safe` says the
+    /// command may be proposed twice (it carries a session, so a second copy is a no-op):
+    /// then a leader change re-sends it to the new leader instead of waiting to learn
+    /// whether the old leader got it chosen.
+    pub async fn propose(&self, command: Vec<u8>, retry_safe: bool) -> Result<O, DriverError> {
         let (reply, outcome) = oneshot::channel();
-        self.enqueue(Input::Propose { command, reply })?;
+        self.enqueue(Input::Propose {
+            command,
+            retry_safe,
+            reply,
+        })?;
         outcome.await.map_err(|_| stopped())?
     }
 
-    /// A linearizable read point: resolves once a quorum confirmed this replica's leadership
-    /// and the replica has applied the returned slot. Reads of local state after that are
-    /// linearizable.
+    /// A linearizable read point: resolves once the leader had a quorum confirm its
+    /// leadership after this call began, and this replica has applied the returned slot.
+    /// Reads of local state after that are linearizable. Works on any replica: followers
+    /// ask the leader for the index.
     pub async fn read_index(&self) -> Result<Slot, DriverError> {
         let (reply, index) = oneshot::channel();
         self.enqueue(Input::ReadIndex { reply })?;
         index.await.map_err(|_| stopped())?
+    }
+
+    /// Asks replica `peer` for its status over the peer channel.
+    pub async fn peer_status(&self, peer: NodeId) -> Result<PeerStatus, DriverError> {
+        if peer == self.id {
+            return Ok(self.status().to_peer_status());
+        }
+        let (reply, status) = oneshot::channel();
+        self.enqueue(Input::PeerStatus { peer, reply })?;
+        status.await.map_err(|_| stopped())?
     }
 
     pub fn status(&self) -> ReplicaStatus {
@@ -229,9 +302,10 @@ pub fn start<M: StateMachine>(
 ) -> Result<ReplicaNode<M::Outcome>, StartError> {
     let id = options.consensus.id;
     let (store, state) = LogStore::open(data_dir, options.wal.clone())?;
+    let incarnation = seed(id);
     let replica = Replica::restore(
         options.consensus.clone(),
-        seed(id),
+        incarnation,
         state,
         machine.applied_slot(),
     )?;
@@ -239,7 +313,7 @@ pub fn start<M: StateMachine>(
     let message_inputs = inputs.clone();
     let deliver: Deliver = Arc::new(move |message| {
         // A full queue drops the message, as a lossy network would.
-        let _ = message_inputs.try_send(Input::Message(message));
+        let _ = message_inputs.try_send(Input::Peer(message));
     });
     let (stop_transport, transport_shutdown) = watch::channel(false);
     let transport = Transport::start(
@@ -256,17 +330,22 @@ pub fn start<M: StateMachine>(
     }));
     let driver = Driver {
         id,
+        incarnation,
         replica,
         store,
         machine,
         transport,
         options,
         status: status.clone(),
+        ticks: 0,
         next_sequence: 1,
+        leader: None,
         proposals: BTreeMap::new(),
         reads: BTreeMap::new(),
         reads_waiting_apply: BTreeMap::new(),
-        was_leader: false,
+        forwarded: BTreeMap::new(),
+        forwarded_reads: BTreeMap::new(),
+        status_requests: BTreeMap::new(),
     };
     let thread = std::thread::Builder::new()
         .name(format!("paxkv-replica-{id}"))
@@ -280,9 +359,10 @@ pub fn start<M: StateMachine>(
     })
 }
 
-/// The core's randomness is only for election timeouts; distinct per replica and per start.
+/// Seeds the core's election timeouts and names this run of the replica (its envelope
+/// incarnation); distinct per replica and per start.
 fn seed(id: NodeId) -> u64 {
-    // Wall time only seeds election timeouts; no decision depends on its value.
+    // Wall time only seeds timeouts and tells runs apart; no decision depends on its value.
     #[allow(clippy::disallowed_methods)]
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -292,19 +372,62 @@ fn seed(id: NodeId) -> u64 {
 
 type Reply<T> = oneshot::Sender<Result<T, DriverError>>;
 
+/// Where a request of this replica's clients went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    /// No leader known yet (or the leader refused it): sent again on the next tick.
+    Waiting,
+    /// Proposed to (or read from) this replica's own core.
+    Local,
+    /// Sent to this peer, believed to lead.
+    Forwarded(NodeId),
+}
+
+struct Proposal<O> {
+    reply: Reply<O>,
+    envelope: Vec<u8>,
+    retry_safe: bool,
+    /// In ticks.
+    deadline: u64,
+    route: Route,
+}
+
+struct PendingRead {
+    reply: Reply<Slot>,
+    deadline: u64,
+    route: Route,
+}
+
+type StatusRequest = (Reply<PeerStatus>, u64, NodeId);
+
+/// Identifies a command across replicas: (origin, incarnation, sequence).
+type CommandId = (NodeId, u64, u64);
+
 struct Driver<M: StateMachine> {
     id: NodeId,
+    incarnation: u64,
     replica: Replica,
     store: LogStore,
     machine: M,
     transport: Transport,
     options: DriverOptions,
     status: Arc<Mutex<ReplicaStatus>>,
+    /// Logical time: ticks since start. Deadlines are in ticks.
+    ticks: u64,
     next_sequence: u64,
-    proposals: BTreeMap<u64, Reply<M::Outcome>>,
-    reads: BTreeMap<u64, Reply<Slot>>,
+    /// The leader as of the last Ready, to notice changes.
+    leader: Option<NodeId>,
+    /// This replica's clients' proposals, by sequence.
+    proposals: BTreeMap<u64, Proposal<M::Outcome>>,
+    /// This replica's clients' reads, by context.
+    reads: BTreeMap<u64, PendingRead>,
     reads_waiting_apply: BTreeMap<Slot, Vec<Reply<Slot>>>,
-    was_leader: bool,
+    /// As leader: commands forwarded by peers, to report their outcomes; value: deadline.
+    forwarded: BTreeMap<CommandId, u64>,
+    /// As leader: read-index requests of peers, by this core's context: (peer, context).
+    forwarded_reads: BTreeMap<u64, (NodeId, u64)>,
+    /// `peer_status` calls waiting for their peer, by context: (reply, deadline, peer).
+    status_requests: BTreeMap<u64, StatusRequest>,
 }
 
 impl<M: StateMachine> Driver<M> {
@@ -334,7 +457,7 @@ impl<M: StateMachine> Driver<M> {
             #[allow(clippy::disallowed_methods)]
             let now = Instant::now();
             if now >= next_tick {
-                self.replica.tick();
+                self.on_tick();
                 next_tick += tick;
                 if next_tick < now {
                     next_tick = now + tick; // fell behind (a long fsync): do not burst ticks
@@ -349,46 +472,68 @@ impl<M: StateMachine> Driver<M> {
     /// Returns false when the driver must stop.
     fn on_input(&mut self, input: Input<M::Outcome>) -> bool {
         match input {
-            Input::Message(message) => self.replica.step(message),
-            Input::Propose { command, reply } => self.on_propose(command, reply),
+            Input::Peer(PeerMessage::Consensus(message)) => self.replica.step(message),
+            Input::Peer(PeerMessage::Router { from, body, .. }) => self.on_router(from, body),
+            Input::Propose {
+                command,
+                retry_safe,
+                reply,
+            } => self.on_propose(command, retry_safe, reply),
             Input::ReadIndex { reply } => self.on_read_index(reply),
+            Input::PeerStatus { peer, reply } => self.on_peer_status(peer, reply),
             Input::Stop => return false,
         }
         true
     }
 
-    fn on_propose(&mut self, command: Vec<u8>, reply: Reply<M::Outcome>) {
+    fn on_tick(&mut self) {
+        self.replica.tick();
+        self.ticks += 1;
+        self.expire_requests();
+        self.dispatch_waiting();
+    }
+
+    fn deadline(&self, timeout_ms: u64) -> u64 {
+        self.ticks + timeout_ms.div_ceil(self.options.tick_ms.max(1))
+    }
+
+    fn take_sequence(&mut self) -> u64 {
         let sequence = self.next_sequence;
         self.next_sequence += 1;
+        sequence
+    }
+
+    fn on_propose(&mut self, command: Vec<u8>, retry_safe: bool, reply: Reply<M::Outcome>) {
+        let sequence = self.take_sequence();
         let envelope = Envelope {
             origin: self.id,
+            incarnation: self.incarnation,
             sequence,
             command,
         };
-        let bytes = envelope_codec()
+        let envelope = envelope_codec()
             .serialize(&envelope)
             .expect("envelope encodes");
-        match self.replica.propose(bytes) {
-            Ok(()) => {
-                self.proposals.insert(sequence, reply);
-            }
-            Err(error) => {
-                let _ = reply.send(Err(driver_error(error)));
-            }
-        }
+        let proposal = Proposal {
+            reply,
+            envelope,
+            retry_safe,
+            deadline: self.deadline(self.options.request_timeout_ms),
+            route: Route::Waiting,
+        };
+        self.proposals.insert(sequence, proposal);
+        self.dispatch_proposal(sequence);
     }
 
     fn on_read_index(&mut self, reply: Reply<Slot>) {
-        let context = self.next_sequence;
-        self.next_sequence += 1;
-        match self.replica.read_index(context) {
-            Ok(()) => {
-                self.reads.insert(context, reply);
-            }
-            Err(error) => {
-                let _ = reply.send(Err(driver_error(error)));
-            }
-        }
+        let context = self.take_sequence();
+        let read = PendingRead {
+            reply,
+            deadline: self.deadline(self.options.request_timeout_ms),
+            route: Route::Waiting,
+        };
+        self.reads.insert(context, read);
+        self.dispatch_read(context);
     }
 
     /// The Ready loop; an error (a failed WAL write or fsync) stops the replica.
@@ -403,7 +548,7 @@ impl<M: StateMachine> Driver<M> {
 
     fn handle_ready(&mut self, mut ready: Ready) -> Result<(), String> {
         for message in std::mem::take(&mut ready.messages) {
-            self.transport.send(message);
+            self.transport.send(PeerMessage::Consensus(message));
         }
         if !ready.records.is_empty() {
             self.store
@@ -415,7 +560,7 @@ impl<M: StateMachine> Driver<M> {
             if message.to == self.id {
                 self.replica.step(message);
             } else {
-                self.transport.send(message);
+                self.transport.send(PeerMessage::Consensus(message));
             }
         }
         for (slot, value) in std::mem::take(&mut ready.committed) {
@@ -425,8 +570,8 @@ impl<M: StateMachine> Driver<M> {
         for read in std::mem::take(&mut ready.read_states) {
             self.on_read_state(read);
         }
-        if let Some(soft) = ready.soft_state {
-            self.on_soft_state(soft.role == Role::Leader);
+        if ready.soft_state.is_some() {
+            self.on_leader_maybe_changed();
         }
         self.replica.advance(ready);
         Ok(())
@@ -446,12 +591,7 @@ impl<M: StateMachine> Driver<M> {
         let outcomes = self.machine.apply_slot(slot, &commands)?;
         assert_eq!(outcomes.len(), envelopes.len(), "one outcome per command");
         for (envelope, outcome) in envelopes.iter().zip(outcomes) {
-            if envelope.origin != self.id {
-                continue;
-            }
-            if let Some(reply) = self.proposals.remove(&envelope.sequence) {
-                let _ = reply.send(Ok(outcome));
-            }
+            self.on_applied(envelope, outcome);
         }
         let ready_reads: Vec<Slot> = self
             .reads_waiting_apply
@@ -466,32 +606,42 @@ impl<M: StateMachine> Driver<M> {
         Ok(())
     }
 
-    fn on_read_state(&mut self, read: ReadState) {
-        let Some(reply) = self.reads.remove(&read.context) else {
+    /// Answers whoever waits on an applied command: this replica's client, or the peer
+    /// that forwarded it here.
+    fn on_applied(&mut self, envelope: &Envelope, outcome: M::Outcome) {
+        if envelope.origin == self.id && envelope.incarnation == self.incarnation {
+            if let Some(proposal) = self.proposals.remove(&envelope.sequence) {
+                let _ = proposal.reply.send(Ok(outcome));
+            }
             return;
-        };
-        if self.machine.applied_slot() >= read.index {
-            let _ = reply.send(Ok(read.index));
-        } else {
-            self.reads_waiting_apply
-                .entry(read.index)
-                .or_default()
-                .push(reply);
+        }
+        let id = (envelope.origin, envelope.incarnation, envelope.sequence);
+        if self.forwarded.remove(&id).is_some() {
+            self.send_outcome(envelope, &outcome);
         }
     }
 
-    /// On losing leadership, whatever was waiting on it can no longer be answered here.
-    fn on_soft_state(&mut self, is_leader: bool) {
-        if self.was_leader && !is_leader {
-            for (_, reply) in std::mem::take(&mut self.proposals) {
-                let _ = reply.send(Err(DriverError::OutcomeUnknown));
-            }
-            let leader = self.replica.leader();
-            for (_, reply) in std::mem::take(&mut self.reads) {
-                let _ = reply.send(Err(DriverError::NotLeader { leader }));
-            }
+    /// A read index is ready: answer once this replica has applied up to it.
+    fn on_read_state(&mut self, read: ReadState) {
+        if let Some((peer, context)) = self.forwarded_reads.remove(&read.context) {
+            self.send_read_index_reply(peer, context, read.index);
+            return;
         }
-        self.was_leader = is_leader;
+        self.on_read_index_known(read.context, read.index);
+    }
+
+    fn on_read_index_known(&mut self, context: u64, index: Slot) {
+        let Some(read) = self.reads.remove(&context) else {
+            return;
+        };
+        if self.machine.applied_slot() >= index {
+            let _ = read.reply.send(Ok(index));
+        } else {
+            self.reads_waiting_apply
+                .entry(index)
+                .or_default()
+                .push(read.reply);
+        }
     }
 
     fn publish_status(&self) {
@@ -507,16 +657,19 @@ impl<M: StateMachine> Driver<M> {
     fn stop(mut self, reason: &str) {
         tracing::info!(replica = self.id, reason, "replica driver stopping");
         let error = DriverError::Stopped(reason.to_string());
-        for (_, reply) in std::mem::take(&mut self.proposals) {
-            let _ = reply.send(Err(error.clone()));
+        for (_, proposal) in std::mem::take(&mut self.proposals) {
+            let _ = proposal.reply.send(Err(error.clone()));
         }
-        for (_, reply) in std::mem::take(&mut self.reads) {
-            let _ = reply.send(Err(error.clone()));
+        for (_, read) in std::mem::take(&mut self.reads) {
+            let _ = read.reply.send(Err(error.clone()));
         }
         for reply in std::mem::take(&mut self.reads_waiting_apply)
             .into_values()
             .flatten()
         {
+            let _ = reply.send(Err(error.clone()));
+        }
+        for (_, (reply, _, _)) in std::mem::take(&mut self.status_requests) {
             let _ = reply.send(Err(error.clone()));
         }
         self.status.lock().expect("status lock").stopped = Some(reason.to_string());
@@ -525,7 +678,7 @@ impl<M: StateMachine> Driver<M> {
 
 fn driver_error(error: consensus::Error) -> DriverError {
     match error {
-        consensus::Error::NotLeader { leader } => DriverError::NotLeader { leader },
+        consensus::Error::NotLeader { .. } => DriverError::NoLeader,
         consensus::Error::ProposalQueueFull { .. } => DriverError::Busy(error.to_string()),
         other => DriverError::Rejected(other.to_string()),
     }

@@ -7,8 +7,8 @@ pub mod log_store;
 pub mod transport;
 
 pub use driver::{
-    start, ApplyError, DriverError, DriverOptions, ReplicaHandle, ReplicaNode, ReplicaStatus,
-    StartError, StateMachine,
+    role_name, start, ApplyError, DriverError, DriverOptions, ReplicaHandle, ReplicaNode,
+    ReplicaStatus, StartError, StateMachine,
 };
 pub use log_store::{LogStore, LogStoreError};
-pub use transport::{Transport, TransportOptions};
+pub use transport::{PeerStatus, Transport, TransportOptions};

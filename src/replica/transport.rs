@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-use crate::consensus::{Message, NodeId};
+use crate::consensus::{Message, NodeId, Slot};
 
 #[derive(Clone, Debug)]
 pub struct TransportOptions {
@@ -42,7 +42,93 @@ impl Default for TransportOptions {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerFrame {
     Hello { from: NodeId },
+    Peer(PeerMessage),
+}
+
+/// What replicas send each other: the consensus protocol, and the router's requests to the
+/// leader (see `driver`): proposals and read-index requests forwarded from any replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerMessage {
     Consensus(Message),
+    Router {
+        from: NodeId,
+        to: NodeId,
+        body: RouterMessage,
+    },
+}
+
+impl PeerMessage {
+    pub fn from(&self) -> NodeId {
+        match self {
+            PeerMessage::Consensus(message) => message.from,
+            PeerMessage::Router { from, .. } => *from,
+        }
+    }
+
+    pub fn to(&self) -> NodeId {
+        match self {
+            PeerMessage::Consensus(message) => message.to,
+            PeerMessage::Router { to, .. } => *to,
+        }
+    }
+}
+
+/// Why the leader did not take a forwarded request. Nothing was proposed, so the sender
+/// may send it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    NotLeader { leader: Option<NodeId> },
+    Busy(String),
+    Rejected(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RouterMessage {
+    /// Propose `envelope` (it names its origin and sequence) on the sender's behalf.
+    Propose {
+        sequence: u64,
+        envelope: Vec<u8>,
+    },
+    ProposeRefused {
+        sequence: u64,
+        refusal: Refusal,
+    },
+    /// The forwarded command's outcome, as the leader applied it.
+    Outcome {
+        incarnation: u64,
+        sequence: u64,
+        outcome: Vec<u8>,
+    },
+    /// A read index for the sender: answered once a quorum confirmed the leadership.
+    ReadIndex {
+        context: u64,
+    },
+    ReadIndexRefused {
+        context: u64,
+        refusal: Refusal,
+    },
+    ReadIndexReply {
+        context: u64,
+        index: Slot,
+    },
+    /// The receiver's own status, for `status()` calls served elsewhere.
+    Status {
+        context: u64,
+    },
+    StatusReply {
+        context: u64,
+        status: PeerStatus,
+    },
+}
+
+/// One replica's view of itself, as reported to a peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub role: String,
+    pub leader: Option<NodeId>,
+    pub ballot: String,
+    pub commit_index: Slot,
+    pub applied_slot: Slot,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,13 +188,13 @@ pub async fn read_frame<R: AsyncReadExt + Unpin>(
         .map_err(TransportError::Decode)
 }
 
-/// Where inbound consensus messages go.
-pub type Deliver = Arc<dyn Fn(Message) + Send + Sync>;
+/// Where inbound peer messages go.
+pub type Deliver = Arc<dyn Fn(PeerMessage) + Send + Sync>;
 
 /// Handle for sending to peers. Cheap to clone.
 #[derive(Clone)]
 pub struct Transport {
-    queues: Arc<BTreeMap<NodeId, mpsc::Sender<Message>>>,
+    queues: Arc<BTreeMap<NodeId, mpsc::Sender<PeerMessage>>>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -149,8 +235,8 @@ impl Transport {
     }
 
     /// Queue a message for its peer; drops it if that peer's queue is full.
-    pub fn send(&self, message: Message) {
-        let Some(queue) = self.queues.get(&message.to) else {
+    pub fn send(&self, message: PeerMessage) {
+        let Some(queue) = self.queues.get(&message.to()) else {
             return;
         };
         if queue.try_send(message).is_err() {
@@ -171,7 +257,11 @@ struct Link {
 }
 
 impl Link {
-    async fn run(self, mut queue: mpsc::Receiver<Message>, mut shutdown: watch::Receiver<bool>) {
+    async fn run(
+        self,
+        mut queue: mpsc::Receiver<PeerMessage>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let mut backoff_ms = self.options.reconnect_backoff_min_ms;
         loop {
             let attempt = tokio::select! {
@@ -193,7 +283,7 @@ impl Link {
     }
 
     /// Returns Ok only when the queue is closed (the replica is stopping).
-    async fn connect_and_send(&self, queue: &mut mpsc::Receiver<Message>) -> Result<()> {
+    async fn connect_and_send(&self, queue: &mut mpsc::Receiver<PeerMessage>) -> Result<()> {
         let stream = TcpStream::connect(self.address).await?;
         stream.set_nodelay(true)?;
         let mut writer = BufWriter::new(stream);
@@ -216,14 +306,14 @@ impl Link {
 
 async fn write_message(
     writer: &mut BufWriter<TcpStream>,
-    message: Message,
+    message: PeerMessage,
     max: u32,
 ) -> Result<()> {
-    match encode_frame(&PeerFrame::Consensus(message), max) {
+    match encode_frame(&PeerFrame::Peer(message), max) {
         Ok(frame) => writer.write_all(&frame).await?,
         // One oversized message is dropped like a lost one; the link stays up.
         Err(error @ TransportError::FrameTooLarge { .. }) => {
-            tracing::warn!(%error, "dropping oversized consensus message");
+            tracing::warn!(%error, "dropping an oversized peer message");
         }
         Err(error) => return Err(error),
     }
@@ -277,7 +367,7 @@ async fn serve_inbound(
     };
     loop {
         match read_frame(&mut stream, max).await? {
-            PeerFrame::Consensus(message) if message.from == from => deliver(message),
+            PeerFrame::Peer(message) if message.from() == from => deliver(message),
             other => {
                 return Err(TransportError::Protocol(format!(
                     "unexpected frame from {from}: {other:?}"
@@ -303,11 +393,21 @@ mod tests {
                 read_round: 0,
             },
         };
-        let frame = encode_frame(&PeerFrame::Consensus(message.clone()), 1 << 20).unwrap();
-        let mut reader = &frame[..];
-        match read_frame(&mut reader, 1 << 20).await.unwrap() {
-            PeerFrame::Consensus(decoded) => assert_eq!(decoded, message),
-            other => panic!("decoded {other:?}"),
+        let router = PeerMessage::Router {
+            from: 1,
+            to: 2,
+            body: RouterMessage::ReadIndexReply {
+                context: 7,
+                index: 41,
+            },
+        };
+        for message in [PeerMessage::Consensus(message), router] {
+            let frame = encode_frame(&PeerFrame::Peer(message.clone()), 1 << 20).unwrap();
+            let mut reader = &frame[..];
+            match read_frame(&mut reader, 1 << 20).await.unwrap() {
+                PeerFrame::Peer(decoded) => assert_eq!(decoded, message),
+                other => panic!("decoded {other:?}"),
+            }
         }
         let huge = u32::MAX.to_be_bytes();
         let mut reader = &huge[..];
@@ -346,14 +446,16 @@ mod tests {
         );
         let noop: Deliver = Arc::new(|_| {});
         let sending = Transport::start(3, other, peers, noop, options, shutdown);
-        let heartbeat = |to| Message {
-            from: 3,
-            to,
-            body: MessageBody::Heartbeat {
-                ballot: Ballot::new(1, 3),
-                commit_index: 0,
-                read_round: 0,
-            },
+        let heartbeat = |to| {
+            PeerMessage::Consensus(Message {
+                from: 3,
+                to,
+                body: MessageBody::Heartbeat {
+                    ballot: Ballot::new(1, 3),
+                    commit_index: 0,
+                    read_round: 0,
+                },
+            })
         };
         sending.send(heartbeat(1));
         let got = tokio::time::timeout(Duration::from_secs(5), inbox.recv()).await;

@@ -1,0 +1,112 @@
+//! `KvReader`: reads from any thread while the driver thread applies. Each read takes a
+//! RocksDB snapshot and reads the version window from the meta column family inside that
+//! same snapshot, so the window and the data always agree.
+
+use std::sync::Arc;
+
+use rocksdb::DB;
+use tokio::sync::watch;
+
+use super::command::KeyRange;
+use super::error::{Error, Result};
+use super::keys::{decode_u64, CF_META, META_CURRENT_VERSION, META_OLDEST_VERSION};
+use super::read::View;
+use super::{cf, ExecutorOptions, KeyValue, RangePage, Slot, WatchPage};
+
+/// Where the executor stands after its last applied slot; published after every slot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub slot: Slot,
+    pub current_version: u64,
+    pub oldest_version: u64,
+}
+
+/// A cheap, cloneable read handle on the executor's database.
+#[derive(Clone)]
+pub struct KvReader {
+    pub(super) db: Arc<DB>,
+    pub(super) options: Arc<ExecutorOptions>,
+    pub(super) applied: watch::Receiver<Applied>,
+}
+
+impl KvReader {
+    /// The position after the last applied slot.
+    pub fn applied(&self) -> Applied {
+        *self.applied.borrow()
+    }
+
+    /// Resolves once the executor has applied `slot` (or at once if it has).
+    pub async fn wait_for_slot(&self, slot: Slot) -> Result<Applied> {
+        self.wait_until(|applied| applied.slot >= slot).await
+    }
+
+    /// Resolves once the executor has applied version `version` (or at once if it has).
+    pub async fn wait_for_version(&self, version: u64) -> Result<Applied> {
+        self.wait_until(|applied| applied.current_version >= version)
+            .await
+    }
+
+    /// Resolves at the next applied slot that writes a version after `version`.
+    pub async fn wait_for_version_after(&self, version: u64) -> Result<Applied> {
+        self.wait_until(|applied| applied.current_version > version)
+            .await
+    }
+
+    async fn wait_until(&self, done: impl FnMut(&Applied) -> bool) -> Result<Applied> {
+        let mut applied = self.applied.clone();
+        let result = applied.wait_for(done).await.map(|applied| *applied);
+        result.map_err(|_| Error::Closed)
+    }
+
+    pub fn get(&self, key: &[u8], read_version: u64) -> Result<Option<KeyValue>> {
+        self.view()?.get(key, read_version)
+    }
+
+    pub fn get_range(
+        &self,
+        range: &KeyRange,
+        limit: usize,
+        reverse: bool,
+        read_version: u64,
+        continuation: Option<Vec<u8>>,
+    ) -> Result<RangePage> {
+        self.view()?.get_range(
+            &range.start,
+            &range.end,
+            limit,
+            reverse,
+            read_version,
+            continuation,
+        )
+    }
+
+    pub fn watch_events(
+        &self,
+        range: &KeyRange,
+        from_version: u64,
+        events_max: usize,
+    ) -> Result<WatchPage> {
+        self.view()?.watch_events(range, from_version, events_max)
+    }
+
+    /// A snapshot, with the version window stored in it.
+    fn view(&self) -> Result<View<'_>> {
+        let snapshot = self.db.snapshot();
+        let meta = cf(&self.db, CF_META);
+        let read = |name: &[u8]| -> Result<u64> {
+            let bytes = snapshot
+                .get_cf(meta, name)?
+                .ok_or_else(|| Error::Corrupt(format!("meta key {name:?} missing")))?;
+            decode_u64(&bytes, "meta")
+        };
+        let oldest_version = read(META_OLDEST_VERSION)?;
+        let current_version = read(META_CURRENT_VERSION)?;
+        Ok(View {
+            db: &self.db,
+            snapshot,
+            options: &self.options,
+            oldest_version,
+            current_version,
+        })
+    }
+}
