@@ -2,5 +2,7 @@
 pub mod api;
 pub mod consensus;
 pub mod executor;
+pub mod node;
 pub mod replica;
+pub mod router;
 pub mod sim;

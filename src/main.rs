@@ -1,79 +1,219 @@
-//! The paxkv command line.
+//! The paxkv command line: `dev` and `server` run the store, the client verbs talk to it,
+//! `sim` runs the deterministic simulator.
 
+mod cli;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand};
+use paxkv::node::{self, Node, NodeConfig};
 use paxkv::sim::{self, SimOptions};
 
-const USAGE: &str = "usage:
-  paxkv sim --seed N [--bug NAME]... [--safety-ms MS] [--no-acceptor-memory-check] [--trace]
-      replay one simulated run exactly
-  paxkv sim --seeds COUNT [--first-seed N] [--threads T] [--bug NAME]...
-      run many seeds and report totals";
+#[derive(Parser, Debug)]
+#[command(
+    name = "paxkv",
+    version,
+    about = "A replicated, transactional key-value store"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Three replicas in one process, on loopback: the embedded default.
+    Dev(DevArgs),
+    /// One replica per process: the real deployment.
+    Server(ServerArgs),
+    /// The deterministic simulator: replay one seed or sweep many.
+    Sim(SimArgs),
+    #[command(flatten)]
+    Client(cli::ClientCommand),
+}
+
+#[derive(clap::Args, Debug)]
+struct DevArgs {
+    /// Replica N keeps its data in DIR/replica_N.
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    /// Thrift endpoints of replicas 1, 2, 3.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "127.0.0.1:9091,127.0.0.1:9092,127.0.0.1:9093"
+    )]
+    thrift_addrs: Vec<SocketAddr>,
+    /// Peer listeners of replicas 1, 2, 3.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "127.0.0.1:6001,127.0.0.1:6002,127.0.0.1:6003"
+    )]
+    peer_addrs: Vec<SocketAddr>,
+}
+
+#[derive(clap::Args, Debug)]
+struct ServerArgs {
+    /// A node's TOML config (see config/node1.toml); PAXKV_* variables override it.
+    #[arg(long)]
+    config: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+struct SimArgs {
+    /// Replay this one seed exactly.
+    #[arg(long, conflicts_with = "seeds")]
+    seed: Option<u64>,
+    /// Run this many seeds and report totals.
+    #[arg(long)]
+    seeds: Option<u64>,
+    #[arg(long, default_value_t = 0)]
+    first_seed: u64,
+    #[arg(long, default_value_t = std::thread::available_parallelism().map_or(1, |n| n.get()))]
+    threads: usize,
+    /// Inject a known bug (repeatable); see `paxkv::sim::BUGS`.
+    #[arg(long = "bug")]
+    bugs: Vec<String>,
+    #[arg(long)]
+    safety_ms: Option<u64>,
+    #[arg(long)]
+    trace: bool,
+    #[arg(long)]
+    no_acceptor_memory_check: bool,
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("sim") => run_sim(&args[1..]),
-        _ => Err(USAGE.to_string()),
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Dev(args) => run_dev(args),
+        Command::Server(args) => run_server(args),
+        Command::Sim(args) => run_sim(args),
+        Command::Client(command) => return cli::run(command),
     };
     match result {
         Ok(code) => code,
         Err(message) => {
-            eprintln!("{message}");
+            eprintln!("paxkv: {message}");
             ExitCode::from(2)
         }
     }
 }
 
-struct SimArgs {
-    seed: Option<u64>,
-    seeds: Option<u64>,
-    first_seed: u64,
-    threads: usize,
-    bugs: Vec<String>,
-    safety_ms: Option<u64>,
-    trace: bool,
-    no_acceptor_memory_check: bool,
+fn init_logging(default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
-fn parse_sim_args(args: &[String]) -> Result<SimArgs, String> {
-    let mut parsed = SimArgs {
-        seed: None,
-        seeds: None,
-        first_seed: 0,
-        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        bugs: Vec::new(),
-        safety_ms: None,
-        trace: false,
-        no_acceptor_memory_check: false,
-    };
-    let mut args = args.iter();
-    while let Some(flag) = args.next() {
-        let mut value = || {
-            args.next()
-                .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))
-        };
-        let number = |text: &String| {
-            text.parse::<u64>()
-                .map_err(|_| format!("{flag}: {text:?} is not a number"))
-        };
-        match flag.as_str() {
-            "--seed" => parsed.seed = Some(number(value()?)?),
-            "--seeds" => parsed.seeds = Some(number(value()?)?),
-            "--first-seed" => parsed.first_seed = number(value()?)?,
-            "--threads" => parsed.threads = number(value()?)? as usize,
-            "--bug" => parsed.bugs.push(value()?.clone()),
-            "--safety-ms" => parsed.safety_ms = Some(number(value()?)?),
-            "--trace" => parsed.trace = true,
-            "--no-acceptor-memory-check" => parsed.no_acceptor_memory_check = true,
-            other => return Err(format!("unknown flag {other}\n{USAGE}")),
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| format!("starting the runtime: {error}"))
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let terminated = async {
+        match terminate.as_mut() {
+            Some(signal) => signal.recv().await,
+            None => std::future::pending().await,
         }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminated => {}
     }
-    Ok(parsed)
 }
 
-fn run_sim(args: &[String]) -> Result<ExitCode, String> {
-    let args = parse_sim_args(args)?;
+fn run_server(args: ServerArgs) -> Result<ExitCode, String> {
+    let config = NodeConfig::load(&args.config)
+        .map_err(|error| format!("config {}: {error}", args.config.display()))?;
+    init_logging(&config.log);
+    runtime()?.block_on(async move {
+        let node = Node::start(config.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        println!(
+            "paxkv server: replica {} of {:?}, Thrift on {}, peers on {}, data in {}",
+            config.id,
+            config.members.iter().map(|m| m.id).collect::<Vec<_>>(),
+            config.thrift_addr,
+            config.peer_addr(),
+            config.data_dir.display()
+        );
+        node.serve(stop_signal()).await.map_err(|e| e.to_string())?;
+        println!("paxkv server: stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn run_dev(args: DevArgs) -> Result<ExitCode, String> {
+    if args.thrift_addrs.len() != 3 || args.peer_addrs.len() != 3 {
+        return Err("dev runs 3 replicas: give 3 --thrift-addrs and 3 --peer-addrs".into());
+    }
+    init_logging("info");
+    let configs = node::dev_configs(&args.data_dir, &args.thrift_addrs, &args.peer_addrs);
+    runtime()?.block_on(async move {
+        let mut nodes = Vec::new();
+        for config in configs {
+            println!(
+                "paxkv dev: replica {} on Thrift {} (peers {}), data in {}",
+                config.id,
+                config.thrift_addr,
+                config.peer_addr(),
+                config.data_dir.display()
+            );
+            nodes.push(Node::start(config).await.map_err(|e| e.to_string())?);
+        }
+        let routers: Vec<_> = nodes.iter().map(|n| n.router.clone()).collect();
+        tokio::spawn(announce_leaders(routers));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut serving = tokio::task::JoinSet::new();
+        for node in nodes {
+            let mut stopped = stopped.clone();
+            serving.spawn(node.serve(async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            }));
+        }
+        stop_signal().await;
+        println!("paxkv dev: stopping");
+        let _ = stop.send(true);
+        for result in serving.join_all().await {
+            result.map_err(|e| e.to_string())?;
+        }
+        println!("paxkv dev: stopped cleanly");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Prints who leads whenever it changes.
+async fn announce_leaders(routers: Vec<paxkv::router::PrimaryRouter>) {
+    let mut announced = None;
+    loop {
+        let leader = routers
+            .iter()
+            .find(|router| router.role() == "leader")
+            .map(|router| router.id());
+        if leader.is_some() && leader != announced {
+            println!("paxkv dev: replica {} leads", leader.unwrap_or_default());
+            announced = leader;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+fn run_sim(args: SimArgs) -> Result<ExitCode, String> {
     let options_for = |seed: u64| -> Result<SimOptions, String> {
         let mut options = SimOptions::new(seed);
         for bug in &args.bugs {
@@ -99,7 +239,9 @@ fn run_sim(args: &[String]) -> Result<ExitCode, String> {
             }
         };
     }
-    let count = args.seeds.ok_or_else(|| USAGE.to_string())?;
+    let count = args
+        .seeds
+        .ok_or_else(|| "sim needs --seed N or --seeds COUNT".to_string())?;
     // Wall time of the whole sweep is reported to the operator; no run depends on it.
     #[allow(clippy::disallowed_methods)]
     let started = std::time::Instant::now();

@@ -39,6 +39,7 @@ mod codec;
 mod connection;
 mod error;
 pub mod gen;
+mod handler;
 mod process;
 mod server;
 
@@ -50,4 +51,5 @@ pub use codec::{
 };
 pub use error::{Error, Result};
 pub use gen::paxkv::{PaxkvSyncClient, PaxkvSyncHandler, PaxkvSyncProcessor, TPaxkvSyncClient};
+pub use handler::KvHandler;
 pub use server::{bind, run, ServerLimits};

@@ -3,6 +3,7 @@
 
 pub mod driver;
 mod kv_machine;
+pub mod kv_store;
 pub mod log_store;
 pub mod transport;
 
@@ -10,5 +11,6 @@ pub use driver::{
     role_name, start, ApplyError, DriverError, DriverOptions, ReplicaHandle, ReplicaNode,
     ReplicaStatus, StartError, StateMachine,
 };
+pub use kv_store::{ReplicatedKvStore, StoreError};
 pub use log_store::{LogStore, LogStoreError};
 pub use transport::{PeerStatus, Transport, TransportOptions};

@@ -1,0 +1,360 @@
+//! `KvHandler`: the Thrift API served by a `PrimaryRouter`. Converts the wire types, checks
+//! what only the wire can get wrong (negative versions, unknown enum values), and turns
+//! every router error into the exception the IDL declares for that method.
+//!
+//! The generated processor calls handlers synchronously; the server runs each call on
+//! tokio's blocking pool, so a handler blocks on the router's futures there.
+
+use std::time::Duration;
+
+use thrift::Error as ThriftError;
+
+use super::gen::paxkv::{
+    self as wire, CommitRequest, CommitResult, Compacted, Conflict, DeleteRangeRequest,
+    DeleteRequest, ErrorCode, GetRangeRequest, GetRequest, GetResult, InternalError,
+    InvalidArgument, LimitExceeded, PaxkvSyncHandler, PutRequest, RangeResult, Status, TooOld,
+    TxnRequest, TxnResult, Unavailable, WatchRequest, WatchResult,
+};
+use crate::executor::{
+    Compare, CompareOp, CompareTarget, EventKind, KeyRange, KeyValue, Mutation, SessionId,
+};
+use crate::router::{PrimaryRouter, RouterError};
+
+/// Which exceptions a method declares, so an undeclared one becomes `InternalError`
+/// instead of an opaque application error.
+#[derive(Clone, Copy)]
+struct Declares {
+    conflict: bool,
+    too_old: bool,
+    compacted: bool,
+    invalid: bool,
+}
+
+const WRITE: Declares = Declares {
+    conflict: false,
+    too_old: false,
+    compacted: false,
+    invalid: true,
+};
+const READ: Declares = Declares {
+    too_old: true,
+    ..WRITE
+};
+const COMMIT: Declares = Declares {
+    conflict: true,
+    too_old: true,
+    ..WRITE
+};
+const WATCH: Declares = Declares {
+    compacted: true,
+    ..WRITE
+};
+const READ_VERSION: Declares = Declares {
+    invalid: false,
+    ..WRITE
+};
+
+pub struct KvHandler {
+    router: PrimaryRouter,
+    runtime: tokio::runtime::Handle,
+}
+
+impl KvHandler {
+    /// `runtime` runs the router's futures; the handler must be called outside it (the
+    /// server calls it on the blocking pool).
+    pub fn new(router: PrimaryRouter, runtime: tokio::runtime::Handle) -> KvHandler {
+        KvHandler { router, runtime }
+    }
+
+    fn block_on<T>(&self, future: impl std::future::Future<Output = T>) -> T {
+        self.runtime.block_on(future)
+    }
+}
+
+type Wire<T> = thrift::Result<T>;
+
+impl PaxkvSyncHandler for KvHandler {
+    fn handle_get(&self, request: GetRequest) -> Wire<GetResult> {
+        let read_version = optional_version(request.read_version, "read_version")?;
+        let got = self.block_on(self.router.get(&request.key, read_version));
+        let (kv, version) = got.map_err(|e| exception(e, READ))?;
+        Ok(GetResult::new(kv.map(key_value), to_wire(version)))
+    }
+
+    fn handle_get_range(&self, request: GetRangeRequest) -> Wire<RangeResult> {
+        let read_version = optional_version(request.read_version, "read_version")?;
+        let limit =
+            usize::try_from(request.limit).map_err(|_| invalid("limit must not be negative"))?;
+        let range = key_range(request.range);
+        let read = self.router.get_range(
+            &range,
+            limit,
+            request.reverse,
+            read_version,
+            request.continuation,
+        );
+        let (page, version) = self.block_on(read).map_err(|e| exception(e, READ))?;
+        let kvs = page.kvs.into_iter().map(key_value).collect();
+        Ok(RangeResult::new(
+            kvs,
+            page.more,
+            page.continuation,
+            to_wire(version),
+        ))
+    }
+
+    fn handle_put(&self, request: PutRequest) -> Wire<i64> {
+        let session = session(request.session)?;
+        let put = self.router.put(request.key, request.value, session);
+        let committed = self.block_on(put).map_err(|e| exception(e, WRITE))?;
+        Ok(to_wire(committed.version))
+    }
+
+    fn handle_delete_key(&self, request: DeleteRequest) -> Wire<i64> {
+        let session = session(request.session)?;
+        let delete = self.router.delete(request.key, session);
+        let committed = self.block_on(delete).map_err(|e| exception(e, WRITE))?;
+        Ok(to_wire(committed.version))
+    }
+
+    fn handle_delete_range(&self, request: DeleteRangeRequest) -> Wire<i64> {
+        let session = session(request.session)?;
+        let delete = self.router.delete_range(key_range(request.range), session);
+        let committed = self.block_on(delete).map_err(|e| exception(e, WRITE))?;
+        Ok(to_wire(committed.version))
+    }
+
+    fn handle_get_read_version(&self) -> Wire<i64> {
+        let version = self.block_on(self.router.read_version());
+        Ok(to_wire(version.map_err(|e| exception(e, READ_VERSION))?))
+    }
+
+    fn handle_commit(&self, request: CommitRequest) -> Wire<CommitResult> {
+        let read_version = version(request.read_version, "read_version")?;
+        let session = session(request.session)?;
+        let mutations = mutations(request.mutations)?;
+        let ranges = request.read_conflict_ranges.into_iter().map(key_range);
+        let commit = self
+            .router
+            .commit(read_version, mutations, ranges.collect(), session);
+        let committed = self.block_on(commit).map_err(|e| exception(e, COMMIT))?;
+        Ok(CommitResult::new(
+            to_wire(committed.version),
+            committed.versionstamp.to_vec(),
+        ))
+    }
+
+    fn handle_txn(&self, request: TxnRequest) -> Wire<TxnResult> {
+        let session = session(request.session)?;
+        let compares = request.compares.into_iter().map(compare);
+        let compares = compares.collect::<Wire<Vec<Compare>>>()?;
+        let success = mutations(request.success)?;
+        let failure = mutations(request.failure)?;
+        let txn = self.router.txn(compares, success, failure, session);
+        let (succeeded, version) = self.block_on(txn).map_err(|e| exception(e, WRITE))?;
+        Ok(TxnResult::new(succeeded, to_wire(version)))
+    }
+
+    fn handle_watch(&self, request: WatchRequest) -> Wire<WatchResult> {
+        let from_version = version(request.from_version, "from_version")?;
+        let timeout_ms = u64::try_from(request.timeout_ms)
+            .map_err(|_| invalid("timeout_ms must not be negative"))?;
+        let range = key_range(request.range);
+        let watch = self
+            .router
+            .watch(&range, from_version, Duration::from_millis(timeout_ms));
+        let page = self.block_on(watch).map_err(|e| exception(e, WATCH))?;
+        let events = page.events.into_iter().map(|event| {
+            let kind = match event.kind {
+                EventKind::Put => wire::EventType::PUT,
+                EventKind::Delete => wire::EventType::DELETE,
+            };
+            wire::Event::new(kind, event.key, event.value, to_wire(event.version))
+        });
+        Ok(WatchResult::new(
+            events.collect(),
+            to_wire(page.next_version),
+        ))
+    }
+
+    fn handle_status(&self) -> Wire<Status> {
+        let status = self.block_on(self.router.status());
+        let replicas = status.members.into_iter().map(|member| {
+            let (role, committed, applied) = match &member.status {
+                Some(s) => (s.role.clone(), s.commit_index, s.applied_slot),
+                None => ("unreachable".to_string(), 0, 0),
+            };
+            wire::ReplicaStatus::new(
+                member.id as i32,
+                member.peer_address.to_string(),
+                role,
+                to_wire(committed),
+                to_wire(applied),
+                member.status.is_some(),
+            )
+        });
+        Ok(Status::new(
+            replicas.collect(),
+            status.leader.map(|leader| leader as i32),
+            status.ballot,
+            to_wire(status.version),
+            status.healthy,
+        ))
+    }
+}
+
+fn to_wire(value: u64) -> i64 {
+    i64::try_from(value).expect("versions and slots stay below 2^63")
+}
+
+fn invalid(message: impl Into<String>) -> ThriftError {
+    user(InvalidArgument::new(
+        ErrorCode::INVALID_ARGUMENT,
+        message.into(),
+    ))
+}
+
+fn user(exception: impl std::error::Error + Send + Sync + 'static) -> ThriftError {
+    ThriftError::User(Box::new(exception))
+}
+
+fn version(value: i64, name: &str) -> Wire<u64> {
+    u64::try_from(value).map_err(|_| invalid(format!("{name} must not be negative")))
+}
+
+fn optional_version(value: Option<i64>, name: &str) -> Wire<Option<u64>> {
+    value.map(|v| version(v, name)).transpose()
+}
+
+fn session(session: Option<wire::Session>) -> Wire<Option<SessionId>> {
+    Ok(session.map(|s| SessionId {
+        client_id: s.client_id,
+        request_id: s.request_id,
+    }))
+}
+
+fn key_range(range: wire::KeyRange) -> KeyRange {
+    KeyRange {
+        start: range.start_key,
+        end: range.end_key,
+    }
+}
+
+fn key_value(kv: KeyValue) -> wire::KeyValue {
+    wire::KeyValue::new(
+        kv.key,
+        kv.value,
+        to_wire(kv.mod_version),
+        to_wire(kv.create_version),
+    )
+}
+
+fn mutations(mutations: Vec<wire::Mutation>) -> Wire<Vec<Mutation>> {
+    mutations.into_iter().map(mutation).collect()
+}
+
+fn mutation(m: wire::Mutation) -> Wire<Mutation> {
+    let value = |v: Option<Vec<u8>>| v.ok_or_else(|| invalid("this mutation needs a value"));
+    Ok(match m.type_ {
+        wire::MutationType::SET => Mutation::Set {
+            key: m.key,
+            value: value(m.value)?,
+        },
+        wire::MutationType::CLEAR => Mutation::Clear { key: m.key },
+        wire::MutationType::CLEAR_RANGE => Mutation::ClearRange {
+            start: m.key,
+            end: m.end_key.unwrap_or_default(),
+        },
+        wire::MutationType::ADD => Mutation::Add {
+            key: m.key,
+            param: value(m.value)?,
+        },
+        wire::MutationType::SET_VERSIONSTAMPED_KEY => Mutation::SetVersionstampedKey {
+            key: m.key,
+            value: value(m.value)?,
+        },
+        wire::MutationType::SET_VERSIONSTAMPED_VALUE => Mutation::SetVersionstampedValue {
+            key: m.key,
+            value: value(m.value)?,
+        },
+        other => return Err(invalid(format!("unknown mutation type {}", other.0))),
+    })
+}
+
+fn compare(c: wire::Compare) -> Wire<Compare> {
+    let target = match c.target {
+        wire::CompareTarget::VALUE => CompareTarget::Value,
+        wire::CompareTarget::MOD_VERSION => CompareTarget::ModVersion,
+        wire::CompareTarget::CREATE_VERSION => CompareTarget::CreateVersion,
+        wire::CompareTarget::EXISTS => CompareTarget::Exists,
+        other => return Err(invalid(format!("unknown compare target {}", other.0))),
+    };
+    let op = match c.op {
+        wire::CompareOp::EQUAL => CompareOp::Equal,
+        wire::CompareOp::NOT_EQUAL => CompareOp::NotEqual,
+        wire::CompareOp::LESS => CompareOp::Less,
+        wire::CompareOp::GREATER => CompareOp::Greater,
+        other => return Err(invalid(format!("unknown compare op {}", other.0))),
+    };
+    Ok(Compare {
+        key: c.key,
+        target,
+        op,
+        value: c.value,
+        version: optional_version(c.version, "compare version")?,
+        exists: c.exists,
+    })
+}
+
+fn saturating_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// The typed exception for `error`, or `InternalError` where the method does not declare it.
+fn exception(error: RouterError, declares: Declares) -> ThriftError {
+    let message = error.to_string();
+    match error {
+        RouterError::InvalidArgument(message) if declares.invalid => invalid(message),
+        RouterError::LimitExceeded {
+            limit,
+            actual,
+            maximum,
+        } if declares.invalid => user(LimitExceeded::new(
+            ErrorCode::LIMIT_EXCEEDED,
+            limit.to_string(),
+            saturating_i64(actual),
+            saturating_i64(maximum),
+            message,
+        )),
+        RouterError::Conflict { key } if declares.conflict => {
+            user(Conflict::new(ErrorCode::CONFLICT, message, key))
+        }
+        RouterError::TooOld {
+            read_version,
+            oldest_version,
+        } if declares.too_old => user(TooOld::new(
+            ErrorCode::TOO_OLD,
+            saturating_i64(read_version),
+            saturating_i64(oldest_version),
+            message,
+        )),
+        RouterError::Compacted {
+            from_version,
+            oldest_version,
+        } if declares.compacted => user(Compacted::new(
+            ErrorCode::COMPACTED,
+            saturating_i64(from_version),
+            saturating_i64(oldest_version),
+            message,
+        )),
+        RouterError::Unavailable {
+            message,
+            retry_after_ms,
+        } => user(Unavailable::new(
+            ErrorCode::UNAVAILABLE,
+            message,
+            i32::try_from(retry_after_ms).unwrap_or(i32::MAX),
+        )),
+        _ => user(InternalError::new(ErrorCode::INTERNAL, message)),
+    }
+}

@@ -1,0 +1,279 @@
+//! A node's settings: a TOML file, overridden by `PAXKV_*` environment variables (nested
+//! keys joined by `__`, e.g. `PAXKV_LIMITS__KEY_BYTES_MAX=4096`). Every field but `id`,
+//! `data_dir`, `thrift_addr` and `members` has a default. An invalid setting fails at start
+//! with a message naming it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::ServerLimits;
+use crate::consensus::NodeId;
+use crate::router::Limits;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This replica's id; must be one of `members`.
+    pub id: NodeId,
+    /// Holds `kv/` (RocksDB) and `wal/` (the consensus log).
+    pub data_dir: PathBuf,
+    /// Where this node serves the Thrift API.
+    pub thrift_addr: SocketAddr,
+    /// Every replica of the cluster, this one included.
+    pub members: Vec<Member>,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub server: ServerSettings,
+    #[serde(default)]
+    pub timing: Timing,
+    #[serde(default)]
+    pub storage: Storage,
+    /// Log filter (`tracing` syntax, e.g. "info" or "paxkv=debug"); `RUST_LOG` wins.
+    #[serde(default = "default_log")]
+    pub log: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    pub id: NodeId,
+    /// Where the replica listens for its peers.
+    pub peer_addr: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    pub connections_max: usize,
+    /// Largest Thrift frame accepted or sent; a larger one closes its connection.
+    pub frame_bytes_max: u32,
+    pub requests_inflight_max: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        let limits = ServerLimits::default();
+        ServerSettings {
+            connections_max: limits.connections_max,
+            frame_bytes_max: limits.frame_bytes_max,
+            requests_inflight_max: limits.requests_inflight_max,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timing {
+    pub tick_ms: u64,
+    pub heartbeat_interval_ticks: u32,
+    /// Followers start an election after between 1 and 2 times this many silent ticks.
+    pub election_timeout_ticks: u32,
+    /// How long a request waits for a leader and its answer before `Unavailable`.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            tick_ms: 10,
+            heartbeat_interval_ticks: 2,
+            election_timeout_ticks: 20,
+            request_timeout_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Storage {
+    /// Versions kept readable behind the newest; must be equal on every replica.
+    pub retention_versions: u64,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage {
+            retention_versions: 1_000_000,
+        }
+    }
+}
+
+fn default_log() -> String {
+    "info".to_string()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Load(#[from] config::ConfigError),
+    #[error("invalid setting {setting}: {reason}")]
+    Invalid { setting: String, reason: String },
+}
+
+fn invalid(setting: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        setting: setting.to_string(),
+        reason: reason.into(),
+    }
+}
+
+impl NodeConfig {
+    /// Loads `path` with `PAXKV_*` overrides, then validates.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let settings = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("PAXKV")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()?;
+        let node: NodeConfig = settings.try_deserialize()?;
+        node.validate()?;
+        Ok(node)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let ids: BTreeSet<NodeId> = self.members.iter().map(|m| m.id).collect();
+        if ids.len() != self.members.len() {
+            return Err(invalid("members", "two members share an id"));
+        }
+        let addrs: BTreeSet<SocketAddr> = self.members.iter().map(|m| m.peer_addr).collect();
+        if addrs.len() != self.members.len() {
+            return Err(invalid("members", "two members share a peer_addr"));
+        }
+        if !ids.contains(&self.id) {
+            return Err(invalid(
+                "id",
+                format!("{} is not among members {ids:?}", self.id),
+            ));
+        }
+        if self.members.len() % 2 == 0 {
+            return Err(invalid(
+                "members",
+                "use an odd number of replicas (an even one tolerates no more failures)",
+            ));
+        }
+        self.limits
+            .validate()
+            .map_err(|reason| invalid("limits", reason))?;
+        self.server_limits()
+            .check()
+            .map_err(|error| invalid("server", error.to_string()))?;
+        let timing = &self.timing;
+        if timing.tick_ms == 0 || timing.heartbeat_interval_ticks == 0 {
+            return Err(invalid(
+                "timing",
+                "tick_ms and heartbeat_interval_ticks must be positive",
+            ));
+        }
+        if timing.election_timeout_ticks <= 2 * timing.heartbeat_interval_ticks {
+            return Err(invalid(
+                "timing.election_timeout_ticks",
+                "must exceed twice heartbeat_interval_ticks",
+            ));
+        }
+        if timing.request_timeout_ms == 0 {
+            return Err(invalid("timing.request_timeout_ms", "must be positive"));
+        }
+        if self.storage.retention_versions == 0 {
+            return Err(invalid("storage.retention_versions", "must be positive"));
+        }
+        Ok(())
+    }
+
+    pub fn server_limits(&self) -> ServerLimits {
+        ServerLimits {
+            connections_max: self.server.connections_max,
+            frame_bytes_max: self.server.frame_bytes_max,
+            requests_inflight_max: self.server.requests_inflight_max,
+        }
+    }
+
+    pub fn peers(&self) -> BTreeMap<NodeId, SocketAddr> {
+        self.members.iter().map(|m| (m.id, m.peer_addr)).collect()
+    }
+
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peers()[&self.id]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NODE: &str = r#"
+id = 2
+data_dir = "data/node2"
+thrift_addr = "127.0.0.1:9092"
+members = [
+  { id = 1, peer_addr = "127.0.0.1:6001" },
+  { id = 2, peer_addr = "127.0.0.1:6002" },
+  { id = 3, peer_addr = "127.0.0.1:6003" },
+]
+[limits]
+key_bytes_max = 2048
+"#;
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn loads_with_defaults() {
+        let (_dir, path) = write(NODE);
+        let node = NodeConfig::load(&path).unwrap();
+        assert_eq!(node.id, 2);
+        assert_eq!(node.limits.key_bytes_max, 2048);
+        assert_eq!(
+            node.limits.value_bytes_max,
+            Limits::default().value_bytes_max
+        );
+        assert_eq!(node.peer_addr(), "127.0.0.1:6002".parse().unwrap());
+        assert_eq!(node.timing, Timing::default());
+    }
+
+    #[test]
+    fn invalid_settings_are_named() {
+        let (_dir, path) = write(&NODE.replace("id = 2\n", "id = 7\n"));
+        let error = NodeConfig::load(&path).unwrap_err().to_string();
+        assert!(error.contains("invalid setting id"), "{error}");
+
+        let (_dir, path) = write(&NODE.replace("key_bytes_max = 2048", "key_bytes_max = 0"));
+        let error = NodeConfig::load(&path).unwrap_err().to_string();
+        assert!(error.contains("key_bytes_max"), "{error}");
+
+        let (_dir, path) = write(&NODE.replace("key_bytes_max = 2048", "key_bytes = 1"));
+        let error = NodeConfig::load(&path).unwrap_err().to_string();
+        assert!(error.contains("key_bytes"), "{error}");
+    }
+}
+
+#[cfg(test)]
+mod shipped {
+    use super::*;
+
+    /// The configs in config/ load, and form one cluster.
+    #[test]
+    fn shipped_node_configs_are_valid() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let nodes: Vec<NodeConfig> = (1..=3)
+            .map(|i| NodeConfig::load(&root.join(format!("node{i}.toml"))).unwrap())
+            .collect();
+        for (i, node) in nodes.iter().enumerate() {
+            assert_eq!(node.id as usize, i + 1);
+            assert_eq!(node.members, nodes[0].members);
+            assert_eq!(node.limits, Limits::default());
+            assert_eq!(node.timing, Timing::default());
+        }
+    }
+}

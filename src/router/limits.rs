@@ -1,0 +1,215 @@
+//! The request limits every replica enforces before anything is proposed. Each one that is
+//! hit gives `LimitExceeded` naming it.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Result, RouterError};
+use crate::executor::{Compare, KeyRange, Mutation, SessionId};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Bytes in a key (also range bounds and compare keys). Keys are never empty.
+    pub key_bytes_max: usize,
+    /// Bytes in a value.
+    pub value_bytes_max: usize,
+    /// Mutations in one commit, or in one branch of a txn.
+    pub mutations_per_txn_max: usize,
+    /// Read conflict ranges in one commit.
+    pub read_conflict_ranges_max: usize,
+    /// Compares in one txn.
+    pub compares_per_txn_max: usize,
+    /// Bytes of one encoded command (a whole commit or txn).
+    pub command_bytes_max: usize,
+    /// Bytes in a session's client id.
+    pub client_id_bytes_max: usize,
+    /// Longest watch long-poll; longer requested timeouts are shortened to it.
+    pub watch_timeout_ms_max: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            key_bytes_max: 10 * 1024,
+            value_bytes_max: 1024 * 1024,
+            mutations_per_txn_max: 10_000,
+            read_conflict_ranges_max: 10_000,
+            compares_per_txn_max: 1_000,
+            command_bytes_max: 4 * 1024 * 1024,
+            client_id_bytes_max: 256,
+            watch_timeout_ms_max: 60_000,
+        }
+    }
+}
+
+fn exceeded(limit: &'static str, actual: usize, maximum: usize) -> RouterError {
+    RouterError::LimitExceeded {
+        limit,
+        actual: actual as u64,
+        maximum: maximum as u64,
+    }
+}
+
+fn at_most(limit: &'static str, actual: usize, maximum: usize) -> Result<()> {
+    if actual > maximum {
+        return Err(exceeded(limit, actual, maximum));
+    }
+    Ok(())
+}
+
+impl Limits {
+    /// Every limit positive, and a full-size key and value fit in one command.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let positive = [
+            ("key_bytes_max", self.key_bytes_max),
+            ("value_bytes_max", self.value_bytes_max),
+            ("mutations_per_txn_max", self.mutations_per_txn_max),
+            ("read_conflict_ranges_max", self.read_conflict_ranges_max),
+            ("compares_per_txn_max", self.compares_per_txn_max),
+            ("command_bytes_max", self.command_bytes_max),
+            ("client_id_bytes_max", self.client_id_bytes_max),
+            ("watch_timeout_ms_max", self.watch_timeout_ms_max as usize),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(format!("limits.{name} must be positive"));
+        }
+        if self.key_bytes_max + self.value_bytes_max + 1024 > self.command_bytes_max {
+            return Err(format!(
+                "limits.command_bytes_max ({}) must exceed key_bytes_max + value_bytes_max + 1024",
+                self.command_bytes_max
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn check_key(&self, key: &[u8]) -> Result<()> {
+        if key.is_empty() {
+            return Err(RouterError::InvalidArgument("keys are never empty".into()));
+        }
+        at_most("key_bytes_max", key.len(), self.key_bytes_max)
+    }
+
+    /// Range bounds may be empty (the start or end of the key space).
+    fn check_bound(&self, bound: &[u8]) -> Result<()> {
+        at_most("key_bytes_max", bound.len(), self.key_bytes_max)
+    }
+
+    pub fn check_value(&self, value: &[u8]) -> Result<()> {
+        at_most("value_bytes_max", value.len(), self.value_bytes_max)
+    }
+
+    pub fn check_range(&self, range: &KeyRange) -> Result<()> {
+        self.check_bound(&range.start)?;
+        self.check_bound(&range.end)?;
+        if range.is_inverted() {
+            return Err(RouterError::InvalidArgument(
+                "range start_key is after end_key".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn check_ranges(&self, limit: &'static str, ranges: &[KeyRange]) -> Result<()> {
+        at_most(limit, ranges.len(), self.read_conflict_ranges_max)?;
+        ranges.iter().try_for_each(|range| self.check_range(range))
+    }
+
+    pub fn check_mutations(&self, mutations: &[Mutation]) -> Result<()> {
+        let count = mutations.len();
+        at_most("mutations_per_txn_max", count, self.mutations_per_txn_max)?;
+        for mutation in mutations {
+            match mutation {
+                Mutation::Set { key, value }
+                | Mutation::SetVersionstampedKey { key, value }
+                | Mutation::SetVersionstampedValue { key, value } => {
+                    self.check_key(key)?;
+                    self.check_value(value)?;
+                }
+                Mutation::Add { key, param } => {
+                    self.check_key(key)?;
+                    self.check_value(param)?;
+                }
+                Mutation::Clear { key } => self.check_key(key)?,
+                Mutation::ClearRange { start, end } => self.check_range(&KeyRange {
+                    start: start.clone(),
+                    end: end.clone(),
+                })?,
+            }
+        }
+        Ok(())
+    }
+
+    pub fn check_compares(&self, compares: &[Compare]) -> Result<()> {
+        at_most(
+            "compares_per_txn_max",
+            compares.len(),
+            self.compares_per_txn_max,
+        )?;
+        for compare in compares {
+            self.check_key(&compare.key)?;
+            if let Some(value) = &compare.value {
+                self.check_value(value)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn check_session(&self, session: &SessionId) -> Result<()> {
+        if session.client_id.is_empty() {
+            return Err(RouterError::InvalidArgument(
+                "session client_id is empty".into(),
+            ));
+        }
+        if session.request_id < 1 {
+            return Err(RouterError::InvalidArgument(
+                "session request_id must be positive".into(),
+            ));
+        }
+        let bytes = session.client_id.len();
+        at_most("client_id_bytes_max", bytes, self.client_id_bytes_max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_limit_is_named_when_hit() {
+        let limits = Limits {
+            key_bytes_max: 4,
+            value_bytes_max: 8,
+            mutations_per_txn_max: 1,
+            ..Limits::default()
+        };
+        let named = |result: Result<()>| match result {
+            Err(RouterError::LimitExceeded { limit, .. }) => limit,
+            other => panic!("expected LimitExceeded, got {other:?}"),
+        };
+        assert_eq!(named(limits.check_key(b"12345")), "key_bytes_max");
+        assert_eq!(named(limits.check_value(&[0; 9])), "value_bytes_max");
+        let set = |key: &[u8]| Mutation::Set {
+            key: key.to_vec(),
+            value: vec![],
+        };
+        assert_eq!(
+            named(limits.check_mutations(&[set(b"a"), set(b"b")])),
+            "mutations_per_txn_max"
+        );
+        assert!(limits.check_key(b"1234").is_ok());
+        assert!(matches!(
+            limits.check_key(b""),
+            Err(RouterError::InvalidArgument(_))
+        ));
+    }
+
+    #[test]
+    fn defaults_are_valid_and_zero_is_not() {
+        Limits::default().validate().unwrap();
+        let zero = Limits {
+            value_bytes_max: 0,
+            ..Limits::default()
+        };
+        assert!(zero.validate().unwrap_err().contains("value_bytes_max"));
+    }
+}
