@@ -352,10 +352,6 @@ impl KvStoreExecutor {
 
     fn invariants(&self) {
         assert!(
-            self.oldest_version >= 1 || self.current_version == 0,
-            "oldest_version 0 after the first write"
-        );
-        assert!(
             self.oldest_version <= self.current_version,
             "oldest_version {} ahead of current_version {}",
             self.oldest_version,
@@ -364,12 +360,13 @@ impl KvStoreExecutor {
     }
 }
 
-/// max(1, current - retention), but never above the current version, so that a read at
-/// the current version is never TooOld (0 only before the first write: version 0 is the
-/// empty database). Monotonic even if `retention_versions` grows across restarts:
-/// collected versions cannot come back.
+/// current - retention (0 until there are more versions than that: version 0 is the empty
+/// database, and a transaction that read it must still be able to commit or conflict),
+/// never above the current version, so that a read at the current version is never
+/// TooOld. Monotonic even if `retention_versions` grows across restarts: collected
+/// versions cannot come back.
 fn next_oldest_version(previous: u64, current_version: u64, retention_versions: u64) -> u64 {
-    let window_start = current_version.saturating_sub(retention_versions).max(1);
+    let window_start = current_version.saturating_sub(retention_versions);
     previous.max(window_start.min(current_version))
 }
 
