@@ -1,32 +1,11 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine (what is missing gets installed) and runs every test of paxkv.
-# The build cache lives outside the clone, so a warm machine skips what it built before.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/setup.sh
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/paxkv/target}"
-export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
-
-if ! command -v cargo >/dev/null; then
-    echo "paxkv needs a Rust toolchain (cargo) on PATH" >&2
-    exit 1
-fi
 if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install cargo-nextest --locked
-fi
-
-# Debian packages the build and tests need: the pinned Thrift compiler (0.17.0) that
-# generates and checks the API code, and libclang for the RocksDB bindings.
-packages=(thrift-compiler libclang-dev)
-missing=()
-for package in "${packages[@]}"; do
-    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 fi
 
 started=$(date +%s)
