@@ -17,9 +17,78 @@ const POINT_DELETES_PER_KEY_MAX: usize = 8;
 /// Change-log versions deleted one by one per slot before one range delete is cheaper.
 const CHANGE_LOG_POINT_DELETES_MAX: u64 = 64;
 
+/// Where garbage collection stands; persisted in meta with every slot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct GcState {
+    /// The user key at which the next step starts (empty: a new pass starts).
+    pub cursor: Vec<u8>,
+    /// The oldest_version the pass under way started at.
+    pub pass_oldest: u64,
+    /// Every key was visited at this oldest_version or later by the last complete pass.
+    pub clean_oldest: u64,
+}
+
+impl GcState {
+    pub fn encode_pass(&self) -> [u8; 16] {
+        let mut bytes = [0; 16];
+        bytes[..8].copy_from_slice(&self.pass_oldest.to_be_bytes());
+        bytes[8..].copy_from_slice(&self.clean_oldest.to_be_bytes());
+        bytes
+    }
+
+    pub fn decode(cursor: Vec<u8>, pass: Option<&[u8]>) -> Result<GcState> {
+        let (pass_oldest, clean_oldest) = match pass {
+            None => (0, 0),
+            Some(bytes) if bytes.len() == 16 => (
+                keys::decode_u64(&bytes[..8], "gc pass")?,
+                keys::decode_u64(&bytes[8..], "gc pass")?,
+            ),
+            Some(_) => return Err(super::Error::Corrupt("gc pass is not 16 bytes".into())),
+        };
+        Ok(GcState {
+            cursor,
+            pass_oldest,
+            clean_oldest,
+        })
+    }
+}
+
+/// One slot's share of garbage collection. A version becomes collectible only when
+/// `oldest_version` passes a newer version of its key (new writes are always above
+/// `oldest_version`), so once a whole pass ran at some `oldest_version`, nothing is left to
+/// collect until it moves: passes start only then, and otherwise the slot pays nothing.
+pub(super) fn step(
+    db: &DB,
+    batch: &mut WriteBatch,
+    state: &GcState,
+    keys_max: usize,
+    oldest_version: u64,
+) -> Result<GcState> {
+    let starting = state.cursor.is_empty();
+    if starting && oldest_version <= state.clean_oldest {
+        return Ok(state.clone());
+    }
+    let pass_oldest = if starting {
+        oldest_version
+    } else {
+        state.pass_oldest
+    };
+    let cursor = collect_step(db, batch, &state.cursor, keys_max, oldest_version)?;
+    let clean_oldest = if cursor.is_empty() {
+        pass_oldest
+    } else {
+        state.clean_oldest
+    };
+    Ok(GcState {
+        cursor,
+        pass_oldest,
+        clean_oldest,
+    })
+}
+
 /// Visits at most `keys_max` user keys from `cursor` and returns where the next step
 /// starts (empty: the walk reached the end and starts over).
-pub(super) fn collect_step(
+fn collect_step(
     db: &DB,
     batch: &mut WriteBatch,
     cursor: &[u8],

@@ -24,6 +24,9 @@ pub const META_CURRENT_VERSION: &[u8] = b"current_version";
 pub const META_OLDEST_VERSION: &[u8] = b"oldest_version";
 /// The user key at which the next GC step starts (empty: the start of the key space).
 pub const META_GC_CURSOR: &[u8] = b"gc_cursor";
+/// 16 bytes: the oldest_version the current GC pass started at, and the one the last
+/// complete pass ran at (absent: both 0).
+pub const META_GC_PASS: &[u8] = b"gc_pass";
 /// Bumped whenever the bytes below change meaning; open refuses any other value.
 pub const LAYOUT_VERSION: u64 = 1;
 

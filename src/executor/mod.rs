@@ -60,7 +60,7 @@ pub use watch::WatchPage;
 
 use keys::{
     decode_u64, CF_DATA, CF_META, COLUMN_FAMILIES, LAYOUT_VERSION, META_APPLIED_SLOT,
-    META_CURRENT_VERSION, META_GC_CURSOR, META_LAYOUT, META_OLDEST_VERSION,
+    META_CURRENT_VERSION, META_GC_CURSOR, META_GC_PASS, META_LAYOUT, META_OLDEST_VERSION,
 };
 
 /// A position in the replicated log. Slot 1 is the first; slot 0 means "none".
@@ -136,8 +136,7 @@ pub struct KvStoreExecutor {
     applied_slot: Slot,
     current_version: u64,
     oldest_version: u64,
-    /// The user key at which the next GC step starts.
-    gc_cursor: Vec<u8>,
+    gc: gc::GcState,
     /// Fault point: build the next slot's batch, then fail before writing it.
     #[cfg(test)]
     crash_before_write: bool,
@@ -172,6 +171,7 @@ impl KvStoreExecutor {
         let current_version = read_u64(META_CURRENT_VERSION)?;
         let oldest_version = read_u64(META_OLDEST_VERSION)?;
         let gc_cursor = db.get_cf(meta, META_GC_CURSOR)?.unwrap_or_default();
+        let gc = gc::GcState::decode(gc_cursor, db.get_cf(meta, META_GC_PASS)?.as_deref())?;
         let (applied, _) = notify::channel(Applied {
             slot: applied_slot,
             current_version,
@@ -184,7 +184,7 @@ impl KvStoreExecutor {
             applied_slot,
             current_version,
             oldest_version,
-            gc_cursor,
+            gc,
             #[cfg(test)]
             crash_before_write: false,
         };
@@ -299,10 +299,10 @@ impl KvStoreExecutor {
             current_version,
             self.options.retention_versions,
         );
-        let gc_cursor = gc::collect_step(
+        let gc = gc::step(
             &self.db,
             &mut batch,
-            &self.gc_cursor,
+            &self.gc,
             self.options.gc_keys_per_slot_max,
             oldest_version,
         )?;
@@ -315,14 +315,14 @@ impl KvStoreExecutor {
             slot,
             current_version,
             oldest_version,
-            &gc_cursor,
+            &gc,
         );
         self.write(batch)?;
 
         self.applied_slot = slot;
         self.current_version = current_version;
         self.oldest_version = oldest_version;
-        self.gc_cursor = gc_cursor;
+        self.gc = gc;
         self.invariants();
         self.applied.send_replace(Applied {
             slot,
@@ -378,7 +378,7 @@ fn cf<'a>(db: &'a DB, name: &str) -> &'a ColumnFamily {
 fn initialize_meta(db: &DB) -> Result<()> {
     let mut batch = WriteBatch::default();
     batch.put_cf(cf(db, CF_META), META_LAYOUT, LAYOUT_VERSION.to_be_bytes());
-    put_meta(db, &mut batch, 0, 0, 0, &[]);
+    put_meta(db, &mut batch, 0, 0, 0, &gc::GcState::default());
     let mut write_options = WriteOptions::default();
     write_options.set_sync(true);
     Ok(db.write_opt(batch, &write_options)?)
@@ -390,13 +390,14 @@ fn put_meta(
     slot: Slot,
     current_version: u64,
     oldest_version: u64,
-    gc_cursor: &[u8],
+    gc: &gc::GcState,
 ) {
     let meta = cf(db, CF_META);
     batch.put_cf(meta, META_APPLIED_SLOT, slot.to_be_bytes());
     batch.put_cf(meta, META_CURRENT_VERSION, current_version.to_be_bytes());
     batch.put_cf(meta, META_OLDEST_VERSION, oldest_version.to_be_bytes());
-    batch.put_cf(meta, META_GC_CURSOR, gc_cursor);
+    batch.put_cf(meta, META_GC_CURSOR, &gc.cursor);
+    batch.put_cf(meta, META_GC_PASS, gc.encode_pass());
 }
 
 /// The data column family, for the submodules.
