@@ -292,3 +292,35 @@ fn watch_until(endpoints: &[SocketAddr], done: &AtomicBool) -> Vec<(String, i64)
     }
     events
 }
+
+#[test]
+fn an_invalid_setting_stops_the_server_at_start_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    let text = "id = 4\ndata_dir = \"d\"\nthrift_addr = \"127.0.0.1:1\"\n\
+                members = [ { id = 1, peer_addr = \"127.0.0.1:2\" } ]\n";
+    std::fs::write(&config, text).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_paxkv"))
+        .args(["server", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("invalid setting id"), "{stderr}");
+
+    std::fs::write(
+        &config,
+        text.replace("id = 4", "id = 1")
+            .replace("127.0.0.1:1\"", "nowhere\""),
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_paxkv"))
+        .args(["server", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("thrift_addr"), "{stderr}");
+}

@@ -30,7 +30,8 @@ exception InvalidArgument {
 }
 
 // A configured limit was exceeded; `limit` names it (key_bytes_max, value_bytes_max,
-// mutations_per_txn_max, frame_bytes_max, ...).
+// mutations_per_txn_max, command_bytes_max, ...). A frame over frame_bytes_max cannot be
+// parsed, so it closes the connection instead.
 exception LimitExceeded {
   1: required ErrorCode code = ErrorCode.LIMIT_EXCEEDED,
   2: required string limit,
@@ -64,8 +65,10 @@ exception Compacted {
   4: required string message,
 }
 
-// No leader could be reached in time (an election is running, or no quorum). Nothing was
-// applied unless the request's session says otherwise; retry after retry_after_ms.
+// No leader could be reached in time (an election is running, or no quorum), or the
+// leader changed before the outcome was known. `message` says which: a write may have been
+// applied unless it says nothing was proposed. Retry after retry_after_ms; retrying a write
+// with the same session applies it exactly once.
 exception Unavailable {
   1: required ErrorCode code = ErrorCode.UNAVAILABLE,
   2: required string message,
@@ -98,7 +101,8 @@ struct KeyRange {
 
 // Identifies a write for exactly-once retries: a retried write with the same client_id and
 // request_id is applied at most once and returns the original result. request_id must grow
-// per client_id.
+// per client_id, one request at a time: only the latest is remembered, and an older one is
+// rejected (InvalidArgument "superseded").
 struct Session {
   1: required string client_id,
   2: required i64 request_id,
@@ -273,9 +277,10 @@ struct WatchRequest {
 }
 
 // ---------------------------------------------------------------------------------------
-// The service. Any replica accepts any call; writes and linearizable reads are forwarded to
-// the leader. Reads without read_version are linearizable; reads with one are snapshot reads
-// that any replica serves once it has applied that version.
+// The service. Any replica accepts any call; writes are forwarded to the leader. Reads
+// without read_version are linearizable: the replica gets a read index from the leader and
+// reads locally once it has applied it. Reads with one are snapshot reads that any replica
+// serves once it has applied that version.
 
 service Paxkv {
   GetResult get(1: GetRequest request)

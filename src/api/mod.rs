@@ -1,8 +1,8 @@
 //! The paxkv client API over Apache Thrift (IDL: `thrift/paxkv.thrift`, see `docs/api.md`).
 //!
 //! What exists: the generated types ([`gen::paxkv`]), an async server shell ([`run`]) that
-//! serves any [`PaxkvSyncHandler`], its frame codec, and a blocking [`connect`] for Rust
-//! callers. The handler backed by the replicated store is not written yet.
+//! serves any [`PaxkvSyncHandler`], its frame codec, [`KvHandler`] (the handler backed by a
+//! replica's `PrimaryRouter`), and a blocking [`connect`] for Rust callers.
 //!
 //! Serving (the handler is whatever implements the generated trait):
 //!

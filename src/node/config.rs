@@ -243,6 +243,24 @@ key_bytes_max = 2048
     }
 
     #[test]
+    fn environment_overrides_the_file() {
+        let (_dir, path) = write(NODE);
+        // Each test runs in its own process under nextest; the variables die with it.
+        std::env::set_var("PAXKV_LIMITS__VALUE_BYTES_MAX", "4096");
+        std::env::set_var("PAXKV_THRIFT_ADDR", "127.0.0.1:19999");
+        let node = NodeConfig::load(&path);
+        std::env::remove_var("PAXKV_LIMITS__VALUE_BYTES_MAX");
+        std::env::remove_var("PAXKV_THRIFT_ADDR");
+        let node = node.unwrap();
+        assert_eq!(node.limits.value_bytes_max, 4096);
+        assert_eq!(node.thrift_addr, "127.0.0.1:19999".parse().unwrap());
+        assert_eq!(
+            node.limits.key_bytes_max, 2048,
+            "the file's other settings stay"
+        );
+    }
+
+    #[test]
     fn invalid_settings_are_named() {
         let (_dir, path) = write(&NODE.replace("id = 2\n", "id = 7\n"));
         let error = NodeConfig::load(&path).unwrap_err().to_string();

@@ -390,6 +390,9 @@ struct Proposal<O> {
     /// In ticks.
     deadline: u64,
     route: Route,
+    /// It reached a core once (this one, or a leader's that did not refuse it), so it may
+    /// be chosen even if it is waiting again now.
+    sent: bool,
 }
 
 struct PendingRead {
@@ -520,6 +523,7 @@ impl<M: StateMachine> Driver<M> {
             retry_safe,
             deadline: self.deadline(self.options.request_timeout_ms),
             route: Route::Waiting,
+            sent: false,
         };
         self.proposals.insert(sequence, proposal);
         self.dispatch_proposal(sequence);

@@ -65,7 +65,9 @@ impl<M: StateMachine> Driver<M> {
                 }
             },
         };
-        self.proposals.get_mut(&sequence).expect("present").route = route;
+        let proposal = self.proposals.get_mut(&sequence).expect("present");
+        proposal.sent |= route != Route::Waiting;
+        proposal.route = route;
     }
 
     pub(super) fn dispatch_read(&mut self, context: u64) {
@@ -165,9 +167,10 @@ impl<M: StateMachine> Driver<M> {
             .collect();
         for sequence in expired {
             let proposal = self.proposals.remove(&sequence).expect("present");
-            let error = match proposal.route {
-                Route::Waiting => DriverError::NoLeader,
-                Route::Local | Route::Forwarded(_) => DriverError::OutcomeUnknown,
+            // A refused forward was never proposed; anything else sent may yet be chosen.
+            let error = match proposal.sent {
+                false => DriverError::NoLeader,
+                true => DriverError::OutcomeUnknown,
             };
             let _ = proposal.reply.send(Err(error));
         }
@@ -264,8 +267,12 @@ impl<M: StateMachine> Driver<M> {
             return; // already sent elsewhere since
         }
         let error = match refusal {
-            // Sent again on the next tick, to whoever leads by then.
+            // Sent again on the next tick, to whoever leads by then. If this was its only
+            // copy, it was never proposed.
             Refusal::NotLeader { .. } => {
+                if !proposal.retry_safe {
+                    proposal.sent = false;
+                }
                 proposal.route = Route::Waiting;
                 return;
             }
