@@ -32,13 +32,13 @@ use crate::replica::{role_name, DriverError, PeerStatus, ReplicaHandle};
 pub enum RouterError {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
-    #[error("{limit} exceeded: {actual} > {maximum}")]
+    #[error("{actual} is over {limit} ({maximum})")]
     LimitExceeded {
         limit: &'static str,
         actual: u64,
         maximum: u64,
     },
-    #[error("conflict on key {key:?}")]
+    #[error("conflict on key \"{}\"", key.escape_ascii())]
     Conflict { key: Vec<u8> },
     #[error("read version {read_version} is older than the oldest retained {oldest_version}")]
     TooOld {

@@ -1,0 +1,386 @@
+//! Helpers for the integration tests that run the `paxkv` binary: free loopback ports, a
+//! child process that is always killed (by its PID, never by name), a `paxkv dev` cluster,
+//! and Thrift calls that wait out elections and restarts.
+//!
+//! Use from a test file with `mod support;`.
+// Each test file uses a different subset.
+#![allow(dead_code)]
+
+use std::error::Error;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use paxkv::api::gen::paxkv::{Status, Unavailable};
+use paxkv::api::{connect, Client, Protocol, TPaxkvSyncClient};
+
+/// Lines of a server's log shown when a test gives up on it.
+pub const LOG_TAIL_LINES: usize = 60;
+
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(200);
+
+// ---------------------------------------------------------------------------------------
+// Ports.
+
+/// A loopback port that was free a moment ago (the OS picked it). Another process can take
+/// it before the test binds it; that race is accepted.
+pub fn free_port() -> u16 {
+    free_addrs(1)[0].port()
+}
+
+/// `count` distinct free loopback addresses: all listeners are held until every port is
+/// picked, so the OS cannot hand out the same port twice.
+pub fn free_addrs(count: usize) -> Vec<SocketAddr> {
+    let listeners: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    listeners
+        .iter()
+        .map(|listener| listener.local_addr().expect("local_addr"))
+        .collect()
+}
+
+/// Comma-separated, the way the `paxkv` flags take address lists.
+pub fn join_addrs(addrs: &[SocketAddr]) -> String {
+    addrs
+        .iter()
+        .map(SocketAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+// ---------------------------------------------------------------------------------------
+// Time.
+
+/// A wall-clock deadline. The workspace bans `Instant::now` for the deterministic core; a
+/// test that waits on real processes has nothing but wall time to wait on.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadline(Instant);
+
+impl Deadline {
+    #[allow(clippy::disallowed_methods)]
+    pub fn after(timeout: Duration) -> Deadline {
+        Deadline(Instant::now() + timeout)
+    }
+
+    #[allow(clippy::disallowed_methods)]
+    pub fn passed(&self) -> bool {
+        Instant::now() >= self.0
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Processes.
+
+/// A running `paxkv` binary with stdout and stderr in a log file. Dropping it kills it
+/// (SIGKILL to its PID) and reaps it.
+pub struct Process {
+    child: Child,
+    log: PathBuf,
+    /// Set by `kill9`, so an exit that the test caused is not reported as a crash.
+    killed: bool,
+}
+
+impl Process {
+    /// Starts `paxkv ARGS...` (the binary Cargo built for this test), logging to `log`.
+    pub fn spawn<S: AsRef<OsStr>>(args: &[S], log: &Path) -> Process {
+        let stdout = File::create(log).unwrap_or_else(|e| panic!("create {log:?}: {e}"));
+        let stderr = stdout.try_clone().expect("clone the log file handle");
+        let child = Command::new(env!("CARGO_BIN_EXE_paxkv"))
+            .args(args)
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn the paxkv binary");
+        Process {
+            child,
+            log: log.to_path_buf(),
+            killed: false,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// SIGKILL, then reap: the process is gone when this returns.
+    pub fn kill9(&mut self) {
+        self.killed = true;
+        // `Child::kill` is SIGKILL on Unix, and does nothing to a child already reaped, so a
+        // reused PID is never signalled.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGINT (what Ctrl-C sends), for a graceful shutdown. Does not wait.
+    pub fn interrupt(&mut self) {
+        if self.try_exit_status().is_some() {
+            return; // Already reaped: the PID may belong to someone else now.
+        }
+        let status = Command::new("kill")
+            .args(["-INT", &self.pid().to_string()])
+            .status()
+            .expect("run kill -INT");
+        assert!(status.success(), "kill -INT {} failed", self.pid());
+    }
+
+    /// The exit status if the process exits within `timeout`; `None` if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Deadline::after(timeout);
+        loop {
+            if let Some(status) = self.try_exit_status() {
+                return Some(status);
+            }
+            if deadline.passed() {
+                return None;
+            }
+            thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    pub fn try_exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("try_wait on the child")
+    }
+
+    /// Panics, with the log, if the process exited without the test killing it.
+    pub fn assert_running(&mut self) {
+        if self.killed {
+            return;
+        }
+        if let Some(status) = self.try_exit_status() {
+            panic!(
+                "paxkv (pid {}) exited unexpectedly with {status}\n{}",
+                self.pid(),
+                self.log_tail(LOG_TAIL_LINES)
+            );
+        }
+    }
+
+    /// The last `lines` lines of the log, headed by its path.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_else(|e| format!("({e})"));
+        let all: Vec<&str> = text.lines().collect();
+        let tail = all[all.len().saturating_sub(lines)..].join("\n");
+        format!("--- last {lines} lines of {:?} ---\n{tail}\n---", self.log)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A dev cluster: three replicas in one process.
+
+pub struct DevCluster {
+    pub process: Process,
+    /// The Thrift endpoints, one per replica.
+    pub endpoints: Vec<SocketAddr>,
+    pub peers: Vec<SocketAddr>,
+    pub data_dir: PathBuf,
+}
+
+/// Starts `paxkv dev` with three replicas on free loopback ports, its data under
+/// `dir/data` and its log in `dir/paxkv-dev.log`. Does not wait: see [`DevCluster::wait_ready`].
+pub fn dev(dir: &Path) -> DevCluster {
+    let addrs = free_addrs(6);
+    let (endpoints, peers) = (addrs[..3].to_vec(), addrs[3..].to_vec());
+    let data_dir = dir.join("data");
+    let args: Vec<OsString> = vec![
+        "dev".into(),
+        "--data-dir".into(),
+        data_dir.clone().into(),
+        "--thrift-addrs".into(),
+        join_addrs(&endpoints).into(),
+        "--peer-addrs".into(),
+        join_addrs(&peers).into(),
+    ];
+    let process = Process::spawn(&args, &dir.join("paxkv-dev.log"));
+    DevCluster {
+        process,
+        endpoints,
+        peers,
+        data_dir,
+    }
+}
+
+impl DevCluster {
+    /// Waits until every endpoint reports a healthy cluster with a leader.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Status {
+        let endpoints = self.endpoints.clone();
+        let servers = std::slice::from_mut(&mut self.process);
+        let mut last = None;
+        for endpoint in endpoints {
+            last = Some(wait_ready(endpoint, timeout, servers));
+        }
+        last.expect("a dev cluster has endpoints")
+    }
+
+    pub fn client(&self, replica: usize) -> Client {
+        client(self.endpoints[replica])
+    }
+}
+
+/// Polls `status()` on `endpoint` until it says `healthy` with a leader, and returns that
+/// status. Panics, with the logs of `servers`, on timeout or if one of them exits on its own.
+pub fn wait_ready(endpoint: SocketAddr, timeout: Duration, servers: &mut [Process]) -> Status {
+    let deadline = Deadline::after(timeout);
+    loop {
+        servers.iter_mut().for_each(Process::assert_running);
+        let last = match connect(endpoint, Protocol::Binary).and_then(|mut c| c.status()) {
+            Ok(status) if status.healthy && status.leader.is_some() => return status,
+            Ok(status) => format!("not ready: {status:?}"),
+            Err(error) => describe(&error),
+        };
+        if deadline.passed() {
+            let logs: Vec<String> = servers.iter().map(|s| s.log_tail(LOG_TAIL_LINES)).collect();
+            panic!(
+                "{endpoint} not ready after {timeout:?}; last: {last}\n{}",
+                logs.join("\n")
+            );
+        }
+        thread::sleep(POLL_INTERVAL * 5);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Calls.
+
+/// A binary-protocol client; panics if it cannot connect.
+pub fn client(endpoint: SocketAddr) -> Client {
+    connect(endpoint, Protocol::Binary).unwrap_or_else(|e| panic!("connect to {endpoint}: {e:?}"))
+}
+
+/// The IDL exception inside `error`, if it is one of type `E`.
+pub fn user_error<E: Error + 'static>(error: &thrift::Error) -> Option<&E> {
+    match error {
+        thrift::Error::User(user) => user.downcast_ref::<E>(),
+        _ => None,
+    }
+}
+
+/// Worth retrying: the connection failed (the server is restarting, or closed it), or the
+/// server said `Unavailable` (no leader yet).
+pub fn is_retryable(error: &thrift::Error) -> bool {
+    matches!(error, thrift::Error::Transport(_)) || user_error::<Unavailable>(error).is_some()
+}
+
+/// One line for any thrift error, including the typed exception's fields (the thrift
+/// crate's own `Display` shows neither).
+pub fn describe(error: &thrift::Error) -> String {
+    match error {
+        thrift::Error::Transport(e) => format!("transport: {e}: {}", e.message),
+        thrift::Error::Protocol(e) => format!("protocol: {e}: {}", e.message),
+        thrift::Error::Application(e) => format!("application: {e}: {}", e.message),
+        thrift::Error::User(user) => format!("{user:?}"),
+    }
+}
+
+/// Calls on one endpoint that ride out elections and restarts: a transport error drops the
+/// connection (the next attempt reconnects), `Unavailable` waits, both are retried until the
+/// timeout. Other errors, the typed exceptions a test may be checking for, are returned.
+///
+/// A retried write may have been applied by the attempt that failed; give it a `Session`
+/// where applying it twice would matter.
+pub struct Retrying {
+    endpoint: SocketAddr,
+    protocol: Protocol,
+    timeout: Duration,
+    client: Option<Client>,
+}
+
+impl Retrying {
+    pub fn new(endpoint: SocketAddr, timeout: Duration) -> Retrying {
+        Retrying::with_protocol(endpoint, Protocol::Binary, timeout)
+    }
+
+    pub fn with_protocol(endpoint: SocketAddr, protocol: Protocol, timeout: Duration) -> Retrying {
+        Retrying {
+            endpoint,
+            protocol,
+            timeout,
+            client: None,
+        }
+    }
+
+    /// `f`'s result, or its first error that is not retryable, or the last retryable error
+    /// once the timeout has passed.
+    pub fn try_call<T>(
+        &mut self,
+        mut f: impl FnMut(&mut Client) -> thrift::Result<T>,
+    ) -> thrift::Result<T> {
+        let deadline = Deadline::after(self.timeout);
+        let mut backoff = RETRY_BACKOFF_MIN;
+        loop {
+            match self.attempt(&mut f) {
+                Err(error) if is_retryable(&error) && !deadline.passed() => {
+                    thread::sleep(pause_for(&error, backoff));
+                    backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// `f`'s result; panics on any error that outlasts the retries.
+    pub fn call<T>(&mut self, f: impl FnMut(&mut Client) -> thrift::Result<T>) -> T {
+        let (endpoint, timeout) = (self.endpoint, self.timeout);
+        self.try_call(f).unwrap_or_else(|e| {
+            panic!(
+                "call to {endpoint} failed (retried {timeout:?}): {}",
+                describe(&e)
+            )
+        })
+    }
+
+    fn attempt<T>(
+        &mut self,
+        f: &mut impl FnMut(&mut Client) -> thrift::Result<T>,
+    ) -> thrift::Result<T> {
+        let client = match &mut self.client {
+            Some(client) => client,
+            None => self.client.insert(connect(self.endpoint, self.protocol)?),
+        };
+        let result = f(client);
+        if matches!(result, Err(thrift::Error::Transport(_))) {
+            // A half-read reply may be left on the stream: only a new connection is safe.
+            self.client = None;
+        }
+        result
+    }
+}
+
+/// The server's `retry_after_ms` for `Unavailable` (capped), else the backoff.
+fn pause_for(error: &thrift::Error, backoff: Duration) -> Duration {
+    match user_error::<Unavailable>(error) {
+        Some(unavailable) => {
+            let asked = u64::try_from(unavailable.retry_after_ms).unwrap_or(0);
+            Duration::from_millis(asked).clamp(RETRY_BACKOFF_MIN, RETRY_BACKOFF_MAX)
+        }
+        None => backoff,
+    }
+}
+
+/// [`Retrying::call`] on a fresh connection to `endpoint`.
+pub fn retry<T>(
+    endpoint: SocketAddr,
+    timeout: Duration,
+    f: impl FnMut(&mut Client) -> thrift::Result<T>,
+) -> T {
+    Retrying::new(endpoint, timeout).call(f)
+}
