@@ -277,7 +277,9 @@ impl<O> ReplicaNode<O> {
     }
 
     fn shutdown(&mut self) {
-        let _ = self.handle.inputs.try_send(Input::Stop);
+        // Blocks while the input queue is full (the driver keeps draining it); fails at once
+        // if the driver has already stopped.
+        let _ = self.handle.inputs.send(Input::Stop);
         let _ = self.stop_transport.send(true);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -339,7 +341,7 @@ pub fn start<M: StateMachine>(
         status: status.clone(),
         ticks: 0,
         next_sequence: 1,
-        leader: None,
+        leadership: None,
         proposals: BTreeMap::new(),
         reads: BTreeMap::new(),
         reads_waiting_apply: BTreeMap::new(),
@@ -418,8 +420,8 @@ struct Driver<M: StateMachine> {
     /// Logical time: ticks since start. Deadlines are in ticks.
     ticks: u64,
     next_sequence: u64,
-    /// The leader as of the last Ready, to notice changes.
-    leader: Option<NodeId>,
+    /// The leader and its ballot as of the last Ready, to notice changes.
+    leadership: Option<(NodeId, Ballot)>,
     /// This replica's clients' proposals, by sequence.
     proposals: BTreeMap<u64, Proposal<M::Outcome>>,
     /// This replica's clients' reads, by context.
@@ -427,8 +429,9 @@ struct Driver<M: StateMachine> {
     reads_waiting_apply: BTreeMap<Slot, Vec<Reply<Slot>>>,
     /// As leader: commands forwarded by peers, to report their outcomes; value: deadline.
     forwarded: BTreeMap<CommandId, u64>,
-    /// As leader: read-index requests of peers, by this core's context: (peer, context).
-    forwarded_reads: BTreeMap<u64, (NodeId, u64)>,
+    /// As leader: read-index requests of peers, by this core's context:
+    /// (peer, its incarnation, its context). At most `forwarded_max`.
+    forwarded_reads: BTreeMap<u64, (NodeId, u64, u64)>,
     /// `peer_status` calls waiting for their peer, by context: (reply, deadline, peer).
     status_requests: BTreeMap<u64, StatusRequest>,
 }
@@ -627,8 +630,8 @@ impl<M: StateMachine> Driver<M> {
 
     /// A read index is ready: answer once this replica has applied up to it.
     fn on_read_state(&mut self, read: ReadState) {
-        if let Some((peer, context)) = self.forwarded_reads.remove(&read.context) {
-            self.send_read_index_reply(peer, context, read.index);
+        if let Some((peer, incarnation, context)) = self.forwarded_reads.remove(&read.context) {
+            self.send_read_index_reply(peer, incarnation, context, read.index);
             return;
         }
         self.on_read_index_known(read.context, read.index);
@@ -662,7 +665,11 @@ impl<M: StateMachine> Driver<M> {
         tracing::info!(replica = self.id, reason, "replica driver stopping");
         let error = DriverError::Stopped(reason.to_string());
         for (_, proposal) in std::mem::take(&mut self.proposals) {
-            let _ = proposal.reply.send(Err(error.clone()));
+            let error = match proposal.sent {
+                true => DriverError::OutcomeUnknown,
+                false => error.clone(),
+            };
+            let _ = proposal.reply.send(Err(error));
         }
         for (_, read) in std::mem::take(&mut self.reads) {
             let _ = read.reply.send(Err(error.clone()));

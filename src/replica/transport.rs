@@ -82,14 +82,16 @@ pub enum Refusal {
     Rejected(String),
 }
 
+/// Requests name the sender's `incarnation` (this run of it) and replies echo it, so that a
+/// reply meant for an earlier run of a restarted replica, whose sequences and contexts
+/// restarted at 1, is recognized and dropped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RouterMessage {
-    /// Propose `envelope` (it names its origin and sequence) on the sender's behalf.
-    Propose {
-        sequence: u64,
-        envelope: Vec<u8>,
-    },
+    /// Propose `envelope` (it names its origin, incarnation and sequence) on the sender's
+    /// behalf.
+    Propose { sequence: u64, envelope: Vec<u8> },
     ProposeRefused {
+        incarnation: u64,
         sequence: u64,
         refusal: Refusal,
     },
@@ -100,22 +102,21 @@ pub enum RouterMessage {
         outcome: Vec<u8>,
     },
     /// A read index for the sender: answered once a quorum confirmed the leadership.
-    ReadIndex {
-        context: u64,
-    },
+    ReadIndex { incarnation: u64, context: u64 },
     ReadIndexRefused {
+        incarnation: u64,
         context: u64,
         refusal: Refusal,
     },
     ReadIndexReply {
+        incarnation: u64,
         context: u64,
         index: Slot,
     },
     /// The receiver's own status, for `status()` calls served elsewhere.
-    Status {
-        context: u64,
-    },
+    Status { incarnation: u64, context: u64 },
     StatusReply {
+        incarnation: u64,
         context: u64,
         status: PeerStatus,
     },
@@ -397,6 +398,7 @@ mod tests {
             from: 1,
             to: 2,
             body: RouterMessage::ReadIndexReply {
+                incarnation: 3,
                 context: 7,
                 index: 41,
             },

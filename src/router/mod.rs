@@ -227,10 +227,20 @@ impl PrimaryRouter {
     /// A linearizable read version: every write acknowledged before this call is visible
     /// at it.
     pub async fn read_version(&self) -> Result<u64> {
-        let index = self.handle.read_index().await;
-        let index = index.map_err(|error| self.driver_error(error))?;
-        let applied = self.reader.wait_for_slot(index).await;
-        Ok(applied.map_err(|e| self.executor_error(e))?.current_version)
+        // The driver fails the read index itself after request_timeout; the wait for this
+        // replica to apply it (it may be partitioned or far behind) is bounded here.
+        let read = async {
+            let index = self.handle.read_index().await;
+            let index = index.map_err(|error| self.driver_error(error))?;
+            let applied = self.reader.wait_for_slot(index).await;
+            Ok(applied.map_err(|e| self.executor_error(e))?.current_version)
+        };
+        match tokio::time::timeout(self.request_timeout, read).await {
+            Ok(version) => version,
+            Err(_) => Err(self.unavailable(
+                "this replica did not reach the read point within the request timeout",
+            )),
+        }
     }
 
     /// The version to read at: the given one once this replica has applied it, or a
@@ -322,7 +332,10 @@ impl PrimaryRouter {
         loop {
             let page = self.reader.watch_events(range, from, 0);
             let page = page.map_err(|e| self.executor_error(e))?;
-            if !page.events.is_empty() {
+            // Events, or a scan that ran out of budget before the newest version: either
+            // way the caller resumes from next_version without re-scanning.
+            let behind = page.next_version <= self.reader.applied().current_version;
+            if !page.events.is_empty() || behind {
                 return Ok(page);
             }
             // Every version below next_version was examined: wait for a newer one.

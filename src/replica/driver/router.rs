@@ -17,7 +17,7 @@ use bincode::Options;
 use super::{
     driver_error, envelope_codec, Driver, DriverError, Envelope, Reply, Route, StateMachine,
 };
-use crate::consensus::{NodeId, Role, Slot};
+use crate::consensus::{Ballot, NodeId, Role, Slot};
 use crate::replica::transport::{PeerMessage, PeerStatus, Refusal, RouterMessage};
 
 /// Where requests go now.
@@ -58,11 +58,7 @@ impl<M: StateMachine> Driver<M> {
             Target::Local => match self.replica.propose(envelope) {
                 Ok(()) => Route::Local,
                 Err(crate::consensus::Error::NotLeader { .. }) => Route::Waiting,
-                Err(error) => {
-                    let proposal = self.proposals.remove(&sequence).expect("present");
-                    let _ = proposal.reply.send(Err(driver_error(error)));
-                    return;
-                }
+                Err(error) => return self.fail_proposal(sequence, driver_error(error)),
             },
         };
         let proposal = self.proposals.get_mut(&sequence).expect("present");
@@ -75,7 +71,14 @@ impl<M: StateMachine> Driver<M> {
         let route = match target {
             Target::Unknown => Route::Waiting,
             Target::Peer(leader) => {
-                self.send_router(leader, RouterMessage::ReadIndex { context });
+                let incarnation = self.incarnation;
+                self.send_router(
+                    leader,
+                    RouterMessage::ReadIndex {
+                        incarnation,
+                        context,
+                    },
+                );
                 Route::Forwarded(leader)
             }
             Target::Local => match self.replica.read_index(context) {
@@ -116,20 +119,22 @@ impl<M: StateMachine> Driver<M> {
         }
     }
 
-    /// After a Ready with a new soft state: if the leader changed, what was sent to the
-    /// old one is sent again where that is safe.
+    /// After a Ready with a new soft state: if the leadership changed (another leader, or
+    /// the same one at a new ballot: it dropped what it held when it stepped down), what was
+    /// sent under the old one is sent again where that is safe.
     pub(super) fn on_leader_maybe_changed(&mut self) {
-        let leader = self.replica.leader();
-        if leader == self.leader {
+        let soft = self.replica.soft_state();
+        let leadership: Option<(NodeId, Ballot)> = soft.leader.map(|l| (l, soft.ballot));
+        if leadership == self.leadership {
             return;
         }
-        self.leader = leader;
+        self.leadership = leadership;
         let current = match self.target() {
             Target::Local => Route::Local,
             Target::Peer(peer) => Route::Forwarded(peer),
             Target::Unknown => Route::Waiting,
         };
-        let stale = |route: &Route| *route != current && *route != Route::Waiting;
+        let stale = |route: &Route| *route != Route::Waiting;
         let proposals: Vec<u64> = (self.proposals.iter())
             .filter(|(_, p)| p.retry_safe && stale(&p.route))
             .map(|(&s, _)| s)
@@ -152,10 +157,28 @@ impl<M: StateMachine> Driver<M> {
     /// No longer leader: peers waiting on this core's read index must ask the new one.
     fn refuse_forwarded_reads(&mut self) {
         let leader = self.replica.leader();
-        for (_, (peer, context)) in std::mem::take(&mut self.forwarded_reads) {
+        for (_, (peer, incarnation, context)) in std::mem::take(&mut self.forwarded_reads) {
             let refusal = Refusal::NotLeader { leader };
-            self.send_router(peer, RouterMessage::ReadIndexRefused { context, refusal });
+            let body = RouterMessage::ReadIndexRefused {
+                incarnation,
+                context,
+                refusal,
+            };
+            self.send_router(peer, body);
         }
+    }
+
+    /// Fails a proposal; one that may have reached a core reports an unknown outcome, as
+    /// it may still be chosen.
+    pub(super) fn fail_proposal(&mut self, sequence: u64, error: DriverError) {
+        let Some(proposal) = self.proposals.remove(&sequence) else {
+            return;
+        };
+        let error = match proposal.sent {
+            true => DriverError::OutcomeUnknown,
+            false => error,
+        };
+        let _ = proposal.reply.send(Err(error));
     }
 
     /// Every tick: fail what waited too long.
@@ -166,13 +189,8 @@ impl<M: StateMachine> Driver<M> {
             .map(|(&s, _)| s)
             .collect();
         for sequence in expired {
-            let proposal = self.proposals.remove(&sequence).expect("present");
             // A refused forward was never proposed; anything else sent may yet be chosen.
-            let error = match proposal.sent {
-                false => DriverError::NoLeader,
-                true => DriverError::OutcomeUnknown,
-            };
-            let _ = proposal.reply.send(Err(error));
+            self.fail_proposal(sequence, DriverError::NoLeader);
         }
         let expired: Vec<u64> = (self.reads.iter())
             .filter(|(_, r)| r.deadline <= now)
@@ -194,30 +212,51 @@ impl<M: StateMachine> Driver<M> {
     }
 
     pub(super) fn on_router(&mut self, from: NodeId, body: RouterMessage) {
+        let own = self.incarnation;
         match body {
             RouterMessage::Propose { sequence, envelope } => {
                 self.on_forwarded_propose(from, sequence, envelope)
             }
-            RouterMessage::ProposeRefused { sequence, refusal } => {
-                self.on_propose_refused(sequence, refusal)
-            }
-            RouterMessage::Outcome {
+            RouterMessage::ReadIndex {
                 incarnation,
-                sequence,
-                outcome,
-            } => self.on_forwarded_outcome(incarnation, sequence, &outcome),
-            RouterMessage::ReadIndex { context } => self.on_forwarded_read(from, context),
-            RouterMessage::ReadIndexRefused { context, refusal } => {
-                self.on_read_refused(context, refusal)
+                context,
+            } => self.on_forwarded_read(from, incarnation, context),
+            RouterMessage::Status {
+                incarnation,
+                context,
+            } => {
+                let status = self.status.lock().expect("status lock").to_peer_status();
+                let body = RouterMessage::StatusReply {
+                    incarnation,
+                    context,
+                    status,
+                };
+                self.send_router(from, body);
             }
-            RouterMessage::ReadIndexReply { context, index } => {
+            // Replies: only for this run of this replica.
+            RouterMessage::ProposeRefused { incarnation, .. }
+            | RouterMessage::Outcome { incarnation, .. }
+            | RouterMessage::ReadIndexRefused { incarnation, .. }
+            | RouterMessage::ReadIndexReply { incarnation, .. }
+            | RouterMessage::StatusReply { incarnation, .. }
+                if incarnation != own => {}
+            RouterMessage::ProposeRefused {
+                sequence, refusal, ..
+            } => self.on_propose_refused(from, sequence, refusal),
+            RouterMessage::Outcome {
+                sequence, outcome, ..
+            } => self.on_forwarded_outcome(sequence, &outcome),
+            RouterMessage::ReadIndexRefused {
+                context, refusal, ..
+            } => self.on_read_refused(from, context, refusal),
+            // From any leader this run asked (the read may have been re-sent since): its
+            // read point came after the read began, so it is valid.
+            RouterMessage::ReadIndexReply { context, index, .. } => {
                 self.on_read_index_known(context, index)
             }
-            RouterMessage::Status { context } => {
-                let status = self.status.lock().expect("status lock").to_peer_status();
-                self.send_router(from, RouterMessage::StatusReply { context, status });
-            }
-            RouterMessage::StatusReply { context, status } => {
+            RouterMessage::StatusReply {
+                context, status, ..
+            } => {
                 if let Some((reply, _, _)) = self.status_requests.remove(&context) {
                     let _ = reply.send(Ok(status));
                 }
@@ -228,6 +267,7 @@ impl<M: StateMachine> Driver<M> {
     /// As leader: propose a peer's command, remembering to report its outcome.
     fn on_forwarded_propose(&mut self, from: NodeId, sequence: u64, envelope: Vec<u8>) {
         let decoded: Result<Envelope, _> = envelope_codec().deserialize(&envelope);
+        let incarnation = decoded.as_ref().map_or(0, |e| e.incarnation);
         let refusal = match decoded {
             Err(error) => Some(Refusal::Rejected(format!("malformed envelope: {error}"))),
             Ok(e) if e.origin != from || e.sequence != sequence => Some(Refusal::Rejected(
@@ -255,32 +295,37 @@ impl<M: StateMachine> Driver<M> {
             }
         };
         if let Some(refusal) = refusal {
-            self.send_router(from, RouterMessage::ProposeRefused { sequence, refusal });
+            let body = RouterMessage::ProposeRefused {
+                incarnation,
+                sequence,
+                refusal,
+            };
+            self.send_router(from, body);
         }
     }
 
-    fn on_propose_refused(&mut self, sequence: u64, refusal: Refusal) {
+    /// A refusal from the peer the proposal was last sent to: that copy was not proposed.
+    fn on_propose_refused(&mut self, from: NodeId, sequence: u64, refusal: Refusal) {
         let Some(proposal) = self.proposals.get_mut(&sequence) else {
             return;
         };
-        if !matches!(proposal.route, Route::Forwarded(_)) {
+        if proposal.route != Route::Forwarded(from) {
             return; // already sent elsewhere since
         }
+        // Without a session there is no other copy: nothing of it was proposed.
+        if !proposal.retry_safe {
+            proposal.sent = false;
+        }
         let error = match refusal {
-            // Sent again on the next tick, to whoever leads by then. If this was its only
-            // copy, it was never proposed.
+            // Sent again on the next tick, to whoever leads by then.
             Refusal::NotLeader { .. } => {
-                if !proposal.retry_safe {
-                    proposal.sent = false;
-                }
                 proposal.route = Route::Waiting;
                 return;
             }
             Refusal::Busy(reason) => DriverError::Busy(reason),
             Refusal::Rejected(reason) => DriverError::Rejected(reason),
         };
-        let proposal = self.proposals.remove(&sequence).expect("present");
-        let _ = proposal.reply.send(Err(error));
+        self.fail_proposal(sequence, error);
     }
 
     pub(super) fn send_outcome(&self, envelope: &Envelope, outcome: &M::Outcome) {
@@ -295,8 +340,8 @@ impl<M: StateMachine> Driver<M> {
         self.send_router(envelope.origin, body);
     }
 
-    fn on_forwarded_outcome(&mut self, incarnation: u64, sequence: u64, outcome: &[u8]) {
-        if incarnation != self.incarnation || !self.proposals.contains_key(&sequence) {
+    fn on_forwarded_outcome(&mut self, sequence: u64, outcome: &[u8]) {
+        if !self.proposals.contains_key(&sequence) {
             return;
         }
         let proposal = self.proposals.remove(&sequence).expect("present");
@@ -307,27 +352,51 @@ impl<M: StateMachine> Driver<M> {
     }
 
     /// As leader: start a read index on a peer's behalf.
-    fn on_forwarded_read(&mut self, from: NodeId, context: u64) {
-        let local = self.take_sequence();
-        let refusal = match self.replica.read_index(local) {
-            Ok(()) => {
-                self.forwarded_reads.insert(local, (from, context));
-                return;
+    fn on_forwarded_read(&mut self, from: NodeId, incarnation: u64, context: u64) {
+        let refusal = if self.forwarded_reads.len() >= self.options.forwarded_max {
+            Refusal::Busy("forwarded reads at forwarded_max".into())
+        } else {
+            let local = self.take_sequence();
+            match self.replica.read_index(local) {
+                Ok(()) => {
+                    self.forwarded_reads
+                        .insert(local, (from, incarnation, context));
+                    return;
+                }
+                Err(crate::consensus::Error::NotLeader { leader }) => Refusal::NotLeader { leader },
+                Err(error) => Refusal::Busy(error.to_string()),
             }
-            Err(crate::consensus::Error::NotLeader { leader }) => Refusal::NotLeader { leader },
-            Err(error) => Refusal::Busy(error.to_string()),
         };
-        self.send_router(from, RouterMessage::ReadIndexRefused { context, refusal });
+        let body = RouterMessage::ReadIndexRefused {
+            incarnation,
+            context,
+            refusal,
+        };
+        self.send_router(from, body);
     }
 
-    pub(super) fn send_read_index_reply(&self, peer: NodeId, context: u64, index: Slot) {
-        self.send_router(peer, RouterMessage::ReadIndexReply { context, index });
+    pub(super) fn send_read_index_reply(
+        &self,
+        peer: NodeId,
+        incarnation: u64,
+        context: u64,
+        index: Slot,
+    ) {
+        let body = RouterMessage::ReadIndexReply {
+            incarnation,
+            context,
+            index,
+        };
+        self.send_router(peer, body);
     }
 
-    fn on_read_refused(&mut self, context: u64, refusal: Refusal) {
+    fn on_read_refused(&mut self, from: NodeId, context: u64, refusal: Refusal) {
         let Some(read) = self.reads.get_mut(&context) else {
             return;
         };
+        if read.route != Route::Forwarded(from) {
+            return; // already sent elsewhere since
+        }
         let error = match refusal {
             Refusal::NotLeader { .. } => {
                 read.route = Route::Waiting;
@@ -345,6 +414,11 @@ impl<M: StateMachine> Driver<M> {
         let deadline = self.deadline(self.options.status_timeout_ms);
         self.status_requests
             .insert(context, (reply, deadline, peer));
-        self.send_router(peer, RouterMessage::Status { context });
+        let incarnation = self.incarnation;
+        let body = RouterMessage::Status {
+            incarnation,
+            context,
+        };
+        self.send_router(peer, body);
     }
 }
