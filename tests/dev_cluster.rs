@@ -254,6 +254,16 @@ fn ctrl_c_stops_dev_cleanly_and_a_restart_keeps_the_data() {
         let put = PutRequest::new(format!("keep/{n}").into_bytes(), b"v".to_vec(), None);
         versions.push(Retrying::new(dev.endpoints[n % 3], CALLS).call(|c| c.put(put.clone())));
     }
+    // The leader announcement is polled; let it appear before stopping.
+    let deadline = support::Deadline::after(READY);
+    let log_path = dev.process.log_path().to_path_buf();
+    while !std::fs::read_to_string(&log_path)
+        .unwrap()
+        .contains("leads")
+        && !deadline.passed()
+    {
+        thread::sleep(Duration::from_millis(20));
+    }
     dev.process.interrupt();
     let status = dev.process.wait_exit(Duration::from_secs(30));
     assert!(
