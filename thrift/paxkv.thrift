@@ -317,7 +317,9 @@ service Paxkv {
     throws (1: InvalidArgument invalid, 2: LimitExceeded limit,
             4: Unavailable unavailable, 5: InternalError internal),
 
-  // Long poll: returns as soon as there is at least one event, or after timeout_ms with none.
+  // Long poll: returns as soon as there is at least one event, or after timeout_ms with none
+  // (or earlier with none when it scanned its per-call budget of history: continue from
+  // next_version).
   WatchResult watch(1: WatchRequest request)
     throws (1: InvalidArgument invalid, 2: LimitExceeded limit, 4: Unavailable unavailable,
             5: InternalError internal, 7: Compacted compacted),
