@@ -296,9 +296,21 @@ fn watch_until(endpoints: &[SocketAddr], done: &AtomicBool) -> Vec<(String, i64)
 #[test]
 fn an_invalid_setting_stops_the_server_at_start_with_its_name() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("bad.toml");
     let text = "id = 4\ndata_dir = \"d\"\nthrift_addr = \"127.0.0.1:1\"\n\
                 members = [ { id = 1, peer_addr = \"127.0.0.1:2\" } ]\n";
+    let stderr = server_refuses(dir.path(), text);
+    assert!(stderr.contains("invalid setting id"), "{stderr}");
+
+    let text = text
+        .replace("id = 4", "id = 1")
+        .replace("127.0.0.1:1\"", "nowhere\"");
+    let stderr = server_refuses(dir.path(), &text);
+    assert!(stderr.contains("thrift_addr"), "{stderr}");
+}
+
+/// Runs `paxkv server` on a config of `text`, expects exit code 2, returns its stderr.
+fn server_refuses(dir: &Path, text: &str) -> String {
+    let config = dir.join("bad.toml");
     std::fs::write(&config, text).unwrap();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_paxkv"))
         .args(["server", "--config"])
@@ -306,21 +318,5 @@ fn an_invalid_setting_stops_the_server_at_start_with_its_name() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("invalid setting id"), "{stderr}");
-
-    std::fs::write(
-        &config,
-        text.replace("id = 4", "id = 1")
-            .replace("127.0.0.1:1\"", "nowhere\""),
-    )
-    .unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_paxkv"))
-        .args(["server", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("thrift_addr"), "{stderr}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }

@@ -262,6 +262,7 @@ async fn kv_commands_reach_rocksdb_identically_on_every_replica() {
         assert_eq!(kv.current_version(), last, "replica {id}");
         for i in 0..20u32 {
             let got = kv
+                .reader()
                 .get(format!("key/{i:02}").as_bytes(), last)
                 .unwrap()
                 .unwrap();

@@ -104,21 +104,21 @@ impl PaxkvSyncHandler for KvHandler {
     }
 
     fn handle_put(&self, request: PutRequest) -> Wire<i64> {
-        let session = session(request.session)?;
+        let session = session(request.session);
         let put = self.router.put(request.key, request.value, session);
         let committed = self.block_on(put).map_err(|e| exception(e, WRITE))?;
         Ok(to_wire(committed.version))
     }
 
     fn handle_delete_key(&self, request: DeleteRequest) -> Wire<i64> {
-        let session = session(request.session)?;
+        let session = session(request.session);
         let delete = self.router.delete(request.key, session);
         let committed = self.block_on(delete).map_err(|e| exception(e, WRITE))?;
         Ok(to_wire(committed.version))
     }
 
     fn handle_delete_range(&self, request: DeleteRangeRequest) -> Wire<i64> {
-        let session = session(request.session)?;
+        let session = session(request.session);
         let delete = self.router.delete_range(key_range(request.range), session);
         let committed = self.block_on(delete).map_err(|e| exception(e, WRITE))?;
         Ok(to_wire(committed.version))
@@ -131,7 +131,7 @@ impl PaxkvSyncHandler for KvHandler {
 
     fn handle_commit(&self, request: CommitRequest) -> Wire<CommitResult> {
         let read_version = version(request.read_version, "read_version")?;
-        let session = session(request.session)?;
+        let session = session(request.session);
         let mutations = mutations(request.mutations)?;
         let ranges = request.read_conflict_ranges.into_iter().map(key_range);
         let commit = self
@@ -145,7 +145,7 @@ impl PaxkvSyncHandler for KvHandler {
     }
 
     fn handle_txn(&self, request: TxnRequest) -> Wire<TxnResult> {
-        let session = session(request.session)?;
+        let session = session(request.session);
         let compares = request.compares.into_iter().map(compare);
         let compares = compares.collect::<Wire<Vec<Compare>>>()?;
         let success = mutations(request.success)?;
@@ -226,11 +226,11 @@ fn optional_version(value: Option<i64>, name: &str) -> Wire<Option<u64>> {
     value.map(|v| version(v, name)).transpose()
 }
 
-fn session(session: Option<wire::Session>) -> Wire<Option<SessionId>> {
-    Ok(session.map(|s| SessionId {
+fn session(session: Option<wire::Session>) -> Option<SessionId> {
+    session.map(|s| SessionId {
         client_id: s.client_id,
         request_id: s.request_id,
-    }))
+    })
 }
 
 fn key_range(range: wire::KeyRange) -> KeyRange {

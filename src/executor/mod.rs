@@ -205,50 +205,6 @@ impl KvStoreExecutor {
         }
     }
 
-    /// The newest value of `key` at a version <= `read_version`.
-    pub fn get(&self, key: &[u8], read_version: u64) -> Result<Option<KeyValue>> {
-        self.view().get(key, read_version)
-    }
-
-    /// One page of the live keys in [start, end) (empty `end`: no upper bound) as of
-    /// `read_version`. `limit` is capped to `range_items_max`; 0 means the cap.
-    pub fn get_range(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        limit: usize,
-        reverse: bool,
-        read_version: u64,
-        continuation: Option<Vec<u8>>,
-    ) -> Result<RangePage> {
-        self.view()
-            .get_range(start, end, limit, reverse, read_version, continuation)
-    }
-
-    /// The events at versions >= `from_version` touching `range`. `events_max` is capped
-    /// to `watch_events_max` (0 means the cap) and is exceeded only when a single version
-    /// alone has more events, because a version's events are never split.
-    pub fn watch_events(
-        &self,
-        range: &KeyRange,
-        from_version: u64,
-        events_max: usize,
-    ) -> Result<WatchPage> {
-        self.view().watch_events(range, from_version, events_max)
-    }
-
-    /// Reads on the applying thread see exactly the applied state, so the window comes
-    /// from memory rather than from the snapshot.
-    fn view(&self) -> read::View<'_> {
-        read::View {
-            db: &self.db,
-            snapshot: self.db.snapshot(),
-            options: &self.options,
-            oldest_version: self.oldest_version,
-            current_version: self.current_version,
-        }
-    }
-
     /// The version of the newest write; 0 before the first.
     pub fn current_version(&self) -> u64 {
         self.current_version

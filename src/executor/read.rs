@@ -55,27 +55,23 @@ impl View<'_> {
         Ok(visible.and_then(|visible| key_value(key.to_vec(), visible)))
     }
 
-    /// One page of the live keys in [start, end) (empty `end`: no upper bound) as of
+    /// One page of the live keys in `range` (empty `end`: no upper bound) as of
     /// `read_version`. `limit` is capped to `range_items_max`; 0 means the cap.
     pub fn get_range(
         &self,
-        start: &[u8],
-        end: &[u8],
+        range: &KeyRange,
         limit: usize,
         reverse: bool,
         read_version: u64,
         continuation: Option<Vec<u8>>,
     ) -> Result<RangePage> {
         self.check_read_version(read_version)?;
-        let range = KeyRange {
-            start: start.to_vec(),
-            end: end.to_vec(),
-        };
+        let (start, end) = (range.start.as_slice(), range.end.as_slice());
         if range.is_inverted() {
             return Err(Error::InvalidArgument(format!("inverted range {range:?}")));
         }
         let resume = continuation
-            .map(|token| parse_continuation(&token, reverse, &range))
+            .map(|token| parse_continuation(&token, reverse, range))
             .transpose()?;
         let items_max = self.options.range_items_max;
         let limit = if limit == 0 {
@@ -91,7 +87,7 @@ impl View<'_> {
             (true, None) if end.is_empty() => iter.seek_to_last(),
             (true, None) => iter.seek_for_prev(keys::escape(end)),
         }
-        self.collect_page(&mut iter, &range, reverse, limit, read_version)
+        self.collect_page(&mut iter, range, reverse, limit, read_version)
     }
 
     /// Walks user keys from the iterator's position (one seek to the visible version and

@@ -70,14 +70,8 @@ impl KvReader {
         read_version: u64,
         continuation: Option<Vec<u8>>,
     ) -> Result<RangePage> {
-        self.view()?.get_range(
-            &range.start,
-            &range.end,
-            limit,
-            reverse,
-            read_version,
-            continuation,
-        )
+        self.view()?
+            .get_range(range, limit, reverse, read_version, continuation)
     }
 
     pub fn watch_events(

@@ -37,6 +37,11 @@ impl Node {
         self.executor.as_mut().unwrap()
     }
 
+    /// Reads go through the same snapshot reader the server uses.
+    fn reader(&mut self) -> KvReader {
+        self.executor().reader()
+    }
+
     fn apply(&mut self, commands: &[KvCommand]) -> Vec<WriteOutcome> {
         let encoded: Vec<Vec<u8>> = commands
             .iter()
@@ -61,15 +66,12 @@ impl Node {
     }
 
     fn get(&mut self, key: &[u8], version: u64) -> Option<Vec<u8>> {
-        self.executor()
-            .get(key, version)
-            .unwrap()
-            .map(|kv| kv.value)
+        self.reader().get(key, version).unwrap().map(|kv| kv.value)
     }
 
     fn latest(&mut self, key: &[u8]) -> Option<KeyValue> {
         let version = self.executor().current_version();
-        self.executor().get(key, version).unwrap()
+        self.reader().get(key, version).unwrap()
     }
 
     /// Every key and value of every column family.
@@ -292,18 +294,14 @@ fn snapshot_reads_see_the_past() {
     assert_eq!(node.get(b"k", 1), Some(b"1".to_vec()));
     assert_eq!(node.get(b"k", 2), Some(b"2".to_vec()));
     assert_eq!(node.get(b"k", 3), None);
-    let kv = node.executor().get(b"k", 4).unwrap().unwrap();
+    let kv = node.reader().get(b"k", 4).unwrap().unwrap();
     assert_eq!((kv.mod_version, kv.create_version), (4, 4)); // Recreated after a delete.
     assert_eq!(
-        node.executor()
-            .get(b"k", 2)
-            .unwrap()
-            .unwrap()
-            .create_version,
+        node.reader().get(b"k", 2).unwrap().unwrap().create_version,
         1
     );
     assert!(matches!(
-        node.executor().get(b"k", 5),
+        node.reader().get(b"k", 5),
         Err(Error::NotYetApplied { .. })
     ));
     // A Delete of an absent key takes a version but writes no tombstone and no event.
@@ -328,8 +326,8 @@ fn read_all(
     let mut continuation = None;
     for _ in 0..1000 {
         let page = node
-            .executor()
-            .get_range(start, end, limit, reverse, version, continuation)
+            .reader()
+            .get_range(&range(start, end), limit, reverse, version, continuation)
             .unwrap();
         assert!(page.kvs.len() <= limit);
         out.extend(keys_of(&page));
@@ -369,15 +367,16 @@ fn range_pages_forward_and_reverse() {
         vec![b"k6".to_vec(), b"k2".to_vec()]
     );
     let page = node
-        .executor()
-        .get_range(b"k", b"l", 2, false, now, None)
+        .reader()
+        .get_range(&range(b"k", b"l"), 2, false, now, None)
         .unwrap();
-    let wrong_direction = node
-        .executor()
-        .get_range(b"k", b"l", 2, true, now, page.continuation);
+    let wrong_direction =
+        node.reader()
+            .get_range(&range(b"k", b"l"), 2, true, now, page.continuation);
     assert!(matches!(wrong_direction, Err(Error::InvalidArgument(_))));
     assert!(matches!(
-        node.executor().get_range(b"b", b"a", 2, false, now, None),
+        node.reader()
+            .get_range(&range(b"b", b"a"), 2, false, now, None),
         Err(Error::InvalidArgument(_))
     ));
 }
@@ -469,7 +468,7 @@ fn commit_read_version_bounds_and_deletes_conflict() {
         }
     );
     assert!(matches!(
-        node.executor().get(b"k\x05", 2),
+        node.reader().get(b"k\x05", 2),
         Err(Error::TooOld {
             oldest_version: 3,
             ..
@@ -811,10 +810,7 @@ fn watch_all(
     let mut events: Vec<Event> = Vec::new();
     let mut from = from_version;
     loop {
-        let page = node
-            .executor()
-            .watch_events(range, from, events_max)
-            .unwrap();
+        let page = node.reader().watch_events(range, from, events_max).unwrap();
         assert!(page.next_version > from || page.events.is_empty());
         if let (Some(last), Some(first)) = (events.last(), page.events.first()) {
             assert!(first.version > last.version, "a version split across pages");
@@ -878,7 +874,7 @@ fn watch_pages_events_in_order_without_gaps_or_splits() {
         .map(|e| e.version)
         .collect();
     assert_eq!(b_versions, vec![3, 5]);
-    let page = node.executor().watch_events(&everything, 9, 10).unwrap();
+    let page = node.reader().watch_events(&everything, 9, 10).unwrap();
     assert_eq!((page.events.len(), page.next_version), (0, 9));
 }
 
@@ -896,7 +892,7 @@ fn watch_below_oldest_version_is_compacted() {
         start: vec![],
         end: vec![],
     };
-    let result = node.executor().watch_events(&everything, 2, 10);
+    let result = node.reader().watch_events(&everything, 2, 10);
     assert!(matches!(
         result,
         Err(Error::Compacted { oldest_version: 3 })
@@ -928,7 +924,7 @@ fn shrinking_retention_across_a_restart_trims_history() {
     node.apply(&[]);
     assert_eq!(node.executor().oldest_version(), 69);
     let everything = range(b"", b"");
-    let result = node.executor().watch_events(&everything, 68, 0);
+    let result = node.reader().watch_events(&everything, 68, 0);
     assert!(matches!(
         result,
         Err(Error::Compacted { oldest_version: 69 })
@@ -1106,7 +1102,7 @@ mod model {
                 for probe in &probes {
                     let version = oldest + probe % (now - oldest + 1);
                     let expected = &snapshots[version as usize];
-                    let page = node.executor().get_range(b"", b"", 0, false, version, None).unwrap();
+                    let page = node.reader().get_range(&range(b"", b""), 0, false, version, None).unwrap();
                     let actual: BTreeMap<Vec<u8>, Vec<u8>> = page.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect();
                     prop_assert_eq!(&actual, expected, "range at version {} (oldest {})", version, oldest);
                     for k in 0..8u8 {
@@ -1114,7 +1110,7 @@ mod model {
                     }
                 }
                 if oldest > 0 {
-                    let too_old = matches!(node.executor().get(b"", oldest - 1), Err(Error::TooOld { .. }));
+                    let too_old = matches!(node.reader().get(b"", oldest - 1), Err(Error::TooOld { .. }));
                     prop_assert!(too_old, "read below oldest_version {} was not TooOld", oldest);
                 }
             }

@@ -88,7 +88,6 @@ pub struct Committed {
 
 #[derive(Clone)]
 pub struct PrimaryRouter {
-    id: NodeId,
     handle: ReplicaHandle<WriteOutcome>,
     reader: KvReader,
     peers: BTreeMap<NodeId, SocketAddr>,
@@ -109,7 +108,6 @@ impl PrimaryRouter {
         retry_after_ms: u32,
     ) -> PrimaryRouter {
         PrimaryRouter {
-            id: handle.id(),
             handle,
             reader,
             peers,
@@ -375,7 +373,7 @@ impl PrimaryRouter {
     }
 
     pub fn id(&self) -> NodeId {
-        self.id
+        self.handle.id()
     }
 
     pub fn role(&self) -> String {

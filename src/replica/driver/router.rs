@@ -129,11 +129,7 @@ impl<M: StateMachine> Driver<M> {
             return;
         }
         self.leadership = leadership;
-        let current = match self.target() {
-            Target::Local => Route::Local,
-            Target::Peer(peer) => Route::Forwarded(peer),
-            Target::Unknown => Route::Waiting,
-        };
+        // Everything sent under the old leadership is stale.
         let stale = |route: &Route| *route != Route::Waiting;
         let proposals: Vec<u64> = (self.proposals.iter())
             .filter(|(_, p)| p.retry_safe && stale(&p.route))
@@ -149,7 +145,7 @@ impl<M: StateMachine> Driver<M> {
         for context in reads {
             self.dispatch_read(context);
         }
-        if current != Route::Local {
+        if !matches!(self.target(), Target::Local) {
             self.refuse_forwarded_reads();
         }
     }
