@@ -242,16 +242,24 @@ async fn kv_commands_reach_rocksdb_identically_on_every_replica() {
         versions.windows(2).all(|w| w[0] < w[1]),
         "versions must grow: {versions:?}"
     );
-    let commit = nodes[&leader].handle.status().commit_index;
+    // A read index covers every acknowledged write (the published status may lag the
+    // replies by one Ready, so it cannot serve as the target).
+    let index = nodes[&leader].handle.read_index().await.unwrap();
+    let mut caught_up = false;
     for _ in 0..500 {
         if nodes
             .values()
-            .all(|n| n.handle.status().applied_slot >= commit)
+            .all(|n| n.handle.status().applied_slot >= index)
         {
+            caught_up = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    assert!(
+        caught_up,
+        "replicas did not apply up to slot {index} within 5 s"
+    );
     for node in std::mem::take(&mut nodes).into_values() {
         node.stop();
     }
