@@ -2,6 +2,7 @@
 pub mod api;
 pub mod consensus;
 pub mod executor;
+pub mod metrics;
 pub mod node;
 pub mod replica;
 pub mod router;

@@ -18,6 +18,7 @@ use super::gen::paxkv::{
 use crate::executor::{
     Compare, CompareOp, CompareTarget, EventKind, KeyRange, KeyValue, Mutation, SessionId,
 };
+use crate::metrics::ApiMetrics;
 use crate::router::{PrimaryRouter, RouterError};
 
 /// Which exceptions a method declares, so an undeclared one becomes `InternalError`
@@ -57,13 +58,37 @@ const READ_VERSION: Declares = Declares {
 pub struct KvHandler {
     router: PrimaryRouter,
     runtime: tokio::runtime::Handle,
+    metrics: ApiMetrics,
 }
 
 impl KvHandler {
     /// `runtime` runs the router's futures; the handler must be called outside it (the
     /// server calls it on the blocking pool).
     pub fn new(router: PrimaryRouter, runtime: tokio::runtime::Handle) -> KvHandler {
-        KvHandler { router, runtime }
+        KvHandler {
+            router,
+            runtime,
+            metrics: ApiMetrics::unregistered(),
+        }
+    }
+
+    /// Counts and times every call in `metrics` (a node's registry).
+    pub fn with_metrics(mut self, metrics: ApiMetrics) -> KvHandler {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Runs one call, counting it by method and outcome and timing it by method.
+    fn observed<T>(&self, method: &'static str, call: impl FnOnce() -> Wire<T>) -> Wire<T> {
+        let timer = (self.metrics.request_duration)
+            .with_label_values(&[method])
+            .start_timer();
+        let result = call();
+        timer.observe_duration();
+        (self.metrics.requests)
+            .with_label_values(&[method, outcome(&result)])
+            .inc();
+        result
     }
 
     fn block_on<T>(&self, future: impl std::future::Future<Output = T>) -> T {
@@ -73,15 +98,16 @@ impl KvHandler {
 
 type Wire<T> = thrift::Result<T>;
 
-impl PaxkvSyncHandler for KvHandler {
-    fn handle_get(&self, request: GetRequest) -> Wire<GetResult> {
+/// One method per call, named as in the IDL; the trait below wraps each in `observed`.
+impl KvHandler {
+    fn get(&self, request: GetRequest) -> Wire<GetResult> {
         let read_version = optional_version(request.read_version, "read_version")?;
         let got = self.block_on(self.router.get(&request.key, read_version));
         let (kv, version) = got.map_err(|e| exception(e, READ))?;
         Ok(GetResult::new(kv.map(key_value), to_wire(version)))
     }
 
-    fn handle_get_range(&self, request: GetRangeRequest) -> Wire<RangeResult> {
+    fn get_range(&self, request: GetRangeRequest) -> Wire<RangeResult> {
         let read_version = optional_version(request.read_version, "read_version")?;
         let limit =
             usize::try_from(request.limit).map_err(|_| invalid("limit must not be negative"))?;
@@ -103,33 +129,33 @@ impl PaxkvSyncHandler for KvHandler {
         ))
     }
 
-    fn handle_put(&self, request: PutRequest) -> Wire<i64> {
+    fn put(&self, request: PutRequest) -> Wire<i64> {
         let session = session(request.session);
         let put = self.router.put(request.key, request.value, session);
         let committed = self.block_on(put).map_err(|e| exception(e, WRITE))?;
         Ok(to_wire(committed.version))
     }
 
-    fn handle_delete_key(&self, request: DeleteRequest) -> Wire<i64> {
+    fn delete_key(&self, request: DeleteRequest) -> Wire<i64> {
         let session = session(request.session);
         let delete = self.router.delete(request.key, session);
         let committed = self.block_on(delete).map_err(|e| exception(e, WRITE))?;
         Ok(to_wire(committed.version))
     }
 
-    fn handle_delete_range(&self, request: DeleteRangeRequest) -> Wire<i64> {
+    fn delete_range(&self, request: DeleteRangeRequest) -> Wire<i64> {
         let session = session(request.session);
         let delete = self.router.delete_range(key_range(request.range), session);
         let committed = self.block_on(delete).map_err(|e| exception(e, WRITE))?;
         Ok(to_wire(committed.version))
     }
 
-    fn handle_get_read_version(&self) -> Wire<i64> {
+    fn get_read_version(&self) -> Wire<i64> {
         let version = self.block_on(self.router.read_version());
         Ok(to_wire(version.map_err(|e| exception(e, READ_VERSION))?))
     }
 
-    fn handle_commit(&self, request: CommitRequest) -> Wire<CommitResult> {
+    fn commit(&self, request: CommitRequest) -> Wire<CommitResult> {
         let read_version = version(request.read_version, "read_version")?;
         let session = session(request.session);
         let mutations = mutations(request.mutations)?;
@@ -144,7 +170,7 @@ impl PaxkvSyncHandler for KvHandler {
         ))
     }
 
-    fn handle_txn(&self, request: TxnRequest) -> Wire<TxnResult> {
+    fn txn(&self, request: TxnRequest) -> Wire<TxnResult> {
         let session = session(request.session);
         let compares = request.compares.into_iter().map(compare);
         let compares = compares.collect::<Wire<Vec<Compare>>>()?;
@@ -155,7 +181,7 @@ impl PaxkvSyncHandler for KvHandler {
         Ok(TxnResult::new(succeeded, to_wire(version)))
     }
 
-    fn handle_watch(&self, request: WatchRequest) -> Wire<WatchResult> {
+    fn watch(&self, request: WatchRequest) -> Wire<WatchResult> {
         let from_version = version(request.from_version, "from_version")?;
         let timeout_ms = u64::try_from(request.timeout_ms)
             .map_err(|_| invalid("timeout_ms must not be negative"))?;
@@ -177,7 +203,7 @@ impl PaxkvSyncHandler for KvHandler {
         ))
     }
 
-    fn handle_status(&self) -> Wire<Status> {
+    fn status(&self) -> Wire<Status> {
         let status = self.block_on(self.router.status());
         let replicas = status.members.into_iter().map(|member| {
             let (role, committed, applied) = match &member.status {
@@ -200,6 +226,65 @@ impl PaxkvSyncHandler for KvHandler {
             to_wire(status.version),
             status.healthy,
         ))
+    }
+}
+
+impl PaxkvSyncHandler for KvHandler {
+    fn handle_get(&self, request: GetRequest) -> Wire<GetResult> {
+        self.observed("get", || self.get(request))
+    }
+    fn handle_get_range(&self, request: GetRangeRequest) -> Wire<RangeResult> {
+        self.observed("get_range", || self.get_range(request))
+    }
+    fn handle_put(&self, request: PutRequest) -> Wire<i64> {
+        self.observed("put", || self.put(request))
+    }
+    fn handle_delete_key(&self, request: DeleteRequest) -> Wire<i64> {
+        self.observed("delete_key", || self.delete_key(request))
+    }
+    fn handle_delete_range(&self, request: DeleteRangeRequest) -> Wire<i64> {
+        self.observed("delete_range", || self.delete_range(request))
+    }
+    fn handle_get_read_version(&self) -> Wire<i64> {
+        self.observed("get_read_version", || self.get_read_version())
+    }
+    fn handle_commit(&self, request: CommitRequest) -> Wire<CommitResult> {
+        self.observed("commit", || self.commit(request))
+    }
+    fn handle_txn(&self, request: TxnRequest) -> Wire<TxnResult> {
+        self.observed("txn", || self.txn(request))
+    }
+    fn handle_watch(&self, request: WatchRequest) -> Wire<WatchResult> {
+        self.observed("watch", || self.watch(request))
+    }
+    fn handle_status(&self) -> Wire<Status> {
+        self.observed("status", || self.status())
+    }
+}
+
+/// A call's outcome label: `ok`, the declared exception in snake case, or `error`.
+fn outcome<T>(result: &Wire<T>) -> &'static str {
+    let user = match result {
+        Ok(_) => return "ok",
+        Err(ThriftError::User(user)) => user,
+        Err(_) => return "error",
+    };
+    if user.is::<InvalidArgument>() {
+        "invalid_argument"
+    } else if user.is::<LimitExceeded>() {
+        "limit_exceeded"
+    } else if user.is::<Conflict>() {
+        "conflict"
+    } else if user.is::<TooOld>() {
+        "too_old"
+    } else if user.is::<Compacted>() {
+        "compacted"
+    } else if user.is::<Unavailable>() {
+        "unavailable"
+    } else if user.is::<InternalError>() {
+        "internal_error"
+    } else {
+        "error"
     }
 }
 

@@ -52,4 +52,4 @@ pub use codec::{
 pub use error::{Error, Result};
 pub use gen::paxkv::{PaxkvSyncClient, PaxkvSyncHandler, PaxkvSyncProcessor, TPaxkvSyncClient};
 pub use handler::KvHandler;
-pub use server::{bind, run, ServerLimits};
+pub use server::{bind, run, run_counted, ServerLimits};

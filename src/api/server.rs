@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus::IntGauge;
 use thrift::server::TProcessor;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{broadcast, mpsc, Semaphore};
@@ -25,6 +26,7 @@ use super::gen::paxkv::{
     TxnResult, WatchRequest, WatchResult,
 };
 use super::process::process_frame;
+use crate::metrics::GaugeGuard;
 
 /// Connections the kernel queues for `accept`, for `bind`. tokio's own `TcpListener::bind`
 /// uses 128, and a burst of clients beyond that sees its SYNs dropped and retried a second or
@@ -122,6 +124,21 @@ pub async fn run<H>(
 where
     H: PaxkvSyncHandler + Send + Sync + 'static,
 {
+    let uncounted = IntGauge::new("connections_open", "unregistered").expect("valid gauge");
+    run_counted(listener, handler, limits, uncounted, shutdown).await
+}
+
+/// [`run`], keeping `connections_open` at the number of open client connections.
+pub async fn run_counted<H>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    limits: ServerLimits,
+    connections_open: IntGauge,
+    shutdown: impl Future,
+) -> Result<()>
+where
+    H: PaxkvSyncHandler + Send + Sync + 'static,
+{
     limits.check()?;
     let processor = Arc::new(PaxkvSyncProcessor::new(handler));
     let (notify_shutdown, _) = broadcast::channel(1);
@@ -132,6 +149,7 @@ where
         limits,
         connections: Arc::new(Semaphore::new(limits.connections_max)),
         requests_inflight: Arc::new(Semaphore::new(limits.requests_inflight_max)),
+        connections_open,
         notify_shutdown,
         shutdown_complete_tx,
     };
@@ -165,6 +183,7 @@ struct Listener<P> {
     limits: ServerLimits,
     connections: Arc<Semaphore>,
     requests_inflight: Arc<Semaphore>,
+    connections_open: IntGauge,
     notify_shutdown: broadcast::Sender<()>,
     shutdown_complete_tx: mpsc::Sender<()>,
 }
@@ -184,6 +203,7 @@ where
                 .await
                 .expect("the connection semaphore is never closed");
             let (socket, peer) = self.accept().await?;
+            let open = GaugeGuard::new(&self.connections_open);
             // Replies are written whole; Nagle would only delay them.
             if let Err(error) = socket.set_nodelay(true) {
                 debug!(%peer, %error, "set_nodelay failed");
@@ -200,6 +220,7 @@ where
                 if let Err(error) = handler.run().await {
                     log_connection_error(peer, &error);
                 }
+                drop(open);
                 drop(permit);
             });
         }

@@ -9,7 +9,9 @@ use tokio::sync::watch;
 
 use super::command::KeyRange;
 use super::error::{Error, Result};
-use super::keys::{decode_u64, CF_META, META_CURRENT_VERSION, META_OLDEST_VERSION};
+use super::keys::{
+    decode_u64, CF_META, COLUMN_FAMILIES, META_CURRENT_VERSION, META_OLDEST_VERSION,
+};
 use super::read::View;
 use super::{cf, ExecutorOptions, KeyValue, RangePage, Slot, WatchPage};
 
@@ -81,6 +83,17 @@ impl KvReader {
         events_max: usize,
     ) -> Result<WatchPage> {
         self.view()?.watch_events(range, from_version, events_max)
+    }
+
+    /// An integer RocksDB property (e.g. `rocksdb.estimate-live-data-size`) summed over the
+    /// store's column families; a family that lacks it counts 0.
+    pub fn property_sum(&self, name: &str) -> Result<u64> {
+        let mut sum = 0u64;
+        for family in COLUMN_FAMILIES {
+            let value = self.db.property_int_value_cf(cf(&self.db, family), name)?;
+            sum = sum.saturating_add(value.unwrap_or(0));
+        }
+        Ok(sum)
     }
 
     /// A snapshot, with the version window stored in it.

@@ -1158,3 +1158,28 @@ fn gc_passes_run_only_when_oldest_version_moves() {
     assert!(settled.cursor.is_empty(), "{settled:?}");
     assert_eq!(settled.clean_oldest, node.executor().oldest_version());
 }
+
+/// The metrics endpoint's size gauges: RocksDB properties summed over the column families.
+#[test]
+fn size_properties_sum_over_the_column_families() {
+    let mut node = Node::new(options());
+    let reader = node.reader();
+    assert_eq!(
+        reader.property_sum("rocksdb.total-sst-files-size").unwrap(),
+        0
+    );
+    for n in 0..100u32 {
+        node.apply_one(put(format!("size/{n}").as_bytes(), &[7; 1024]));
+    }
+    let db = &node.executor().db;
+    for name in COLUMN_FAMILIES {
+        db.flush_cf(cf(db, name)).unwrap();
+    }
+    let sst = reader.property_sum("rocksdb.total-sst-files-size").unwrap();
+    assert!(sst > 0, "flushed data is in SST files");
+    let live = reader
+        .property_sum("rocksdb.estimate-live-data-size")
+        .unwrap();
+    assert!(live > 0, "live data {live}");
+    assert_eq!(reader.property_sum("rocksdb.no-such-property").unwrap(), 0);
+}

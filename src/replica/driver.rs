@@ -26,6 +26,7 @@ use super::transport::{Deliver, PeerMessage, PeerStatus, Transport, TransportOpt
 use crate::consensus::{
     self, Ballot, Config, NodeId, ReadState, Ready, Replica, Role, Slot, Value,
 };
+use crate::metrics::{saturating_i64, ReplicaMetrics};
 use paxkv_wal::WalOptions;
 
 mod router;
@@ -68,6 +69,8 @@ pub struct DriverOptions {
     /// Commands other replicas forwarded to this leader and not yet applied; beyond it
     /// forwarded proposals are refused as busy.
     pub forwarded_max: usize,
+    /// Where the driver records what it measures; unregistered unless a node passes its own.
+    pub metrics: ReplicaMetrics,
 }
 
 impl DriverOptions {
@@ -82,6 +85,7 @@ impl DriverOptions {
             request_timeout_ms: 5_000,
             status_timeout_ms: 500,
             forwarded_max: 65_536,
+            metrics: ReplicaMetrics::unregistered(),
         }
     }
 }
@@ -342,6 +346,7 @@ pub fn start<M: StateMachine>(
         ticks: 0,
         next_sequence: 1,
         leadership: None,
+        last_leadership: None,
         proposals: BTreeMap::new(),
         reads: BTreeMap::new(),
         reads_waiting_apply: BTreeMap::new(),
@@ -395,6 +400,8 @@ struct Proposal<O> {
     /// It reached a core once (this one, or a leader's that did not refuse it), so it may
     /// be chosen even if it is waiting again now.
     sent: bool,
+    /// For the commit latency metric only.
+    proposed_at: Instant,
 }
 
 struct PendingRead {
@@ -422,6 +429,8 @@ struct Driver<M: StateMachine> {
     next_sequence: u64,
     /// The leader and its ballot as of the last Ready, to notice changes.
     leadership: Option<(NodeId, Ballot)>,
+    /// The last leader known (never reset to none), to count leader changes.
+    last_leadership: Option<(NodeId, Ballot)>,
     /// This replica's clients' proposals, by sequence.
     proposals: BTreeMap<u64, Proposal<M::Outcome>>,
     /// This replica's clients' reads, by context.
@@ -448,7 +457,7 @@ impl<M: StateMachine> Driver<M> {
             let first = match inputs.recv_timeout(next_tick.saturating_duration_since(now)) {
                 Ok(input) => Some(input),
                 Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => return self.stop("all handles dropped"),
+                Err(RecvTimeoutError::Disconnected) => return self.stop(HANDLES_DROPPED),
             };
             let more = std::iter::from_fn(|| inputs.try_recv().ok());
             for input in first
@@ -457,7 +466,7 @@ impl<M: StateMachine> Driver<M> {
                 .take(self.options.inputs_per_ready_max)
             {
                 if !self.on_input(input) {
-                    return self.stop("stopped");
+                    return self.stop(STOP_REQUESTED);
                 }
             }
             #[allow(clippy::disallowed_methods)]
@@ -527,7 +536,9 @@ impl<M: StateMachine> Driver<M> {
             deadline: self.deadline(self.options.request_timeout_ms),
             route: Route::Waiting,
             sent: false,
+            proposed_at: metrics_now(),
         };
+        self.options.metrics.proposals.inc();
         self.proposals.insert(sequence, proposal);
         self.dispatch_proposal(sequence);
     }
@@ -558,10 +569,7 @@ impl<M: StateMachine> Driver<M> {
             self.transport.send(PeerMessage::Consensus(message));
         }
         if !ready.records.is_empty() {
-            self.store
-                .append(&ready.records)
-                .map_err(|e| e.to_string())?;
-            self.store.sync().map_err(|e| e.to_string())?;
+            self.persist(&ready.records)?;
         }
         for message in std::mem::take(&mut ready.persisted_messages) {
             if message.to == self.id {
@@ -584,6 +592,22 @@ impl<M: StateMachine> Driver<M> {
         Ok(())
     }
 
+    /// Appends and fsyncs, timing each step.
+    fn persist(&mut self, records: &[consensus::Record]) -> Result<(), String> {
+        let metrics = &self.options.metrics;
+        let started = metrics_now();
+        self.store.append(records).map_err(|e| e.to_string())?;
+        let appended = metrics_now();
+        metrics
+            .wal_append_duration
+            .observe((appended - started).as_secs_f64());
+        self.store.sync().map_err(|e| e.to_string())?;
+        metrics
+            .wal_fsync_duration
+            .observe(appended.elapsed().as_secs_f64());
+        Ok(())
+    }
+
     fn apply(&mut self, slot: Slot, value: &Value) -> Result<(), ApplyError> {
         let envelopes: Vec<Envelope> = value
             .commands()
@@ -595,7 +619,9 @@ impl<M: StateMachine> Driver<M> {
             })
             .collect();
         let commands: Vec<&[u8]> = envelopes.iter().map(|e| e.command.as_slice()).collect();
+        let started = metrics_now();
         let outcomes = self.machine.apply_slot(slot, &commands)?;
+        self.record_applied(started, commands.len());
         assert_eq!(outcomes.len(), envelopes.len(), "one outcome per command");
         for (envelope, outcome) in envelopes.iter().zip(outcomes) {
             self.on_applied(envelope, outcome);
@@ -613,12 +639,23 @@ impl<M: StateMachine> Driver<M> {
         Ok(())
     }
 
+    fn record_applied(&self, started: Instant, commands: usize) {
+        let metrics = &self.options.metrics;
+        metrics
+            .apply_duration
+            .observe(started.elapsed().as_secs_f64());
+        if commands > 0 {
+            metrics.slot_commands.observe(commands as f64);
+            metrics.commits.inc_by(commands as u64);
+        }
+    }
+
     /// Answers whoever waits on an applied command: this replica's client, or the peer
     /// that forwarded it here.
     fn on_applied(&mut self, envelope: &Envelope, outcome: M::Outcome) {
         if envelope.origin == self.id && envelope.incarnation == self.incarnation {
             if let Some(proposal) = self.proposals.remove(&envelope.sequence) {
-                let _ = proposal.reply.send(Ok(outcome));
+                self.answer_proposal(proposal, Ok(outcome));
             }
             return;
         }
@@ -651,18 +688,42 @@ impl<M: StateMachine> Driver<M> {
         }
     }
 
+    /// A proposal of this replica's client got its outcome: the end of its commit latency.
+    fn answer_proposal(
+        &self,
+        proposal: Proposal<M::Outcome>,
+        outcome: Result<M::Outcome, DriverError>,
+    ) {
+        let elapsed = proposal.proposed_at.elapsed().as_secs_f64();
+        self.options.metrics.commit_duration.observe(elapsed);
+        let _ = proposal.reply.send(outcome);
+    }
+
     fn publish_status(&self) {
         let soft = self.replica.soft_state();
+        let commit_index = self.replica.commit_index();
+        let applied_slot = self.machine.applied_slot();
+        let metrics = &self.options.metrics;
+        metrics.ballot_round.set(saturating_i64(soft.ballot.round));
+        metrics.leader_id.set(i64::from(soft.leader.unwrap_or(0)));
+        metrics.is_leader.set(i64::from(soft.role == Role::Leader));
+        metrics.commit_index.set(saturating_i64(commit_index));
+        metrics.applied_slot.set(saturating_i64(applied_slot));
         let mut status = self.status.lock().expect("status lock");
         status.role = Some(soft.role);
         status.leader = soft.leader;
         status.ballot = soft.ballot;
-        status.commit_index = self.replica.commit_index();
-        status.applied_slot = self.machine.applied_slot();
+        status.commit_index = commit_index;
+        status.applied_slot = applied_slot;
     }
 
     fn stop(mut self, reason: &str) {
-        tracing::info!(replica = self.id, reason, "replica driver stopping");
+        match reason {
+            STOP_REQUESTED | HANDLES_DROPPED => {
+                tracing::info!(replica = self.id, reason, "replica driver stopping")
+            }
+            _ => tracing::error!(replica = self.id, reason, "replica driver stopping"),
+        }
         let error = DriverError::Stopped(reason.to_string());
         for (_, proposal) in std::mem::take(&mut self.proposals) {
             let error = match proposal.sent {
@@ -685,6 +746,16 @@ impl<M: StateMachine> Driver<M> {
         }
         self.status.lock().expect("status lock").stopped = Some(reason.to_string());
     }
+}
+
+/// The stop reasons of a replica stopped on purpose; any other reason is a failure.
+const STOP_REQUESTED: &str = "stopped";
+const HANDLES_DROPPED: &str = "all handles dropped";
+
+/// Wall time for metrics only: no decision of the driver depends on it.
+#[allow(clippy::disallowed_methods)]
+fn metrics_now() -> Instant {
+    Instant::now()
 }
 
 fn driver_error(error: consensus::Error) -> DriverError {

@@ -25,6 +25,7 @@ use crate::executor::{
     self, Compare, KeyRange, KeyValue, KvCommand, KvReader, Mutation, RangePage, SessionId,
     WatchPage, WriteOutcome, WriteRequest,
 };
+use crate::metrics::{GaugeGuard, RouterMetrics};
 use crate::replica::{role_name, DriverError, PeerStatus, ReplicaHandle};
 
 /// Errors a client sees; each maps to one typed Thrift exception.
@@ -96,6 +97,7 @@ pub struct PrimaryRouter {
     request_timeout: Duration,
     /// The retry hint given with `Unavailable`: about one election.
     retry_after_ms: u32,
+    metrics: RouterMetrics,
 }
 
 impl PrimaryRouter {
@@ -114,7 +116,14 @@ impl PrimaryRouter {
             limits,
             request_timeout,
             retry_after_ms,
+            metrics: RouterMetrics::unregistered(),
         }
+    }
+
+    /// Records conflicts and open watches in `metrics` (a node's registry).
+    pub fn with_metrics(mut self, metrics: RouterMetrics) -> PrimaryRouter {
+        self.metrics = metrics;
+        self
     }
 
     pub fn limits(&self) -> &Limits {
@@ -170,7 +179,11 @@ impl PrimaryRouter {
             mutations,
             read_conflict_ranges,
         };
-        committed(self.write(session, request).await?)
+        let result = committed(self.write(session, request).await?);
+        if matches!(result, Err(RouterError::Conflict { .. })) {
+            self.metrics.txn_conflicts.inc();
+        }
+        result
     }
 
     /// An etcd-style conditional write. Returns whether the compares held, and the version.
@@ -305,6 +318,7 @@ impl PrimaryRouter {
         timeout: Duration,
     ) -> Result<WatchPage> {
         self.limits.check_range(range)?;
+        let _open = GaugeGuard::new(&self.metrics.watches_open);
         let timeout = timeout.min(Duration::from_millis(self.limits.watch_timeout_ms_max));
         let from_version = from_version.max(1);
         let polled = tokio::time::timeout(timeout, self.poll_events(range, from_version)).await;

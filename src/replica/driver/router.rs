@@ -129,6 +129,7 @@ impl<M: StateMachine> Driver<M> {
             return;
         }
         self.leadership = leadership;
+        self.on_leadership_noticed(leadership);
         // Everything sent under the old leadership is stale.
         let stale = |route: &Route| *route != Route::Waiting;
         let proposals: Vec<u64> = (self.proposals.iter())
@@ -148,6 +149,20 @@ impl<M: StateMachine> Driver<M> {
         if !matches!(self.target(), Target::Local) {
             self.refuse_forwarded_reads();
         }
+    }
+
+    /// Logs a change of leadership, and counts it if it differs from the last one known
+    /// (losing sight of a leader and finding it again at the same ballot is no change).
+    fn on_leadership_noticed(&mut self, leadership: Option<(NodeId, Ballot)>) {
+        let Some((leader, ballot)) = leadership else {
+            tracing::info!(replica = self.id, "no leader known");
+            return;
+        };
+        if self.last_leadership.replace((leader, ballot)) != Some((leader, ballot)) {
+            self.options.metrics.leader_changes.inc();
+        }
+        let ballot = ballot.to_string();
+        tracing::info!(replica = self.id, leader, %ballot, "leader changed");
     }
 
     /// No longer leader: peers waiting on this core's read index must ask the new one.
@@ -344,7 +359,7 @@ impl<M: StateMachine> Driver<M> {
         let outcome = envelope_codec()
             .deserialize(outcome)
             .map_err(|error| DriverError::Rejected(format!("undecodable outcome: {error}")));
-        let _ = proposal.reply.send(outcome);
+        self.answer_proposal(proposal, outcome);
     }
 
     /// As leader: start a read index on a peer's behalf.

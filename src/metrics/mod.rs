@@ -1,0 +1,436 @@
+//! Metrics of one node, in the Prometheus text format.
+//!
+//! Every node has its own [`Registry`]: `paxkv dev` runs three nodes in one process, so a
+//! process-wide default registry would mix them up. Every series also carries the constant
+//! label `replica` (the node's id), so series stay apart wherever they end up.
+//!
+//! The consensus core records nothing (it has no clock and does no I/O). What is measured
+//! is measured around it: the driver times the WAL and the state machine and follows the
+//! core's status; the router counts conflicts and watches; the Thrift handler and server
+//! count requests and connections; the HTTP endpoint ([`http`]) reads RocksDB's sizes at
+//! scrape time; a sampler ([`peers`]) asks the other replicas how far they have applied.
+//!
+//! Names follow Prometheus conventions: the `paxkv_` prefix, the unit last (`_seconds`,
+//! `_bytes`, `_slots`, `_commands`), `_total` on counters. docs/operations.md lists them.
+//!
+//! Each group of metrics (`ReplicaMetrics`, `ApiMetrics`, ...) is a set of cheap clones of
+//! registered handles; a component built without a node gets an unregistered group
+//! (`unregistered()`) that records into nothing anyone reads.
+
+pub mod http;
+pub mod peers;
+
+use std::fmt;
+
+use prometheus::core::Collector;
+use prometheus::{
+    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::consensus::NodeId;
+use crate::executor::KvReader;
+
+/// Shortest latency bucket, and how many doublings above it: 50 µs .. ~3.3 s.
+const LATENCY_BUCKET_MIN_SECONDS: f64 = 0.000_05;
+const LATENCY_BUCKETS: usize = 17;
+/// Commands-per-slot buckets: 1, 2, 4, .. 8192.
+const SLOT_COMMANDS_BUCKETS: usize = 14;
+
+/// The RocksDB properties sampled at scrape time (summed over the column families).
+pub const ROCKSDB_LIVE_DATA: &str = "rocksdb.estimate-live-data-size";
+pub const ROCKSDB_SST_FILES: &str = "rocksdb.total-sst-files-size";
+pub const ROCKSDB_PENDING_COMPACTION: &str = "rocksdb.estimate-pending-compaction-bytes";
+
+/// All metrics of one node, and the registry they are gathered from.
+pub struct Metrics {
+    registry: Registry,
+    pub replica: ReplicaMetrics,
+    pub api: ApiMetrics,
+    pub router: RouterMetrics,
+    pub peers: PeerMetrics,
+    storage: StorageMetrics,
+}
+
+impl Metrics {
+    /// A fresh registry whose series all carry `replica="<id>"`.
+    pub fn new(replica: NodeId) -> Metrics {
+        let labels = [("replica".to_string(), replica.to_string())].into();
+        let registry = Registry::new_custom(None, Some(labels)).expect("a valid const label");
+        Metrics {
+            replica: ReplicaMetrics::new(&registry),
+            api: ApiMetrics::new(&registry),
+            router: RouterMetrics::new(&registry),
+            peers: PeerMetrics::new(&registry),
+            storage: StorageMetrics::new(&registry),
+            registry,
+        }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Reads RocksDB's size estimates into their gauges. A property that cannot be read
+    /// leaves its gauge at the last value read.
+    pub fn sample_storage(&self, reader: &KvReader) {
+        let gauges = [
+            (ROCKSDB_LIVE_DATA, &self.storage.live_data_bytes),
+            (ROCKSDB_SST_FILES, &self.storage.sst_files_bytes),
+            (
+                ROCKSDB_PENDING_COMPACTION,
+                &self.storage.pending_compaction_bytes,
+            ),
+        ];
+        for (property, gauge) in gauges {
+            match reader.property_sum(property) {
+                Ok(bytes) => gauge.set(saturating_i64(bytes)),
+                Err(error) => tracing::debug!(property, %error, "reading a RocksDB property"),
+            }
+        }
+    }
+
+    /// Every series of the registry in the text exposition format.
+    pub fn encode(&self) -> String {
+        let mut text = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut text)
+            .expect("encoding metrics into memory cannot fail");
+        String::from_utf8(text).expect("the text format is UTF-8")
+    }
+}
+
+/// What the replica driver records.
+#[derive(Clone)]
+pub struct ReplicaMetrics {
+    /// Commands this replica's clients proposed (through this replica, to whichever leads).
+    pub proposals: IntCounter,
+    /// Client commands applied to the state machine here (every replica applies them all).
+    pub commits: IntCounter,
+    /// From a client's proposal to its outcome, on the replica that took it.
+    pub commit_duration: Histogram,
+    /// Commands in each applied slot that holds commands (no-op slots are not counted).
+    pub slot_commands: Histogram,
+    /// Applying one slot to the state machine.
+    pub apply_duration: Histogram,
+    /// Appending one Ready's records to the WAL (no fsync).
+    pub wal_append_duration: Histogram,
+    /// One WAL fsync (fdatasync), covering every record appended since the last one.
+    pub wal_fsync_duration: Histogram,
+    pub leader_changes: IntCounter,
+    pub ballot_round: IntGauge,
+    pub leader_id: IntGauge,
+    pub is_leader: IntGauge,
+    pub commit_index: IntGauge,
+    pub applied_slot: IntGauge,
+}
+
+impl ReplicaMetrics {
+    fn new(registry: &Registry) -> ReplicaMetrics {
+        ReplicaMetrics {
+            proposals: counter(
+                registry,
+                "paxkv_proposals_total",
+                "Commands proposed by this replica's clients",
+            ),
+            commits: counter(
+                registry,
+                "paxkv_commits_total",
+                "Client commands applied to this replica's state machine",
+            ),
+            commit_duration: histogram(
+                registry,
+                "paxkv_commit_duration_seconds",
+                "From a client's proposal to its applied outcome, on the replica the client called",
+                latency_buckets(),
+            ),
+            slot_commands: histogram(
+                registry,
+                "paxkv_slot_commands",
+                "Commands per applied slot (batch size; no-op slots excluded)",
+                exponential_buckets(1.0, 2.0, SLOT_COMMANDS_BUCKETS).expect("valid buckets"),
+            ),
+            apply_duration: histogram(
+                registry,
+                "paxkv_apply_duration_seconds",
+                "Applying one slot to the RocksDB state machine",
+                latency_buckets(),
+            ),
+            wal_append_duration: histogram(
+                registry,
+                "paxkv_wal_append_duration_seconds",
+                "Appending one batch of consensus records to the WAL, before fsync",
+                latency_buckets(),
+            ),
+            wal_fsync_duration: histogram(
+                registry,
+                "paxkv_wal_fsync_duration_seconds",
+                "One WAL fsync (fdatasync), covering everything appended since the last",
+                latency_buckets(),
+            ),
+            leader_changes: counter(
+                registry,
+                "paxkv_leader_changes_total",
+                "Times this replica saw a new leader or a new ballot of its leader",
+            ),
+            ballot_round: gauge(
+                registry,
+                "paxkv_ballot_round",
+                "Round of the highest ballot this replica has promised",
+            ),
+            leader_id: gauge(
+                registry,
+                "paxkv_leader_id",
+                "The replica this one believes leads; 0 when it knows none",
+            ),
+            is_leader: gauge(registry, "paxkv_is_leader", "1 while this replica leads"),
+            commit_index: gauge(
+                registry,
+                "paxkv_commit_index",
+                "Highest slot this replica knows is chosen, with all before it",
+            ),
+            applied_slot: gauge(
+                registry,
+                "paxkv_applied_slot",
+                "Highest slot applied to this replica's state machine",
+            ),
+        }
+    }
+
+    /// Registered nowhere: for a driver run without a node (tests, tools).
+    pub fn unregistered() -> ReplicaMetrics {
+        ReplicaMetrics::new(&Registry::new())
+    }
+}
+
+impl fmt::Debug for ReplicaMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplicaMetrics").finish_non_exhaustive()
+    }
+}
+
+/// What the Thrift handler and server record.
+#[derive(Clone)]
+pub struct ApiMetrics {
+    /// By `method` (the IDL's name) and `outcome`: `ok`, or the exception's name in snake
+    /// case (`unavailable`, `conflict`, ...), or `error` for a failure that is none of them.
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub connections_open: IntGauge,
+}
+
+impl ApiMetrics {
+    fn new(registry: &Registry) -> ApiMetrics {
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "paxkv_thrift_requests_total",
+                "Thrift calls answered, by method and outcome",
+            ),
+            &["method", "outcome"],
+        )
+        .expect("valid metric");
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "paxkv_thrift_request_duration_seconds",
+                "Time spent in the handler per Thrift call, by method",
+            )
+            .buckets(latency_buckets()),
+            &["method"],
+        )
+        .expect("valid metric");
+        ApiMetrics {
+            requests: register(registry, requests),
+            request_duration: register(registry, request_duration),
+            connections_open: gauge(
+                registry,
+                "paxkv_connections_open",
+                "Open Thrift client connections",
+            ),
+        }
+    }
+
+    pub fn unregistered() -> ApiMetrics {
+        ApiMetrics::new(&Registry::new())
+    }
+}
+
+/// What the router records.
+#[derive(Clone)]
+pub struct RouterMetrics {
+    /// Commits (FoundationDB style) refused because a read conflict range was written.
+    pub txn_conflicts: IntCounter,
+    pub watches_open: IntGauge,
+}
+
+impl RouterMetrics {
+    fn new(registry: &Registry) -> RouterMetrics {
+        RouterMetrics {
+            txn_conflicts: counter(
+                registry,
+                "paxkv_txn_conflicts_total",
+                "Commits of this replica's clients that failed with a conflict",
+            ),
+            watches_open: gauge(
+                registry,
+                "paxkv_watches_open",
+                "Watch long polls waiting on this replica",
+            ),
+        }
+    }
+
+    pub fn unregistered() -> RouterMetrics {
+        RouterMetrics::new(&Registry::new())
+    }
+}
+
+/// What the peer sampler records, by `peer` (its id).
+#[derive(Clone)]
+pub struct PeerMetrics {
+    /// This replica's commit index minus the slot the peer last reported applied. Absent
+    /// while the peer does not answer.
+    pub lag_slots: IntGaugeVec,
+    /// 1 if the peer answered the last status request, 0 if not.
+    pub up: IntGaugeVec,
+}
+
+impl PeerMetrics {
+    fn new(registry: &Registry) -> PeerMetrics {
+        let lag_slots = IntGaugeVec::new(
+            Opts::new(
+                "paxkv_peer_lag_slots",
+                "This replica's commit index minus the peer's applied slot, sampled every second",
+            ),
+            &["peer"],
+        )
+        .expect("valid metric");
+        let up = IntGaugeVec::new(
+            Opts::new(
+                "paxkv_peer_up",
+                "1 if the peer answered the last status request",
+            ),
+            &["peer"],
+        )
+        .expect("valid metric");
+        PeerMetrics {
+            lag_slots: register(registry, lag_slots),
+            up: register(registry, up),
+        }
+    }
+}
+
+struct StorageMetrics {
+    live_data_bytes: IntGauge,
+    sst_files_bytes: IntGauge,
+    pending_compaction_bytes: IntGauge,
+}
+
+impl StorageMetrics {
+    fn new(registry: &Registry) -> StorageMetrics {
+        StorageMetrics {
+            live_data_bytes: gauge(registry, "paxkv_rocksdb_live_data_bytes",
+                "RocksDB's estimate of live data (rocksdb.estimate-live-data-size)"),
+            sst_files_bytes: gauge(registry, "paxkv_rocksdb_sst_files_bytes",
+                "Bytes in RocksDB's SST files (rocksdb.total-sst-files-size)"),
+            pending_compaction_bytes: gauge(registry, "paxkv_rocksdb_pending_compaction_bytes",
+                "Bytes RocksDB estimates compaction must rewrite (rocksdb.estimate-pending-compaction-bytes)"),
+        }
+    }
+}
+
+/// Holds a gauge one higher for as long as it lives (an open connection, a waiting watch).
+pub struct GaugeGuard(IntGauge);
+
+impl GaugeGuard {
+    pub fn new(gauge: &IntGauge) -> GaugeGuard {
+        gauge.inc();
+        GaugeGuard(gauge.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+pub fn saturating_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn latency_buckets() -> Vec<f64> {
+    exponential_buckets(LATENCY_BUCKET_MIN_SECONDS, 2.0, LATENCY_BUCKETS).expect("valid buckets")
+}
+
+/// Registers a collector, returning the handle to record with. Names are fixed in this
+/// module, so a duplicate is a programming error.
+fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {
+    registry
+        .register(Box::new(collector.clone()))
+        .expect("metric names are unique within a registry");
+    collector
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    register(registry, IntCounter::new(name, help).expect("valid metric"))
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    register(registry, IntGauge::new(name, help).expect("valid metric"))
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let opts = HistogramOpts::new(name, help).buckets(buckets);
+    register(registry, Histogram::with_opts(opts).expect("valid metric"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_series_carries_the_replica_label_and_a_paxkv_name() {
+        let metrics = Metrics::new(7);
+        metrics.replica.commits.inc_by(3);
+        metrics.api.requests.with_label_values(&["put", "ok"]).inc();
+        let text = metrics.encode();
+        assert!(
+            text.contains("paxkv_commits_total{replica=\"7\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"paxkv_thrift_requests_total{method="put",outcome="ok",replica="7"} 1"#
+            ),
+            "{text}"
+        );
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            assert!(line.starts_with("paxkv_"), "{line}");
+            assert!(line.contains("replica=\"7\""), "{line}");
+        }
+    }
+
+    #[test]
+    fn nodes_in_one_process_keep_separate_registries() {
+        let (one, two) = (Metrics::new(1), Metrics::new(2));
+        one.replica.proposals.inc();
+        assert!(one
+            .encode()
+            .contains("paxkv_proposals_total{replica=\"1\"} 1"));
+        assert!(two
+            .encode()
+            .contains("paxkv_proposals_total{replica=\"2\"} 0"));
+    }
+
+    #[test]
+    fn a_gauge_guard_counts_while_it_lives() {
+        let metrics = Metrics::new(1);
+        let gauge = &metrics.router.watches_open;
+        let first = GaugeGuard::new(gauge);
+        let second = GaugeGuard::new(gauge);
+        assert_eq!(gauge.get(), 2);
+        drop(first);
+        assert_eq!(gauge.get(), 1);
+        drop(second);
+        assert_eq!(gauge.get(), 0);
+    }
+}
