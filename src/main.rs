@@ -53,6 +53,13 @@ struct DevArgs {
         default_value = "127.0.0.1:6001,127.0.0.1:6002,127.0.0.1:6003"
     )]
     peer_addrs: Vec<SocketAddr>,
+    /// HTTP /metrics, /health and /ready of replicas 1, 2, 3; "off" for none.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "127.0.0.1:9191,127.0.0.1:9192,127.0.0.1:9193"
+    )]
+    metrics_addrs: Vec<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -163,7 +170,8 @@ fn run_dev(args: DevArgs) -> Result<ExitCode, String> {
         return Err("dev runs 3 replicas: give 3 --thrift-addrs and 3 --peer-addrs".into());
     }
     init_logging("info");
-    let configs = node::dev_configs(&args.data_dir, &args.thrift_addrs, &args.peer_addrs);
+    let mut configs = node::dev_configs(&args.data_dir, &args.thrift_addrs, &args.peer_addrs);
+    node::set_dev_metrics_addrs(&mut configs, &args.metrics_addrs)?;
     runtime()?.block_on(async move {
         let mut nodes = Vec::new();
         for config in configs {

@@ -22,6 +22,11 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Where this node serves the Thrift API.
     pub thrift_addr: SocketAddr,
+    /// Where this node serves HTTP `/metrics`, `/health` and `/ready`, or `"off"` (the
+    /// default) for no endpoint. A string, so that `PAXKV_METRICS_ADDR=off` can turn off
+    /// what a file turned on; [`NodeConfig::metrics_socket_addr`] parses it.
+    #[serde(default = "metrics_off")]
+    pub metrics_addr: String,
     /// Every replica of the cluster, this one included.
     pub members: Vec<Member>,
     #[serde(default)]
@@ -106,6 +111,24 @@ fn default_log() -> String {
     "info".to_string()
 }
 
+/// The `metrics_addr` that serves no endpoint.
+pub const METRICS_OFF: &str = "off";
+
+fn metrics_off() -> String {
+    METRICS_OFF.to_string()
+}
+
+/// `metrics_addr` parsed: `None` for "off".
+pub fn parse_metrics_addr(value: &str) -> Result<Option<SocketAddr>, String> {
+    if value == METRICS_OFF {
+        return Ok(None);
+    }
+    value
+        .parse()
+        .map(Some)
+        .map_err(|_| format!("{value:?} is neither an address like 127.0.0.1:9191 nor \"off\""))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{0}")]
@@ -184,6 +207,9 @@ impl NodeConfig {
         if self.storage.retention_versions == 0 {
             return Err(invalid("storage.retention_versions", "must be positive"));
         }
+        parse_metrics_addr(&self.metrics_addr).map_err(|reason| invalid("metrics_addr", reason))?;
+        tracing_subscriber::EnvFilter::try_new(&self.log)
+            .map_err(|error| invalid("log", error.to_string()))?;
         Ok(())
     }
 
@@ -201,6 +227,12 @@ impl NodeConfig {
 
     pub fn peer_addr(&self) -> SocketAddr {
         self.peers()[&self.id]
+    }
+
+    /// Where to serve metrics, if anywhere. Panics on an address `validate` refuses.
+    pub fn metrics_socket_addr(&self) -> Option<SocketAddr> {
+        parse_metrics_addr(&self.metrics_addr)
+            .unwrap_or_else(|reason| panic!("metrics_addr was not validated: {reason}"))
     }
 }
 
@@ -273,6 +305,30 @@ key_bytes_max = 2048
         let (_dir, path) = write(&NODE.replace("key_bytes_max = 2048", "key_bytes = 1"));
         let error = NodeConfig::load(&path).unwrap_err().to_string();
         assert!(error.contains("key_bytes"), "{error}");
+
+        let bad_metrics = NODE.replace("id = 2\n", "id = 2\nmetrics_addr = \"localhost\"\n");
+        let (_dir, path) = write(&bad_metrics);
+        let error = NodeConfig::load(&path).unwrap_err().to_string();
+        assert!(error.contains("invalid setting metrics_addr"), "{error}");
+
+        let (_dir, path) = write(&NODE.replace("id = 2\n", "id = 2\nlog = \"paxkv=loud\"\n"));
+        let error = NodeConfig::load(&path).unwrap_err().to_string();
+        assert!(error.contains("invalid setting log"), "{error}");
+    }
+
+    #[test]
+    fn metrics_are_off_unless_an_address_is_given() {
+        let (_dir, path) = write(NODE);
+        let node = NodeConfig::load(&path).unwrap();
+        assert_eq!(node.metrics_addr, METRICS_OFF);
+        assert_eq!(node.metrics_socket_addr(), None);
+        let on = NODE.replace("id = 2\n", "id = 2\nmetrics_addr = \"127.0.0.1:9192\"\n");
+        let (_dir, path) = write(&on);
+        let node = NodeConfig::load(&path).unwrap();
+        assert_eq!(
+            node.metrics_socket_addr(),
+            Some("127.0.0.1:9192".parse().unwrap())
+        );
     }
 }
 
@@ -289,6 +345,8 @@ mod shipped {
             .collect();
         for (i, node) in nodes.iter().enumerate() {
             assert_eq!(node.id as usize, i + 1);
+            let metrics = format!("127.0.0.1:{}", 9191 + i);
+            assert_eq!(node.metrics_socket_addr(), Some(metrics.parse().unwrap()));
             assert_eq!(node.members, nodes[0].members);
             assert_eq!(node.limits, Limits::default());
             assert_eq!(node.timing, Timing::default());

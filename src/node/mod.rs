@@ -1,5 +1,5 @@
-//! Running paxkv: one node (a replica and its Thrift server) per `NodeConfig`, and the
-//! `dev` layout of three nodes in one process.
+//! Running paxkv: one node (a replica, its Thrift server and its HTTP metrics endpoint) per
+//! `NodeConfig`, and the `dev` layout of three nodes in one process.
 
 pub mod config;
 
@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-pub use config::{ConfigError, Member, NodeConfig};
+pub use config::{ConfigError, Member, NodeConfig, METRICS_OFF};
 
 use crate::api::{self, KvHandler};
 use crate::consensus::Config;
 use crate::executor::ExecutorOptions;
+use crate::metrics::{self, Metrics};
 use crate::replica::{DriverOptions, ReplicatedKvStore, StoreError};
 use crate::router::PrimaryRouter;
 
@@ -28,6 +29,11 @@ pub enum NodeError {
     },
     #[error("binding the Thrift listener on {addr}: {error}")]
     BindThrift { addr: SocketAddr, error: api::Error },
+    #[error("binding the metrics endpoint (metrics_addr) on {addr}: {error}")]
+    BindMetrics {
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
     #[error("creating data directory {path}: {error}")]
     DataDir { path: String, error: std::io::Error },
     #[error(transparent)]
@@ -36,12 +42,18 @@ pub enum NodeError {
     Server(#[from] api::Error),
 }
 
-/// A started node: its store and router; `serve` runs its Thrift server.
+/// How long stopping waits for the metrics endpoint's open requests.
+const METRICS_STOP_TIMEOUT_MS: u64 = 1_000;
+
+/// A started node: its store, router and metrics; `serve` runs its Thrift server and its
+/// metrics endpoint.
 pub struct Node {
     pub config: NodeConfig,
     pub store: ReplicatedKvStore,
     pub router: PrimaryRouter,
+    pub metrics: Arc<Metrics>,
     thrift: TcpListener,
+    metrics_listener: Option<TcpListener>,
 }
 
 impl Node {
@@ -63,12 +75,22 @@ impl Node {
             addr: config.thrift_addr,
             error,
         })?;
+        let metrics_listener = match config.metrics_socket_addr() {
+            None => None,
+            Some(addr) => Some(
+                (metrics::http::bind(addr).await)
+                    .map_err(|error| NodeError::BindMetrics { addr, error })?,
+            ),
+        };
+        let metrics = Arc::new(Metrics::new(config.id));
+        let mut driver = driver_options(&config);
+        driver.metrics = metrics.replica.clone();
         let store = ReplicatedKvStore::start(
             peers,
             config.peers(),
             &config.data_dir,
             executor_options(&config),
-            driver_options(&config),
+            driver,
         )?;
         let timing = &config.timing;
         let election_ms = u64::from(timing.election_timeout_ticks) * timing.tick_ms;
@@ -79,28 +101,75 @@ impl Node {
             config.limits.clone(),
             Duration::from_millis(timing.request_timeout_ms),
             u32::try_from(election_ms).unwrap_or(u32::MAX),
-        );
+        )
+        .with_metrics(metrics.router.clone());
         Ok(Node {
             config,
             store,
             router,
+            metrics,
             thrift,
+            metrics_listener,
         })
     }
 
-    /// Serves the Thrift API until `shutdown` resolves and the calls in flight finish,
-    /// then stops the replica.
+    /// Serves the Thrift API and the metrics endpoint until `shutdown` resolves and the
+    /// calls in flight finish, then stops the replica.
     pub async fn serve(self, shutdown: impl Future) -> Result<(), NodeError> {
-        let handler = Arc::new(KvHandler::new(
-            self.router.clone(),
-            tokio::runtime::Handle::current(),
+        let Node {
+            config,
+            store,
+            router,
+            metrics,
+            thrift,
+            metrics_listener,
+        } = self;
+        let handler = KvHandler::new(router.clone(), tokio::runtime::Handle::current())
+            .with_metrics(metrics.api.clone());
+        let peers = (config.members.iter().map(|m| m.id))
+            .filter(|&id| id != config.id)
+            .collect();
+        let sampler = tokio::spawn(metrics::peers::sample_peer_lag(
+            store.handle(),
+            peers,
+            metrics.peers.clone(),
         ));
-        let limits = self.config.server_limits();
-        let served = api::run(self.thrift, handler, limits, shutdown).await;
+        let (stop_http, stopped_http) = tokio::sync::oneshot::channel::<()>();
+        let http = metrics_listener.map(|listener| {
+            let endpoint = metrics::http::Endpoint {
+                metrics: metrics.clone(),
+                router,
+                reader: store.reader(),
+            };
+            tokio::spawn(serve_http(listener, endpoint, stopped_http))
+        });
+        let limits = config.server_limits();
+        let connections = metrics.api.connections_open.clone();
+        let served = api::run_counted(thrift, Arc::new(handler), limits, connections, shutdown);
+        let served = served.await;
+        sampler.abort();
+        let _ = stop_http.send(());
+        if let Some(http) = http {
+            let timeout = Duration::from_millis(METRICS_STOP_TIMEOUT_MS);
+            let _ = tokio::time::timeout(timeout, http).await;
+        }
         // Joining the driver thread blocks: do it off the runtime's workers.
-        let store = self.store;
         let _ = tokio::task::spawn_blocking(move || store.stop()).await;
         Ok(served?)
+    }
+}
+
+/// The metrics endpoint until `stop` fires (or its sender is dropped).
+async fn serve_http(
+    listener: TcpListener,
+    endpoint: metrics::http::Endpoint,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let shutdown = async move {
+        let _ = stop.await;
+    };
+    if let Err(error) = metrics::http::run(listener, endpoint, shutdown).await {
+        tracing::error!(%error, "metrics endpoint failed");
     }
 }
 
@@ -159,6 +228,26 @@ pub fn dev_configs(
             timing: Default::default(),
             storage: Default::default(),
             log: "info".to_string(),
+            metrics_addr: METRICS_OFF.to_string(),
         })
         .collect()
+}
+
+/// Gives the `dev` configs their metrics endpoints: `["off"]` for none, else one address
+/// per replica. The error names the `--metrics-addrs` flag.
+pub fn set_dev_metrics_addrs(configs: &mut [NodeConfig], addrs: &[String]) -> Result<(), String> {
+    if addrs == [METRICS_OFF] {
+        return Ok(());
+    }
+    if addrs.len() != configs.len() {
+        return Err(format!(
+            "--metrics-addrs: give {} addresses, or \"off\"",
+            configs.len()
+        ));
+    }
+    for (config, addr) in configs.iter_mut().zip(addrs) {
+        config::parse_metrics_addr(addr).map_err(|reason| format!("--metrics-addrs: {reason}"))?;
+        config.metrics_addr = addr.clone();
+    }
+    Ok(())
 }
