@@ -10,9 +10,9 @@ if ! command -v cargo >/dev/null; then
 fi
 
 # Debian packages: the pinned Thrift compiler (0.17.0) that generates and checks the API
-# code, libclang for the RocksDB bindings, and the Python Thrift library (0.17.0) for the
-# Python client test.
-packages=(thrift-compiler libclang-dev python3-thrift)
+# code, libclang for the RocksDB bindings, the Python Thrift library (0.17.0) for the
+# Python client test, and the Prometheus server that tests/prometheus.rs scrapes with.
+packages=(thrift-compiler libclang-dev python3-thrift prometheus)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

@@ -279,16 +279,7 @@ fn ctrl_c_stops_dev_cleanly_and_a_restart_keeps_the_data() {
     assert!(log.contains("leads"), "dev printed who leads: {log}");
     assert!(log.contains("stopped cleanly"), "{log}");
 
-    let args: Vec<std::ffi::OsString> = vec![
-        "dev".into(),
-        "--data-dir".into(),
-        dev.data_dir.clone().into(),
-        "--thrift-addrs".into(),
-        support::join_addrs(&dev.endpoints).into(),
-        "--peer-addrs".into(),
-        support::join_addrs(&dev.peers).into(),
-    ];
-    dev.process = support::Process::spawn(&args, &dir.path().join("paxkv-dev-2.log"));
+    dev.process = support::Process::spawn(&dev.args(), &dir.path().join("paxkv-dev-2.log"));
     dev.wait_ready(READY);
     let mut client = Retrying::new(dev.endpoints[2], CALLS);
     for (n, version) in versions.iter().enumerate() {

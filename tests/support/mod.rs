@@ -192,34 +192,57 @@ pub struct DevCluster {
     /// The Thrift endpoints, one per replica.
     pub endpoints: Vec<SocketAddr>,
     pub peers: Vec<SocketAddr>,
+    /// The HTTP metrics endpoints, one per replica.
+    pub metrics: Vec<SocketAddr>,
     pub data_dir: PathBuf,
 }
 
 /// Starts `paxkv dev` with three replicas on free loopback ports, its data under
 /// `dir/data` and its log in `dir/paxkv-dev.log`. Does not wait: see [`DevCluster::wait_ready`].
 pub fn dev(dir: &Path) -> DevCluster {
-    let addrs = free_addrs(6);
-    let (endpoints, peers) = (addrs[..3].to_vec(), addrs[3..].to_vec());
+    let addrs = free_addrs(9);
+    let (endpoints, peers, metrics) = (
+        addrs[..3].to_vec(),
+        addrs[3..6].to_vec(),
+        addrs[6..].to_vec(),
+    );
     let data_dir = dir.join("data");
-    let args: Vec<OsString> = vec![
-        "dev".into(),
-        "--data-dir".into(),
-        data_dir.clone().into(),
-        "--thrift-addrs".into(),
-        join_addrs(&endpoints).into(),
-        "--peer-addrs".into(),
-        join_addrs(&peers).into(),
-    ];
+    let args = dev_args(&data_dir, &endpoints, &peers, &metrics);
     let process = Process::spawn(&args, &dir.join("paxkv-dev.log"));
     DevCluster {
         process,
         endpoints,
         peers,
+        metrics,
         data_dir,
     }
 }
 
+fn dev_args(
+    data_dir: &Path,
+    endpoints: &[SocketAddr],
+    peers: &[SocketAddr],
+    metrics: &[SocketAddr],
+) -> Vec<OsString> {
+    vec![
+        "dev".into(),
+        "--data-dir".into(),
+        data_dir.into(),
+        "--thrift-addrs".into(),
+        join_addrs(endpoints).into(),
+        "--peer-addrs".into(),
+        join_addrs(peers).into(),
+        "--metrics-addrs".into(),
+        join_addrs(metrics).into(),
+    ]
+}
+
 impl DevCluster {
+    /// The `paxkv dev` command line of this cluster (to start it again on the same ports).
+    pub fn args(&self) -> Vec<OsString> {
+        dev_args(&self.data_dir, &self.endpoints, &self.peers, &self.metrics)
+    }
+
     /// Waits until every endpoint reports a healthy cluster with a leader.
     pub fn wait_ready(&mut self, timeout: Duration) -> Status {
         let endpoints = self.endpoints.clone();
@@ -383,4 +406,79 @@ pub fn retry<T>(
     f: impl FnMut(&mut Client) -> thrift::Result<T>,
 ) -> T {
     Retrying::new(endpoint, timeout).call(f)
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP: the metrics endpoint and Prometheus's API.
+
+/// `GET path` on `addr` over HTTP/1.1 with `Connection: close`: the status code and the
+/// body, de-chunked if the server chunked it. Enough for /metrics, /health, /ready and
+/// Prometheus's JSON API.
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)?;
+    stream.set_read_timeout(Some(HTTP_TIMEOUT))?;
+    stream.set_write_timeout(Some(HTTP_TIMEOUT))?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes())?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let invalid = |what: &str| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{what}: {response:?}"),
+        )
+    };
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| invalid("no header end"))?;
+    let code = (head.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| invalid("no status code"))?;
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Ok((code, body))
+}
+
+const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The body of a chunked transfer: hex size line, data, CRLF, until a 0-size chunk.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// The value of the first sample of `name` (exactly; not `name_bucket` etc.) whose labels
+/// include every one of `labels`, in a text-format scrape.
+pub fn sample(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (series_name, series_labels) = match series.split_once('{') {
+                Some((n, l)) => (n, l),
+                None => (series, ""),
+            };
+            let wanted = labels
+                .iter()
+                .all(|(k, v)| series_labels.contains(&format!("{k}=\"{v}\"")));
+            (series_name == name && wanted).then(|| value.parse().ok())?
+        })
+        .next()
 }
