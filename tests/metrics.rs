@@ -135,8 +135,9 @@ fn health_ready_and_metrics_count_what_clients_did() {
     let mut leaders = 0.0;
     for &addr in &dev.metrics {
         let applied = PUTS as f64 + 2.0;
-        let text = wait_for_scrape(addr, "all commands applied", |text| {
+        let text = wait_for_scrape(addr, "all commands applied, and ready", |text| {
             sample(text, "paxkv_commits_total", &[]) == Some(applied)
+                && sample(text, "paxkv_ready", &[]) == Some(1.0)
         });
         leaders += sample(&text, "paxkv_is_leader", &[]).unwrap();
         assert!(sample(&text, "paxkv_leader_id", &[]) >= Some(1.0), "{text}");
@@ -165,6 +166,18 @@ fn a_replica_without_a_quorum_is_healthy_but_not_ready() {
         assert!(body.starts_with("not ready: "), "{body}");
         thread::sleep(Duration::from_millis(200));
     }
+    let text = scrape(metrics);
+    assert_eq!(sample(&text, "paxkv_ready", &[]), Some(0.0), "{text}");
+    assert_eq!(
+        sample(&text, "paxkv_peer_up", &[("peer", "2")]),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "paxkv_peer_lag_slots", &[("peer", "2")]),
+        None,
+        "{text}"
+    );
     server.assert_running();
 }
 

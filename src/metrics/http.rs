@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use super::Metrics;
 use crate::consensus::NodeId;
 use crate::executor::KvReader;
+use crate::replica::PeerStatus;
 use crate::router::{ClusterStatus, PrimaryRouter};
 
 /// What the endpoint serves from.
@@ -77,25 +78,35 @@ async fn ready(State(endpoint): State<Arc<Endpoint>>) -> (StatusCode, String) {
 /// A leader keeps leading only while a quorum hears it (check-quorum), so this is a quorum
 /// check, as seen from this replica, at the moment of the request.
 pub fn readiness(own_id: NodeId, status: &ClusterStatus) -> Result<(), String> {
-    let own = status.members.iter().find(|m| m.id == own_id);
-    if own
-        .and_then(|m| m.status.as_ref())
-        .is_some_and(|s| s.role == "stopped")
-    {
+    let members: Vec<(NodeId, Option<&PeerStatus>)> = (status.members.iter())
+        .map(|m| (m.id, m.status.as_ref()))
+        .collect();
+    readiness_of(own_id, status.leader, &status.ballot, &members)
+}
+
+/// [`readiness`] from its parts: this replica's leader and ballot, and every member's
+/// status (this one's included) or `None` where it did not answer.
+pub fn readiness_of(
+    own_id: NodeId,
+    leader: Option<NodeId>,
+    ballot: &str,
+    members: &[(NodeId, Option<&PeerStatus>)],
+) -> Result<(), String> {
+    let status_of = |id: NodeId| members.iter().find(|m| m.0 == id).and_then(|m| m.1);
+    if status_of(own_id).is_some_and(|s| s.role == "stopped") {
         return Err("this replica has stopped".into());
     }
-    let Some(leader) = status.leader else {
+    let Some(leader) = leader else {
         return Err("no leader known".into());
     };
-    let answered = status.members.iter().filter(|m| m.status.is_some()).count();
-    let members = status.members.len();
-    if answered * 2 <= members {
+    let answered = members.iter().filter(|m| m.1.is_some()).count();
+    if answered * 2 <= members.len() {
         return Err(format!(
-            "{answered} of {members} replicas answered: no quorum"
+            "{answered} of {} replicas answered: no quorum",
+            members.len()
         ));
     }
-    let leader_status = status.members.iter().find(|m| m.id == leader);
-    let Some(leader_status) = leader_status.and_then(|m| m.status.as_ref()) else {
+    let Some(leader_status) = status_of(leader) else {
         return Err(format!("leader {leader} does not answer"));
     };
     if leader_status.role != "leader" {
@@ -104,10 +115,10 @@ pub fn readiness(own_id: NodeId, status: &ClusterStatus) -> Result<(), String> {
             leader_status.role
         ));
     }
-    if leader_status.ballot != status.ballot {
+    if leader_status.ballot != ballot {
         return Err(format!(
-            "leader {leader} is at ballot {}, this replica at {}",
-            leader_status.ballot, status.ballot
+            "leader {leader} is at ballot {}, this replica at {ballot}",
+            leader_status.ballot
         ));
     }
     Ok(())
@@ -116,7 +127,6 @@ pub fn readiness(own_id: NodeId, status: &ClusterStatus) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replica::PeerStatus;
     use crate::router::MemberStatus;
 
     fn member(id: NodeId, role: Option<&str>, ballot: &str) -> MemberStatus {

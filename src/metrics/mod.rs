@@ -8,7 +8,8 @@
 //! is measured around it: the driver times the WAL and the state machine and follows the
 //! core's status; the router counts conflicts and watches; the Thrift handler and server
 //! count requests and connections; the HTTP endpoint ([`http`]) reads RocksDB's sizes at
-//! scrape time; a sampler ([`peers`]) asks the other replicas how far they have applied.
+//! scrape time; a sampler ([`peers`]) asks the other replicas how far they have applied and
+//! whether a quorum answers.
 //!
 //! Names follow Prometheus conventions: the `paxkv_` prefix, the unit last (`_seconds`,
 //! `_bytes`, `_slots`, `_commands`), `_total` on counters. docs/operations.md lists them.
@@ -291,6 +292,8 @@ pub struct PeerMetrics {
     pub lag_slots: IntGaugeVec,
     /// 1 if the peer answered the last status request, 0 if not.
     pub up: IntGaugeVec,
+    /// 1 if the last round of status requests found this replica ready (as `/ready`).
+    pub ready: IntGauge,
 }
 
 impl PeerMetrics {
@@ -314,6 +317,11 @@ impl PeerMetrics {
         PeerMetrics {
             lag_slots: register(registry, lag_slots),
             up: register(registry, up),
+            ready: gauge(
+                registry,
+                "paxkv_ready",
+                "1 if this replica was ready (as /ready) at the last peer sample, every second",
+            ),
         }
     }
 }

@@ -129,7 +129,7 @@ impl Node {
         let peers = (config.members.iter().map(|m| m.id))
             .filter(|&id| id != config.id)
             .collect();
-        let sampler = tokio::spawn(metrics::peers::sample_peer_lag(
+        let sampler = tokio::spawn(metrics::peers::sample_peers(
             store.handle(),
             peers,
             metrics.peers.clone(),
