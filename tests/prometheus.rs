@@ -1,6 +1,7 @@
 //! A real Prometheus server (Debian's /usr/bin/prometheus) scrapes a real 3-process
 //! cluster with the shipped config/prometheus.yml: all three targets come up, and the
-//! commit counter it stores rises while a client writes through Thrift.
+//! commit counter it stores rises while a client writes through Thrift, and every query of
+//! the Grafana dashboard is valid PromQL with data behind it.
 //!
 //! Prometheus is not optional here: scripts/setup.sh installs it, and without it this test
 //! fails saying so.
@@ -185,6 +186,9 @@ fn encode(query: &str) -> String {
 fn start_writer(endpoint: SocketAddr, stop: Arc<AtomicBool>) -> thread::JoinHandle<usize> {
     thread::spawn(move || {
         let mut client = Retrying::new(endpoint, WAIT);
+        // One refused call (keys are never empty), so the dashboard's error panel has data.
+        let empty_key = PutRequest::new(Vec::new(), b"v".to_vec(), None);
+        assert!(client.try_call(|c| c.put(empty_key.clone())).is_err());
         let deadline = Deadline::after(WAIT * 3);
         let mut puts = 0;
         while !stop.load(Ordering::Relaxed) && !deadline.passed() {
@@ -194,6 +198,47 @@ fn start_writer(endpoint: SocketAddr, stop: Arc<AtomicBool>) -> thread::JoinHand
         }
         puts
     })
+}
+
+/// Every query of docs/grafana-dashboard.json, with Grafana's variables filled in, is
+/// PromQL that this Prometheus accepts and answers with data.
+fn check_dashboard_queries(prometheus: &mut PrometheusServer) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/grafana-dashboard.json");
+    let board: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut exprs = Vec::new();
+    collect_exprs(&board, &mut exprs);
+    assert!(exprs.len() >= 20, "{} queries", exprs.len());
+    for expr in exprs {
+        let query = expr
+            .replace("$__rate_interval", "10s")
+            .replace("$job", "paxkv");
+        let path = format!("/api/v1/query?query={}", encode(&query));
+        let (code, body) = http_get(prometheus.addr, &path).unwrap();
+        assert_eq!(code, 200, "{query}: {body}");
+        let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(answer["status"], "success", "{query}: {body}");
+        // A rate needs two scrapes of a series; the error counter's first may be recent.
+        prometheus.wait_for(&format!("data for {query}"), &path, |answer| {
+            let series = answer["data"]["result"].as_array().map_or(0, Vec::len);
+            (series > 0).then_some(())
+        });
+    }
+}
+
+fn collect_exprs(value: &serde_json::Value, found: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, value) in map {
+                match (key.as_str(), value.as_str()) {
+                    ("expr", Some(expr)) => found.push(expr.to_string()),
+                    _ => collect_exprs(value, found),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|i| collect_exprs(i, found)),
+        _ => {}
+    }
 }
 
 #[test]
@@ -227,6 +272,7 @@ fn prometheus_scrapes_every_node_and_sees_commits_rise_while_a_client_writes() {
         "{first} then {later} after {puts} puts"
     );
     println!("Prometheus saw sum(paxkv_commits_total) rise from {first} to {later}; {puts} puts");
+    check_dashboard_queries(&mut prometheus);
     drop(prometheus);
     drop(nodes);
 }
