@@ -129,11 +129,12 @@ impl Node {
         let peers = (config.members.iter().map(|m| m.id))
             .filter(|&id| id != config.id)
             .collect();
-        let sampler = tokio::spawn(metrics::peers::sample_peers(
-            store.handle(),
-            peers,
-            metrics.peers.clone(),
-        ));
+        // Peer status requests only for someone who reads the answers.
+        let sampler = metrics_listener.is_some().then(|| {
+            let sampling =
+                metrics::peers::sample_peers(store.handle(), peers, metrics.peers.clone());
+            tokio::spawn(sampling)
+        });
         let (stop_http, stopped_http) = tokio::sync::oneshot::channel::<()>();
         let http = metrics_listener.map(|listener| {
             let endpoint = metrics::http::Endpoint {
@@ -147,7 +148,9 @@ impl Node {
         let connections = metrics.api.connections_open.clone();
         let served = api::run_counted(thrift, Arc::new(handler), limits, connections, shutdown);
         let served = served.await;
-        sampler.abort();
+        if let Some(sampler) = sampler {
+            sampler.abort();
+        }
         let _ = stop_http.send(());
         if let Some(http) = http {
             let timeout = Duration::from_millis(METRICS_STOP_TIMEOUT_MS);
