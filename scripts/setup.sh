@@ -11,8 +11,10 @@ fi
 
 # Debian packages: the pinned Thrift compiler (0.17.0) that generates and checks the API
 # code, libclang for the RocksDB bindings, the Python Thrift library (0.17.0) for the
-# Python client test, and the Prometheus server that tests/prometheus.rs scrapes with.
-packages=(thrift-compiler libclang-dev python3-thrift prometheus)
+# Python client test, the Prometheus server that tests/prometheus.rs scrapes with, protoc for
+# the etcd client's generated gRPC code (bench-etcd/), and etcd itself (3.4, /usr/bin/etcd)
+# for the bench test and scripts/bench-vs-etcd.sh.
+packages=(thrift-compiler libclang-dev python3-thrift prometheus protobuf-compiler etcd-server)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

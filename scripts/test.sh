@@ -11,10 +11,14 @@ fi
 started=$(date +%s)
 echo "== build (release profile, shared by tests and binaries) in $CARGO_TARGET_DIR"
 cargo build --release --workspace --all-targets --all-features --locked
+# The etcd load generator is its own workspace (see bench-etcd/Cargo.toml); the bench
+# integration test runs it from next to `paxkv`.
+cargo build --release --locked --manifest-path bench-etcd/Cargo.toml --all-targets
 echo "== build took $(( $(date +%s) - started ))s"
 
 echo "== unit, property, integration and simulator tests"
 cargo nextest run --release --workspace --all-features --locked --profile ci
+cargo test --release --locked --manifest-path bench-etcd/Cargo.toml
 
 echo "== doc tests"
 cargo test --release --workspace --all-features --locked --doc

@@ -1,5 +1,6 @@
 //! paxkv: a replicated, transactional key-value store on multi-Paxos.
 pub mod api;
+pub mod bench;
 pub mod consensus;
 pub mod executor;
 pub mod metrics;

@@ -1,5 +1,5 @@
 //! The paxkv command line: `dev` and `server` run the store, the client verbs talk to it,
-//! `sim` runs the deterministic simulator.
+//! `sim` runs the deterministic simulator, `bench` generates load.
 
 mod cli;
 
@@ -30,6 +30,8 @@ enum Command {
     Server(ServerArgs),
     /// The deterministic simulator: replay one seed or sweep many.
     Sim(SimArgs),
+    /// Closed-loop load generator against paxkv or etcd (docs/benchmarks.md).
+    Bench(paxkv::bench::BenchArgs),
     #[command(flatten)]
     Client(cli::ClientCommand),
 }
@@ -99,6 +101,7 @@ fn main() -> ExitCode {
         Command::Server(args) => run_server(args),
         Command::Sim(args) => run_sim(args),
         Command::Client(command) => return cli::run(command),
+        Command::Bench(args) => return paxkv::bench::command(args),
     };
     match result {
         Ok(code) => code,
