@@ -126,16 +126,40 @@ echo "== floors: fdatasync of a 4 KiB append in $run_dir, loopback TCP round tri
 "$paxkv" bench --workload fsync --dir "$run_dir" --ops 2000 --json --quiet >"$results/fsync.json"
 "$paxkv" bench --workload tcp-rtt --ops 20000 --json --quiet >"$results/tcp-rtt.json"
 
+# CPU ticks (user + system, USER_HZ = 100) used so far by the processes given.
+cpu_ticks() {
+    local total=0 pid fields
+    for pid in "$@"; do
+        # Fields 14 and 15 of /proc/PID/stat; the command name before them has no spaces here.
+        read -ra fields <"/proc/$pid/stat"
+        total=$((total + fields[13] + fields[14]))
+    done
+    echo "$total"
+}
+
+echo "== preloading the 10000 keys the gets read, on both" >&2
+"$paxkv" bench --target paxkv --endpoints "$paxkv_endpoints" --workload get --ops 1 \
+    --key-space 10000 --value-size 256 --clients 16 --quiet >/dev/null
+"$paxkv" bench --target etcd --endpoints "$etcd_endpoints" --workload get --ops 1 \
+    --key-space 10000 --value-size 256 --clients 16 --quiet >/dev/null
+
 runs=("put 1" "put 16" "put 64" "put 256" "get 1" "get 64")
 for run in "${runs[@]}"; do
     read -r workload clients <<<"$run"
     for target in paxkv etcd; do
         endpoints="$paxkv_endpoints"
-        [ "$target" = etcd ] && endpoints="$etcd_endpoints"
+        servers=("${pids[@]:3:3}")
+        if [ "$target" = etcd ]; then
+            endpoints="$etcd_endpoints"
+            servers=("${pids[@]:0:3}")
+        fi
         echo "== $target $workload, $clients clients, ${secs}s" >&2
+        before="$(cpu_ticks "${servers[@]}")"
         "$paxkv" bench --target "$target" --endpoints "$endpoints" --workload "$workload" \
             --clients "$clients" --duration "$secs" --warmup "$warmup" --value-size 256 \
-            --key-space 10000 --json --quiet >"$results/$target-$workload-$clients.json"
+            --key-space 10000 --preload false --json --quiet \
+            >"$results/$target-$workload-$clients.json"
+        echo $(($(cpu_ticks "${servers[@]}") - before)) >"$results/$target-$workload-$clients.cpu"
     done
 done
 
@@ -169,4 +193,20 @@ print(f"Single-client paxkv put p50 {put1['p50_us']} us = "
       f"{put1['p50_us'] / max(1, fsync['p50_us'] + rtt['p50_us']):.2f}x the floor.")
 print(f"RSS at the end: paxkv replica 1 {int(paxkv_rss) / 1024:.0f} MiB, "
       f"etcd member 1 {int(etcd_rss) / 1024:.0f} MiB.")
+print()
+print("CPU per operation, in us, over each whole run (warm-up included): the three servers "
+      "together, and the load generator.")
+print()
+print("| workload | clients | paxkv servers | paxkv client | etcd servers | etcd client |")
+print("| --- | ---: | ---: | ---: | ---: | ---: |")
+def per_op(name):
+    run = load(name)
+    server_s = int(open(f"{results}/{name}.cpu").read()) / 100
+    ops = max(1, run["load_ops"])
+    return f"{server_s * 1e6 / ops:.0f} | {run['client_cpu_s'] * 1e6 / ops:.0f}"
+for run in runs:
+    workload, clients = run.split()
+    name = "get (linearizable)" if workload == "get" else workload
+    print(f"| {name} | {clients} | {per_op(f'paxkv-{workload}-{clients}')} "
+          f"| {per_op(f'etcd-{workload}-{clients}')} |")
 EOF

@@ -59,9 +59,11 @@ pub fn run<T: Target>(target: &T, config: &BenchConfig) -> Result<Report> {
             })?;
         clients.push(client);
     }
+    let cpu_at_start = process_cpu_seconds();
     let started = now();
     let shared = Shared {
         measure_start: started + config.warmup,
+        load_ops: AtomicU64::new(0),
         claimed: AtomicU64::new(0),
         ops: AtomicU64::new(0),
         conflicts: AtomicU64::new(0),
@@ -87,7 +89,13 @@ pub fn run<T: Target>(target: &T, config: &BenchConfig) -> Result<Report> {
         shared.finished.store(true, Ordering::Release);
         results
     });
-    Ok(merge(target, config, &shared, results))
+    let mut report = merge(target, config, &shared, results);
+    report.load_ops = shared.load_ops.load(Ordering::Relaxed);
+    report.client_cpu_s = match (cpu_at_start, process_cpu_seconds()) {
+        (Some(before), Some(after)) => after - before,
+        _ => 0.0,
+    };
+    Ok(report)
 }
 
 fn endpoint_of(config: &BenchConfig, connection: usize) -> String {
@@ -174,6 +182,8 @@ fn put_batch_retrying<C: BenchClient>(
 /// Counters every client adds to, and the progress printer reads.
 struct Shared {
     measure_start: Instant,
+    /// Operations finished, warm-up included (whatever their outcome).
+    load_ops: AtomicU64,
     /// Measured operations started, in `Stop::Ops` mode.
     claimed: AtomicU64,
     ops: AtomicU64,
@@ -242,6 +252,7 @@ impl<'a, C: BenchClient> ClientRun<'a, C> {
                 let started = now();
                 self.step().map(|outcome| (outcome, started.elapsed()))
             });
+            self.shared.load_ops.fetch_add(1, Ordering::Relaxed);
             if measuring {
                 self.record(result);
             } else if let Err(error) = result {
@@ -352,6 +363,19 @@ impl<'a, C: BenchClient> ClientRun<'a, C> {
         }
         (data_key(first), data_key(second))
     }
+}
+
+/// CPU time (user + system) this process has used, from `/proc/self/stat`; `None` where
+/// that file is not there or not as expected.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name (which may hold spaces): utime and stime
+    // are fields 14 and 15 of the line, 12 and 13 after it.
+    let after_name = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // Linux reports these in USER_HZ, which is 100 on every architecture it supports.
+    Some(ticks as f64 / 100.0)
 }
 
 /// A line to stderr every second: cumulative rate, last-second rate, counts.
@@ -586,6 +610,19 @@ mod tests {
             "{}",
             report.duration_s
         );
+    }
+
+    #[test]
+    fn cpu_time_is_read_and_grows() {
+        let before = process_cpu_seconds().expect("/proc/self/stat on Linux");
+        // Spin until the count moves (a tick is 10 ms of CPU), for at most 5 s of wall time.
+        let spin = now();
+        let mut after = before;
+        while after <= before && spin.elapsed() < Duration::from_secs(5) {
+            std::hint::black_box((0..10_000u64).sum::<u64>());
+            after = process_cpu_seconds().unwrap();
+        }
+        assert!(after > before, "{before} -> {after}");
     }
 
     #[test]

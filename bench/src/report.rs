@@ -86,6 +86,11 @@ pub struct Report {
     pub p99_us: u64,
     pub p999_us: u64,
     pub max_us: u64,
+    /// Operations finished over the whole load phase, warm-up included.
+    pub load_ops: u64,
+    /// CPU seconds the load generator used over the load phase: with `load_ops`, its own
+    /// cost per operation, to tell apart from the server's.
+    pub client_cpu_s: f64,
 }
 
 impl Report {
@@ -122,6 +127,8 @@ impl Report {
             p99_us: at(0.99),
             p999_us: at(0.999),
             max_us: if ops == 0 { 0 } else { latencies.max() },
+            load_ops: ops + conflicts,
+            client_cpu_s: 0.0,
         }
     }
 
