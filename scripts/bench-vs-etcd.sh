@@ -123,8 +123,10 @@ results="$run_dir/results"
 mkdir -p "$results"
 
 echo "== floors: fdatasync of a 4 KiB append in $run_dir, loopback TCP round trip" >&2
-"$paxkv" bench --workload fsync --dir "$run_dir" --ops 2000 --json --quiet >"$results/fsync.json"
-"$paxkv" bench --workload tcp-rtt --ops 20000 --json --quiet >"$results/tcp-rtt.json"
+# Seconds, not a count: a few seconds of samples ride out a moment of contention on a
+# shared machine the way the 10-second runs below do.
+"$paxkv" bench --workload fsync --dir "$run_dir" --duration 5 --json --quiet >"$results/fsync.json"
+"$paxkv" bench --workload tcp-rtt --duration 3 --json --quiet >"$results/tcp-rtt.json"
 
 # CPU ticks (user + system, USER_HZ = 100) used so far by the processes given.
 cpu_ticks() {
