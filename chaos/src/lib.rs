@@ -2,5 +2,7 @@
 //!
 //! See docs/chaos.md for what is covered and what is not built yet.
 pub mod check;
+pub mod client;
+pub mod cluster;
 pub mod error;
 pub mod history;

@@ -1,0 +1,412 @@
+//! A 3-process paxkv cluster on loopback: one `paxkv server --config nodeN.toml` per
+//! replica, on ports the OS picked, with its config, data and log under one directory.
+//!
+//! Faults act on one replica by its PID: `kill9` (SIGKILL, then reap), `pause` (SIGSTOP)
+//! and `resume` (SIGCONT). A PID is only signalled while its child is unreaped, so it
+//! cannot belong to another process. Dropping the cluster kills and reaps every replica.
+use std::fs::OpenOptions;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::Duration;
+
+use paxkv::api::TPaxkvSyncClient;
+
+use crate::client::{connect, describe};
+use crate::error::{ChaosError, Result};
+use crate::history::Clock;
+
+/// Replicas in the cluster.
+pub const REPLICAS: usize = 3;
+/// Timeout for one `status` call while looking for the leader.
+const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Server settings the chaos run relies on, written into every replica's config.
+#[derive(Clone, Debug)]
+pub struct Timing {
+    pub tick_ms: u64,
+    pub election_timeout_ticks: u64,
+    pub request_timeout_ms: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Timing {
+        Timing {
+            tick_ms: 10,
+            election_timeout_ticks: 20,
+            request_timeout_ms: 2_000,
+        }
+    }
+}
+
+impl Timing {
+    /// The longest a follower waits before it starts an election (1 to 2 times the
+    /// timeout, see docs/operations.md).
+    pub fn election_timeout_max(&self) -> Duration {
+        Duration::from_millis(2 * self.election_timeout_ticks * self.tick_ms)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeState {
+    Running,
+    Paused,
+    Killed,
+}
+
+impl NodeState {
+    fn name(self) -> &'static str {
+        match self {
+            NodeState::Running => "running",
+            NodeState::Paused => "paused",
+            NodeState::Killed => "killed",
+        }
+    }
+}
+
+struct Node {
+    id: u32,
+    thrift_addr: SocketAddr,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    paused: bool,
+}
+
+impl Node {
+    fn state(&self) -> NodeState {
+        match (&self.child, self.paused) {
+            (None, _) => NodeState::Killed,
+            (Some(_), true) => NodeState::Paused,
+            (Some(_), false) => NodeState::Running,
+        }
+    }
+}
+
+pub struct Cluster {
+    binary: PathBuf,
+    nodes: Vec<Node>,
+}
+
+impl Cluster {
+    /// Writes the configs under `dir`, starts every replica and waits for a leader.
+    pub fn start(binary: &Path, dir: &Path, timing: &Timing, ready: Duration) -> Result<Cluster> {
+        if !binary.is_file() {
+            return Err(ChaosError::NoBinary(binary.to_path_buf()));
+        }
+        let addrs = free_addrs(2 * REPLICAS)?;
+        let (thrift, peers) = addrs.split_at(REPLICAS);
+        let mut nodes = Vec::new();
+        for (i, &thrift_addr) in thrift.iter().enumerate() {
+            let id = u32::try_from(i + 1).expect("a handful of replicas");
+            let config = dir.join(format!("node{id}.toml"));
+            let text = config_text(
+                id,
+                &dir.join(format!("node{id}")),
+                thrift_addr,
+                peers,
+                timing,
+            );
+            std::fs::write(&config, text).map_err(|source| ChaosError::File {
+                path: config.clone(),
+                source,
+            })?;
+            let log = dir.join(format!("node{id}.log"));
+            nodes.push(Node {
+                id,
+                thrift_addr,
+                config,
+                log,
+                child: None,
+                paused: false,
+            });
+        }
+        let mut cluster = Cluster {
+            binary: binary.to_path_buf(),
+            nodes,
+        };
+        for id in cluster.ids() {
+            cluster.spawn(id)?;
+        }
+        cluster.wait_for_leader(ready)?;
+        Ok(cluster)
+    }
+
+    pub fn ids(&self) -> Vec<u32> {
+        self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    pub fn endpoints(&self) -> Vec<SocketAddr> {
+        self.nodes.iter().map(|n| n.thrift_addr).collect()
+    }
+
+    pub fn state(&self, id: u32) -> NodeState {
+        self.node(id).state()
+    }
+
+    /// The PID of a replica's process while it runs or is paused.
+    pub fn pid(&self, id: u32) -> Option<u32> {
+        self.node(id).child.as_ref().map(Child::id)
+    }
+
+    pub fn log_path(&self, id: u32) -> PathBuf {
+        self.node(id).log.clone()
+    }
+
+    fn node(&self, id: u32) -> &Node {
+        let index = usize::try_from(id).expect("u32 fits") - 1;
+        &self.nodes[index]
+    }
+
+    fn node_mut(&mut self, id: u32) -> &mut Node {
+        let index = usize::try_from(id).expect("u32 fits") - 1;
+        &mut self.nodes[index]
+    }
+
+    fn spawn(&mut self, id: u32) -> Result<()> {
+        let binary = self.binary.clone();
+        let node = self.node_mut(id);
+        // Appended, so a restarted replica's log follows its previous run's.
+        let log = OpenOptions::new().create(true).append(true).open(&node.log);
+        let log = log.map_err(|source| ChaosError::File {
+            path: node.log.clone(),
+            source,
+        })?;
+        let stderr = log
+            .try_clone()
+            .map_err(|source| ChaosError::Spawn { id, source })?;
+        let child = Command::new(binary)
+            .arg("server")
+            .arg("--config")
+            .arg(&node.config)
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(stderr)
+            .spawn()
+            .map_err(|source| ChaosError::Spawn { id, source })?;
+        node.child = Some(child);
+        node.paused = false;
+        Ok(())
+    }
+
+    /// SIGKILL, then reap: the process is gone when this returns.
+    pub fn kill9(&mut self, id: u32) -> Result<()> {
+        let node = self.node_mut(id);
+        let Some(mut child) = node.child.take() else {
+            return Err(wrong_state(node, "kill"));
+        };
+        // `Child::kill` is SIGKILL; it works on a stopped process too.
+        let _ = child.kill();
+        let _ = child.wait();
+        node.paused = false;
+        Ok(())
+    }
+
+    pub fn restart(&mut self, id: u32) -> Result<()> {
+        let node = self.node(id);
+        if node.state() != NodeState::Killed {
+            return Err(wrong_state(node, "restart"));
+        }
+        self.spawn(id)
+    }
+
+    pub fn pause(&mut self, id: u32) -> Result<()> {
+        let node = self.node_mut(id);
+        if node.state() != NodeState::Running {
+            return Err(wrong_state(node, "pause"));
+        }
+        signal(node, libc::SIGSTOP)?;
+        node.paused = true;
+        Ok(())
+    }
+
+    pub fn resume(&mut self, id: u32) -> Result<()> {
+        let node = self.node_mut(id);
+        if node.state() != NodeState::Paused {
+            return Err(wrong_state(node, "resume"));
+        }
+        signal(node, libc::SIGCONT)?;
+        node.paused = false;
+        Ok(())
+    }
+
+    /// Resumes every paused replica and restarts every killed one.
+    pub fn heal(&mut self) -> Result<()> {
+        for id in self.ids() {
+            match self.state(id) {
+                NodeState::Paused => self.resume(id)?,
+                NodeState::Killed => self.restart(id)?,
+                NodeState::Running => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Replicas that exited without being killed (crashes), with their exit status. They
+    /// are marked killed, so `restart` brings them back.
+    pub fn take_crashed(&mut self) -> Vec<(u32, String)> {
+        let mut crashed = Vec::new();
+        for node in &mut self.nodes {
+            let Some(child) = node.child.as_mut() else {
+                continue;
+            };
+            if let Ok(Some(status)) = child.try_wait() {
+                crashed.push((node.id, status.to_string()));
+                node.child = None;
+                node.paused = false;
+            }
+        }
+        crashed
+    }
+
+    /// The leader as a majority of the running replicas report it (healthy, and agreeing),
+    /// or why there is none.
+    pub fn leader(&self) -> std::result::Result<u32, String> {
+        let mut votes = [0usize; REPLICAS + 1];
+        let mut last = String::from("no replica running");
+        for node in self
+            .nodes
+            .iter()
+            .filter(|n| n.state() == NodeState::Running)
+        {
+            let status = connect(node.thrift_addr, STATUS_TIMEOUT).and_then(|mut c| c.status());
+            match status {
+                Ok(status) if status.healthy => match status.leader {
+                    Some(leader) => match usize::try_from(leader) {
+                        Ok(index) if (1..=REPLICAS).contains(&index) => votes[index] += 1,
+                        _ => last = format!("replica {} names leader {leader}", node.id),
+                    },
+                    None => last = format!("replica {}: no leader", node.id),
+                },
+                Ok(status) => last = format!("replica {}: not healthy: {status:?}", node.id),
+                Err(error) => last = format!("replica {}: {}", node.id, describe(&error)),
+            }
+        }
+        let majority = REPLICAS / 2 + 1;
+        match votes.iter().position(|&v| v >= majority) {
+            Some(index) => Ok(u32::try_from(index).expect("small")),
+            None => Err(last),
+        }
+    }
+
+    pub fn wait_for_leader(&mut self, timeout: Duration) -> Result<u32> {
+        let clock = Clock::start();
+        loop {
+            if let Some((id, status)) = self.take_crashed().into_iter().next() {
+                let log = self.log_path(id);
+                return Err(ChaosError::Exited { id, status, log });
+            }
+            let last = match self.leader() {
+                Ok(leader) => return Ok(leader),
+                Err(last) => last,
+            };
+            if clock.elapsed() >= timeout {
+                let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+                return Err(ChaosError::NoLeader { timeout_ms, last });
+            }
+            thread::sleep(POLL_INTERVAL);
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+fn wrong_state(node: &Node, action: &'static str) -> ChaosError {
+    ChaosError::WrongState {
+        id: node.id,
+        state: node.state().name(),
+        action,
+    }
+}
+
+/// Sends `signal` to the node's child, which is unreaped, so its PID is still its own.
+fn signal(node: &mut Node, signal: i32) -> Result<()> {
+    let child = node.child.as_mut().expect("only called on a live child");
+    let pid = child.id();
+    let raw = libc::pid_t::try_from(pid).expect("PIDs fit pid_t");
+    // SAFETY: kill(2) has no memory effects; the PID is our unreaped child's.
+    let rc = unsafe { libc::kill(raw, signal) };
+    if rc != 0 {
+        let source = std::io::Error::last_os_error();
+        return Err(ChaosError::Signal {
+            signal,
+            pid,
+            source,
+        });
+    }
+    Ok(())
+}
+
+/// `count` distinct free loopback addresses: all listeners are held until every port is
+/// picked. Another process may take a port before the server binds it; that race is
+/// accepted.
+fn free_addrs(count: usize) -> Result<Vec<SocketAddr>> {
+    let io = |source| ChaosError::File {
+        path: PathBuf::from("127.0.0.1:0"),
+        source,
+    };
+    let listeners = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0").map_err(io))
+        .collect::<Result<Vec<_>>>()?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map_err(io))
+        .collect()
+}
+
+fn config_text(
+    id: u32,
+    data_dir: &Path,
+    thrift_addr: SocketAddr,
+    peers: &[SocketAddr],
+    timing: &Timing,
+) -> String {
+    let members: Vec<String> = (peers.iter().enumerate())
+        .map(|(i, peer)| format!("  {{ id = {}, peer_addr = \"{peer}\" }},", i + 1))
+        .collect();
+    format!(
+        "id = {id}\ndata_dir = \"{}\"\nthrift_addr = \"{thrift_addr}\"\nlog = \"info\"\n\
+         members = [\n{}\n]\n\n[timing]\ntick_ms = {}\nelection_timeout_ticks = {}\n\
+         request_timeout_ms = {}\n",
+        data_dir.display(),
+        members.join("\n"),
+        timing.tick_ms,
+        timing.election_timeout_ticks,
+        timing.request_timeout_ms,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_names_every_member_and_the_timing() {
+        let peers: Vec<SocketAddr> = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let text = config_text(
+            2,
+            Path::new("/d/node2"),
+            "127.0.0.1:9".parse().unwrap(),
+            &peers,
+            &Timing::default(),
+        );
+        assert!(text.contains("id = 2\n"));
+        assert!(text.contains("{ id = 3, peer_addr = \"127.0.0.1:3\" }"));
+        assert!(text.contains("request_timeout_ms = 2000"));
+    }
+}
