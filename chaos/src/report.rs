@@ -1,0 +1,303 @@
+//! The verdicts of every checker on one history, and the report of a run: operations by
+//! outcome, faults, windows without any successful call, and the problems found.
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::check::bank::{self, BankResult};
+use crate::check::linearizable::{self, RegisterResult};
+use crate::check::set::{self, SetResult};
+use crate::check::watch::{self, WatchResult};
+use crate::check::Verdict;
+use crate::error::{ChaosError, Result};
+use crate::history::{Call, History, Operation, Outcome};
+use crate::nemesis::{Crash, Fault};
+
+/// A stretch longer than this with no successful call counts as unavailable.
+pub const UNAVAILABLE_GAP_MS_MIN: f64 = 1_000.0;
+/// What the workload writes down when the server returns a value it never wrote.
+const UNPARSABLE: &str = "unparsable value";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checks {
+    pub registers: RegisterResult,
+    pub bank: BankResult,
+    pub set: SetResult,
+    pub watch: WatchResult,
+}
+
+impl Checks {
+    pub fn run(operations: &[Operation], search_steps_max: u64) -> Checks {
+        Checks {
+            registers: linearizable::check(operations, search_steps_max),
+            bank: bank::check(operations),
+            set: set::check(operations),
+            watch: watch::check(operations),
+        }
+    }
+
+    pub fn verdicts(&self) -> [(&'static str, &Verdict); 4] {
+        [
+            ("registers (linearizable)", &self.registers.verdict),
+            ("bank", &self.bank.verdict),
+            ("set", &self.set.verdict),
+            ("watch", &self.watch.verdict),
+        ]
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub ok: usize,
+    pub fail: usize,
+    pub info: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Window {
+    pub from_ms: f64,
+    pub to_ms: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// The run's settings; absent when checking a saved history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunInfo>,
+    /// `total`, and one entry per workload.
+    pub ops: BTreeMap<String, Counts>,
+    pub faults: Vec<Fault>,
+    pub faults_by_kind: BTreeMap<String, usize>,
+    pub crashes: Vec<Crash>,
+    pub unavailable: Vec<Window>,
+    /// The longest time between two successful calls (watch polls left out).
+    pub longest_gap_ms: f64,
+    pub unparsable_replies: usize,
+    pub checks: Checks,
+    /// Acknowledged set adds missing from the final read.
+    pub lost_writes: usize,
+    pub violations: usize,
+    /// Checkers that could not decide.
+    pub unknown: usize,
+    /// One line per violation (checker verdicts, crashes, unparsable replies).
+    pub problems: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    pub seed: u64,
+    pub time_s: f64,
+    pub nemesis: Vec<String>,
+    pub out_dir: String,
+}
+
+impl Report {
+    pub fn new(
+        history: &History,
+        search_steps_max: u64,
+        run: Option<RunInfo>,
+        faults: Vec<Fault>,
+        crashes: Vec<Crash>,
+    ) -> Result<Report> {
+        let operations = history.operations()?;
+        let checks = Checks::run(&operations, search_steps_max);
+        let mut faults_by_kind = BTreeMap::new();
+        for fault in &faults {
+            *faults_by_kind
+                .entry(fault.kind.name().to_string())
+                .or_insert(0) += 1;
+        }
+        let unparsable_replies = (operations.iter())
+            .filter(|op| matches!(&op.outcome, Outcome::Fail(why) if why.contains(UNPARSABLE)))
+            .count();
+        let mut problems: Vec<String> = (checks.verdicts().iter())
+            .filter_map(|(name, verdict)| match verdict {
+                Verdict::Violation(why) => Some(format!("{name}: {why}")),
+                _ => None,
+            })
+            .collect();
+        problems.extend(crashes.iter().map(|c| {
+            format!(
+                "replica {} crashed ({}) at {:.0} ms",
+                c.node, c.status, c.at_ms
+            )
+        }));
+        if unparsable_replies > 0 {
+            problems.push(format!(
+                "{unparsable_replies} replies held values never written"
+            ));
+        }
+        let unknown = (checks.verdicts().iter())
+            .filter(|(_, v)| matches!(v, Verdict::Unknown(_)))
+            .count();
+        Ok(Report {
+            run,
+            ops: count_ops(&operations),
+            faults,
+            faults_by_kind,
+            crashes,
+            unavailable: unavailable_windows(&operations, UNAVAILABLE_GAP_MS_MIN),
+            longest_gap_ms: (unavailable_windows(&operations, 0.0).iter())
+                .fold(0.0, |longest, w| f64::max(longest, w.to_ms - w.from_ms)),
+            unparsable_replies,
+            lost_writes: checks.set.lost,
+            violations: problems.len(),
+            unknown,
+            problems,
+            checks,
+        })
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).map_err(|source| ChaosError::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        std::fs::write(path, text).map_err(|source| ChaosError::File {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// A few lines for a person.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        if let Some(run) = &self.run {
+            let nemesis = run.nemesis.join(",");
+            let _ = writeln!(
+                out,
+                "run: {:.1} s, seed {}, nemesis [{nemesis}], output in {}",
+                run.time_s, run.seed, run.out_dir
+            );
+        }
+        for (name, c) in &self.ops {
+            let _ = writeln!(
+                out,
+                "ops {name:>9}: {:>6} ok {:>5} fail {:>5} info",
+                c.ok, c.fail, c.info
+            );
+        }
+        let kinds: Vec<String> = (self.faults_by_kind.iter())
+            .map(|(kind, n)| format!("{n} {kind}"))
+            .collect();
+        let leader = self.faults.iter().filter(|f| f.was_leader).count();
+        let _ = writeln!(
+            out,
+            "faults: {} ({}; {leader} on the leader), crashes: {}",
+            self.faults.len(),
+            kinds.join(", "),
+            self.crashes.len()
+        );
+        let total_ms = (self.unavailable.iter()).fold(0.0, |sum, w| sum + w.to_ms - w.from_ms);
+        let _ = writeln!(
+            out,
+            "unavailable (no successful call for over {UNAVAILABLE_GAP_MS_MIN:.0} ms): {} windows, \
+             {total_ms:.0} ms in all; longest gap between successful calls {:.0} ms",
+            self.unavailable.len(),
+            self.longest_gap_ms
+        );
+        for (name, verdict) in self.checks.verdicts() {
+            let detail = match verdict {
+                Verdict::Valid => String::new(),
+                Verdict::Violation(why) | Verdict::Unknown(why) => format!(": {why}"),
+            };
+            let _ = writeln!(out, "check {name}: {}{detail}", verdict.label());
+        }
+        let _ = writeln!(
+            out,
+            "violations: {}, lost acknowledged writes: {}, undecided checks: {}",
+            self.violations, self.lost_writes, self.unknown
+        );
+        for problem in &self.problems {
+            let _ = writeln!(out, "  {problem}");
+        }
+        out
+    }
+}
+
+fn workload_name(call: &Call) -> String {
+    serde_json::to_value(call.workload())
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn count_ops(operations: &[Operation]) -> BTreeMap<String, Counts> {
+    let mut counts: BTreeMap<String, Counts> = BTreeMap::new();
+    for operation in operations {
+        for name in ["total".to_string(), workload_name(&operation.call)] {
+            let entry = counts.entry(name).or_default();
+            match operation.outcome {
+                Outcome::Ok(_) => entry.ok += 1,
+                Outcome::Fail(_) => entry.fail += 1,
+                Outcome::Unknown(_) => entry.info += 1,
+            }
+        }
+    }
+    counts
+}
+
+/// Gaps longer than `gap_ms_min` between successful calls, from the first invoke. Watch
+/// polls are left out: a replica serves them from its own log, without a leader, so they
+/// say nothing about availability.
+fn unavailable_windows(operations: &[Operation], gap_ms_min: f64) -> Vec<Window> {
+    let counted = |op: &&Operation| !matches!(op.call, Call::Watch { .. });
+    let Some(first) = operations
+        .iter()
+        .filter(counted)
+        .map(|op| op.invoke_ns)
+        .min()
+    else {
+        return Vec::new();
+    };
+    let mut done: Vec<u64> = (operations.iter().filter(counted))
+        .filter(|op| op.is_ok())
+        .filter_map(|op| op.complete_ns)
+        .collect();
+    done.sort_unstable();
+    let mut windows = Vec::new();
+    let mut last = first;
+    for time in done {
+        let (from_ms, to_ms) = (last as f64 / 1e6, time as f64 / 1e6);
+        if to_ms - from_ms > gap_ms_min {
+            windows.push(Window { from_ms, to_ms });
+        }
+        last = time;
+    }
+    windows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::build::*;
+    use crate::history::Reply;
+
+    #[test]
+    fn gaps_without_success_are_windows_and_violations_are_counted() {
+        let read = Call::Read {
+            key: "reg/0".into(),
+        };
+        let second = 2_500_000_000;
+        let history = history(vec![
+            invoke(1, 0, read.clone()),
+            ok(1, 1_000, read.clone(), Reply::Read { value: None }),
+            invoke(1, 2_000, read.clone()),
+            ok(1, second, read.clone(), Reply::Read { value: Some(7) }),
+        ]);
+        let report = Report::new(&history, 1_000, None, vec![], vec![]).unwrap();
+        assert_eq!(report.unavailable.len(), 1);
+        assert!(
+            (report.longest_gap_ms - 2_499.998).abs() < 0.01,
+            "{report:?}"
+        );
+        assert_eq!(report.ops["total"].ok, 2);
+        assert_eq!(report.ops["register"].ok, 2);
+        // Reading 7 that nobody wrote is a register violation.
+        assert!(report.checks.registers.verdict.is_violation());
+        assert!(report.violations >= 1, "{report:?}");
+        assert!(report.summary().contains("VIOLATION"));
+    }
+}

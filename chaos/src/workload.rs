@@ -1,0 +1,688 @@
+//! Client threads. Each holds its own Thrift connection to one replica (moving to the next
+//! when the connection fails), issues one call at a time and records it in the history,
+//! until the run's deadline, a stop flag, or its operation bound.
+//!
+//! Workloads:
+//! - registers: read, write and compare-and-set on a few keys (`reg/N`), with values no
+//!   other write uses, so the checker can tell writes apart;
+//! - bank: transfers between accounts (`bank/N`) in optimistic transactions (snapshot read
+//!   at a read version, commit with a read conflict range over all accounts), and reads of
+//!   all accounts in one snapshot;
+//! - set: adds of distinct elements (one key each under `set/`) and reads of the whole set;
+//! - watch: long polls on the register range, resuming from the last `next_version`.
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use paxkv::api::gen::paxkv::{
+    Compare, CompareOp, CompareTarget, GetRangeRequest, GetRequest, KeyRange, KeyValue, Mutation,
+    MutationType, PutRequest, TxnRequest, WatchRequest,
+};
+use paxkv::api::{Client, TPaxkvSyncClient};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::client::{classify, connect, Failure};
+use crate::history::{Call, Recorder, Reply, WatchedEvent};
+
+/// Register keys `reg/0` .. : few, so clients contend on each.
+pub const REGISTER_KEYS: u32 = 3;
+pub const REGISTER_START: &str = "reg/";
+pub const REGISTER_END: &str = "reg0";
+pub const ACCOUNTS: usize = 5;
+pub const ACCOUNT_BALANCE_START: i64 = 100;
+const BANK_START: &str = "bank/";
+const BANK_END: &str = "bank0";
+const TRANSFER_AMOUNT_MAX: i64 = 20;
+const SET_START: &str = "set/";
+const SET_END: &str = "set0";
+/// Pages of one set read, at most (the server caps a page).
+const SET_READ_PAGES_MAX: usize = 10_000;
+/// A watch long poll's server-side timeout.
+const WATCH_POLL_MS: i32 = 500;
+/// Pause after a call failed, when the server gave no hint.
+const FAILURE_PAUSE: Duration = Duration::from_millis(50);
+/// Pause after a failed connect, before trying the next replica.
+const CONNECT_PAUSE: Duration = Duration::from_millis(100);
+
+/// What every client thread shares.
+#[derive(Clone)]
+pub struct Shared {
+    pub endpoints: Vec<SocketAddr>,
+    pub recorder: Recorder,
+    /// Timeout of connecting, and of each call's reply.
+    pub call_timeout: Duration,
+    /// Clients stop issuing calls at this time since the run started.
+    pub deadline: Duration,
+    pub stop: Arc<AtomicBool>,
+    /// Calls per client thread, at most.
+    pub ops_per_client_max: u64,
+}
+
+impl Shared {
+    fn done(&self) -> bool {
+        self.stop.load(Ordering::SeqCst) || self.recorder.clock().elapsed() >= self.deadline
+    }
+}
+
+/// A connection that moves to the next replica when it fails.
+pub struct Connection {
+    endpoints: Vec<SocketAddr>,
+    next: usize,
+    client: Option<Client>,
+    timeout: Duration,
+}
+
+impl Connection {
+    pub fn new(endpoints: Vec<SocketAddr>, first: usize, timeout: Duration) -> Connection {
+        Connection {
+            endpoints,
+            next: first,
+            client: None,
+            timeout,
+        }
+    }
+
+    /// The open client, connecting to the current replica if needed.
+    pub fn client(&mut self) -> Option<&mut Client> {
+        if self.client.is_none() {
+            let endpoint = self.endpoints[self.next % self.endpoints.len()];
+            match connect(endpoint, self.timeout) {
+                Ok(client) => self.client = Some(client),
+                Err(_) => {
+                    self.rotate();
+                    thread::sleep(CONNECT_PAUSE);
+                    return None;
+                }
+            }
+        }
+        self.client.as_mut()
+    }
+
+    /// Drops the connection; the next `client` connects to the next replica.
+    pub fn rotate(&mut self) {
+        self.client = None;
+        self.next += 1;
+    }
+}
+
+/// A workload's client: picks its next call, and executes one.
+trait Workload: Send {
+    fn next_call(&mut self, rng: &mut StdRng) -> Call;
+    fn execute(&mut self, client: &mut Client, call: &Call) -> Result<Reply, CallError>;
+    /// Learns from a completed call (for example the last value seen).
+    fn on_reply(&mut self, _call: &Call, _reply: &Reply) {}
+}
+
+pub enum CallError {
+    Thrift(thrift::Error),
+    /// Decided by the client, with no effect (for example insufficient funds).
+    Refused(String),
+}
+
+impl From<thrift::Error> for CallError {
+    fn from(error: thrift::Error) -> CallError {
+        CallError::Thrift(error)
+    }
+}
+
+/// One client thread: `thread` numbers it among `threads`, for process ids and values.
+pub struct ClientId {
+    pub thread: u32,
+    pub threads: u32,
+}
+
+fn run_client(shared: Shared, id: ClientId, seed: u64, mut workload: impl Workload) {
+    let mut rng = StdRng::seed_from_u64(seed ^ u64::from(id.thread).wrapping_mul(0x9e37_79b9));
+    let first = usize::try_from(id.thread).expect("u32 fits");
+    let mut connection = Connection::new(shared.endpoints.clone(), first, shared.call_timeout);
+    let mut process = u64::from(id.thread);
+    let mut calls = 0;
+    while !shared.done() && calls < shared.ops_per_client_max {
+        let Some(client) = connection.client() else {
+            continue;
+        };
+        let call = workload.next_call(&mut rng);
+        calls += 1;
+        shared.recorder.invoke(process, &call);
+        match workload.execute(client, &call) {
+            Ok(reply) => {
+                workload.on_reply(&call, &reply);
+                shared.recorder.ok(process, &call, reply);
+            }
+            Err(error) => {
+                let failure = failure_of(error);
+                record_failure(&shared, &mut process, &id, &call, &failure);
+                if failure.reconnect {
+                    connection.rotate();
+                }
+                thread::sleep(failure.pause.unwrap_or(FAILURE_PAUSE));
+            }
+        }
+    }
+}
+
+pub fn failure_of(error: CallError) -> Failure {
+    match error {
+        CallError::Thrift(error) => classify(&error),
+        CallError::Refused(why) => Failure::refused(why),
+    }
+}
+
+/// Records a failed call; after an unknown outcome the thread continues as a new process,
+/// since the old one's call may still be in flight.
+fn record_failure(shared: &Shared, process: &mut u64, id: &ClientId, call: &Call, f: &Failure) {
+    if f.definite {
+        shared.recorder.fail(*process, call, f.message.clone());
+    } else {
+        shared.recorder.info(*process, call, f.message.clone());
+        *process += u64::from(id.threads);
+    }
+}
+
+/// Spawns one workload's client thread.
+fn spawn(
+    name: String,
+    shared: &Shared,
+    id: ClientId,
+    seed: u64,
+    workload: impl Workload + 'static,
+) -> JoinHandle<()> {
+    let shared = shared.clone();
+    thread::Builder::new()
+        .name(name)
+        .spawn(move || run_client(shared, id, seed, workload))
+        .expect("spawn a client thread")
+}
+
+// ---------------------------------------------------------------------------------------
+// Registers.
+
+pub fn register_key(n: u32) -> String {
+    format!("{REGISTER_START}{n}")
+}
+
+pub struct Registers {
+    thread: u32,
+    counter: i64,
+    /// The last value this client saw in each key.
+    last_seen: Vec<Option<i64>>,
+}
+
+impl Registers {
+    pub fn new(thread: u32) -> Registers {
+        Registers {
+            thread,
+            counter: 0,
+            last_seen: vec![None; REGISTER_KEYS as usize],
+        }
+    }
+
+    /// A value no other write uses: the thread in the high digits, a counter below.
+    fn fresh_value(&mut self) -> i64 {
+        self.counter += 1;
+        (i64::from(self.thread) + 1) * 1_000_000_000 + self.counter
+    }
+}
+
+impl Workload for Registers {
+    fn next_call(&mut self, rng: &mut StdRng) -> Call {
+        let n = rng.gen_range(0..REGISTER_KEYS);
+        let key = register_key(n);
+        let roll = rng.gen_range(0..10);
+        let last = self.last_seen[n as usize];
+        match (roll, last) {
+            (0..=3, _) => Call::Read { key },
+            (4..=6, Some(from)) => Call::Cas {
+                key,
+                from,
+                to: self.fresh_value(),
+            },
+            _ => Call::Write {
+                key,
+                value: self.fresh_value(),
+            },
+        }
+    }
+
+    fn execute(&mut self, client: &mut Client, call: &Call) -> Result<Reply, CallError> {
+        match call {
+            Call::Read { key } => {
+                let got = client.get(GetRequest::new(key.clone().into_bytes(), None))?;
+                let value = got.kv.map(|kv| parse_i64(&kv.value)).transpose()?;
+                Ok(Reply::Read { value })
+            }
+            Call::Write { key, value } => {
+                let request = PutRequest::new(key.clone().into_bytes(), encode(*value), None);
+                let version = client.put(request)?;
+                Ok(Reply::Written { version })
+            }
+            Call::Cas { key, from, to } => {
+                let compare = Compare::new(
+                    key.clone().into_bytes(),
+                    CompareTarget::VALUE,
+                    CompareOp::EQUAL,
+                    encode(*from),
+                    None,
+                    None,
+                );
+                let set = set_mutation(key, *to);
+                let result = client.txn(TxnRequest::new(vec![compare], vec![set], vec![], None))?;
+                Ok(Reply::Cas {
+                    succeeded: result.succeeded,
+                    version: result.version,
+                })
+            }
+            other => panic!("not a register call: {other:?}"),
+        }
+    }
+
+    fn on_reply(&mut self, call: &Call, reply: &Reply) {
+        let (key, seen) = match (call, reply) {
+            (Call::Read { key }, Reply::Read { value }) => (key, *value),
+            (Call::Write { key, value }, _) => (key, Some(*value)),
+            (
+                Call::Cas { key, to, .. },
+                Reply::Cas {
+                    succeeded: true, ..
+                },
+            ) => (key, Some(*to)),
+            _ => return,
+        };
+        let n: usize = key[REGISTER_START.len()..].parse().expect("reg/N");
+        self.last_seen[n] = seen;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Bank.
+
+pub fn account_key(n: usize) -> String {
+    format!("{BANK_START}{n}")
+}
+
+fn bank_range() -> KeyRange {
+    KeyRange::new(BANK_START.into(), BANK_END.into())
+}
+
+/// Every account's balance in one snapshot: at `read_version`, or linearizable if `None`.
+fn read_balances(client: &mut Client, read_version: Option<i64>) -> Result<Vec<i64>, CallError> {
+    let request = GetRangeRequest::new(bank_range(), 0, false, read_version, None);
+    let page = client.get_range(request)?;
+    if page.more {
+        return Err(CallError::Refused("bank range did not fit one page".into()));
+    }
+    page.kvs.iter().map(|kv| parse_i64(&kv.value)).collect()
+}
+
+/// Every account in one snapshot: at a fresh read version, or a linearizable range read.
+pub fn bank_read(client: &mut Client, at_read_version: bool) -> Result<Reply, CallError> {
+    let read_version = match at_read_version {
+        true => Some(client.get_read_version()?),
+        false => None,
+    };
+    let balances = read_balances(client, read_version)?;
+    Ok(Reply::Balances { balances })
+}
+
+pub struct Bank;
+
+impl Workload for Bank {
+    fn next_call(&mut self, rng: &mut StdRng) -> Call {
+        if rng.gen_bool(0.5) {
+            return Call::BankRead {
+                at_read_version: rng.gen_bool(0.5),
+            };
+        }
+        let from = rng.gen_range(0..ACCOUNTS);
+        let to = (from + rng.gen_range(1..ACCOUNTS)) % ACCOUNTS;
+        Call::Transfer {
+            from,
+            to,
+            amount: rng.gen_range(1..=TRANSFER_AMOUNT_MAX),
+        }
+    }
+
+    fn execute(&mut self, client: &mut Client, call: &Call) -> Result<Reply, CallError> {
+        match call {
+            Call::BankRead { at_read_version } => bank_read(client, *at_read_version),
+            Call::Transfer { from, to, amount } => transfer(client, *from, *to, *amount),
+            other => panic!("not a bank call: {other:?}"),
+        }
+    }
+}
+
+/// Reads both balances at a read version and commits the new ones with a read conflict
+/// range over all accounts: a concurrent transfer makes the commit fail with `Conflict`.
+fn transfer(client: &mut Client, from: usize, to: usize, amount: i64) -> Result<Reply, CallError> {
+    let read_version = client.get_read_version()?;
+    let balances = read_balances(client, Some(read_version))?;
+    if balances.len() != ACCOUNTS {
+        return Err(CallError::Refused(format!(
+            "read {} accounts",
+            balances.len()
+        )));
+    }
+    if balances[from] < amount {
+        return Err(CallError::Refused("insufficient funds".into()));
+    }
+    let mutations = vec![
+        set_mutation(&account_key(from), balances[from] - amount),
+        set_mutation(&account_key(to), balances[to] + amount),
+    ];
+    let request = paxkv::api::gen::paxkv::CommitRequest::new(
+        read_version,
+        mutations,
+        vec![bank_range()],
+        None,
+    );
+    let committed = client.commit(request)?;
+    Ok(Reply::Written {
+        version: committed.version,
+    })
+}
+
+/// The bank's starting balances in one commit.
+pub fn bank_init(client: &mut Client) -> Result<Reply, CallError> {
+    let mutations = (0..ACCOUNTS)
+        .map(|n| set_mutation(&account_key(n), ACCOUNT_BALANCE_START))
+        .collect();
+    let read_version = client.get_read_version()?;
+    let request = paxkv::api::gen::paxkv::CommitRequest::new(read_version, mutations, vec![], None);
+    let committed = client.commit(request)?;
+    Ok(Reply::Written {
+        version: committed.version,
+    })
+}
+
+pub fn bank_init_call() -> Call {
+    Call::BankInit {
+        balances: vec![ACCOUNT_BALANCE_START; ACCOUNTS],
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Set.
+
+pub struct Set {
+    thread: u32,
+    counter: u64,
+}
+
+impl Set {
+    pub fn new(thread: u32) -> Set {
+        Set { thread, counter: 0 }
+    }
+}
+
+fn element_key(element: u64) -> String {
+    format!("{SET_START}{element:020}")
+}
+
+/// The whole set in one snapshot: the first page's read version is kept for the rest.
+pub fn read_set(client: &mut Client) -> Result<Vec<u64>, CallError> {
+    let range = KeyRange::new(SET_START.into(), SET_END.into());
+    let (mut elements, mut read_version, mut continuation) = (Vec::new(), None, None);
+    for _ in 0..SET_READ_PAGES_MAX {
+        let request = GetRangeRequest::new(range.clone(), 0, false, read_version, continuation);
+        let page = client.get_range(request)?;
+        for KeyValue { key, .. } in &page.kvs {
+            let text = String::from_utf8_lossy(&key[SET_START.len()..]).into_owned();
+            let element = text.parse().map_err(|_| bad_value(key))?;
+            elements.push(element);
+        }
+        if !page.more {
+            return Ok(elements);
+        }
+        read_version = Some(page.read_version);
+        continuation = page.continuation;
+    }
+    Err(CallError::Refused(
+        "set read exceeded its page bound".into(),
+    ))
+}
+
+impl Workload for Set {
+    fn next_call(&mut self, rng: &mut StdRng) -> Call {
+        if rng.gen_ratio(1, 10) {
+            return Call::SetRead;
+        }
+        self.counter += 1;
+        Call::SetAdd {
+            element: (u64::from(self.thread) + 1) * 1_000_000_000 + self.counter,
+        }
+    }
+
+    fn execute(&mut self, client: &mut Client, call: &Call) -> Result<Reply, CallError> {
+        match call {
+            Call::SetAdd { element } => {
+                let key = element_key(*element).into_bytes();
+                let version = client.put(PutRequest::new(key, b"1".to_vec(), None))?;
+                Ok(Reply::Written { version })
+            }
+            Call::SetRead => Ok(Reply::Elements {
+                elements: read_set(client)?,
+            }),
+            other => panic!("not a set call: {other:?}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Watch.
+
+/// A watcher on the register range. It stops once told to and it has passed `drain_to`
+/// (a version every acknowledged write is at or below).
+pub struct Watcher {
+    watcher: u32,
+    from_version: i64,
+    drain_to: Arc<AtomicI64>,
+}
+
+impl Watcher {
+    pub fn new(watcher: u32, from_version: i64, drain_to: Arc<AtomicI64>) -> Watcher {
+        Watcher {
+            watcher,
+            from_version,
+            drain_to,
+        }
+    }
+
+    fn drained(&self) -> bool {
+        self.from_version > self.drain_to.load(Ordering::SeqCst)
+    }
+}
+
+impl Workload for Watcher {
+    fn next_call(&mut self, _rng: &mut StdRng) -> Call {
+        Call::Watch {
+            watcher: self.watcher,
+            start_key: REGISTER_START.into(),
+            end_key: REGISTER_END.into(),
+            from_version: self.from_version,
+        }
+    }
+
+    fn execute(&mut self, client: &mut Client, call: &Call) -> Result<Reply, CallError> {
+        let Call::Watch {
+            start_key,
+            end_key,
+            from_version,
+            ..
+        } = call
+        else {
+            panic!("not a watch call: {call:?}");
+        };
+        let range = KeyRange::new(start_key.clone().into_bytes(), end_key.clone().into_bytes());
+        let page = client.watch(WatchRequest::new(range, *from_version, WATCH_POLL_MS))?;
+        let events = (page.events.iter())
+            .map(|e| {
+                Ok(WatchedEvent {
+                    key: String::from_utf8_lossy(&e.key).into_owned(),
+                    value: e.value.as_deref().map(parse_i64).transpose()?,
+                    version: e.version,
+                })
+            })
+            .collect::<Result<Vec<_>, CallError>>()?;
+        Ok(Reply::Watched {
+            events,
+            next_version: page.next_version,
+        })
+    }
+
+    fn on_reply(&mut self, _call: &Call, reply: &Reply) {
+        if let Reply::Watched { next_version, .. } = reply {
+            self.from_version = *next_version;
+        }
+    }
+}
+
+/// Runs a watcher until `shared.stop` is set and it has drained, or `shared.deadline`
+/// (which for watchers should leave time to drain after the writers stop).
+fn run_watcher(shared: Shared, id: ClientId, mut watcher: Watcher) {
+    let clock = shared.recorder.clock();
+    let first = usize::try_from(id.thread).expect("u32 fits");
+    let mut connection = Connection::new(shared.endpoints.clone(), first, shared.call_timeout);
+    let mut process = u64::from(id.thread);
+    let mut rng = StdRng::seed_from_u64(u64::from(id.thread));
+    while clock.elapsed() < shared.deadline {
+        if shared.stop.load(Ordering::SeqCst) && watcher.drained() {
+            break;
+        }
+        let Some(client) = connection.client() else {
+            continue;
+        };
+        let call = watcher.next_call(&mut rng);
+        shared.recorder.invoke(process, &call);
+        match watcher.execute(client, &call) {
+            Ok(reply) => {
+                watcher.on_reply(&call, &reply);
+                shared.recorder.ok(process, &call, reply);
+            }
+            Err(error) => {
+                let failure = failure_of(error);
+                record_failure(&shared, &mut process, &id, &call, &failure);
+                // A failed poll moves to another replica, so the stream resumes there.
+                connection.rotate();
+                thread::sleep(failure.pause.unwrap_or(FAILURE_PAUSE));
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Starting them all.
+
+/// Client threads per workload.
+#[derive(Clone, Debug)]
+pub struct Clients {
+    pub registers: u32,
+    pub bank: u32,
+    pub set: u32,
+    pub watchers: u32,
+}
+
+impl Default for Clients {
+    fn default() -> Clients {
+        Clients {
+            registers: 5,
+            bank: 3,
+            set: 2,
+            watchers: 2,
+        }
+    }
+}
+
+impl Clients {
+    pub fn total(&self) -> u32 {
+        self.registers + self.bank + self.set + self.watchers
+    }
+}
+
+/// Started client threads: the writers end at the shared deadline; the watchers are
+/// joined separately, after they drained.
+pub struct Running {
+    pub writers: Vec<JoinHandle<()>>,
+    pub watchers: Vec<JoinHandle<()>>,
+}
+
+/// Starts every client thread. Watcher `n` starts from `watch_from[n]` (the last entry for
+/// the rest) and runs until `watch_shared.stop` is set and it passed `drain_to`, or its
+/// deadline.
+pub fn start(
+    shared: &Shared,
+    watch_shared: &Shared,
+    clients: &Clients,
+    seed: u64,
+    watch_from: &[i64],
+    drain_to: &Arc<AtomicI64>,
+) -> Running {
+    let threads = clients.total();
+    let mut thread = 0;
+    let mut next_id = || {
+        thread += 1;
+        ClientId {
+            thread: thread - 1,
+            threads,
+        }
+    };
+    let mut writers = Vec::new();
+    for n in 0..clients.registers {
+        let id = next_id();
+        let workload = Registers::new(id.thread);
+        writers.push(spawn(format!("registers-{n}"), shared, id, seed, workload));
+    }
+    for n in 0..clients.bank {
+        writers.push(spawn(format!("bank-{n}"), shared, next_id(), seed, Bank));
+    }
+    for n in 0..clients.set {
+        let id = next_id();
+        let workload = Set::new(id.thread);
+        writers.push(spawn(format!("set-{n}"), shared, id, seed, workload));
+    }
+    let watchers = (0..clients.watchers)
+        .map(|n| {
+            let (id, shared) = (next_id(), watch_shared.clone());
+            let index = usize::try_from(n)
+                .expect("u32 fits")
+                .min(watch_from.len() - 1);
+            let watcher = Watcher::new(n, watch_from[index], drain_to.clone());
+            thread::Builder::new()
+                .name(format!("watch-{n}"))
+                .spawn(move || run_watcher(shared, id, watcher))
+                .expect("spawn a watcher thread")
+        })
+        .collect();
+    Running { writers, watchers }
+}
+
+// ---------------------------------------------------------------------------------------
+// Encoding.
+
+fn encode(value: i64) -> Vec<u8> {
+    value.to_string().into_bytes()
+}
+
+fn set_mutation(key: &str, value: i64) -> Mutation {
+    Mutation::new(
+        MutationType::SET,
+        key.as_bytes().to_vec(),
+        encode(value),
+        None,
+    )
+}
+
+fn parse_i64(bytes: &[u8]) -> Result<i64, CallError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| bad_value(bytes))?;
+    text.parse().map_err(|_| bad_value(bytes))
+}
+
+/// A value the workload never writes: the server returned something else.
+fn bad_value(bytes: &[u8]) -> CallError {
+    CallError::Refused(format!(
+        "unparsable value {:?}",
+        bytes.escape_ascii().to_string()
+    ))
+}
