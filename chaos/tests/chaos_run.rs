@@ -1,0 +1,134 @@
+//! The chaos runner end to end: a real 3-process cluster under kill -9 and SIGSTOP faults,
+//! and the command line's `check` and argument errors.
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use paxkv_chaos::check::linearizable::SEARCH_STEPS_MAX;
+use paxkv_chaos::cluster::Timing;
+use paxkv_chaos::history::{Call, Event, EventKind, History, Reply};
+use paxkv_chaos::nemesis::FaultKind;
+use paxkv_chaos::run::{run, RunOptions};
+use paxkv_chaos::workload::Clients;
+
+#[test]
+fn kill_and_pause_leave_no_violation_and_lose_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = RunOptions {
+        time: Duration::from_secs(30),
+        nemesis: vec![FaultKind::Kill, FaultKind::Pause],
+        seed: 20_261_202,
+        binary: support::paxkv_binary(),
+        out: dir.path().to_path_buf(),
+        clients: Clients::default(),
+        ops_per_client_max: 100_000,
+        timing: Timing::default(),
+        search_steps_max: SEARCH_STEPS_MAX,
+    };
+    let report = run(&options).unwrap_or_else(|e| panic!("run failed: {e}"));
+    let summary = report.summary();
+    println!("{summary}");
+    assert!(
+        report.faults_by_kind.get("kill").copied().unwrap_or(0) >= 1,
+        "{summary}"
+    );
+    assert!(
+        report.faults_by_kind.get("pause").copied().unwrap_or(0) >= 1,
+        "{summary}"
+    );
+    assert_eq!(report.violations, 0, "{summary}");
+    assert_eq!(report.lost_writes, 0, "{summary}");
+    for (name, verdict) in report.checks.verdicts() {
+        assert!(verdict.is_valid(), "{name} is not valid:\n{summary}");
+    }
+    // Not vacuous: each checker saw real traffic.
+    assert!(report.ops["register"].ok >= 100, "{summary}");
+    assert!(report.checks.bank.transfers_ok >= 10, "{summary}");
+    assert!(report.checks.set.adds_ok >= 100, "{summary}");
+    let expected: usize = (report.checks.watch.watchers.iter())
+        .map(|w| w.writes_expected)
+        .sum();
+    assert!(expected >= 100, "{summary}");
+    assert!(dir.path().join("history.json").is_file());
+    assert!(dir.path().join("report.json").is_file());
+}
+
+fn chaos(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_paxkv-chaos"))
+        .args(args)
+        .output()
+        .expect("run paxkv-chaos")
+}
+
+fn event(process: u64, kind: EventKind, time_ns: u64, call: &Call, reply: Option<Reply>) -> Event {
+    Event {
+        process,
+        kind,
+        time_ns,
+        call: call.clone(),
+        reply,
+        error: None,
+    }
+}
+
+#[test]
+fn check_reruns_a_saved_history_and_exits_nonzero_on_a_violation() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = Call::Write {
+        key: "reg/0".into(),
+        value: 1,
+    };
+    let read = Call::Read {
+        key: "reg/0".into(),
+    };
+    let stale = History {
+        events: vec![
+            event(1, EventKind::Invoke, 0, &write, None),
+            event(
+                1,
+                EventKind::Ok,
+                1,
+                &write,
+                Some(Reply::Written { version: 2 }),
+            ),
+            event(2, EventKind::Invoke, 2, &read, None),
+            event(
+                2,
+                EventKind::Ok,
+                3,
+                &read,
+                Some(Reply::Read { value: None }),
+            ),
+        ],
+    };
+    let path = dir.path().join("stale.json");
+    stale.save(&path).unwrap();
+    let output = chaos(&["check", "--history", path.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("registers (linearizable): VIOLATION"),
+        "{stdout}"
+    );
+
+    let mut fresh = stale.clone();
+    fresh.events[3].reply = Some(Reply::Read { value: Some(1) });
+    fresh.save(&path).unwrap();
+    let output = chaos(&["check", "--history", path.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("registers (linearizable): valid"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn an_unknown_nemesis_is_refused_with_the_implemented_ones() {
+    let output = chaos(&["--time", "1", "--nemesis", "kill,partition"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("unknown nemesis \"partition\""), "{stderr}");
+    assert!(stderr.contains("kill, pause"), "{stderr}");
+}
