@@ -179,6 +179,16 @@ impl Report {
                 c.ok, c.fail, c.info
             );
         }
+        self.write_faults(&mut out);
+        self.write_availability(&mut out);
+        self.write_checks(&mut out);
+        out
+    }
+
+    fn write_faults(&self, out: &mut String) {
+        if self.run.is_none() {
+            return; // A saved history holds the clients' calls, not the faults.
+        }
         let kinds: Vec<String> = (self.faults_by_kind.iter())
             .map(|(kind, n)| format!("{n} {kind}"))
             .collect();
@@ -190,6 +200,9 @@ impl Report {
             kinds.join(", "),
             self.crashes.len()
         );
+    }
+
+    fn write_availability(&self, out: &mut String) {
         let total_ms = (self.unavailable.iter()).fold(0.0, |sum, w| sum + w.to_ms - w.from_ms);
         let _ = writeln!(
             out,
@@ -198,6 +211,9 @@ impl Report {
             self.unavailable.len(),
             self.longest_gap_ms
         );
+    }
+
+    fn write_checks(&self, out: &mut String) {
         for (name, verdict) in self.checks.verdicts() {
             let detail = match verdict {
                 Verdict::Valid => String::new(),
@@ -213,7 +229,11 @@ impl Report {
         for problem in &self.problems {
             let _ = writeln!(out, "  {problem}");
         }
-        out
+        for key in &self.checks.registers.keys {
+            for line in &key.witness {
+                let _ = writeln!(out, "  {}: {line}", key.key);
+            }
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use paxkv_chaos::check::linearizable::SEARCH_STEPS_MAX;
 use paxkv_chaos::cluster::Timing;
 use paxkv_chaos::history::{Call, Event, EventKind, History, Reply};
 use paxkv_chaos::nemesis::FaultKind;
+use paxkv_chaos::report::Checks;
 use paxkv_chaos::run::{run, RunOptions};
 use paxkv_chaos::workload::Clients;
 
@@ -50,8 +51,118 @@ fn kill_and_pause_leave_no_violation_and_lose_no_acknowledged_write() {
         .map(|w| w.writes_expected)
         .sum();
     assert!(expected >= 100, "{summary}");
-    assert!(dir.path().join("history.json").is_file());
     assert!(dir.path().join("report.json").is_file());
+    let history = History::load(&dir.path().join("history.json")).unwrap();
+    checkers_catch_faults_planted_in(&history);
+}
+
+/// Plants one fault of each kind in a real history and expects its checker to report it
+/// (and the untouched history to stay valid).
+fn checkers_catch_faults_planted_in(history: &History) {
+    let verdicts = |history: &History| {
+        let operations = history.operations().unwrap();
+        Checks::run(&operations, SEARCH_STEPS_MAX)
+    };
+    assert!(verdicts(history).registers.verdict.is_valid());
+
+    let mut stale = history.clone();
+    plant_stale_read(&mut stale);
+    assert!(verdicts(&stale).registers.verdict.is_violation());
+
+    let mut lost = history.clone();
+    let final_read = (lost.events.iter_mut().rev())
+        .find(|e| e.kind == EventKind::Ok && e.call == Call::SetRead)
+        .unwrap();
+    let Some(Reply::Elements { elements }) = &mut final_read.reply else {
+        panic!("a set read replies with elements");
+    };
+    elements.remove(elements.len() / 2);
+    let set = verdicts(&lost).set;
+    assert!(set.verdict.is_violation());
+    assert_eq!(set.lost, 1);
+
+    let mut torn = history.clone();
+    let bank_read = (torn.events.iter_mut())
+        .find(|e| matches!(e.reply, Some(Reply::Balances { .. })))
+        .unwrap();
+    let Some(Reply::Balances { balances }) = &mut bank_read.reply else {
+        unreachable!();
+    };
+    balances[0] += 1;
+    assert!(verdicts(&torn).bank.verdict.is_violation());
+
+    let mut gap = history.clone();
+    let acknowledged: Vec<i64> = (gap.events.iter())
+        .filter_map(|e| match (&e.call, &e.reply) {
+            (Call::Write { .. }, Some(Reply::Written { version })) => Some(*version),
+            (
+                Call::Cas { .. },
+                Some(Reply::Cas {
+                    succeeded: true,
+                    version,
+                }),
+            ) => Some(*version),
+            _ => None,
+        })
+        .collect();
+    let (poll, at) = (gap.events.iter_mut())
+        .find_map(|e| {
+            let Some(Reply::Watched { events, .. }) = &e.reply else {
+                return None;
+            };
+            let at = events
+                .iter()
+                .position(|w| acknowledged.contains(&w.version))?;
+            Some((e, at))
+        })
+        .unwrap();
+    let Some(Reply::Watched { events, .. }) = &mut poll.reply else {
+        unreachable!();
+    };
+    events.remove(at);
+    let watch = verdicts(&gap).watch;
+    assert!(watch.verdict.is_violation());
+    assert_eq!(watch.watchers.iter().map(|w| w.missing).sum::<usize>(), 1);
+}
+
+/// Makes the last successful read of some key return the value of a write that a later
+/// completed write had already replaced before the read started.
+fn plant_stale_read(history: &mut History) {
+    // Per key: acknowledged writes as (value, invoke, complete), in completion order.
+    let mut writes: std::collections::BTreeMap<String, Vec<(i64, u64, u64)>> = Default::default();
+    let mut invoked: std::collections::BTreeMap<u64, u64> = Default::default();
+    let mut target = None;
+    for (index, event) in history.events.iter().enumerate() {
+        if event.kind == EventKind::Invoke {
+            invoked.insert(event.process, event.time_ns);
+            continue;
+        }
+        let start = invoked[&event.process];
+        match (&event.call, &event.reply, event.kind) {
+            (Call::Write { key, value }, _, EventKind::Ok) => {
+                let entry = writes.entry(key.clone()).or_default();
+                entry.push((*value, start, event.time_ns));
+            }
+            (Call::Read { key }, Some(Reply::Read { .. }), EventKind::Ok) => {
+                let Some(list) = writes.get(key) else {
+                    continue;
+                };
+                // An old write, then a newer one invoked after it completed, and both
+                // done before this read started.
+                let old = list.iter().find(|(_, _, done)| {
+                    list.iter().any(|(_, newer_start, newer_done)| {
+                        newer_start > done && *newer_done < start
+                    })
+                });
+                if let Some((value, _, _)) = old {
+                    target = Some((index, *value));
+                }
+            }
+            _ => {}
+        }
+    }
+    let (index, value) = target.expect("some read follows two sequential writes");
+    history.events[index].reply = Some(Reply::Read { value: Some(value) });
 }
 
 fn chaos(args: &[&str]) -> std::process::Output {
