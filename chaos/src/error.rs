@@ -42,7 +42,7 @@ pub enum ChaosError {
     },
     #[error("unknown nemesis {name:?}; implemented: {implemented}")]
     UnknownNemesis { name: String, implemented: String },
-    #[error("setup call failed: {0}")]
+    #[error("a call of the runner itself (setup or final read) kept failing: {0}")]
     Setup(String),
 }
 

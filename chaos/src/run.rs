@@ -22,7 +22,7 @@ use crate::error::{ChaosError, Result};
 use crate::history::{Call, Clock, History, Recorder, Reply};
 use crate::nemesis::{self, FaultKind, NemesisLog, Schedule};
 use crate::report::{Report, RunInfo};
-use crate::workload::{self, CallError, Clients, Connection, Shared};
+use crate::workload::{self, CallError, Clients, Connection, Shared, WatchStart};
 
 /// How long the cluster may take to elect a leader, at start and after healing.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -117,14 +117,17 @@ fn drive(
         ..shared.clone()
     };
     let drain_to = Arc::new(AtomicI64::new(i64::MAX));
-    // Watcher 0 streams from the first version; the others from the current one.
-    let watch_from = [1, runner.read_version()?];
+    // Watcher 0 streams from the first version; the others join a third into the run.
+    let watch_starts = [
+        WatchStart::Version(1),
+        WatchStart::LatestAt(start + options.time / 3),
+    ];
     let running = workload::start(
         &shared,
         &watch_shared,
         &options.clients,
         options.seed,
-        &watch_from,
+        &watch_starts,
         &drain_to,
     );
     let tail = TAIL_MAX.min(options.time / 4);

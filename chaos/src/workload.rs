@@ -485,10 +485,11 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    pub fn new(watcher: u32, from_version: i64, drain_to: Arc<AtomicI64>) -> Watcher {
+    /// Streams from version 1 unless `run_watcher` starts it elsewhere.
+    pub fn new(watcher: u32, drain_to: Arc<AtomicI64>) -> Watcher {
         Watcher {
             watcher,
-            from_version,
+            from_version: 1,
             drain_to,
         }
     }
@@ -542,12 +543,48 @@ impl Workload for Watcher {
     }
 }
 
+/// When a watcher starts streaming.
+#[derive(Clone, Copy, Debug)]
+pub enum WatchStart {
+    /// From this version, at once.
+    Version(i64),
+    /// At this time since the run started, from a read version taken then (mid-stream,
+    /// while writes go on).
+    LatestAt(Duration),
+}
+
+/// Waits until `at`, then takes a read version (not recorded: it changes nothing).
+fn latest_version_at(shared: &Shared, connection: &mut Connection, at: Duration) -> Option<i64> {
+    let clock = shared.recorder.clock();
+    while clock.elapsed() < at {
+        thread::sleep(FAILURE_PAUSE);
+    }
+    while clock.elapsed() < shared.deadline {
+        let Some(client) = connection.client() else {
+            continue;
+        };
+        match client.get_read_version() {
+            Ok(version) => return Some(version),
+            Err(_) => connection.rotate(),
+        }
+        thread::sleep(FAILURE_PAUSE);
+    }
+    None
+}
+
 /// Runs a watcher until `shared.stop` is set and it has drained, or `shared.deadline`
 /// (which for watchers should leave time to drain after the writers stop).
-fn run_watcher(shared: Shared, id: ClientId, mut watcher: Watcher) {
+fn run_watcher(shared: Shared, id: ClientId, start: WatchStart, mut watcher: Watcher) {
     let clock = shared.recorder.clock();
     let first = usize::try_from(id.thread).expect("u32 fits");
     let mut connection = Connection::new(shared.endpoints.clone(), first, shared.call_timeout);
+    watcher.from_version = match start {
+        WatchStart::Version(version) => version,
+        WatchStart::LatestAt(at) => match latest_version_at(&shared, &mut connection, at) {
+            Some(version) => version,
+            None => return,
+        },
+    };
     let mut process = u64::from(id.thread);
     let mut rng = StdRng::seed_from_u64(u64::from(id.thread));
     while clock.elapsed() < shared.deadline {
@@ -611,15 +648,15 @@ pub struct Running {
     pub watchers: Vec<JoinHandle<()>>,
 }
 
-/// Starts every client thread. Watcher `n` starts from `watch_from[n]` (the last entry for
-/// the rest) and runs until `watch_shared.stop` is set and it passed `drain_to`, or its
-/// deadline.
+/// Starts every client thread. Watcher `n` starts as `watch_starts[n]` says (the last
+/// entry for the rest) and runs until `watch_shared.stop` is set and it passed `drain_to`,
+/// or its deadline.
 pub fn start(
     shared: &Shared,
     watch_shared: &Shared,
     clients: &Clients,
     seed: u64,
-    watch_from: &[i64],
+    watch_starts: &[WatchStart],
     drain_to: &Arc<AtomicI64>,
 ) -> Running {
     let threads = clients.total();
@@ -648,13 +685,12 @@ pub fn start(
     let watchers = (0..clients.watchers)
         .map(|n| {
             let (id, shared) = (next_id(), watch_shared.clone());
-            let index = usize::try_from(n)
-                .expect("u32 fits")
-                .min(watch_from.len() - 1);
-            let watcher = Watcher::new(n, watch_from[index], drain_to.clone());
+            let index = usize::try_from(n).expect("u32 fits");
+            let begin = watch_starts[index.min(watch_starts.len() - 1)];
+            let watcher = Watcher::new(n, drain_to.clone());
             thread::Builder::new()
                 .name(format!("watch-{n}"))
-                .spawn(move || run_watcher(shared, id, watcher))
+                .spawn(move || run_watcher(shared, id, begin, watcher))
                 .expect("spawn a watcher thread")
         })
         .collect();

@@ -15,13 +15,18 @@ use paxkv_chaos::workload::Clients;
 
 #[test]
 fn kill_and_pause_leave_no_violation_and_lose_no_acknowledged_write() {
-    let dir = tempfile::tempdir().unwrap();
+    // Kept when the test fails (its path is in the summary), removed when it passes.
+    let dir = tempfile::Builder::new()
+        .prefix("paxkv-chaos-test-")
+        .tempdir()
+        .unwrap();
+    let out = dir.keep();
     let options = RunOptions {
         time: Duration::from_secs(30),
         nemesis: vec![FaultKind::Kill, FaultKind::Pause],
         seed: 20_261_202,
         binary: support::paxkv_binary(),
-        out: dir.path().to_path_buf(),
+        out: out.clone(),
         clients: Clients::default(),
         ops_per_client_max: 100_000,
         timing: Timing::default(),
@@ -51,9 +56,10 @@ fn kill_and_pause_leave_no_violation_and_lose_no_acknowledged_write() {
         .map(|w| w.writes_expected)
         .sum();
     assert!(expected >= 100, "{summary}");
-    assert!(dir.path().join("report.json").is_file());
-    let history = History::load(&dir.path().join("history.json")).unwrap();
+    assert!(out.join("report.json").is_file());
+    let history = History::load(&out.join("history.json")).unwrap();
     checkers_catch_faults_planted_in(&history);
+    std::fs::remove_dir_all(&out).unwrap();
 }
 
 /// Plants one fault of each kind in a real history and expects its checker to report it
@@ -67,18 +73,28 @@ fn checkers_catch_faults_planted_in(history: &History) {
 
     let mut stale = history.clone();
     plant_stale_read(&mut stale);
-    assert!(verdicts(&stale).registers.verdict.is_violation());
+    let registers = verdicts(&stale).registers;
+    assert!(registers.verdict.is_violation(), "{:?}", registers.verdict);
 
     let mut lost = history.clone();
+    let acknowledged_adds: Vec<u64> = (lost.events.iter())
+        .filter_map(|e| match (&e.call, e.kind) {
+            (Call::SetAdd { element }, EventKind::Ok) => Some(*element),
+            _ => None,
+        })
+        .collect();
     let final_read = (lost.events.iter_mut().rev())
         .find(|e| e.kind == EventKind::Ok && e.call == Call::SetRead)
         .unwrap();
     let Some(Reply::Elements { elements }) = &mut final_read.reply else {
         panic!("a set read replies with elements");
     };
-    elements.remove(elements.len() / 2);
+    let at = (elements.iter())
+        .position(|e| acknowledged_adds.contains(e))
+        .unwrap();
+    elements.remove(at);
     let set = verdicts(&lost).set;
-    assert!(set.verdict.is_violation());
+    assert!(set.verdict.is_violation(), "{set:?}");
     assert_eq!(set.lost, 1);
 
     let mut torn = history.clone();
@@ -89,7 +105,8 @@ fn checkers_catch_faults_planted_in(history: &History) {
         unreachable!();
     };
     balances[0] += 1;
-    assert!(verdicts(&torn).bank.verdict.is_violation());
+    let bank = verdicts(&torn).bank;
+    assert!(bank.verdict.is_violation(), "{bank:?}");
 
     let mut gap = history.clone();
     let acknowledged: Vec<i64> = (gap.events.iter())
@@ -121,7 +138,7 @@ fn checkers_catch_faults_planted_in(history: &History) {
     };
     events.remove(at);
     let watch = verdicts(&gap).watch;
-    assert!(watch.verdict.is_violation());
+    assert!(watch.verdict.is_violation(), "{:?}", watch.verdict);
     assert_eq!(watch.watchers.iter().map(|w| w.missing).sum::<usize>(), 1);
 }
 
