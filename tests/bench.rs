@@ -42,21 +42,7 @@ fn bench(args: &[&str]) -> Value {
     );
     let json: Value = serde_json::from_str(stdout.trim())
         .unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout}"));
-    for field in [
-        "ops_per_sec",
-        "p50_us",
-        "p90_us",
-        "p99_us",
-        "p999_us",
-        "max_us",
-        "errors",
-        "ops",
-        "workload",
-        "clients",
-        "target",
-        "duration_s",
-        "conflicts",
-    ] {
+    for &field in paxkv::bench::REPORT_FIELDS {
         assert!(json.get(field).is_some(), "{field} missing: {json}");
     }
     json

@@ -35,7 +35,9 @@ pub use args::{
 pub use engine::{cas_key, data_key, run};
 pub use keys::{Distribution, KeyChooser, Rng, Zipfian, ZIPFIAN_THETA};
 pub use local::{FsyncTarget, TcpRttTarget};
-pub use report::{latency_histogram, ErrorTally, Errors, Report, RunInfo, LATENCY_US_MAX};
+pub use report::{
+    latency_histogram, ErrorTally, Errors, Report, RunInfo, LATENCY_US_MAX, REPORT_FIELDS,
+};
 
 /// What each client does in a loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -18,6 +18,44 @@ fn unsupported(operation: &str) -> OpError {
     OpError::unsupported(operation, "a local floor")
 }
 
+/// One measurement of a floor; the workload's `put` runs it.
+pub trait Probe: Send {
+    fn probe(&mut self, value: &[u8]) -> Result<(), OpError>;
+}
+
+/// A floor's client: `put` is its probe, and every other operation is unsupported.
+pub struct FloorClient<P>(P);
+
+impl<P: Probe> BenchClient for FloorClient<P> {
+    fn put(&mut self, _key: &[u8], value: &[u8]) -> Result<(), OpError> {
+        self.0.probe(value)
+    }
+
+    fn put_batch(&mut self, _pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<(), OpError> {
+        Err(unsupported("preload"))
+    }
+
+    fn get(&mut self, _key: &[u8]) -> Result<(), OpError> {
+        Err(unsupported("get"))
+    }
+
+    fn read_version(&mut self) -> Result<i64, OpError> {
+        Err(unsupported("read_version"))
+    }
+
+    fn get_at(&mut self, _key: &[u8], _version: i64) -> Result<(), OpError> {
+        Err(unsupported("get_at"))
+    }
+
+    fn txn(&mut self, _keys: [&[u8]; 2], _value: &[u8]) -> Result<Outcome, OpError> {
+        Err(unsupported("txn"))
+    }
+
+    fn cas_increment(&mut self, _key: &[u8]) -> Result<Outcome, OpError> {
+        Err(unsupported("cas"))
+    }
+}
+
 /// Appends the value (4 KiB by default) to a fresh file in `dir` and fdatasyncs it, as a
 /// WAL append does: the flush includes the file's growing length.
 pub struct FsyncTarget {
@@ -46,7 +84,7 @@ impl Drop for FsyncClient {
 
 impl Target for FsyncTarget {
     type Connection = ();
-    type Client = FsyncClient;
+    type Client = FloorClient<FsyncClient>;
 
     fn name(&self) -> &'static str {
         "local"
@@ -56,7 +94,7 @@ impl Target for FsyncTarget {
         Ok(())
     }
 
-    fn client(&self, _connection: &Arc<()>) -> Result<FsyncClient, OpError> {
+    fn client(&self, _connection: &Arc<()>) -> Result<Self::Client, OpError> {
         let path = self
             .dir
             .join(format!("paxkv-bench-fsync-{}", std::process::id()));
@@ -66,7 +104,7 @@ impl Target for FsyncTarget {
             .write(true)
             .open(&path)
             .map_err(|e| io_error(&format!("create {}", path.display()), e))?;
-        Ok(FsyncClient { file, path })
+        Ok(FloorClient(FsyncClient { file, path }))
     }
 
     fn batch_pairs_max(&self) -> usize {
@@ -74,36 +112,12 @@ impl Target for FsyncTarget {
     }
 }
 
-impl BenchClient for FsyncClient {
-    fn put(&mut self, _key: &[u8], value: &[u8]) -> Result<(), OpError> {
+impl Probe for FsyncClient {
+    fn probe(&mut self, value: &[u8]) -> Result<(), OpError> {
         self.file
             .write_all(value)
             .map_err(|e| io_error("append", e))?;
         self.file.sync_data().map_err(|e| io_error("fdatasync", e))
-    }
-
-    fn put_batch(&mut self, _pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<(), OpError> {
-        Err(unsupported("preload"))
-    }
-
-    fn get(&mut self, _key: &[u8]) -> Result<(), OpError> {
-        Err(unsupported("get"))
-    }
-
-    fn read_version(&mut self) -> Result<i64, OpError> {
-        Err(unsupported("read_version"))
-    }
-
-    fn get_at(&mut self, _key: &[u8], _version: i64) -> Result<(), OpError> {
-        Err(unsupported("get_at"))
-    }
-
-    fn txn(&mut self, _keys: [&[u8]; 2], _value: &[u8]) -> Result<Outcome, OpError> {
-        Err(unsupported("txn"))
-    }
-
-    fn cas_increment(&mut self, _key: &[u8]) -> Result<Outcome, OpError> {
-        Err(unsupported("cas"))
     }
 }
 
@@ -153,7 +167,7 @@ pub struct TcpRttClient {
 
 impl Target for TcpRttTarget {
     type Connection = ();
-    type Client = TcpRttClient;
+    type Client = FloorClient<TcpRttClient>;
 
     fn name(&self) -> &'static str {
         "local"
@@ -163,15 +177,15 @@ impl Target for TcpRttTarget {
         Ok(())
     }
 
-    fn client(&self, _connection: &Arc<()>) -> Result<TcpRttClient, OpError> {
+    fn client(&self, _connection: &Arc<()>) -> Result<Self::Client, OpError> {
         let stream = TcpStream::connect(self.echo).map_err(|e| io_error("connect", e))?;
         stream
             .set_nodelay(true)
             .map_err(|e| io_error("set_nodelay", e))?;
-        Ok(TcpRttClient {
+        Ok(FloorClient(TcpRttClient {
             stream,
             reply: Vec::new(),
-        })
+        }))
     }
 
     fn batch_pairs_max(&self) -> usize {
@@ -179,8 +193,8 @@ impl Target for TcpRttTarget {
     }
 }
 
-impl BenchClient for TcpRttClient {
-    fn put(&mut self, _key: &[u8], value: &[u8]) -> Result<(), OpError> {
+impl Probe for TcpRttClient {
+    fn probe(&mut self, value: &[u8]) -> Result<(), OpError> {
         self.stream
             .write_all(value)
             .map_err(|e| io_error("send", e))?;
@@ -188,30 +202,6 @@ impl BenchClient for TcpRttClient {
         self.stream
             .read_exact(&mut self.reply)
             .map_err(|e| io_error("receive", e))
-    }
-
-    fn put_batch(&mut self, _pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<(), OpError> {
-        Err(unsupported("preload"))
-    }
-
-    fn get(&mut self, _key: &[u8]) -> Result<(), OpError> {
-        Err(unsupported("get"))
-    }
-
-    fn read_version(&mut self) -> Result<i64, OpError> {
-        Err(unsupported("read_version"))
-    }
-
-    fn get_at(&mut self, _key: &[u8], _version: i64) -> Result<(), OpError> {
-        Err(unsupported("get_at"))
-    }
-
-    fn txn(&mut self, _keys: [&[u8]; 2], _value: &[u8]) -> Result<Outcome, OpError> {
-        Err(unsupported("txn"))
-    }
-
-    fn cas_increment(&mut self, _key: &[u8]) -> Result<Outcome, OpError> {
-        Err(unsupported("cas"))
     }
 }
 

@@ -65,6 +65,23 @@ pub struct RunInfo {
     pub value_size: usize,
 }
 
+/// The fields every `--json` report carries, whatever else it adds.
+pub const REPORT_FIELDS: &[&str] = &[
+    "ops_per_sec",
+    "p50_us",
+    "p90_us",
+    "p99_us",
+    "p999_us",
+    "max_us",
+    "errors",
+    "ops",
+    "workload",
+    "clients",
+    "target",
+    "duration_s",
+    "conflicts",
+];
+
 /// One run's result. `ops` counts operations that succeeded (a committed transaction, a
 /// successful increment, a put, a read); `conflicts` those that ran to the end but lost a
 /// race (a transaction's `Conflict`, a compare that no longer held); `errors` the rest.
@@ -132,6 +149,7 @@ impl Report {
         }
     }
 
+    /// One JSON object carrying at least [`REPORT_FIELDS`].
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a report always serializes")
     }
@@ -230,21 +248,7 @@ mod tests {
         tally(&mut errors, ErrorKind::LimitExceeded, "value_bytes_max");
         let report = Report::new(info(), 1.0, &latencies, 3, errors);
         let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
-        for field in [
-            "ops_per_sec",
-            "p50_us",
-            "p90_us",
-            "p99_us",
-            "p999_us",
-            "max_us",
-            "errors",
-            "ops",
-            "workload",
-            "clients",
-            "target",
-            "duration_s",
-            "conflicts",
-        ] {
+        for &field in REPORT_FIELDS {
             assert!(json.get(field).is_some(), "{field} missing from {json}");
         }
         assert_eq!(json["errors"], 3);
