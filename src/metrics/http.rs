@@ -5,6 +5,8 @@
 //! - `GET /health`: 200 `ok` while the process serves.
 //! - `GET /ready`: 200 `ready` when this replica knows a leader and a quorum answers, else
 //!   503 with the reason as plain text (see [`readiness`]).
+//! - `/debug/failpoints`: only in builds with the `chaos` feature (see
+//!   [`super::failpoints`]); without it the route does not exist (404).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -43,8 +45,10 @@ pub async fn run(
     let routes = axum::Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(health))
-        .route("/ready", get(ready))
-        .with_state(Arc::new(endpoint));
+        .route("/ready", get(ready));
+    #[cfg(feature = "chaos")]
+    let routes = routes.merge(super::failpoints::routes());
+    let routes = routes.with_state(Arc::new(endpoint));
     axum::serve(listener, routes)
         .with_graceful_shutdown(shutdown)
         .await

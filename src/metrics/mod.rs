@@ -18,6 +18,8 @@
 //! registered handles; a component built without a node gets an unregistered group
 //! (`unregistered()`) that records into nothing anyone reads.
 
+#[cfg(feature = "chaos")]
+pub mod failpoints;
 pub mod http;
 pub mod peers;
 
