@@ -40,6 +40,10 @@ pub struct NodeConfig {
     /// Log filter (`tracing` syntax, e.g. "info" or "paxkv=debug"); `RUST_LOG` wins.
     #[serde(default = "default_log")]
     pub log: String,
+    /// Settings that break guarantees on purpose, to prove a checker can see it. Only a
+    /// build with the `chaos` feature starts with any of them on.
+    #[serde(default)]
+    pub debug: DebugSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,6 +111,46 @@ impl Default for Storage {
     }
 }
 
+/// `[debug]`: each one, when on, gives up a guarantee. See docs/operations.md.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DebugSettings {
+    /// Linearizable reads (`get`, `getRange`, `getReadVersion` without a version) are
+    /// served from this replica's applied state without a read index: a lagging replica
+    /// answers with stale data.
+    pub unsafe_local_reads: bool,
+    /// The driver acknowledges WAL records written to the page cache without fdatasync:
+    /// they survive `kill -9`, not a power loss.
+    pub unsafe_skip_fsync: bool,
+}
+
+impl DebugSettings {
+    /// The names of the settings that are on, as a config file spells them.
+    pub fn unsafe_settings(&self) -> Vec<&'static str> {
+        let settings = [
+            ("debug.unsafe_local_reads", self.unsafe_local_reads),
+            ("debug.unsafe_skip_fsync", self.unsafe_skip_fsync),
+        ];
+        (settings.into_iter())
+            .filter(|(_, on)| *on)
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    /// Refuses any unsafe setting unless this is a `chaos` build (`chaos_build`, passed in
+    /// so that both answers can be tested from one build).
+    pub fn validate(&self, chaos_build: bool) -> Result<(), ConfigError> {
+        match self.unsafe_settings().first() {
+            Some(setting) if !chaos_build => Err(invalid(
+                setting,
+                "breaks consistency on purpose, and only a build with the `chaos` feature \
+                 accepts it",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 fn default_log() -> String {
     "info".to_string()
 }
@@ -147,6 +191,13 @@ fn invalid(setting: &str, reason: impl Into<String>) -> ConfigError {
 impl NodeConfig {
     /// Loads `path` with `PAXKV_*` overrides, then validates.
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let node = NodeConfig::read(path)?;
+        node.validate()?;
+        Ok(node)
+    }
+
+    /// `path` with `PAXKV_*` overrides, not validated.
+    fn read(path: &Path) -> Result<NodeConfig, ConfigError> {
         let settings = config::Config::builder()
             .add_source(config::File::from(path).format(config::FileFormat::Toml))
             .add_source(
@@ -156,9 +207,7 @@ impl NodeConfig {
                     .try_parsing(true),
             )
             .build()?;
-        let node: NodeConfig = settings.try_deserialize()?;
-        node.validate()?;
-        Ok(node)
+        Ok(settings.try_deserialize()?)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -210,7 +259,7 @@ impl NodeConfig {
         parse_metrics_addr(&self.metrics_addr).map_err(|reason| invalid("metrics_addr", reason))?;
         tracing_subscriber::EnvFilter::try_new(&self.log)
             .map_err(|error| invalid("log", error.to_string()))?;
-        Ok(())
+        self.debug.validate(cfg!(feature = "chaos"))
     }
 
     pub fn server_limits(&self) -> ServerLimits {
@@ -314,6 +363,43 @@ key_bytes_max = 2048
         let (_dir, path) = write(&NODE.replace("id = 2\n", "id = 2\nlog = \"paxkv=loud\"\n"));
         let error = NodeConfig::load(&path).unwrap_err().to_string();
         assert!(error.contains("invalid setting log"), "{error}");
+    }
+
+    #[test]
+    fn unsafe_debug_settings_start_only_in_chaos_builds() {
+        let (_dir, path) = write(NODE);
+        let node = NodeConfig::load(&path).unwrap();
+        assert_eq!(node.debug, DebugSettings::default());
+        assert!(node.debug.unsafe_settings().is_empty());
+
+        let text = format!("{NODE}[debug]\nunsafe_skip_fsync = true\n");
+        let (_dir, path) = write(&text);
+        // Each test runs in its own process under nextest; the variable dies with it.
+        std::env::set_var("PAXKV_DEBUG__UNSAFE_LOCAL_READS", "true");
+        let node = NodeConfig::read(&path);
+        std::env::remove_var("PAXKV_DEBUG__UNSAFE_LOCAL_READS");
+        let node = node.unwrap();
+        assert!(node.debug.unsafe_local_reads && node.debug.unsafe_skip_fsync);
+
+        let error = node.debug.validate(false).unwrap_err().to_string();
+        assert!(
+            error.contains("invalid setting debug.unsafe_local_reads"),
+            "{error}"
+        );
+        assert!(error.contains("`chaos` feature"), "{error}");
+        let only_fsync = DebugSettings {
+            unsafe_skip_fsync: true,
+            ..DebugSettings::default()
+        };
+        let error = only_fsync.validate(false).unwrap_err().to_string();
+        assert!(
+            error.contains("invalid setting debug.unsafe_skip_fsync"),
+            "{error}"
+        );
+        assert!(node.debug.validate(true).is_ok());
+        assert!(DebugSettings::default().validate(false).is_ok());
+        // What this build does at load.
+        assert_eq!(node.validate().is_ok(), cfg!(feature = "chaos"));
     }
 
     #[test]

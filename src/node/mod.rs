@@ -83,8 +83,10 @@ impl Node {
             ),
         };
         let metrics = Arc::new(Metrics::new(config.id));
+        let unsafe_debug = honoured_debug_settings(&config);
         let mut driver = driver_options(&config);
         driver.metrics = metrics.replica.clone();
+        driver.unsafe_skip_fsync = unsafe_debug.unsafe_skip_fsync;
         let store = ReplicatedKvStore::start(
             peers,
             config.peers(),
@@ -102,7 +104,8 @@ impl Node {
             Duration::from_millis(timing.request_timeout_ms),
             u32::try_from(election_ms).unwrap_or(u32::MAX),
         )
-        .with_metrics(metrics.router.clone());
+        .with_metrics(metrics.router.clone())
+        .with_unsafe_local_reads(unsafe_debug.unsafe_local_reads);
         Ok(Node {
             config,
             store,
@@ -160,6 +163,24 @@ impl Node {
         let _ = tokio::task::spawn_blocking(move || store.stop()).await;
         Ok(served?)
     }
+}
+
+/// The `[debug]` settings this build acts on: all of them in a `chaos` build, none
+/// otherwise (validation refuses them there; a config built in code is not validated).
+/// Each one that is on is logged as a warning, since it breaks a guarantee.
+fn honoured_debug_settings(config: &NodeConfig) -> config::DebugSettings {
+    if !cfg!(feature = "chaos") {
+        return config::DebugSettings::default();
+    }
+    for setting in config.debug.unsafe_settings() {
+        tracing::warn!(
+            replica = config.id,
+            setting,
+            "UNSAFE DEBUG SETTING ON: this replica gives up a consistency or durability \
+             guarantee on purpose; never run it with data you want to keep"
+        );
+    }
+    config.debug.clone()
 }
 
 /// The metrics endpoint until `stop` fires (or its sender is dropped).
@@ -232,6 +253,7 @@ pub fn dev_configs(
             storage: Default::default(),
             log: "info".to_string(),
             metrics_addr: METRICS_OFF.to_string(),
+            debug: Default::default(),
         })
         .collect()
 }

@@ -71,6 +71,9 @@ pub struct DriverOptions {
     pub forwarded_max: usize,
     /// Where the driver records what it measures; unregistered unless a node passes its own.
     pub metrics: ReplicaMetrics,
+    /// Debug only (`[debug] unsafe_skip_fsync`): records are acknowledged once written to
+    /// the page cache, without fdatasync. Breaks durability on power loss, on purpose.
+    pub unsafe_skip_fsync: bool,
 }
 
 impl DriverOptions {
@@ -86,6 +89,7 @@ impl DriverOptions {
             status_timeout_ms: 500,
             forwarded_max: 65_536,
             metrics: ReplicaMetrics::unregistered(),
+            unsafe_skip_fsync: false,
         }
     }
 }
@@ -601,6 +605,10 @@ impl<M: StateMachine> Driver<M> {
         metrics
             .wal_append_duration
             .observe((appended - started).as_secs_f64());
+        if self.options.unsafe_skip_fsync {
+            // The fsync histogram stays empty, so a scrape shows that nothing was synced.
+            return self.store.flush().map_err(|e| e.to_string());
+        }
         self.store.sync().map_err(|e| e.to_string())?;
         metrics
             .wal_fsync_duration

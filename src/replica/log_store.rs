@@ -64,6 +64,13 @@ impl LogStore {
         Ok(())
     }
 
+    /// Writes everything appended so far to the file without fdatasync: it survives the
+    /// process dying, not the machine losing power.
+    pub fn flush(&mut self) -> Result<()> {
+        self.wal.flush()?;
+        Ok(())
+    }
+
     pub fn wal(&self) -> &Wal {
         &self.wal
     }

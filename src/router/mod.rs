@@ -9,6 +9,9 @@
 //!   version;
 //! - watches long-poll this replica's change log.
 //!
+//! A debug setting ([`PrimaryRouter::with_unsafe_local_reads`]) makes linearizable reads
+//! local, and so not linearizable; only `chaos` builds accept it.
+//!
 //! While no leader is known a request waits up to the driver's `request_timeout_ms`, then
 //! fails with `Unavailable` carrying a retry hint.
 
@@ -98,6 +101,8 @@ pub struct PrimaryRouter {
     /// The retry hint given with `Unavailable`: about one election.
     retry_after_ms: u32,
     metrics: RouterMetrics,
+    /// Debug only (`[debug] unsafe_local_reads`): linearizable reads skip the read index.
+    unsafe_local_reads: bool,
 }
 
 impl PrimaryRouter {
@@ -117,7 +122,16 @@ impl PrimaryRouter {
             request_timeout,
             retry_after_ms,
             metrics: RouterMetrics::unregistered(),
+            unsafe_local_reads: false,
         }
+    }
+
+    /// Serves linearizable reads from this replica's applied state, without asking the
+    /// leader: stale on a replica that lags. Breaks linearizability on purpose, so that a
+    /// checker can be shown to catch it.
+    pub fn with_unsafe_local_reads(mut self, on: bool) -> PrimaryRouter {
+        self.unsafe_local_reads = on;
+        self
     }
 
     /// Records conflicts and open watches in `metrics` (a node's registry).
@@ -238,6 +252,9 @@ impl PrimaryRouter {
     /// A linearizable read version: every write acknowledged before this call is visible
     /// at it.
     pub async fn read_version(&self) -> Result<u64> {
+        if self.unsafe_local_reads {
+            return Ok(self.reader.applied().current_version);
+        }
         // The driver fails the read index itself after request_timeout; the wait for this
         // replica to apply it (it may be partitioned or far behind) is bounded here.
         let read = async {
