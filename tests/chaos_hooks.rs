@@ -241,6 +241,8 @@ fn a_failed_fsync_stops_its_replica_the_others_go_on_and_it_catches_up() {
     assert!(ready.contains("this replica has stopped"), "{ready}");
     let status = client(cluster.endpoints[target]).status().unwrap();
     assert!(!status.healthy, "{status:?}");
+    let own = status.replicas.iter().find(|r| r.id as usize == target + 1);
+    assert_eq!(own.map(|r| r.role.as_str()), Some("stopped"), "{status:?}");
     let log = std::fs::read_to_string(dir.path().join(format!("node{}.log", target + 1)));
     assert!(log.unwrap().contains("injected fdatasync failure"));
     // Stopped, and the cluster does not need it.
