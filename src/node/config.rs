@@ -143,8 +143,8 @@ impl DebugSettings {
         match self.unsafe_settings().first() {
             Some(setting) if !chaos_build => Err(invalid(
                 setting,
-                "breaks consistency on purpose, and only a build with the `chaos` feature \
-                 accepts it",
+                "gives up a consistency or durability guarantee on purpose; only a build \
+                 with the `chaos` feature accepts it",
             )),
             _ => Ok(()),
         }
