@@ -1,18 +1,21 @@
 //! Shared by the chaos crate's integration tests.
 use std::path::PathBuf;
-use std::process::Command;
 
-/// Builds the `paxkv` binary (a no-op when it is current) and returns its path: it sits in
-/// the profile directory above this test's `deps/`.
+/// The `paxkv` binary in the profile directory above this test's `deps/`.
+///
+/// It is not built from here: a nested `cargo build -p paxkv` resolves features for that
+/// package alone, so it would rebuild the binary other tests of the same run are using,
+/// without the workspace's features. `scripts/test.sh` builds it first with the rest of the
+/// workspace (`cargo build --release --workspace --all-targets --all-features`).
 pub fn paxkv_binary() -> PathBuf {
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "-p", "paxkv", "--bin", "paxkv"])
-        .current_dir(&workspace)
-        .status()
-        .expect("run cargo build");
-    assert!(status.success(), "cargo build of paxkv failed");
     let me = std::env::current_exe().expect("current_exe");
     let deps = me.parent().expect("deps/");
-    deps.parent().expect("the profile directory").join("paxkv")
+    let binary = deps.parent().expect("the profile directory").join("paxkv");
+    assert!(
+        binary.exists(),
+        "{} is missing: build it first with \
+         cargo build --release --workspace --all-targets --all-features",
+        binary.display()
+    );
+    binary
 }
