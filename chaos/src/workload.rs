@@ -1,6 +1,7 @@
-//! Client threads. Each holds its own Thrift connection to one replica (moving to the next
-//! when the connection fails), issues one call at a time and records it in the history,
-//! until the run's deadline, a stop flag, or its operation bound.
+//! Client threads. Each holds its own Thrift connection to one replica, its home (moving to
+//! the next when the connection fails, and back home a while later), issues one call at a
+//! time and records it in the history, until the run's deadline, a stop flag, or its
+//! operation bound.
 //!
 //! Workloads:
 //! - registers: read, write and compare-and-set on a few keys (`reg/N`), with values no
@@ -25,7 +26,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::client::{classify, connect, Failure};
-use crate::history::{Call, Recorder, Reply, WatchedEvent};
+use crate::history::{Call, Clock, Recorder, Reply, WatchedEvent};
 
 /// Register keys `reg/0` .. : few, so clients contend on each.
 pub const REGISTER_KEYS: u32 = 3;
@@ -48,6 +49,11 @@ const WATCH_POLL_MS: i32 = 500;
 const FAILURE_PAUSE: Duration = Duration::from_millis(50);
 /// Pause after a failed connect, before trying the next replica.
 const CONNECT_PAUSE: Duration = Duration::from_millis(100);
+/// How long a client stays on another replica before it reconnects to its home. Without the
+/// return, every kill moves the killed replica's clients on to the next one for good; after a
+/// few kills all clients sit on one replica, and pausing it holds every call for the whole
+/// pause (the call timeout outlasts it) while the other two serve no one.
+pub const AWAY_FROM_HOME_MAX: Duration = Duration::from_secs(1);
 
 /// What every client thread shares.
 #[derive(Clone)]
@@ -69,30 +75,65 @@ impl Shared {
     }
 }
 
-/// A connection that moves to the next replica when it fails.
+/// A connection to a home replica that moves to the next replica when it fails, and goes
+/// back home after `away_max` on another, so the clients stay spread over the replicas.
 pub struct Connection {
     endpoints: Vec<SocketAddr>,
+    home: usize,
     next: usize,
     client: Option<Client>,
     timeout: Duration,
+    away_max: Duration,
+    /// Since when the open connection is to a replica other than home.
+    away_since: Option<Clock>,
 }
 
 impl Connection {
-    pub fn new(endpoints: Vec<SocketAddr>, first: usize, timeout: Duration) -> Connection {
+    pub fn new(endpoints: Vec<SocketAddr>, home: usize, timeout: Duration) -> Connection {
+        Connection::with_away_max(endpoints, home, timeout, AWAY_FROM_HOME_MAX)
+    }
+
+    pub fn with_away_max(
+        endpoints: Vec<SocketAddr>,
+        home: usize,
+        timeout: Duration,
+        away_max: Duration,
+    ) -> Connection {
+        let home = home % endpoints.len();
         Connection {
             endpoints,
-            next: first,
+            home,
+            next: home,
             client: None,
             timeout,
+            away_max,
+            away_since: None,
         }
     }
 
-    /// The open client, connecting to the current replica if needed.
+    /// The replica `client` uses (or connects to next).
+    pub fn endpoint(&self) -> SocketAddr {
+        self.endpoints[self.next % self.endpoints.len()]
+    }
+
+    /// The open client, connecting to the current replica if needed, or to home when it has
+    /// been away long enough.
     pub fn client(&mut self) -> Option<&mut Client> {
+        if self
+            .away_since
+            .is_some_and(|away| away.elapsed() >= self.away_max)
+        {
+            self.client = None;
+            self.away_since = None;
+            self.next = self.home;
+        }
         if self.client.is_none() {
-            let endpoint = self.endpoints[self.next % self.endpoints.len()];
-            match connect(endpoint, self.timeout) {
-                Ok(client) => self.client = Some(client),
+            match connect(self.endpoint(), self.timeout) {
+                Ok(client) => {
+                    self.client = Some(client);
+                    let away = self.next % self.endpoints.len() != self.home;
+                    self.away_since = away.then(Clock::start);
+                }
                 Err(_) => {
                     self.rotate();
                     thread::sleep(CONNECT_PAUSE);
@@ -106,6 +147,7 @@ impl Connection {
     /// Drops the connection; the next `client` connects to the next replica.
     pub fn rotate(&mut self) {
         self.client = None;
+        self.away_since = None;
         self.next += 1;
     }
 }
@@ -724,4 +766,102 @@ fn bad_value(bytes: &[u8]) -> CallError {
         "unparsable value {:?}",
         bytes.escape_ascii().to_string()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    const TIMEOUT: Duration = Duration::from_secs(2);
+    const AWAY_MAX: Duration = Duration::from_millis(200);
+
+    #[test]
+    fn a_client_that_left_its_dead_home_returns_once_home_is_back() {
+        let listeners: Vec<TcpListener> = (0..3)
+            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let endpoints: Vec<SocketAddr> =
+            listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+        let mut listeners = listeners.into_iter();
+        drop(listeners.next());
+        let _others: Vec<TcpListener> = listeners.collect();
+
+        let mut connection = Connection::with_away_max(endpoints.clone(), 3, TIMEOUT, AWAY_MAX);
+        assert_eq!(
+            connection.endpoint(),
+            endpoints[0],
+            "home is thread modulo replicas"
+        );
+        assert!(connection.client().is_none(), "home is down");
+        assert!(connection.client().is_some());
+        assert_eq!(
+            connection.endpoint(),
+            endpoints[1],
+            "moved on to the next replica"
+        );
+
+        let _home = TcpListener::bind(endpoints[0]).unwrap();
+        assert!(connection.client().is_some());
+        assert_eq!(
+            connection.endpoint(),
+            endpoints[1],
+            "stays a while on the next one"
+        );
+        thread::sleep(AWAY_MAX);
+        assert!(connection.client().is_some());
+        assert_eq!(
+            connection.endpoint(),
+            endpoints[0],
+            "back home after away_max"
+        );
+        thread::sleep(AWAY_MAX);
+        assert!(connection.client().is_some());
+        assert_eq!(
+            connection.endpoint(),
+            endpoints[0],
+            "home is not left again"
+        );
+    }
+
+    #[test]
+    fn clients_spread_over_the_replicas_again_after_kills_moved_them() {
+        // Ten clients, as a run has; each kill below moves the killed replica's clients on.
+        let listeners: Vec<TcpListener> = (0..3)
+            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let endpoints: Vec<SocketAddr> =
+            listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+        let mut connections: Vec<Connection> = (0..10)
+            .map(|home| Connection::with_away_max(endpoints.clone(), home, TIMEOUT, AWAY_MAX))
+            .collect();
+        for connection in &mut connections {
+            assert!(connection.client().is_some());
+        }
+        for killed in [1, 2] {
+            for connection in &mut connections {
+                if connection.endpoint() == endpoints[killed] {
+                    connection.rotate();
+                }
+                assert!(connection.client().is_some());
+            }
+        }
+        let on = |connections: &[Connection], i: usize| {
+            connections
+                .iter()
+                .filter(|c| c.endpoint() == endpoints[i])
+                .count()
+        };
+        assert_eq!(
+            on(&connections, 0),
+            10,
+            "two kills put every client on one replica"
+        );
+        thread::sleep(AWAY_MAX);
+        for connection in &mut connections {
+            assert!(connection.client().is_some());
+        }
+        let spread: Vec<usize> = (0..3).map(|i| on(&connections, i)).collect();
+        assert_eq!(spread, [4, 3, 3], "each client is back on its home");
+    }
 }
