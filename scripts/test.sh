@@ -14,6 +14,8 @@ cargo build --release --workspace --all-targets --all-features --locked
 # The etcd load generator is its own workspace (see bench-etcd/Cargo.toml); the bench
 # integration test runs it from next to `paxkv`.
 cargo build --release --locked --manifest-path bench-etcd/Cargo.toml --all-targets
+# The tests use every feature; the production feature set (no `chaos`) must compile too.
+cargo check --release --locked -p paxkv --lib --bins
 echo "== build took $(( $(date +%s) - started ))s"
 
 echo "== unit, property, integration and simulator tests"

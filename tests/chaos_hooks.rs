@@ -2,7 +2,13 @@
 //! one replica per process, so a fault point set over HTTP hits one replica alone):
 //! `/debug/failpoints` on the metrics endpoint, `[debug] unsafe_local_reads` and
 //! `[debug] unsafe_skip_fsync`.
-#![cfg(feature = "chaos")]
+
+// Without the feature these tests would compile to nothing and pass unseen.
+#[cfg(not(feature = "chaos"))]
+compile_error!(
+    "tests/chaos_hooks.rs tests the hooks of the chaos feature: run the tests with \
+     --all-features (scripts/test.sh does)"
+);
 
 mod support;
 

@@ -16,6 +16,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::routing::get;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use super::Metrics;
 use crate::consensus::NodeId;
@@ -28,6 +29,23 @@ pub struct Endpoint {
     pub metrics: Arc<Metrics>,
     pub router: PrimaryRouter,
     pub reader: KvReader,
+    /// Each `/ready` asks every peer for its status through the driver's input queue,
+    /// which consensus messages share: a flood of checks must not crowd them out.
+    ready_checks: Semaphore,
+}
+
+/// `/ready` checks answered at once; more get 503 `busy` without asking the peers.
+pub const READY_CHECKS_INFLIGHT_MAX: usize = 4;
+
+impl Endpoint {
+    pub fn new(metrics: Arc<Metrics>, router: PrimaryRouter, reader: KvReader) -> Endpoint {
+        Endpoint {
+            metrics,
+            router,
+            reader,
+            ready_checks: Semaphore::new(READY_CHECKS_INFLIGHT_MAX),
+        }
+    }
 }
 
 /// Binds the endpoint's listener (at start, so a bad or taken address fails the node then).
@@ -66,6 +84,10 @@ async fn health() -> &'static str {
 }
 
 async fn ready(State(endpoint): State<Arc<Endpoint>>) -> (StatusCode, String) {
+    let Ok(_permit) = endpoint.ready_checks.try_acquire() else {
+        let busy = format!("busy: {READY_CHECKS_INFLIGHT_MAX} readiness checks in flight\n");
+        return (StatusCode::SERVICE_UNAVAILABLE, busy);
+    };
     let status = endpoint.router.status().await;
     match readiness(endpoint.router.id(), &status) {
         Ok(()) => (StatusCode::OK, "ready\n".to_string()),

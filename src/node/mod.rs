@@ -140,11 +140,7 @@ impl Node {
         });
         let (stop_http, stopped_http) = tokio::sync::oneshot::channel::<()>();
         let http = metrics_listener.map(|listener| {
-            let endpoint = metrics::http::Endpoint {
-                metrics: metrics.clone(),
-                router,
-                reader: store.reader(),
-            };
+            let endpoint = metrics::http::Endpoint::new(metrics.clone(), router, store.reader());
             tokio::spawn(serve_http(listener, endpoint, stopped_http))
         });
         let limits = config.server_limits();
@@ -172,6 +168,11 @@ fn honoured_debug_settings(config: &NodeConfig) -> config::DebugSettings {
     if !cfg!(feature = "chaos") {
         return config::DebugSettings::default();
     }
+    tracing::warn!(
+        replica = config.id,
+        "built with the chaos feature: the [debug] settings are accepted and the WAL's fault \
+         points can be set over /debug/failpoints; not a build to deploy"
+    );
     for setting in config.debug.unsafe_settings() {
         tracing::warn!(
             replica = config.id,

@@ -129,8 +129,9 @@ impl PrimaryRouter {
     /// Serves linearizable reads from this replica's applied state, without asking the
     /// leader: stale on a replica that lags. Breaks linearizability on purpose, so that a
     /// checker can be shown to catch it.
+    /// Only a chaos build obeys it: elsewhere the setting is ignored.
     pub fn with_unsafe_local_reads(mut self, on: bool) -> PrimaryRouter {
-        self.unsafe_local_reads = on;
+        self.unsafe_local_reads = cfg!(feature = "chaos") && on;
         self
     }
 
