@@ -4,8 +4,13 @@
 //! Faults act on one replica by its PID: `kill9` (SIGKILL, then reap), `pause` (SIGSTOP)
 //! and `resume` (SIGCONT). A PID is only signalled while its child is unreaped, so it
 //! cannot belong to another process. Dropping the cluster kills and reaps every replica.
+//!
+//! Every replica has a metrics endpoint, so `failpoint` can set a fault point of its
+//! process (`PUT /debug/failpoints/NAME`, in builds with the `chaos` feature), and a
+//! replica can be started with a known bug switched on (`InjectedBug`).
 use std::fs::OpenOptions;
-use std::net::{SocketAddr, TcpListener};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -22,6 +27,33 @@ pub const REPLICAS: usize = 3;
 /// Timeout for one `status` call while looking for the leader.
 const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Connect, write and read timeout of one request to a metrics endpoint.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A known bug a server of a `chaos` build switches on from its config's `[debug]` table,
+/// to show that the checkers catch what it breaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InjectedBug {
+    /// `unsafe_local_reads`: linearizable reads answered from the replica's own applied
+    /// state, without a read index from the leader, so a lagging replica reads stale.
+    StaleReads,
+}
+
+impl InjectedBug {
+    pub const ALL: [InjectedBug; 1] = [InjectedBug::StaleReads];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            InjectedBug::StaleReads => "stale-reads",
+        }
+    }
+
+    fn config(self) -> &'static str {
+        match self {
+            InjectedBug::StaleReads => "unsafe_local_reads = true\n",
+        }
+    }
+}
 
 /// Server settings the chaos run relies on, written into every replica's config.
 #[derive(Clone, Debug)]
@@ -69,6 +101,7 @@ impl NodeState {
 struct Node {
     id: u32,
     thrift_addr: SocketAddr,
+    metrics_addr: SocketAddr,
     config: PathBuf,
     log: PathBuf,
     child: Option<Child>,
@@ -93,22 +126,33 @@ pub struct Cluster {
 impl Cluster {
     /// Writes the configs under `dir`, starts every replica and waits for a leader.
     pub fn start(binary: &Path, dir: &Path, timing: &Timing, ready: Duration) -> Result<Cluster> {
+        Cluster::start_with_bugs(binary, dir, timing, &[], ready)
+    }
+
+    /// As `start`, with `bugs` switched on in every replica's config.
+    pub fn start_with_bugs(
+        binary: &Path,
+        dir: &Path,
+        timing: &Timing,
+        bugs: &[InjectedBug],
+        ready: Duration,
+    ) -> Result<Cluster> {
         if !binary.is_file() {
             return Err(ChaosError::NoBinary(binary.to_path_buf()));
         }
-        let addrs = free_addrs(2 * REPLICAS)?;
-        let (thrift, peers) = addrs.split_at(REPLICAS);
+        let addrs = free_addrs(3 * REPLICAS)?;
+        let (thrift, rest) = addrs.split_at(REPLICAS);
+        let (peers, metrics) = rest.split_at(REPLICAS);
         let mut nodes = Vec::new();
         for (i, &thrift_addr) in thrift.iter().enumerate() {
             let id = u32::try_from(i + 1).expect("a handful of replicas");
             let config = dir.join(format!("node{id}.toml"));
-            let text = config_text(
-                id,
-                &dir.join(format!("node{id}")),
-                thrift_addr,
+            let addrs = Addrs {
+                thrift: thrift_addr,
+                metrics: metrics[i],
                 peers,
-                timing,
-            );
+            };
+            let text = config_text(id, &dir.join(format!("node{id}")), &addrs, timing, bugs);
             std::fs::write(&config, text).map_err(|source| ChaosError::File {
                 path: config.clone(),
                 source,
@@ -117,6 +161,7 @@ impl Cluster {
             nodes.push(Node {
                 id,
                 thrift_addr,
+                metrics_addr: metrics[i],
                 config,
                 log,
                 child: None,
@@ -230,6 +275,28 @@ impl Cluster {
         }
         signal(node, libc::SIGCONT)?;
         node.paused = false;
+        Ok(())
+    }
+
+    /// Sets fault point `name` of replica `id`'s process to `actions` (the `fail` crate's
+    /// syntax: `return`, `pause`, `off`, ...). The replica must be running.
+    pub fn failpoint(&self, id: u32, name: &str, actions: &str) -> Result<()> {
+        let node = self.node(id);
+        if node.state() != NodeState::Running {
+            return Err(wrong_state(node, "set a fault point"));
+        }
+        let path = format!("/debug/failpoints/{name}");
+        let failed = |reason: String| ChaosError::Failpoint {
+            id,
+            name: name.to_string(),
+            actions: actions.to_string(),
+            reason,
+        };
+        let (code, body) =
+            http_put(node.metrics_addr, &path, actions).map_err(|e| failed(e.to_string()))?;
+        if code != 200 {
+            return Err(failed(format!("HTTP {code}: {}", body.trim())));
+        }
         Ok(())
     }
 
@@ -366,26 +433,64 @@ fn free_addrs(count: usize) -> Result<Vec<SocketAddr>> {
         .collect()
 }
 
+/// One `PUT` with a text body, on its own connection; the status code and the body.
+fn http_put(addr: SocketAddr, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)?;
+    stream.set_read_timeout(Some(HTTP_TIMEOUT))?;
+    stream.set_write_timeout(Some(HTTP_TIMEOUT))?;
+    let request = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes())?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let invalid = || std::io::Error::new(std::io::ErrorKind::InvalidData, response.clone());
+    let (head, body) = response.split_once("\r\n\r\n").ok_or_else(invalid)?;
+    let code = (head.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(invalid)?;
+    Ok((code, body.to_string()))
+}
+
+/// The addresses one replica's config names.
+struct Addrs<'a> {
+    thrift: SocketAddr,
+    metrics: SocketAddr,
+    peers: &'a [SocketAddr],
+}
+
 fn config_text(
     id: u32,
     data_dir: &Path,
-    thrift_addr: SocketAddr,
-    peers: &[SocketAddr],
+    addrs: &Addrs,
     timing: &Timing,
+    bugs: &[InjectedBug],
 ) -> String {
-    let members: Vec<String> = (peers.iter().enumerate())
+    let members: Vec<String> = (addrs.peers.iter().enumerate())
         .map(|(i, peer)| format!("  {{ id = {}, peer_addr = \"{peer}\" }},", i + 1))
         .collect();
-    format!(
-        "id = {id}\ndata_dir = \"{}\"\nthrift_addr = \"{thrift_addr}\"\nlog = \"info\"\n\
-         members = [\n{}\n]\n\n[timing]\ntick_ms = {}\nelection_timeout_ticks = {}\n\
-         request_timeout_ms = {}\n",
+    let mut text = format!(
+        "id = {id}\ndata_dir = \"{}\"\nthrift_addr = \"{}\"\nmetrics_addr = \"{}\"\n\
+         log = \"info\"\nmembers = [\n{}\n]\n\n[timing]\ntick_ms = {}\n\
+         election_timeout_ticks = {}\nrequest_timeout_ms = {}\n",
         data_dir.display(),
+        addrs.thrift,
+        addrs.metrics,
         members.join("\n"),
         timing.tick_ms,
         timing.election_timeout_ticks,
         timing.request_timeout_ms,
-    )
+    );
+    if !bugs.is_empty() {
+        text.push_str("\n[debug]\n");
+        for bug in bugs {
+            text.push_str(bug.config());
+        }
+    }
+    text
 }
 
 #[cfg(test)]
@@ -398,15 +503,23 @@ mod tests {
             .iter()
             .map(|a| a.parse().unwrap())
             .collect();
-        let text = config_text(
-            2,
-            Path::new("/d/node2"),
-            "127.0.0.1:9".parse().unwrap(),
-            &peers,
-            &Timing::default(),
-        );
+        let addrs = Addrs {
+            thrift: "127.0.0.1:9".parse().unwrap(),
+            metrics: "127.0.0.1:8".parse().unwrap(),
+            peers: &peers,
+        };
+        let node2 = Path::new("/d/node2");
+        let text = config_text(2, node2, &addrs, &Timing::default(), &[]);
         assert!(text.contains("id = 2\n"));
+        assert!(text.contains("metrics_addr = \"127.0.0.1:8\"\n"));
         assert!(text.contains("{ id = 3, peer_addr = \"127.0.0.1:3\" }"));
         assert!(text.contains("request_timeout_ms = 2000"));
+        assert!(!text.contains("[debug]"));
+        let bugs = [InjectedBug::StaleReads];
+        let text = config_text(2, node2, &addrs, &Timing::default(), &bugs);
+        assert!(
+            text.ends_with("\n[debug]\nunsafe_local_reads = true\n"),
+            "{text}"
+        );
     }
 }

@@ -40,6 +40,15 @@ pub enum ChaosError {
         pid: u32,
         source: std::io::Error,
     },
+    #[error("replica {id}: set fault point {name} to {actions:?}: {reason}")]
+    Failpoint {
+        id: u32,
+        name: String,
+        actions: String,
+        reason: String,
+    },
+    #[error("unknown injected bug {name:?}; known: {known}")]
+    UnknownBug { name: String, known: String },
     #[error("unknown nemesis {name:?}; implemented: {implemented}")]
     UnknownNemesis { name: String, implemented: String },
     #[error("a call of the runner itself (setup or final read) kept failing: {0}")]

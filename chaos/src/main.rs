@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use paxkv_chaos::check::linearizable::SEARCH_STEPS_MAX;
-use paxkv_chaos::cluster::Timing;
+use paxkv_chaos::cluster::{InjectedBug, Timing};
 use paxkv_chaos::error::{ChaosError, Result};
 use paxkv_chaos::nemesis;
 use paxkv_chaos::report::Report;
@@ -50,7 +50,8 @@ struct RunArgs {
     /// Seconds the clients run (the nemesis stops a few seconds before).
     #[arg(long, default_value_t = 60)]
     time: u64,
-    /// Faults to inject: a comma-separated list of kill, pause; or all, none.
+    /// Faults to inject: a comma-separated list of kill, pause, disk (or its kinds
+    /// disk-stall, disk-fsync, disk-torn); or all, none.
     #[arg(long, default_value = "all")]
     nemesis: String,
     /// Seed of the nemesis and the clients' choices (timing is real, so a seed does not
@@ -69,6 +70,10 @@ struct RunArgs {
     ops_per_client_max: u64,
     #[arg(long, default_value_t = SEARCH_STEPS_MAX)]
     search_steps_max: u64,
+    /// A known bug to switch on in every replica, to see the checkers catch it:
+    /// stale-reads (needs a paxkv built with the chaos feature). Repeatable.
+    #[arg(long)]
+    inject_bug: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -97,6 +102,9 @@ fn main() -> ExitCode {
 
 fn run_chaos(args: RunArgs) -> Result<Report> {
     let nemesis = nemesis::parse(&args.nemesis)?;
+    let bugs = (args.inject_bug.iter())
+        .map(|name| parse_bug(name))
+        .collect::<Result<Vec<_>>>()?;
     let seed = args.seed.unwrap_or_else(seed_from_time);
     let binary = match args
         .paxkv_bin
@@ -119,6 +127,7 @@ fn run_chaos(args: RunArgs) -> Result<Report> {
         ops_per_client_max: args.ops_per_client_max,
         timing: Timing::default(),
         search_steps_max: args.search_steps_max,
+        bugs,
     };
     eprintln!(
         "paxkv-chaos: {} s, seed {seed}, output in {}",
@@ -126,6 +135,19 @@ fn run_chaos(args: RunArgs) -> Result<Report> {
         options.out.display()
     );
     run::run(&options)
+}
+
+fn parse_bug(name: &str) -> Result<InjectedBug> {
+    match InjectedBug::ALL.iter().find(|b| b.name() == name) {
+        Some(bug) => Ok(*bug),
+        None => {
+            let known: Vec<&str> = InjectedBug::ALL.iter().map(|b| b.name()).collect();
+            Err(ChaosError::UnknownBug {
+                name: name.to_string(),
+                known: known.join(", "),
+            })
+        }
+    }
 }
 
 /// `paxkv` in the directory of this binary (both are built into the same target dir).

@@ -5,6 +5,15 @@
 //!   restart it on the same data directory.
 //! - `pause`: SIGSTOP a replica (the leader or one at random) for longer than the election
 //!   timeout, then SIGCONT. Its clients' calls hang until their timeout.
+//! - `disk` (three kinds, through the replica's fault points):
+//!   - `disk-stall`: `wal::fsync` = `pause` blocks the replica's driver in its next
+//!     fdatasync for longer than the election timeout, then `off` lets it go on;
+//!   - `disk-fsync`: `wal::fsync` = `return` fails its next fdatasync, which stops the
+//!     replica; after a while it is killed and restarted (a fault point dies with its
+//!     process);
+//!   - `disk-torn`: `wal::write` = `return(torn)` writes half of its next WAL write and
+//!     fails, which stops the replica; then killed and restarted, it recovers a WAL with a
+//!     torn tail.
 use std::thread;
 use std::time::Duration;
 
@@ -22,25 +31,54 @@ use crate::history::Clock;
 pub enum FaultKind {
     Kill,
     Pause,
+    DiskStall,
+    DiskFsync,
+    DiskTorn,
 }
 
 impl FaultKind {
-    pub const IMPLEMENTED: [FaultKind; 2] = [FaultKind::Kill, FaultKind::Pause];
+    pub const IMPLEMENTED: [FaultKind; 5] = [
+        FaultKind::Kill,
+        FaultKind::Pause,
+        FaultKind::DiskStall,
+        FaultKind::DiskFsync,
+        FaultKind::DiskTorn,
+    ];
+    pub const DISK: [FaultKind; 3] = [
+        FaultKind::DiskStall,
+        FaultKind::DiskFsync,
+        FaultKind::DiskTorn,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             FaultKind::Kill => "kill",
             FaultKind::Pause => "pause",
+            FaultKind::DiskStall => "disk-stall",
+            FaultKind::DiskFsync => "disk-fsync",
+            FaultKind::DiskTorn => "disk-torn",
+        }
+    }
+
+    /// The fault point and the actions that inject a disk fault.
+    fn failpoint(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            FaultKind::Kill | FaultKind::Pause => None,
+            FaultKind::DiskStall => Some(("wal::fsync", "pause")),
+            FaultKind::DiskFsync => Some(("wal::fsync", "return")),
+            FaultKind::DiskTorn => Some(("wal::write", "return(torn)")),
         }
     }
 }
 
-/// Parses `kill,pause`, `all` (every implemented fault) or `none`.
+/// Parses `kill,pause`, `disk` (its three kinds), `all` (every implemented fault) or
+/// `none`.
 pub fn parse(list: &str) -> Result<Vec<FaultKind>> {
     let mut kinds = Vec::new();
     for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         let found = match name {
             "all" => FaultKind::IMPLEMENTED.to_vec(),
+            "disk" => FaultKind::DISK.to_vec(),
             "none" => Vec::new(),
             _ => match FaultKind::IMPLEMENTED.iter().find(|k| k.name() == name) {
                 Some(kind) => vec![*kind],
@@ -131,16 +169,10 @@ pub fn run(
         };
         let (node, was_leader) = choose_target(cluster, rng);
         let start = clock.elapsed();
-        match kind {
-            FaultKind::Kill => cluster.kill9(node)?,
-            FaultKind::Pause => cluster.pause(node)?,
-        }
+        inject(cluster, kind, node)?;
         let length = rng.gen_range(schedule.fault_min..=schedule.fault_max);
         sleep_until(cluster, &mut log, clock, start + length, Duration::MAX)?;
-        match kind {
-            FaultKind::Kill => cluster.restart(node)?,
-            FaultKind::Pause => cluster.resume(node)?,
-        }
+        heal(cluster, kind, node)?;
         log.faults.push(Fault {
             kind,
             node,
@@ -151,6 +183,29 @@ pub fn run(
     }
     cluster.heal()?;
     Ok(log)
+}
+
+fn inject(cluster: &mut Cluster, kind: FaultKind, node: u32) -> Result<()> {
+    match (kind, kind.failpoint()) {
+        (FaultKind::Kill, _) => cluster.kill9(node),
+        (FaultKind::Pause, _) => cluster.pause(node),
+        (_, Some((name, actions))) => cluster.failpoint(node, name, actions),
+        (_, None) => unreachable!("every disk fault has a fault point"),
+    }
+}
+
+/// Ends the fault. A replica a disk fault stopped is killed and restarted (if it crashed
+/// instead, `sleep_until` restarted it already, and this restarts it once more).
+fn heal(cluster: &mut Cluster, kind: FaultKind, node: u32) -> Result<()> {
+    match kind {
+        FaultKind::Kill => cluster.restart(node),
+        FaultKind::Pause => cluster.resume(node),
+        FaultKind::DiskStall => cluster.failpoint(node, "wal::fsync", "off"),
+        FaultKind::DiskFsync | FaultKind::DiskTorn => {
+            cluster.kill9(node)?;
+            cluster.restart(node)
+        }
+    }
 }
 
 /// The leader half the time (when a majority names one), else any running replica.
@@ -212,13 +267,14 @@ mod tests {
         assert_eq!(parse("kill").unwrap(), vec![FaultKind::Kill]);
         assert_eq!(
             parse("pause, kill").unwrap(),
-            FaultKind::IMPLEMENTED.to_vec()
+            vec![FaultKind::Kill, FaultKind::Pause]
         );
         assert_eq!(parse("all").unwrap(), FaultKind::IMPLEMENTED.to_vec());
         assert!(parse("none").unwrap().is_empty());
         let error = parse("kill,partition").unwrap_err().to_string();
         assert!(error.contains("\"partition\""), "{error}");
-        assert!(error.contains("kill, pause"), "{error}");
+        assert!(error.contains("kill, pause, disk-stall"), "{error}");
+        assert_eq!(parse("disk").unwrap(), FaultKind::DISK.to_vec());
     }
 
     #[test]

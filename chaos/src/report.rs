@@ -91,6 +91,9 @@ pub struct RunInfo {
     pub time_s: f64,
     pub nemesis: Vec<String>,
     pub out_dir: String,
+    /// Known bugs switched on in the replicas (`--inject-bug`).
+    #[serde(default)]
+    pub injected_bugs: Vec<String>,
 }
 
 impl Report {
@@ -171,6 +174,10 @@ impl Report {
                 "run: {:.1} s, seed {}, nemesis [{nemesis}], output in {}",
                 run.time_s, run.seed, run.out_dir
             );
+            if !run.injected_bugs.is_empty() {
+                let bugs = run.injected_bugs.join(",");
+                let _ = writeln!(out, "injected bugs: [{bugs}] (a violation is expected)");
+            }
         }
         for (name, c) in &self.ops {
             let _ = writeln!(

@@ -17,7 +17,7 @@ use paxkv::api::TPaxkvSyncClient;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use crate::cluster::{Cluster, Timing};
+use crate::cluster::{Cluster, InjectedBug, Timing};
 use crate::error::{ChaosError, Result};
 use crate::history::{Call, Clock, History, Recorder, Reply};
 use crate::nemesis::{self, FaultKind, NemesisLog, Schedule};
@@ -48,6 +48,8 @@ pub struct RunOptions {
     pub ops_per_client_max: u64,
     pub timing: Timing,
     pub search_steps_max: u64,
+    /// Known bugs switched on in every replica (none for a real check of paxkv).
+    pub bugs: Vec<InjectedBug>,
 }
 
 pub fn run(options: &RunOptions) -> Result<Report> {
@@ -56,7 +58,13 @@ pub fn run(options: &RunOptions) -> Result<Report> {
         path: dir.clone(),
         source,
     })?;
-    let mut cluster = Cluster::start(&options.binary, &dir, &options.timing, READY_TIMEOUT)?;
+    let mut cluster = Cluster::start_with_bugs(
+        &options.binary,
+        &dir,
+        &options.timing,
+        &options.bugs,
+        READY_TIMEOUT,
+    )?;
     let recorder = Recorder::new(Clock::start());
     let call_timeout =
         Duration::from_millis(options.timing.request_timeout_ms) + CALL_TIMEOUT_MARGIN;
@@ -81,6 +89,7 @@ pub fn run(options: &RunOptions) -> Result<Report> {
             .map(|k| k.name().to_string())
             .collect(),
         out_dir: options.out.display().to_string(),
+        injected_bugs: options.bugs.iter().map(|b| b.name().to_string()).collect(),
     };
     let report = Report::new(
         &history,

@@ -31,6 +31,7 @@ fn kill_and_pause_leave_no_violation_and_lose_no_acknowledged_write() {
         ops_per_client_max: 100_000,
         timing: Timing::default(),
         search_steps_max: SEARCH_STEPS_MAX,
+        bugs: Vec::new(),
     };
     let report = run(&options).unwrap_or_else(|e| panic!("run failed: {e}"));
     let summary = report.summary();
@@ -254,9 +255,21 @@ fn check_reruns_a_saved_history_and_exits_nonzero_on_a_violation() {
 
 #[test]
 fn an_unknown_nemesis_is_refused_with_the_implemented_ones() {
-    let output = chaos(&["--time", "1", "--nemesis", "kill,partition"]);
+    let output = chaos(&["--time", "1", "--nemesis", "kill,flood"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("unknown nemesis \"partition\""), "{stderr}");
-    assert!(stderr.contains("kill, pause"), "{stderr}");
+    assert!(stderr.contains("unknown nemesis \"flood\""), "{stderr}");
+    assert!(stderr.contains("kill, pause, disk-stall"), "{stderr}");
+}
+
+#[test]
+fn an_unknown_injected_bug_is_refused_with_the_known_ones() {
+    let output = chaos(&["--time", "1", "--inject-bug", "lost-writes"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("unknown injected bug \"lost-writes\""),
+        "{stderr}"
+    );
+    assert!(stderr.contains("known: stale-reads"), "{stderr}");
 }
