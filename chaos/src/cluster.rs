@@ -8,6 +8,11 @@
 //! Every replica has a metrics endpoint, so `failpoint` can set a fault point of its
 //! process (`PUT /debug/failpoints/NAME`, in builds with the `chaos` feature), and a
 //! replica can be started with a known bug switched on (`InjectedBug`).
+//!
+//! Each directed peer link goes through a `Proxy` (each replica's config names, as the
+//! other members' peer addresses, the proxies of its links to them), so `cut` can drop
+//! a link in one direction.
+use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -21,6 +26,7 @@ use paxkv::api::TPaxkvSyncClient;
 use crate::client::{connect, describe};
 use crate::error::{ChaosError, Result};
 use crate::history::Clock;
+use crate::proxy::Proxy;
 
 /// Replicas in the cluster.
 pub const REPLICAS: usize = 3;
@@ -121,6 +127,8 @@ impl Node {
 pub struct Cluster {
     binary: PathBuf,
     nodes: Vec<Node>,
+    /// The proxy of each directed peer link, by (from, to).
+    links: BTreeMap<(u32, u32), Proxy>,
 }
 
 impl Cluster {
@@ -143,14 +151,22 @@ impl Cluster {
         let addrs = free_addrs(3 * REPLICAS)?;
         let (thrift, rest) = addrs.split_at(REPLICAS);
         let (peers, metrics) = rest.split_at(REPLICAS);
+        let (links, link_addrs) = start_links(peers)?;
         let mut nodes = Vec::new();
         for (i, &thrift_addr) in thrift.iter().enumerate() {
             let id = u32::try_from(i + 1).expect("a handful of replicas");
             let config = dir.join(format!("node{id}.toml"));
+            // Its own listener, and the proxies of its links to the others.
+            let members: Vec<SocketAddr> = (1..=REPLICAS)
+                .map(|j| {
+                    let to = u32::try_from(j).expect("small");
+                    link_addrs.get(&(id, to)).copied().unwrap_or(peers[i])
+                })
+                .collect();
             let addrs = Addrs {
                 thrift: thrift_addr,
                 metrics: metrics[i],
-                peers,
+                peers: &members,
             };
             let text = config_text(id, &dir.join(format!("node{id}")), &addrs, timing, bugs);
             std::fs::write(&config, text).map_err(|source| ChaosError::File {
@@ -171,6 +187,7 @@ impl Cluster {
         let mut cluster = Cluster {
             binary: binary.to_path_buf(),
             nodes,
+            links,
         };
         for id in cluster.ids() {
             cluster.spawn(id)?;
@@ -300,8 +317,32 @@ impl Cluster {
         Ok(())
     }
 
-    /// Resumes every paused replica and restarts every killed one.
+    /// Cuts (or restores) the peer link from replica `from` to replica `to`: messages of
+    /// `from` no longer reach `to`. The other direction is a link of its own.
+    pub fn set_link_cut(&self, from: u32, to: u32, cut: bool) {
+        if let Some(proxy) = self.links.get(&(from, to)) {
+            proxy.set_cut(cut);
+        }
+    }
+
+    /// Restores every peer link.
+    pub fn heal_links(&self) {
+        for proxy in self.links.values() {
+            proxy.set_cut(false);
+        }
+    }
+
+    /// The links that are cut, as (from, to).
+    pub fn cut_links(&self) -> Vec<(u32, u32)> {
+        (self.links.iter())
+            .filter(|(_, proxy)| proxy.is_cut())
+            .map(|(&link, _)| link)
+            .collect()
+    }
+
+    /// Restores every peer link, resumes every paused replica and restarts every killed one.
     pub fn heal(&mut self) -> Result<()> {
+        self.heal_links();
         for id in self.ids() {
             match self.state(id) {
                 NodeState::Paused => self.resume(id)?,
@@ -414,6 +455,36 @@ fn signal(node: &mut Node, signal: i32) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// A proxy for every directed link between the replicas listening on `peers`, each on a
+/// port of its own, and the addresses they listen on, by (from, to).
+type Links = (
+    BTreeMap<(u32, u32), Proxy>,
+    BTreeMap<(u32, u32), SocketAddr>,
+);
+
+fn start_links(peers: &[SocketAddr]) -> Result<Links> {
+    let io = |source| ChaosError::File {
+        path: PathBuf::from("127.0.0.1:0"),
+        source,
+    };
+    let (mut links, mut addrs) = (BTreeMap::new(), BTreeMap::new());
+    for (i, from) in (1..=REPLICAS).enumerate() {
+        for (j, to) in (1..=REPLICAS).enumerate() {
+            if i == j {
+                continue;
+            }
+            let link = (
+                u32::try_from(from).expect("small"),
+                u32::try_from(to).expect("small"),
+            );
+            let listener = TcpListener::bind("127.0.0.1:0").map_err(io)?;
+            addrs.insert(link, listener.local_addr().map_err(io)?);
+            links.insert(link, Proxy::start(listener, peers[j]).map_err(io)?);
+        }
+    }
+    Ok((links, addrs))
 }
 
 /// `count` distinct free loopback addresses: all listeners are held until every port is

@@ -14,6 +14,11 @@
 //!   - `disk-torn`: `wal::write` = `return(torn)` writes half of its next WAL write and
 //!     fails, which stops the replica; then killed and restarted, it recovers a WAL with a
 //!     torn tail.
+//! - `partition` (two kinds, through the cluster's link proxies):
+//!   - `partition-isolate`: every link to and from the replica is cut (with 3 replicas,
+//!     a minority of one against a majority of two; on the leader, an isolated leader);
+//!   - `partition-one-way`: the links from the replica are cut, the links to it pass: it
+//!     hears the others, they do not hear it.
 use std::thread;
 use std::time::Duration;
 
@@ -34,21 +39,26 @@ pub enum FaultKind {
     DiskStall,
     DiskFsync,
     DiskTorn,
+    PartitionIsolate,
+    PartitionOneWay,
 }
 
 impl FaultKind {
-    pub const IMPLEMENTED: [FaultKind; 5] = [
+    pub const IMPLEMENTED: [FaultKind; 7] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::DiskStall,
         FaultKind::DiskFsync,
         FaultKind::DiskTorn,
+        FaultKind::PartitionIsolate,
+        FaultKind::PartitionOneWay,
     ];
     pub const DISK: [FaultKind; 3] = [
         FaultKind::DiskStall,
         FaultKind::DiskFsync,
         FaultKind::DiskTorn,
     ];
+    pub const PARTITION: [FaultKind; 2] = [FaultKind::PartitionIsolate, FaultKind::PartitionOneWay];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -57,13 +67,18 @@ impl FaultKind {
             FaultKind::DiskStall => "disk-stall",
             FaultKind::DiskFsync => "disk-fsync",
             FaultKind::DiskTorn => "disk-torn",
+            FaultKind::PartitionIsolate => "partition-isolate",
+            FaultKind::PartitionOneWay => "partition-one-way",
         }
     }
 
     /// The fault point and the actions that inject a disk fault.
     fn failpoint(self) -> Option<(&'static str, &'static str)> {
         match self {
-            FaultKind::Kill | FaultKind::Pause => None,
+            FaultKind::Kill
+            | FaultKind::Pause
+            | FaultKind::PartitionIsolate
+            | FaultKind::PartitionOneWay => None,
             FaultKind::DiskStall => Some(("wal::fsync", "pause")),
             FaultKind::DiskFsync => Some(("wal::fsync", "return")),
             FaultKind::DiskTorn => Some(("wal::write", "return(torn)")),
@@ -71,7 +86,7 @@ impl FaultKind {
     }
 }
 
-/// Parses `kill,pause`, `disk` (its three kinds), `all` (every implemented fault) or
+/// Parses `kill,pause`, `disk` (its three kinds), `partition` (its two), `all` (every implemented fault) or
 /// `none`.
 pub fn parse(list: &str) -> Result<Vec<FaultKind>> {
     let mut kinds = Vec::new();
@@ -79,6 +94,7 @@ pub fn parse(list: &str) -> Result<Vec<FaultKind>> {
         let found = match name {
             "all" => FaultKind::IMPLEMENTED.to_vec(),
             "disk" => FaultKind::DISK.to_vec(),
+            "partition" => FaultKind::PARTITION.to_vec(),
             "none" => Vec::new(),
             _ => match FaultKind::IMPLEMENTED.iter().find(|k| k.name() == name) {
                 Some(kind) => vec![*kind],
@@ -189,6 +205,19 @@ fn inject(cluster: &mut Cluster, kind: FaultKind, node: u32) -> Result<()> {
     match (kind, kind.failpoint()) {
         (FaultKind::Kill, _) => cluster.kill9(node),
         (FaultKind::Pause, _) => cluster.pause(node),
+        (FaultKind::PartitionIsolate, _) => {
+            for other in cluster.ids().into_iter().filter(|&o| o != node) {
+                cluster.set_link_cut(node, other, true);
+                cluster.set_link_cut(other, node, true);
+            }
+            Ok(())
+        }
+        (FaultKind::PartitionOneWay, _) => {
+            for other in cluster.ids().into_iter().filter(|&o| o != node) {
+                cluster.set_link_cut(node, other, true);
+            }
+            Ok(())
+        }
         (_, Some((name, actions))) => cluster.failpoint(node, name, actions),
         (_, None) => unreachable!("every disk fault has a fault point"),
     }
@@ -201,6 +230,10 @@ fn heal(cluster: &mut Cluster, kind: FaultKind, node: u32) -> Result<()> {
         FaultKind::Kill => cluster.restart(node),
         FaultKind::Pause => cluster.resume(node),
         FaultKind::DiskStall => cluster.failpoint(node, "wal::fsync", "off"),
+        FaultKind::PartitionIsolate | FaultKind::PartitionOneWay => {
+            cluster.heal_links();
+            Ok(())
+        }
         FaultKind::DiskFsync | FaultKind::DiskTorn => {
             cluster.kill9(node)?;
             cluster.restart(node)
@@ -271,10 +304,11 @@ mod tests {
         );
         assert_eq!(parse("all").unwrap(), FaultKind::IMPLEMENTED.to_vec());
         assert!(parse("none").unwrap().is_empty());
-        let error = parse("kill,partition").unwrap_err().to_string();
-        assert!(error.contains("\"partition\""), "{error}");
+        let error = parse("kill,flood").unwrap_err().to_string();
+        assert!(error.contains("\"flood\""), "{error}");
         assert!(error.contains("kill, pause, disk-stall"), "{error}");
         assert_eq!(parse("disk").unwrap(), FaultKind::DISK.to_vec());
+        assert_eq!(parse("partition").unwrap(), FaultKind::PARTITION.to_vec());
     }
 
     #[test]

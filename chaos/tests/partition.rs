@@ -1,0 +1,121 @@
+//! Network partitions through the cluster's link proxies: an isolated leader is replaced
+//! and rejoins, a one-way cut leader too, and a chaos run under both kinds stays valid.
+mod support;
+
+use std::thread;
+use std::time::Duration;
+
+use paxkv::api::gen::paxkv::PutRequest;
+use paxkv::api::TPaxkvSyncClient;
+use paxkv_chaos::check::linearizable::SEARCH_STEPS_MAX;
+use paxkv_chaos::client::connect;
+use paxkv_chaos::cluster::{Cluster, Timing};
+use paxkv_chaos::history::Clock;
+use paxkv_chaos::nemesis::FaultKind;
+use paxkv_chaos::run::{run, RunOptions};
+use paxkv_chaos::workload::Clients;
+
+const READY: Duration = Duration::from_secs(30);
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Waits until a majority names a leader other than `old`.
+fn wait_for_new_leader(cluster: &mut Cluster, old: u32) -> u32 {
+    let clock = Clock::start();
+    loop {
+        let leader = cluster.wait_for_leader(READY).unwrap();
+        if leader != old {
+            return leader;
+        }
+        assert!(clock.elapsed() < READY, "{old} still leads");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A put through replica `id`, retried until it succeeds.
+fn put_through(cluster: &Cluster, id: u32, key: &str) {
+    let endpoint = cluster.endpoints()[usize::try_from(id).unwrap() - 1];
+    let clock = Clock::start();
+    loop {
+        let request = PutRequest::new(key.as_bytes().to_vec(), b"v".to_vec(), None);
+        let result = connect(endpoint, CALL_TIMEOUT).and_then(|mut c| c.put(request));
+        match result {
+            Ok(_) => return,
+            Err(error) => assert!(
+                clock.elapsed() < READY,
+                "put through {id} kept failing: {error}"
+            ),
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_cut_off_leader_is_replaced_and_rejoins_once_healed() {
+    let dir = tempfile::tempdir().unwrap();
+    let binary = support::paxkv_binary();
+    let mut cluster = Cluster::start(&binary, dir.path(), &Timing::default(), READY).unwrap();
+    let first = cluster.wait_for_leader(READY).unwrap();
+
+    // Isolated both ways: the other two are a majority and elect one of themselves.
+    for other in cluster.ids().into_iter().filter(|&o| o != first) {
+        cluster.set_link_cut(first, other, true);
+        cluster.set_link_cut(other, first, true);
+    }
+    assert_eq!(cluster.cut_links().len(), 4);
+    let second = wait_for_new_leader(&mut cluster, first);
+    put_through(&cluster, second, "isolated");
+    cluster.heal_links();
+    assert!(cluster.cut_links().is_empty());
+    put_through(&cluster, first, "healed");
+
+    // Cut one way: the others no longer hear the leader (it still hears them).
+    let second = cluster.wait_for_leader(READY).unwrap();
+    for other in cluster.ids().into_iter().filter(|&o| o != second) {
+        cluster.set_link_cut(second, other, true);
+    }
+    let third = wait_for_new_leader(&mut cluster, second);
+    put_through(&cluster, third, "one-way");
+    cluster.heal_links();
+    put_through(&cluster, second, "healed again");
+    assert!(cluster.take_crashed().is_empty());
+}
+
+/// Both partition kinds, each on the leader or a random replica, healed before the next
+/// fault: no violation, no lost write, no crash. 20 s leaves the nemesis 15 s, enough for
+/// two faults at their longest (3 s quiet, 3.6 s of fault), one of each kind.
+#[test]
+fn partitions_leave_no_violation_and_lose_no_acknowledged_write() {
+    let dir = tempfile::Builder::new()
+        .prefix("paxkv-chaos-partition-")
+        .tempdir()
+        .unwrap();
+    let out = dir.keep();
+    let options = RunOptions {
+        time: Duration::from_secs(20),
+        nemesis: FaultKind::PARTITION.to_vec(),
+        seed: 20_261_204,
+        binary: support::paxkv_binary(),
+        out: out.clone(),
+        clients: Clients::default(),
+        ops_per_client_max: 100_000,
+        timing: Timing::default(),
+        search_steps_max: SEARCH_STEPS_MAX,
+        bugs: Vec::new(),
+    };
+    let report = run(&options).unwrap_or_else(|e| panic!("run failed: {e}"));
+    let summary = report.summary();
+    println!("{summary}");
+    for kind in FaultKind::PARTITION {
+        let count = report.faults_by_kind.get(kind.name()).copied();
+        assert!(count.unwrap_or(0) >= 1, "no {}:\n{summary}", kind.name());
+    }
+    assert!(report.crashes.is_empty(), "{summary}");
+    assert_eq!(report.violations, 0, "{summary}");
+    assert_eq!(report.lost_writes, 0, "{summary}");
+    for (name, verdict) in report.checks.verdicts() {
+        assert!(verdict.is_valid(), "{name} is not valid:\n{summary}");
+    }
+    assert!(report.ops["register"].ok >= 100, "{summary}");
+    assert!(report.checks.set.adds_ok >= 100, "{summary}");
+    std::fs::remove_dir_all(&out).unwrap();
+}
