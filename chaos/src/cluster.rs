@@ -11,7 +11,7 @@
 //!
 //! Each directed peer link goes through a `Proxy` (each replica's config names, as the
 //! other members' peer addresses, the proxies of its links to them), so `cut` can drop
-//! a link in one direction.
+//! a link in one direction and `set_link_delay` slow it.
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
@@ -325,10 +325,18 @@ impl Cluster {
         }
     }
 
-    /// Restores every peer link.
+    /// Delays what the peer link from `from` to `to` carries by `delay` (zero: none).
+    pub fn set_link_delay(&self, from: u32, to: u32, delay: Duration) {
+        if let Some(proxy) = self.links.get(&(from, to)) {
+            proxy.set_delay(delay);
+        }
+    }
+
+    /// Restores every peer link, and takes every delay off.
     pub fn heal_links(&self) {
         for proxy in self.links.values() {
             proxy.set_cut(false);
+            proxy.set_delay(Duration::ZERO);
         }
     }
 

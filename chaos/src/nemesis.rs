@@ -18,7 +18,10 @@
 //!   - `partition-isolate`: every link to and from the replica is cut (with 3 replicas,
 //!     a minority of one against a majority of two; on the leader, an isolated leader);
 //!   - `partition-one-way`: the links from the replica are cut, the links to it pass: it
-//!     hears the others, they do not hear it.
+//!     hears the others, they do not hear it;
+//!   - `partition-slow`: every link to and from the replica delays what it carries by
+//!     `SLOW_LINK_DELAY` (about half the shortest election timeout), so a message and its
+//!     answer take twice that, without cutting anything.
 use std::thread;
 use std::time::Duration;
 
@@ -41,10 +44,11 @@ pub enum FaultKind {
     DiskTorn,
     PartitionIsolate,
     PartitionOneWay,
+    PartitionSlow,
 }
 
 impl FaultKind {
-    pub const IMPLEMENTED: [FaultKind; 7] = [
+    pub const IMPLEMENTED: [FaultKind; 8] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::DiskStall,
@@ -52,13 +56,18 @@ impl FaultKind {
         FaultKind::DiskTorn,
         FaultKind::PartitionIsolate,
         FaultKind::PartitionOneWay,
+        FaultKind::PartitionSlow,
     ];
     pub const DISK: [FaultKind; 3] = [
         FaultKind::DiskStall,
         FaultKind::DiskFsync,
         FaultKind::DiskTorn,
     ];
-    pub const PARTITION: [FaultKind; 2] = [FaultKind::PartitionIsolate, FaultKind::PartitionOneWay];
+    pub const PARTITION: [FaultKind; 3] = [
+        FaultKind::PartitionIsolate,
+        FaultKind::PartitionOneWay,
+        FaultKind::PartitionSlow,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -69,6 +78,7 @@ impl FaultKind {
             FaultKind::DiskTorn => "disk-torn",
             FaultKind::PartitionIsolate => "partition-isolate",
             FaultKind::PartitionOneWay => "partition-one-way",
+            FaultKind::PartitionSlow => "partition-slow",
         }
     }
 
@@ -78,7 +88,8 @@ impl FaultKind {
             FaultKind::Kill
             | FaultKind::Pause
             | FaultKind::PartitionIsolate
-            | FaultKind::PartitionOneWay => None,
+            | FaultKind::PartitionOneWay
+            | FaultKind::PartitionSlow => None,
             FaultKind::DiskStall => Some(("wal::fsync", "pause")),
             FaultKind::DiskFsync => Some(("wal::fsync", "return")),
             FaultKind::DiskTorn => Some(("wal::write", "return(torn)")),
@@ -86,7 +97,7 @@ impl FaultKind {
     }
 }
 
-/// Parses `kill,pause`, `disk` (its three kinds), `partition` (its two), `all` (every implemented fault) or
+/// Parses `kill,pause`, `disk` (its three kinds), `partition` (its three), `all` (every implemented fault) or
 /// `none`.
 pub fn parse(list: &str) -> Result<Vec<FaultKind>> {
     let mut kinds = Vec::new();
@@ -114,6 +125,10 @@ pub fn parse(list: &str) -> Result<Vec<FaultKind>> {
     kinds.dedup();
     Ok(kinds)
 }
+
+/// What `partition-slow` adds to each of the replica's links: with the default timing
+/// (10 ms ticks, 20-tick election timeout) about half the shortest election timeout.
+pub const SLOW_LINK_DELAY: Duration = Duration::from_millis(100);
 
 /// How long the nemesis waits between faults and how long each lasts.
 #[derive(Clone, Debug)]
@@ -218,6 +233,13 @@ fn inject(cluster: &mut Cluster, kind: FaultKind, node: u32) -> Result<()> {
             }
             Ok(())
         }
+        (FaultKind::PartitionSlow, _) => {
+            for other in cluster.ids().into_iter().filter(|&o| o != node) {
+                cluster.set_link_delay(node, other, SLOW_LINK_DELAY);
+                cluster.set_link_delay(other, node, SLOW_LINK_DELAY);
+            }
+            Ok(())
+        }
         (_, Some((name, actions))) => cluster.failpoint(node, name, actions),
         (_, None) => unreachable!("every disk fault has a fault point"),
     }
@@ -230,7 +252,7 @@ fn heal(cluster: &mut Cluster, kind: FaultKind, node: u32) -> Result<()> {
         FaultKind::Kill => cluster.restart(node),
         FaultKind::Pause => cluster.resume(node),
         FaultKind::DiskStall => cluster.failpoint(node, "wal::fsync", "off"),
-        FaultKind::PartitionIsolate | FaultKind::PartitionOneWay => {
+        FaultKind::PartitionIsolate | FaultKind::PartitionOneWay | FaultKind::PartitionSlow => {
             cluster.heal_links();
             Ok(())
         }

@@ -7,9 +7,12 @@
 //! sender's transport reconnects with backoff, and once the link passes again the next
 //! attempt gets through. Bytes of a cut connection that were not yet forwarded are lost,
 //! as a frame cut mid-way would be on a real network.
+//!
+//! Slowed, it holds each chunk it reads for the delay before forwarding it: every message
+//! arrives at least that late, and a burst waits behind the chunk before it.
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -23,6 +26,7 @@ const BUFFER_BYTES: usize = 64 << 10;
 struct Flags {
     cut: AtomicBool,
     stopped: AtomicBool,
+    delay_ms: AtomicU64,
 }
 
 impl Flags {
@@ -53,6 +57,16 @@ impl Proxy {
 
     pub fn is_cut(&self) -> bool {
         self.flags.cut.load(Ordering::SeqCst)
+    }
+
+    /// Delays what the link forwards by `delay` from now on (zero: no delay).
+    pub fn set_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.flags.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    pub fn delay(&self) -> Duration {
+        Duration::from_millis(self.flags.delay_ms.load(Ordering::SeqCst))
     }
 }
 
@@ -111,6 +125,10 @@ fn copy(mut from: TcpStream, mut to: TcpStream, flags: &Flags) {
         match from.read(&mut buffer) {
             Ok(0) => break,
             Ok(n) => {
+                let delay = flags.delay_ms.load(Ordering::SeqCst);
+                if delay > 0 {
+                    thread::sleep(Duration::from_millis(delay));
+                }
                 if flags.closed() || to.write_all(&buffer[..n]).is_err() {
                     break;
                 }
@@ -181,5 +199,23 @@ mod tests {
 
         proxy.set_cut(false);
         assert_eq!(round_trip(addr).unwrap(), b"ping");
+    }
+
+    #[test]
+    fn a_slowed_link_forwards_late() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let proxy = Proxy::start(listener, echo_server()).unwrap();
+        let delay = Duration::from_millis(150);
+        proxy.set_delay(delay);
+        assert_eq!(proxy.delay(), delay);
+        let clock = crate::history::Clock::start();
+        assert_eq!(round_trip(addr).unwrap(), b"ping");
+        // Both directions go through the proxy: the request and the echo wait.
+        assert!(clock.elapsed() >= delay * 2, "{:?}", clock.elapsed());
+        proxy.set_delay(Duration::ZERO);
+        let clock = crate::history::Clock::start();
+        assert_eq!(round_trip(addr).unwrap(), b"ping");
+        assert!(clock.elapsed() < delay, "{:?}", clock.elapsed());
     }
 }
