@@ -1,8 +1,9 @@
 //! paxkv-chaos: runs a real 3-process paxkv cluster on loopback, drives it with concurrent
 //! Thrift clients that record every operation in a [`history::History`], injects process
 //! faults (kill -9 and restart, SIGSTOP/SIGCONT pauses), disk faults (through the
-//! servers' fault points) and network faults (through a proxy per peer link), and checks the history afterwards. It can switch a known bug on
-//! in the servers, to show the checkers catch it.
+//! servers' fault points) and network faults (through a proxy per peer link), and checks
+//! the history afterwards. It can switch a known bug on in the servers, to show the
+//! checkers catch it.
 //!
 //! ```text
 //! cluster::Cluster::start      3 x `paxkv server --config nodeN.toml`, waits for a leader
