@@ -379,7 +379,7 @@ impl Cluster {
     }
 
     /// The leader as a majority of the running replicas report it (healthy, and agreeing),
-    /// or why there is none.
+    /// if it is running itself; or why there is none.
     pub fn leader(&self) -> std::result::Result<u32, String> {
         let mut votes = [0usize; REPLICAS + 1];
         let mut last = String::from("no replica running");
@@ -402,9 +402,21 @@ impl Cluster {
             }
         }
         let majority = REPLICAS / 2 + 1;
-        match votes.iter().position(|&v| v >= majority) {
-            Some(index) => Ok(u32::try_from(index).expect("small")),
-            None => Err(last),
+        let Some(index) = votes.iter().position(|&v| v >= majority) else {
+            return Err(last);
+        };
+        let leader = u32::try_from(index).expect("small");
+        // Just after a pause or kill the others still name the old leader (and count it
+        // answered no status yet): a replica this runner has stopped is not the leader.
+        let running = self
+            .nodes
+            .iter()
+            .any(|n| n.id == leader && n.state() == NodeState::Running);
+        match running {
+            true => Ok(leader),
+            false => Err(format!(
+                "replica {leader} is named leader but is not running"
+            )),
         }
     }
 
