@@ -3,15 +3,12 @@
 mod support;
 
 use std::process::Command;
-use std::time::Duration;
 
 use paxkv_chaos::check::linearizable::SEARCH_STEPS_MAX;
-use paxkv_chaos::cluster::Timing;
 use paxkv_chaos::history::{Call, Event, EventKind, History, Reply};
 use paxkv_chaos::nemesis::FaultKind;
 use paxkv_chaos::report::Checks;
-use paxkv_chaos::run::{run, RunOptions};
-use paxkv_chaos::workload::Clients;
+use paxkv_chaos::run::run;
 
 #[test]
 fn kill_and_pause_leave_no_violation_and_lose_no_acknowledged_write() {
@@ -21,18 +18,7 @@ fn kill_and_pause_leave_no_violation_and_lose_no_acknowledged_write() {
         .tempdir()
         .unwrap();
     let out = dir.keep();
-    let options = RunOptions {
-        time: Duration::from_secs(30),
-        nemesis: vec![FaultKind::Kill, FaultKind::Pause],
-        seed: 20_261_202,
-        binary: support::paxkv_binary(),
-        out: out.clone(),
-        clients: Clients::default(),
-        ops_per_client_max: 100_000,
-        timing: Timing::default(),
-        search_steps_max: SEARCH_STEPS_MAX,
-        bugs: Vec::new(),
-    };
+    let options = support::run_options(30, &[FaultKind::Kill, FaultKind::Pause], 20_261_202, &out);
     let report = run(&options).unwrap_or_else(|e| panic!("run failed: {e}"));
     let summary = report.summary();
     println!("{summary}");

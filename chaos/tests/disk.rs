@@ -4,13 +4,8 @@
 mod support;
 
 use std::process::Command;
-use std::time::Duration;
 
-use paxkv_chaos::check::linearizable::SEARCH_STEPS_MAX;
-use paxkv_chaos::cluster::Timing;
 use paxkv_chaos::nemesis::FaultKind;
-use paxkv_chaos::run::{run, RunOptions};
-use paxkv_chaos::workload::Clients;
 
 /// With `unsafe_local_reads` on every replica and `disk-stall` faults, the command line
 /// exits 1 and report.json has the register checker's verdict `violation`.
@@ -80,37 +75,5 @@ fn stale_reads_switched_on_in_the_servers_are_reported_as_a_violation() {
 /// 3.6 s of fault each), so every kind happens once at least: they are taken in turn.
 #[test]
 fn disk_faults_leave_no_violation_and_lose_no_acknowledged_write() {
-    let dir = tempfile::Builder::new()
-        .prefix("paxkv-chaos-disk-")
-        .tempdir()
-        .unwrap();
-    let out = dir.keep();
-    let options = RunOptions {
-        time: Duration::from_secs(25),
-        nemesis: FaultKind::DISK.to_vec(),
-        seed: 20_261_203,
-        binary: support::paxkv_binary(),
-        out: out.clone(),
-        clients: Clients::default(),
-        ops_per_client_max: 100_000,
-        timing: Timing::default(),
-        search_steps_max: SEARCH_STEPS_MAX,
-        bugs: Vec::new(),
-    };
-    let report = run(&options).unwrap_or_else(|e| panic!("run failed: {e}"));
-    let summary = report.summary();
-    println!("{summary}");
-    for kind in FaultKind::DISK {
-        let count = report.faults_by_kind.get(kind.name()).copied();
-        assert!(count.unwrap_or(0) >= 1, "no {}:\n{summary}", kind.name());
-    }
-    assert!(report.crashes.is_empty(), "{summary}");
-    assert_eq!(report.violations, 0, "{summary}");
-    assert_eq!(report.lost_writes, 0, "{summary}");
-    for (name, verdict) in report.checks.verdicts() {
-        assert!(verdict.is_valid(), "{name} is not valid:\n{summary}");
-    }
-    assert!(report.ops["register"].ok >= 100, "{summary}");
-    assert!(report.checks.set.adds_ok >= 100, "{summary}");
-    std::fs::remove_dir_all(&out).unwrap();
+    support::assert_a_run_under_stays_valid(&FaultKind::DISK, 20_261_203);
 }

@@ -7,13 +7,10 @@ use std::time::Duration;
 
 use paxkv::api::gen::paxkv::PutRequest;
 use paxkv::api::TPaxkvSyncClient;
-use paxkv_chaos::check::linearizable::SEARCH_STEPS_MAX;
 use paxkv_chaos::client::connect;
 use paxkv_chaos::cluster::{Cluster, Timing};
 use paxkv_chaos::history::Clock;
 use paxkv_chaos::nemesis::FaultKind;
-use paxkv_chaos::run::{run, RunOptions};
-use paxkv_chaos::workload::Clients;
 
 const READY: Duration = Duration::from_secs(30);
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -85,37 +82,5 @@ fn a_cut_off_leader_is_replaced_and_rejoins_once_healed() {
 /// three faults at their longest (3 s quiet, 3.6 s of fault), one of each kind.
 #[test]
 fn partitions_leave_no_violation_and_lose_no_acknowledged_write() {
-    let dir = tempfile::Builder::new()
-        .prefix("paxkv-chaos-partition-")
-        .tempdir()
-        .unwrap();
-    let out = dir.keep();
-    let options = RunOptions {
-        time: Duration::from_secs(25),
-        nemesis: FaultKind::PARTITION.to_vec(),
-        seed: 20_261_204,
-        binary: support::paxkv_binary(),
-        out: out.clone(),
-        clients: Clients::default(),
-        ops_per_client_max: 100_000,
-        timing: Timing::default(),
-        search_steps_max: SEARCH_STEPS_MAX,
-        bugs: Vec::new(),
-    };
-    let report = run(&options).unwrap_or_else(|e| panic!("run failed: {e}"));
-    let summary = report.summary();
-    println!("{summary}");
-    for kind in FaultKind::PARTITION {
-        let count = report.faults_by_kind.get(kind.name()).copied();
-        assert!(count.unwrap_or(0) >= 1, "no {}:\n{summary}", kind.name());
-    }
-    assert!(report.crashes.is_empty(), "{summary}");
-    assert_eq!(report.violations, 0, "{summary}");
-    assert_eq!(report.lost_writes, 0, "{summary}");
-    for (name, verdict) in report.checks.verdicts() {
-        assert!(verdict.is_valid(), "{name} is not valid:\n{summary}");
-    }
-    assert!(report.ops["register"].ok >= 100, "{summary}");
-    assert!(report.checks.set.adds_ok >= 100, "{summary}");
-    std::fs::remove_dir_all(&out).unwrap();
+    support::assert_a_run_under_stays_valid(&FaultKind::PARTITION, 20_261_204);
 }

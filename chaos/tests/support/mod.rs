@@ -1,5 +1,13 @@
-//! Shared by the chaos crate's integration tests.
+//! Shared by the chaos crate's integration tests; each test binary uses part of it.
+#![allow(dead_code)]
 use std::path::PathBuf;
+use std::time::Duration;
+
+use paxkv_chaos::check::linearizable::SEARCH_STEPS_MAX;
+use paxkv_chaos::cluster::Timing;
+use paxkv_chaos::nemesis::FaultKind;
+use paxkv_chaos::run::{run, RunOptions};
+use paxkv_chaos::workload::Clients;
 
 /// The `paxkv` binary in the profile directory above this test's `deps/`.
 ///
@@ -18,4 +26,55 @@ pub fn paxkv_binary() -> PathBuf {
         binary.display()
     );
     binary
+}
+
+/// Options for a run of `secs` seconds under `nemesis` with the default clients and timing,
+/// writing to `out`.
+pub fn run_options(
+    secs: u64,
+    nemesis: &[FaultKind],
+    seed: u64,
+    out: &std::path::Path,
+) -> RunOptions {
+    RunOptions {
+        time: Duration::from_secs(secs),
+        nemesis: nemesis.to_vec(),
+        seed,
+        binary: paxkv_binary(),
+        out: out.to_path_buf(),
+        clients: Clients::default(),
+        ops_per_client_max: 100_000,
+        timing: Timing::default(),
+        search_steps_max: SEARCH_STEPS_MAX,
+        bugs: Vec::new(),
+    }
+}
+
+/// A 25 s run under every fault in `kinds`, each at least once (the nemesis takes them in
+/// turn: 20 s is room for three at their longest, 3 s quiet and 3.6 s of fault each), must
+/// end with no violation, no lost write, no crash, every checker valid, and real traffic.
+/// Its output is kept when it fails (the path is in the summary), removed when it passes.
+pub fn assert_a_run_under_stays_valid(kinds: &[FaultKind], seed: u64) {
+    let out = tempfile::Builder::new()
+        .prefix("paxkv-chaos-run-")
+        .tempdir()
+        .unwrap()
+        .keep();
+    let report =
+        run(&run_options(25, kinds, seed, &out)).unwrap_or_else(|e| panic!("run failed: {e}"));
+    let summary = report.summary();
+    println!("{summary}");
+    for kind in kinds {
+        let count = report.faults_by_kind.get(kind.name()).copied();
+        assert!(count.unwrap_or(0) >= 1, "no {}:\n{summary}", kind.name());
+    }
+    assert!(report.crashes.is_empty(), "{summary}");
+    assert_eq!(report.violations, 0, "{summary}");
+    assert_eq!(report.lost_writes, 0, "{summary}");
+    for (name, verdict) in report.checks.verdicts() {
+        assert!(verdict.is_valid(), "{name} is not valid:\n{summary}");
+    }
+    assert!(report.ops["register"].ok >= 100, "{summary}");
+    assert!(report.checks.set.adds_ok >= 100, "{summary}");
+    std::fs::remove_dir_all(&out).unwrap();
 }
