@@ -138,7 +138,36 @@ impl Cluster {
     }
 
     /// As `start`, with `bugs` switched on in every replica's config.
+    ///
+    /// The free ports are found by binding port 0 and letting go, so another process may
+    /// take one before a replica binds it (an outgoing connection's ephemeral port, say):
+    /// a replica that exits at start because its address is in use makes the whole start
+    /// begin again, on fresh ports and empty data directories, up to
+    /// `START_ATTEMPTS_MAX` times.
     pub fn start_with_bugs(
+        binary: &Path,
+        dir: &Path,
+        timing: &Timing,
+        bugs: &[InjectedBug],
+        ready: Duration,
+    ) -> Result<Cluster> {
+        let mut attempt = 1;
+        loop {
+            match Cluster::start_once(binary, dir, timing, bugs, ready) {
+                Err(ChaosError::Exited { log, .. })
+                    if attempt < START_ATTEMPTS_MAX && address_was_in_use(&log) =>
+                {
+                    attempt += 1;
+                    for id in 1..=REPLICAS {
+                        let _ = std::fs::remove_dir_all(dir.join(format!("node{id}")));
+                    }
+                }
+                result => return result,
+            }
+        }
+    }
+
+    fn start_once(
         binary: &Path,
         dir: &Path,
         timing: &Timing,
@@ -510,6 +539,13 @@ fn start_links(peers: &[SocketAddr]) -> Result<Links> {
 /// `count` distinct free loopback addresses: all listeners are held until every port is
 /// picked. Another process may take a port before the server binds it; that race is
 /// accepted.
+/// Starts of a cluster tried before a port taken under it is given up on.
+const START_ATTEMPTS_MAX: u32 = 3;
+
+fn address_was_in_use(log: &Path) -> bool {
+    std::fs::read_to_string(log).is_ok_and(|text| text.contains("Address already in use"))
+}
+
 fn free_addrs(count: usize) -> Result<Vec<SocketAddr>> {
     let io = |source| ChaosError::File {
         path: PathBuf::from("127.0.0.1:0"),
