@@ -343,6 +343,13 @@ impl Recorder {
 pub mod build {
     use super::*;
 
+    pub fn write(key: &str, value: i64) -> Call {
+        Call::Write {
+            key: key.into(),
+            value,
+        }
+    }
+
     pub fn invoke(process: u64, time_ns: u64, call: Call) -> Event {
         Event {
             process,
@@ -387,13 +394,6 @@ pub mod build {
 mod tests {
     use super::build::*;
     use super::*;
-
-    fn write(key: &str, value: i64) -> Call {
-        Call::Write {
-            key: key.into(),
-            value,
-        }
-    }
 
     #[test]
     fn operations_pair_invokes_with_completions_per_process() {

@@ -365,12 +365,6 @@ mod tests {
     fn read(key: &str) -> Call {
         Call::Read { key: key.into() }
     }
-    fn write(key: &str, value: i64) -> Call {
-        Call::Write {
-            key: key.into(),
-            value,
-        }
-    }
     fn cas(key: &str, from: i64, to: i64) -> Call {
         Call::Cas {
             key: key.into(),

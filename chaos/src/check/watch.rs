@@ -295,12 +295,6 @@ mod tests {
     use crate::history::build::*;
     use crate::history::{Event, History};
 
-    fn write(key: &str, value: i64) -> Call {
-        Call::Write {
-            key: key.into(),
-            value,
-        }
-    }
     fn poll(from_version: i64) -> Call {
         Call::Watch {
             watcher: 0,
