@@ -8,4 +8,3 @@ pub mod node;
 pub mod replica;
 pub mod router;
 pub mod sim;
-pub mod snapshot;

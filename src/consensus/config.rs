@@ -38,6 +38,12 @@ pub struct InjectedBugs {
     pub quorum_of_one: bool,
     /// Answer read-index requests at once, without confirming leadership with a quorum.
     pub read_without_quorum: bool,
+    /// In Phase 1, count a promise from an acceptor that compacted slots this candidate has
+    /// not committed, as if the promise reported all it knows.
+    pub lead_past_compacted: bool,
+    /// When compacting, write the `Compacted` record without restating the log above it,
+    /// so removing the WAL before it forgets accepted values.
+    pub compact_without_restating: bool,
 }
 
 impl Config {

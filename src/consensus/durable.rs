@@ -22,6 +22,12 @@ pub enum Record {
     Chosen { slot: Slot, value: Value },
     /// Every slot up to `upto` is chosen and present in the log.
     Commit { upto: Slot },
+    /// Every slot up to `upto` is applied in a durable snapshot of the state machine, so the
+    /// log forgets them; `promised` restates the promise so far. The records that follow it
+    /// restate every slot above `upto` the log still holds, so once they are durable every
+    /// WAL record before this one may be removed. Records before it that are still in the
+    /// WAL are harmless: replay folds them first and this one then drops what it covers.
+    Compacted { upto: Slot, promised: Ballot },
 }
 
 /// One slot as an acceptor knows it.
@@ -39,6 +45,8 @@ pub struct DurableState {
     pub promised: Ballot,
     pub log: BTreeMap<Slot, Entry>,
     pub commit_index: Slot,
+    /// Slots up to here are in a snapshot and absent from `log`.
+    pub compacted: Slot,
 }
 
 impl DurableState {
@@ -60,11 +68,25 @@ impl DurableState {
             } => self.apply_accept(*slot, *ballot, value),
             Record::Chosen { slot, value } => self.apply_chosen(*slot, value),
             Record::Commit { upto } => self.apply_commit(*upto),
+            Record::Compacted { upto, promised } => self.apply_compacted(*upto, *promised),
         }
+    }
+
+    fn apply_compacted(&mut self, upto: Slot, promised: Ballot) {
+        self.promised = self.promised.max(promised);
+        if upto <= self.compacted {
+            return;
+        }
+        self.log = self.log.split_off(&(upto + 1));
+        self.compacted = upto;
+        self.commit_index = self.commit_index.max(upto);
     }
 
     fn apply_accept(&mut self, slot: Slot, ballot: Ballot, value: &Value) {
         self.promised = self.promised.max(ballot);
+        if slot <= self.compacted {
+            return; // in the snapshot already
+        }
         match self.log.get(&slot) {
             // A chosen value never changes; Paxos guarantees later ballots carry the same one.
             Some(entry) if entry.chosen => assert_eq!(
@@ -84,6 +106,9 @@ impl DurableState {
     }
 
     fn apply_chosen(&mut self, slot: Slot, value: &Value) {
+        if slot <= self.compacted {
+            return;
+        }
         let entry = self.log.entry(slot).or_insert_with(|| Entry {
             ballot: Ballot::ZERO,
             value: value.clone(),
@@ -156,6 +181,60 @@ mod tests {
         ]);
         assert_eq!(state.commit_index, 2);
         assert!(state.log.values().all(|entry| entry.chosen));
+    }
+
+    #[test]
+    fn compacted_drops_covered_slots_and_keeps_the_rest() {
+        let b1 = Ballot::new(1, 1);
+        let b2 = Ballot::new(2, 2);
+        let accept = |slot, ballot| Record::Accept {
+            slot,
+            ballot,
+            value: value(slot as u8),
+        };
+        let state = DurableState::from_records(&[
+            accept(1, b1),
+            accept(2, b1),
+            accept(3, b1),
+            Record::Commit { upto: 2 },
+            Record::Compacted {
+                upto: 2,
+                promised: b2,
+            },
+            // A late record for a compacted slot changes nothing.
+            accept(1, b2),
+        ]);
+        assert_eq!(state.compacted, 2);
+        assert_eq!(state.commit_index, 2);
+        assert_eq!(state.promised, b2);
+        assert_eq!(state.log.keys().copied().collect::<Vec<_>>(), vec![3]);
+    }
+
+    #[test]
+    fn compacted_alone_rebuilds_the_state_its_restatement_gives() {
+        let b = Ballot::new(3, 1);
+        // What is left once the segments before the Compacted record are removed.
+        let state = DurableState::from_records(&[
+            Record::Compacted {
+                upto: 10,
+                promised: b,
+            },
+            Record::Chosen {
+                slot: 11,
+                value: value(11),
+            },
+            Record::Accept {
+                slot: 12,
+                ballot: b,
+                value: value(12),
+            },
+            Record::Commit { upto: 11 },
+        ]);
+        assert_eq!(state.compacted, 10);
+        assert_eq!(state.commit_index, 11);
+        assert_eq!(state.promised, b);
+        assert!(state.log[&11].chosen);
+        assert!(!state.log[&12].chosen);
     }
 
     #[test]

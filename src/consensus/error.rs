@@ -19,6 +19,13 @@ pub enum Error {
         command_bytes: usize,
         slot_bytes_max: usize,
     },
+    /// The state machine lost slots the WAL no longer holds: it is behind the compacted
+    /// prefix, so the replica cannot rebuild them.
+    #[error(
+        "the state machine has applied slot {applied}, but the WAL was compacted up to slot \
+         {compacted}: restore this replica from a snapshot"
+    )]
+    StateMachineBehind { applied: u64, compacted: u64 },
     #[error("invalid consensus config: {0}")]
     InvalidConfig(String),
 }

@@ -39,6 +39,10 @@ pub enum MessageBody {
         ballot: Ballot,
         from_slot: Slot,
         entries: Vec<PromisedEntry>,
+        /// The acceptor holds no entries up to here (they are in its snapshot, all chosen).
+        /// A candidate whose commit index is below it cannot recover those slots from this
+        /// promise and must not lead before it installs a snapshot.
+        compacted: Slot,
     },
     /// The receiver has promised or accepted a higher ballot than the sender's.
     Nack { ballot: Ballot, promised: Ballot },
@@ -65,6 +69,9 @@ pub enum MessageBody {
     CatchUpRequest { from_slot: Slot },
     /// Chosen values, in slot order, starting at the requested slot.
     CatchUp { entries: Vec<(Slot, Value)> },
+    /// The sender no longer holds the log up to `upto` (a snapshot covers it): a replica
+    /// whose commit index is below it needs the sender's snapshot.
+    Compacted { upto: Slot },
 }
 
 impl MessageBody {
@@ -82,6 +89,7 @@ impl MessageBody {
             MessageBody::HeartbeatAck { .. } => "heartbeat_ack",
             MessageBody::CatchUpRequest { .. } => "catch_up_request",
             MessageBody::CatchUp { .. } => "catch_up",
+            MessageBody::Compacted { .. } => "compacted",
         }
     }
 }

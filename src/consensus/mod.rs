@@ -58,7 +58,7 @@ pub use config::{Config, InjectedBugs};
 pub use durable::{DurableState, Entry, Record};
 pub use error::{Error, Result};
 pub use message::{Message, MessageBody, PromisedEntry};
-pub use ready::{ReadState, Ready, SoftState};
+pub use ready::{ReadState, Ready, SnapshotWanted, SoftState};
 pub use replica::Replica;
 pub use rng::Rng;
 pub use types::{Ballot, NodeId, Role, Slot, Value};

@@ -20,6 +20,15 @@ pub struct ReadState {
     pub index: Slot,
 }
 
+/// This replica is behind a peer's compacted log: it needs a snapshot covering at least
+/// `upto`, which `from` has. The driver fetches one, installs it in the state machine, and
+/// then calls `Replica::install_snapshot`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotWanted {
+    pub from: NodeId,
+    pub upto: Slot,
+}
+
 /// Work for the driver, taken by value with `Replica::ready` and returned with
 /// `Replica::advance`. The order is the contract:
 /// 1. send `messages` (they do not depend on `records`);
@@ -28,6 +37,9 @@ pub struct ReadState {
 ///    deliver those with `step`);
 /// 4. apply `committed` in order, after step 2;
 /// 5. `advance(ready)`.
+///
+/// `snapshot_wanted` asks for a snapshot (see [`SnapshotWanted`]); fetching it is the
+/// driver's business and takes as long as it takes, outside this order.
 #[derive(Debug, Default)]
 #[must_use = "a Ready carries work that must be done and then advanced"]
 pub struct Ready {
@@ -38,6 +50,7 @@ pub struct Ready {
     pub persisted_messages: Vec<Message>,
     pub committed: Vec<(Slot, Value)>,
     pub read_states: Vec<ReadState>,
+    pub snapshot_wanted: Option<SnapshotWanted>,
 }
 
 impl Ready {
@@ -48,5 +61,6 @@ impl Ready {
             && self.persisted_messages.is_empty()
             && self.committed.is_empty()
             && self.read_states.is_empty()
+            && self.snapshot_wanted.is_none()
     }
 }

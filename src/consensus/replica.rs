@@ -7,7 +7,7 @@ use super::config::Config;
 use super::durable::{DurableState, Entry, Record};
 use super::error::{Error, Result};
 use super::message::{Message, MessageBody, PromisedEntry};
-use super::ready::{ReadState, Ready, SoftState};
+use super::ready::{ReadState, Ready, SnapshotWanted, SoftState};
 use super::rng::Rng;
 use super::types::{Ballot, NodeId, Role, Slot};
 
@@ -22,6 +22,8 @@ pub struct Replica {
     promised: Ballot,
     log: BTreeMap<Slot, Entry>,
     commit_index: Slot,
+    /// Slots up to here are in a durable snapshot of the state machine and gone from `log`.
+    compacted: Slot,
 
     /// Highest slot handed to the driver in `Ready::committed`.
     applied: Slot,
@@ -41,6 +43,8 @@ pub struct Replica {
     /// Highest commit index any leader has told us of; we are behind while below it.
     leader_commit_seen: Slot,
     catch_up_elapsed: Option<u32>,
+    /// A snapshot this replica needs, reported in the next Ready.
+    snapshot_wanted: Option<SnapshotWanted>,
 
     // Outbox, drained by `ready`.
     records: Vec<Record>,
@@ -92,6 +96,11 @@ impl Replica {
 
     /// A replica recovering from `state` (rebuilt from its WAL) whose state machine has applied
     /// every slot up to `applied`. Committed slots after `applied` are handed out again.
+    ///
+    /// A state machine ahead of the WAL's commit index holds a snapshot the WAL does not know
+    /// of yet (installed just before a crash, or restored from a backup): the replica takes
+    /// it as installed. One behind the WAL's compacted prefix lost slots nobody here can give
+    /// back, and is refused.
     pub fn restore(
         config: Config,
         seed: u64,
@@ -99,11 +108,12 @@ impl Replica {
         applied: Slot,
     ) -> Result<Replica> {
         config.validate()?;
-        assert!(
-            applied <= state.commit_index,
-            "applied slot {applied} is beyond the durable commit index {}",
-            state.commit_index
-        );
+        if applied < state.compacted {
+            return Err(Error::StateMachineBehind {
+                applied,
+                compacted: state.compacted,
+            });
+        }
         let soft = SoftState {
             role: Role::Follower,
             leader: None,
@@ -115,8 +125,9 @@ impl Replica {
             highest_round: state.promised.round,
             log: state.log,
             commit_index: state.commit_index,
+            compacted: state.compacted,
             commit_recorded: state.commit_index,
-            applied,
+            applied: applied.min(state.commit_index),
             role: Role::Follower,
             leader: None,
             election_elapsed: 0,
@@ -126,6 +137,7 @@ impl Replica {
             lead: None,
             leader_commit_seen: state.commit_index,
             catch_up_elapsed: None,
+            snapshot_wanted: None,
             records: Vec::new(),
             messages: Vec::new(),
             persisted_messages: Vec::new(),
@@ -136,6 +148,9 @@ impl Replica {
             config,
         };
         replica.reset_election_timer();
+        if applied > replica.commit_index {
+            replica.install_snapshot(applied);
+        }
         // Slots learned chosen after the last commit record may extend the prefix.
         replica.advance_commit();
         Ok(replica)
@@ -164,6 +179,107 @@ impl Replica {
     /// Highest slot handed to the driver to apply.
     pub fn applied(&self) -> Slot {
         self.applied
+    }
+
+    /// Slots up to here are covered by a snapshot and no longer in the log.
+    pub fn compacted(&self) -> Slot {
+        self.compacted
+    }
+
+    /// Bytes of values the in-memory log holds (what a snapshot lets it drop).
+    pub fn log_slots(&self) -> usize {
+        self.log.len()
+    }
+
+    /// The state machine holds a durable snapshot of every slot up to `upto` (at most the
+    /// applied slot): drop them from the log. The next Ready's records restate what the log
+    /// keeps, after a `Record::Compacted`; once they are durable, every WAL record before
+    /// that one may be removed.
+    pub fn compact(&mut self, upto: Slot) {
+        assert!(
+            upto <= self.applied,
+            "compacting up to {upto} beyond the applied slot {}",
+            self.applied
+        );
+        if upto <= self.compacted {
+            return;
+        }
+        self.drop_prefix(upto);
+    }
+
+    /// The driver replaced the state machine with a snapshot of every slot up to `upto`
+    /// (fetched from a peer). The log forgets those slots, the commit index covers them,
+    /// and application resumes after `upto`. Returns false, changing nothing, for a
+    /// snapshot no newer than what is applied.
+    ///
+    /// Every Ready taken must be advanced first: a Ready still in flight may hand out slots
+    /// the snapshot covers, which would then be applied twice.
+    pub fn install_snapshot(&mut self, upto: Slot) -> bool {
+        assert_eq!(
+            self.ready_number, self.advanced_number,
+            "snapshot installed while a Ready is in flight"
+        );
+        if upto <= self.applied {
+            return false;
+        }
+        if self.lead.is_some() {
+            // Slots this leadership has in flight may be inside the snapshot: start over.
+            self.become_follower(None);
+            self.reset_election_timer();
+        }
+        self.commit_index = self.commit_index.max(upto);
+        self.commit_recorded = self.commit_recorded.max(upto);
+        self.leader_commit_seen = self.leader_commit_seen.max(upto);
+        self.applied = upto;
+        self.drop_prefix(upto);
+        if self
+            .snapshot_wanted
+            .is_some_and(|wanted| wanted.upto <= upto)
+        {
+            self.snapshot_wanted = None;
+        }
+        self.advance_commit();
+        true
+    }
+
+    /// Forget slots up to `upto` and restate, durably, what the log keeps.
+    fn drop_prefix(&mut self, upto: Slot) {
+        self.log = self.log.split_off(&(upto + 1));
+        self.compacted = upto;
+        let promised = self.promised;
+        self.records.push(Record::Compacted { upto, promised });
+        if self.config.bugs.compact_without_restating {
+            return;
+        }
+        for (&slot, entry) in &self.log {
+            let record = match entry.chosen {
+                true => Record::Chosen {
+                    slot,
+                    value: entry.value.clone(),
+                },
+                false => Record::Accept {
+                    slot,
+                    ballot: entry.ballot,
+                    value: entry.value.clone(),
+                },
+            };
+            self.records.push(record);
+        }
+        if self.commit_recorded > upto {
+            self.records.push(Record::Commit {
+                upto: self.commit_recorded,
+            });
+        }
+    }
+
+    /// Note that this replica needs a snapshot covering `upto` from `from`.
+    fn want_snapshot(&mut self, from: NodeId, upto: Slot) {
+        if upto <= self.commit_index {
+            return;
+        }
+        if self.snapshot_wanted.is_none_or(|wanted| wanted.upto < upto) {
+            self.snapshot_wanted = Some(SnapshotWanted { from, upto });
+        }
     }
 
     pub fn entry(&self, slot: Slot) -> Option<&Entry> {
@@ -251,8 +367,11 @@ impl Replica {
                 self.handle_prepare(from, ballot, from_slot)
             }
             MessageBody::Promise {
-                ballot, entries, ..
-            } => self.handle_promise(from, ballot, entries),
+                ballot,
+                entries,
+                compacted,
+                ..
+            } => self.handle_promise(from, ballot, entries, compacted),
             MessageBody::Nack { ballot, promised } => self.handle_nack(ballot, promised),
             MessageBody::Accept {
                 ballot,
@@ -272,6 +391,7 @@ impl Replica {
                 self.handle_catch_up_request(from, from_slot)
             }
             MessageBody::CatchUp { entries } => self.handle_catch_up(from, entries),
+            MessageBody::Compacted { upto } => self.handle_compacted(from, upto),
         }
     }
 
@@ -284,6 +404,7 @@ impl Replica {
             || self.commit_index > self.commit_recorded
             || self.soft_state() != self.soft_reported
             || self.can_flush_pending()
+            || self.snapshot_wanted.is_some()
     }
 
     /// Take the work accumulated since the last call. See [`Ready`] for the order to do it in.
@@ -311,6 +432,7 @@ impl Replica {
             persisted_messages: std::mem::take(&mut self.persisted_messages),
             committed,
             read_states: std::mem::take(&mut self.read_states),
+            snapshot_wanted: self.snapshot_wanted.take(),
         }
     }
 
@@ -417,6 +539,14 @@ impl Replica {
     /// Internal consistency, checked after every step and tick in tests and the simulator.
     /// Each assert names one condition so a failure says exactly what broke.
     pub fn invariants(&self) {
+        assert!(
+            self.log
+                .keys()
+                .next()
+                .is_none_or(|&first| first > self.compacted),
+            "log holds a compacted slot"
+        );
+        assert!(self.compacted <= self.applied, "compacted beyond applied");
         for (slot, entry) in self.log.range(self.commit_index + 1..) {
             if !entry.chosen {
                 assert!(
@@ -425,7 +555,7 @@ impl Replica {
                 );
             }
         }
-        if self.commit_index > 0 {
+        if self.commit_index > self.compacted {
             let top = self.log.get(&self.commit_index);
             assert!(
                 top.is_some_and(|entry| entry.chosen),

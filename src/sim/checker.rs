@@ -77,6 +77,25 @@ impl Checker {
         }
     }
 
+    /// (d) with snapshots: a replica installs a snapshot at `slot` instead of applying up to
+    /// it. Every slot it skips must be one some replica applied, in order, already (the
+    /// snapshot's source did, and its applies were checked).
+    pub fn on_install(&mut self, node: NodeId, slot: Slot) -> Verdict {
+        let applied = self.applied.entry(node).or_insert(0);
+        if slot <= *applied {
+            return Err(format!(
+                "order: replica {node} installed a snapshot at slot {slot} after applying {applied}"
+            ));
+        }
+        if let Some(missing) = (*applied + 1..=slot).find(|s| !self.chosen.contains_key(s)) {
+            return Err(format!(
+                "snapshot: replica {node} installed one at slot {slot}, but nobody applied slot {missing}"
+            ));
+        }
+        *applied = slot;
+        Ok(())
+    }
+
     pub fn on_acknowledge(&mut self, command: CommandId, slot: Slot) {
         self.acknowledged.entry(command).or_insert(slot);
         self.acknowledged_slot_max = self.acknowledged_slot_max.max(slot);
@@ -147,6 +166,10 @@ impl Checker {
             ));
         }
         for (slot, ballot) in sent.votes {
+            if slot <= durable.compacted {
+                // Chosen, and held by the replica's snapshot instead of its log.
+                continue;
+            }
             let kept = durable.log.get(&slot);
             if !kept.is_some_and(|entry| entry.chosen || entry.ballot >= ballot) {
                 return Err(format!(
@@ -295,6 +318,7 @@ mod tests {
                 ballot: Ballot::new(3, 2),
                 from_slot: 1,
                 entries: vec![],
+                compacted: 0,
             },
         };
         let mut checker = Checker::default();

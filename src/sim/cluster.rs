@@ -38,6 +38,12 @@ enum Event {
         op: ClientOp,
     },
     Fault(Fault),
+    /// A snapshot fetched from `from` arrives at `node` (if it is still that incarnation).
+    SnapshotArrives {
+        node: NodeId,
+        incarnation: u64,
+        from: NodeId,
+    },
     Restart(NodeId),
     HealPartition(u64),
     Heal,
@@ -70,10 +76,15 @@ struct Node {
     /// The simulated disk: records past `synced` are lost or torn by a crash.
     wal: Vec<Record>,
     synced: usize,
-    /// Readies whose records are written but not yet durable, with the WAL length they need.
-    waiting: VecDeque<(Ready, usize)>,
+    /// Readies whose records are written but not yet durable, with the WAL length they need
+    /// and the position of the last `Record::Compacted` among their records.
+    waiting: VecDeque<(Ready, usize, Option<usize>)>,
     fsync_in_flight: bool,
     paused_until: u64,
+    /// Slot of this replica's durable snapshot (of its state machine, which survives crashes).
+    snapshot: Slot,
+    /// A snapshot fetch is on its way.
+    fetching: bool,
 }
 
 struct PendingRead {
@@ -150,6 +161,8 @@ impl Sim {
                 waiting: VecDeque::new(),
                 fsync_in_flight: false,
                 paused_until: 0,
+                snapshot: 0,
+                fetching: false,
             };
             node.replica = Some(self.build_replica(&node));
             self.nodes.push(node);
@@ -258,6 +271,11 @@ impl Sim {
                 op,
             } => self.on_client_request(client, attempt, node, op),
             Event::Fault(fault) => self.on_fault(fault),
+            Event::SnapshotArrives {
+                node,
+                incarnation,
+                from,
+            } => self.on_snapshot_arrives(node, incarnation, from),
             Event::Restart(node) => self.on_restart(node),
             Event::HealPartition(generation) => {
                 if generation == self.partition_generation {
@@ -275,7 +293,9 @@ impl Sim {
     fn deferred_node(&self, event: &Event) -> Option<NodeId> {
         let node = match event {
             Event::Deliver(message) => message.to,
-            Event::Fsync { node, .. } | Event::ClientRequest { node, .. } => *node,
+            Event::Fsync { node, .. }
+            | Event::ClientRequest { node, .. }
+            | Event::SnapshotArrives { node, .. } => *node,
             _ => return None,
         };
         (self.nodes[node as usize - 1].paused_until > self.now).then_some(node)
@@ -329,12 +349,19 @@ impl Sim {
                 break;
             }
             let mut ready = replica.ready();
+            let wanted = ready.snapshot_wanted.take();
             let wrote = !ready.records.is_empty();
+            let compacted_at = (ready.records.iter())
+                .rposition(|record| matches!(record, Record::Compacted { .. }))
+                .map(|at| node.wal.len() + at);
             node.wal.append(&mut ready.records);
             let wal_end = node.wal.len();
             let messages = std::mem::take(&mut ready.messages);
-            node.waiting.push_back((ready, wal_end));
+            node.waiting.push_back((ready, wal_end, compacted_at));
             self.send_all(id, messages);
+            if let Some(wanted) = wanted {
+                self.fetch_snapshot(id, wanted.from);
+            }
             if wrote
                 && self
                     .rng
@@ -415,11 +442,11 @@ impl Sim {
     fn complete_persisted(&mut self, id: NodeId) -> std::result::Result<(), String> {
         loop {
             let node = self.node(id);
-            let durable = matches!(node.waiting.front(), Some((_, end)) if *end <= node.synced);
+            let durable = matches!(node.waiting.front(), Some((_, end, _)) if *end <= node.synced);
             if !durable || node.replica.is_none() {
                 return Ok(());
             }
-            let (mut ready, _) = node.waiting.pop_front().expect("front exists");
+            let (mut ready, _, compacted_at) = node.waiting.pop_front().expect("front exists");
             let messages = std::mem::take(&mut ready.persisted_messages);
             self.send_all(id, messages);
             for (slot, value) in std::mem::take(&mut ready.committed) {
@@ -433,7 +460,102 @@ impl Sim {
                 .as_mut()
                 .expect("replica is up")
                 .advance(ready);
+            if let Some(at) = compacted_at {
+                self.drop_wal_before(id, at);
+            }
+            self.maybe_snapshot(id);
         }
+    }
+
+    /// Every `snapshot_interval_slots` applied slots, the replica snapshots its state (in
+    /// the simulator the state machine is durable as applied, so the snapshot is too) and
+    /// compacts its log.
+    fn maybe_snapshot(&mut self, id: NodeId) {
+        let interval = self.plan.snapshot_interval_slots;
+        // What the state machine applied: the core may have handed out more, in Readies
+        // still waiting for their fsync.
+        let applied = self.checker.applied(id);
+        let node = self.node(id);
+        let Some(replica) = node.replica.as_mut() else {
+            return;
+        };
+        if interval == 0 || applied < node.snapshot + interval {
+            return;
+        }
+        node.snapshot = applied;
+        replica.compact(applied);
+        replica.invariants();
+    }
+
+    /// As the driver does once the Ready holding a `Record::Compacted` (at `at`) is durable:
+    /// every record before it goes.
+    fn drop_wal_before(&mut self, id: NodeId, at: usize) {
+        let node = self.node(id);
+        node.wal.drain(..at);
+        node.synced -= at;
+        for (_, end, compacted_at) in node.waiting.iter_mut() {
+            *end -= at;
+            if let Some(position) = compacted_at.as_mut() {
+                *position -= at;
+            }
+        }
+    }
+
+    fn fetch_snapshot(&mut self, id: NodeId, from: NodeId) {
+        let node = self.node(id);
+        if node.fetching {
+            return;
+        }
+        node.fetching = true;
+        let incarnation = node.incarnation;
+        let transfer_us = self.plan.snapshot_transfer_us;
+        self.schedule(
+            transfer_us,
+            Event::SnapshotArrives {
+                node: id,
+                incarnation,
+                from,
+            },
+        );
+    }
+
+    /// Installs `from`'s snapshot in `id`'s state machine, then tells the core.
+    fn on_snapshot_arrives(
+        &mut self,
+        id: NodeId,
+        incarnation: u64,
+        from: NodeId,
+    ) -> std::result::Result<(), String> {
+        let slot = self.nodes[from as usize - 1].snapshot;
+        let node = self.node(id);
+        if node.incarnation != incarnation || node.replica.is_none() {
+            return Ok(());
+        }
+        if !node.waiting.is_empty() {
+            // Readies wait for their fsync and may hand out slots the snapshot covers: the
+            // install waits for them, as it must (see `Replica::install_snapshot`).
+            let event = Event::SnapshotArrives {
+                node: id,
+                incarnation,
+                from,
+            };
+            self.schedule(1_000, event);
+            return Ok(());
+        }
+        node.fetching = false;
+        if slot <= self.checker.applied(id) {
+            return Ok(());
+        }
+        self.checker.on_install(id, slot)?;
+        self.log_fault(format!(
+            "replica {id} installs replica {from}'s snapshot at slot {slot}"
+        ));
+        let node = self.node(id);
+        node.snapshot = slot;
+        let replica = node.replica.as_mut().expect("replica is up");
+        assert!(replica.install_snapshot(slot), "snapshot ahead of applied");
+        replica.invariants();
+        self.drive(id)
     }
 
     fn apply(&mut self, id: NodeId, slot: Slot, value: &Value) -> std::result::Result<(), String> {
@@ -644,6 +766,7 @@ impl Sim {
         node.waiting.clear();
         node.fsync_in_flight = false;
         node.paused_until = 0;
+        node.fetching = false;
         self.log_fault(format!(
             "crash replica {id}: kept {kept} records ({unsynced} were not yet durable)"
         ));

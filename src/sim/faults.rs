@@ -50,6 +50,11 @@ pub struct Plan {
     /// after it sent that Ready's messages, before the records are durable: the moment where
     /// "durable before sent" matters.
     pub crash_before_fsync_per_mille: u64,
+    /// Each replica snapshots its state and compacts its log every this many applied slots
+    /// (0: never), and then drops the WAL records before the compaction; a replica behind a
+    /// peer's compacted log installs the peer's snapshot after `snapshot_transfer_us`.
+    pub snapshot_interval_slots: u64,
+    pub snapshot_transfer_us: u64,
 }
 
 impl Plan {
@@ -80,6 +85,8 @@ impl Plan {
             catch_up_bytes_max: rng.between(64, 4_096) as usize,
             clients: rng.between(1, 5) as u32,
             crash_before_fsync_per_mille: [0, 2, 10][rng.below(3) as usize],
+            snapshot_interval_slots: [0, 3, 10, 40][rng.below(4) as usize],
+            snapshot_transfer_us: rng.between(1_000, 200_000),
         };
         plan.faults = Plan::schedule(rng, nodes, safety_us);
         plan

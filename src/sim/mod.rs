@@ -80,6 +80,7 @@ pub const BUGS: &[&str] = &[
     "skip_adopt_highest",
     "quorum_of_one",
     "read_without_quorum",
+    "compact_without_restating",
 ];
 
 pub fn set_bug(bugs: &mut InjectedBugs, name: &str) -> Result<(), String> {
@@ -89,6 +90,7 @@ pub fn set_bug(bugs: &mut InjectedBugs, name: &str) -> Result<(), String> {
         "skip_adopt_highest" => bugs.skip_adopt_highest = true,
         "quorum_of_one" => bugs.quorum_of_one = true,
         "read_without_quorum" => bugs.read_without_quorum = true,
+        "compact_without_restating" => bugs.compact_without_restating = true,
         other => return Err(format!("unknown bug {other:?}; known: {}", BUGS.join(", "))),
     }
     Ok(())
@@ -101,6 +103,7 @@ fn bug_names(bugs: &InjectedBugs) -> Vec<&'static str> {
         bugs.skip_adopt_highest,
         bugs.quorum_of_one,
         bugs.read_without_quorum,
+        bugs.compact_without_restating,
     ];
     BUGS.iter()
         .zip(flags)

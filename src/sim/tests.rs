@@ -132,10 +132,22 @@ fn catches_phase1_that_skips_adopting_the_highest_value() {
 
 #[test]
 fn catches_quorum_of_one() {
-    assert_bug_caught("quorum_of_one", &["agreement", "durability", "panic"]);
+    // A quorum of one also confirms read indexes alone, so a stale read can be what shows first.
+    assert_bug_caught(
+        "quorum_of_one",
+        &["agreement", "durability", "panic", "linearizable read"],
+    );
 }
 
 #[test]
 fn catches_read_index_without_quorum() {
     assert_bug_caught("read_without_quorum", &["linearizable read"]);
+}
+
+#[test]
+fn catches_compaction_that_does_not_restate_the_log() {
+    assert_bug_caught(
+        "compact_without_restating",
+        &["acceptor memory", "durability", "agreement", "panic"],
+    );
 }

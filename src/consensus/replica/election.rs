@@ -109,7 +109,7 @@ impl Replica {
     }
 
     /// Phase 1a: one prepare covering every slot from the first one we do not know is chosen.
-    fn start_phase1(&mut self, round: u64) {
+    pub(super) fn start_phase1(&mut self, round: u64) {
         let round = round
             .max(self.highest_round + 1)
             .max(self.promised.round + 1);
@@ -151,11 +151,13 @@ impl Replica {
         self.send_promise(from, ballot, from_slot);
     }
 
-    /// Phase 1b: report every slot from `from_slot` on, once the promise is durable.
+    /// Phase 1b: report every slot from `from_slot` on, once the promise is durable. Slots
+    /// up to `compacted` are not in the log; the promise says so.
     fn send_promise(&mut self, to: NodeId, ballot: Ballot, from_slot: Slot) {
+        let compacted = self.compacted;
         let entries = self
             .log
-            .range(from_slot..)
+            .range(from_slot.max(compacted + 1)..)
             .map(|(&slot, entry)| PromisedEntry {
                 slot,
                 ballot: entry.ballot,
@@ -167,6 +169,7 @@ impl Replica {
             ballot,
             from_slot,
             entries,
+            compacted,
         };
         if self.config.bugs.promise_before_persist {
             self.send(to, body);
@@ -180,14 +183,25 @@ impl Replica {
         from: NodeId,
         ballot: Ballot,
         entries: Vec<PromisedEntry>,
+        compacted: Slot,
     ) {
         let quorum = self.quorum();
-        let Some(phase1) = self.phase1.as_mut() else {
+        let Some(phase1) = self.phase1.as_ref() else {
             return;
         };
         if phase1.ballot != ballot {
             return;
         }
+        if compacted > self.commit_index && !self.config.bugs.lead_past_compacted {
+            // The acceptor dropped slots we have not committed: some may be chosen with a
+            // value only its snapshot holds, and this promise cannot tell us which. Leading
+            // without them could overwrite a chosen value, so give up and fetch the snapshot.
+            self.become_follower(None);
+            self.reset_election_timer();
+            self.want_snapshot(from, compacted);
+            return;
+        }
+        let phase1 = self.phase1.as_mut().expect("checked above");
         phase1.promises.insert(from, entries);
         if phase1.promises.len() >= quorum {
             self.become_leader();

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use super::{Replica, CATCH_UP_RETRY_TICKS};
 use crate::consensus::durable::{Entry, Record};
 use crate::consensus::message::MessageBody;
-use crate::consensus::types::{Ballot, NodeId, Slot, Value};
+use crate::consensus::types::{Ballot, NodeId, Role, Slot, Value};
 
 impl Replica {
     pub(super) fn can_flush_pending(&self) -> bool {
@@ -148,7 +148,14 @@ impl Replica {
             return;
         }
         let mut voted = Vec::new();
+        let mut below_compacted = false;
         for (slot, value) in entries {
+            if slot <= self.compacted {
+                // Chosen and in our snapshot; we cannot compare values, so no vote. The
+                // leader is behind us: tell it (below).
+                below_compacted = true;
+                continue;
+            }
             let chosen = self.log.get(&slot).is_some_and(|entry| entry.chosen);
             // A value we know is chosen gets our vote only if the leader proposes that same
             // value; any other comes from a leader that has not caught up and gets no help.
@@ -172,6 +179,10 @@ impl Replica {
         }
         if !voted.is_empty() {
             self.send_vote(from, ballot, voted);
+        }
+        if below_compacted {
+            let upto = self.compacted;
+            self.send(from, MessageBody::Compacted { upto });
         }
         self.maybe_learn_commit(from, ballot, commit_index);
     }
@@ -261,6 +272,11 @@ impl Replica {
     }
 
     pub(super) fn handle_catch_up_request(&mut self, from: NodeId, from_slot: Slot) {
+        if from_slot <= self.compacted {
+            let upto = self.compacted;
+            self.send(from, MessageBody::Compacted { upto });
+            return;
+        }
         if from_slot > self.commit_index {
             return;
         }
@@ -296,8 +312,25 @@ impl Replica {
         }
     }
 
+    /// A peer has compacted its log up to `upto`. Below it, this replica can only catch up
+    /// with that peer's snapshot. A leader or candidate behind it steps down first: the
+    /// slots it lacks may be chosen, and it cannot recover them from this peer.
+    pub(super) fn handle_compacted(&mut self, from: NodeId, upto: Slot) {
+        if upto <= self.commit_index {
+            return;
+        }
+        if self.role != Role::Follower {
+            self.become_follower(None);
+            self.reset_election_timer();
+        }
+        self.want_snapshot(from, upto);
+    }
+
     /// Record that `value` is chosen for `slot`.
     pub(super) fn learn_chosen(&mut self, slot: Slot, value: Value) {
+        if slot <= self.compacted {
+            return; // in the snapshot
+        }
         if let Some(entry) = self.log.get(&slot) {
             if entry.chosen {
                 assert_eq!(
