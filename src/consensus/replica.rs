@@ -186,7 +186,7 @@ impl Replica {
         self.compacted
     }
 
-    /// Bytes of values the in-memory log holds (what a snapshot lets it drop).
+    /// Slots the in-memory log holds (what compaction lets it drop).
     pub fn log_slots(&self) -> usize {
         self.log.len()
     }

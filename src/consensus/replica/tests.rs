@@ -125,6 +125,14 @@ impl Harness {
         panic!("replica {id} did not become leader");
     }
 
+    /// Proposes each command in turn at `leader`, delivering everything after each.
+    fn propose_each(&mut self, leader: NodeId, bytes: std::ops::Range<u8>) {
+        for byte in bytes {
+            self.replica(leader).propose(command(byte)).unwrap();
+            self.deliver_all();
+        }
+    }
+
     fn isolate(&mut self, id: NodeId) {
         for &other in self.replicas.keys() {
             if other != id {
@@ -156,10 +164,7 @@ fn single_replica_elects_itself_and_commits() {
 fn three_replicas_agree_on_every_slot() {
     let mut h = Harness::new(3);
     h.elect(2);
-    for byte in 0..20 {
-        h.replica(2).propose(command(byte)).unwrap();
-        h.deliver_all();
-    }
+    h.propose_each(2, 0..20);
     h.tick_all(3);
     let expected: Vec<Vec<u8>> = (0..20).map(command).collect();
     for id in 1..=3 {
@@ -460,10 +465,7 @@ fn lagging_replica_fetches_chosen_slots() {
     });
     h.elect(1);
     h.isolate(3);
-    for byte in 0..10 {
-        h.replica(1).propose(command(byte)).unwrap();
-        h.deliver_all();
-    }
+    h.propose_each(1, 0..10);
     assert!(h.applied_commands(3).is_empty());
     h.cut.clear();
     h.tick_all(20);
@@ -482,10 +484,7 @@ fn lagging_replica_fetches_chosen_slots() {
 fn restarted_replica_recovers_its_promise_log_and_commit() {
     let mut h = Harness::new(3);
     h.elect(1);
-    for byte in 0..5 {
-        h.replica(1).propose(command(byte)).unwrap();
-        h.deliver_all();
-    }
+    h.propose_each(1, 0..5);
     h.tick_all(2);
     let before = (h.replica(2).promised(), h.replica(2).commit_index());
     let state = DurableState::from_records(&h.wal[&2]);
@@ -591,10 +590,7 @@ impl Harness {
 fn compaction_drops_the_log_and_its_record_alone_restores_the_replica() {
     let mut h = Harness::new(3);
     h.elect(1);
-    for byte in 0..10 {
-        h.replica(1).propose(command(byte)).unwrap();
-        h.deliver_all();
-    }
+    h.propose_each(1, 0..10);
     h.tick_all(2);
     h.compact_all();
     let compacted = h.replica(2).compacted();
@@ -625,10 +621,7 @@ fn replica_behind_a_compacted_log_installs_a_snapshot_and_follows_again() {
     let mut h = Harness::new(3);
     h.elect(1);
     h.isolate(3);
-    for byte in 0..10 {
-        h.replica(1).propose(command(byte)).unwrap();
-        h.deliver_all();
-    }
+    h.propose_each(1, 0..10);
     h.tick_all(2);
     h.compact_all();
     h.cut.clear();
@@ -658,10 +651,7 @@ fn candidate_behind_an_acceptors_compaction_does_not_lead() {
         });
         h.elect(1);
         h.isolate(3);
-        for byte in 0..5 {
-            h.replica(1).propose(command(byte)).unwrap();
-            h.deliver_all();
-        }
+        h.propose_each(1, 0..5);
         h.tick_all(2);
         h.compact_all();
         // Replica 1 is gone; 3 comes back and runs Phase 1 straight away.
@@ -710,4 +700,16 @@ fn restore_takes_a_state_machine_ahead_of_the_wal_as_installed_and_refuses_one_b
             compacted: 40
         })
     );
+}
+
+/// A Ready still in flight may hand out slots a snapshot covers: installing one then would
+/// apply them twice (the simulator found this), so the core refuses.
+#[test]
+#[should_panic(expected = "snapshot installed while a Ready is in flight")]
+fn snapshot_install_with_a_ready_in_flight_panics() {
+    let mut h = Harness::new(1);
+    h.elect(1);
+    h.replica(1).propose(command(1)).unwrap();
+    let _in_flight = h.replica(1).ready();
+    h.replica(1).install_snapshot(10);
 }
