@@ -41,6 +41,8 @@ pub enum Error {
     /// The executor was dropped (its replica stopped) while a reader waited on it.
     #[error("the executor has stopped")]
     Closed,
+    #[error("i/o: {0}")]
+    Io(String),
     #[error("rocksdb: {0}")]
     Storage(#[from] rocksdb::Error),
     /// A test fault point fired (see `KvStoreExecutor::crash_before_write`).

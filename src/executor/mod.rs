@@ -38,13 +38,14 @@ mod keys;
 mod mutation;
 mod read;
 mod reader;
+mod snapshot;
 mod watch;
 
 #[cfg(test)]
 mod tests;
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
 
 use rocksdb::{ColumnFamily, WriteBatch, WriteOptions, DB};
 use tokio::sync::watch as notify;
@@ -56,6 +57,7 @@ pub use command::{
 pub use error::{Error, Result};
 pub use read::{KeyValue, RangePage};
 pub use reader::{Applied, KvReader};
+pub use snapshot::{read_checkpoint, Checkpointer};
 pub use watch::WatchPage;
 
 use keys::{
@@ -130,6 +132,14 @@ impl ExecutorOptions {
 
 pub struct KvStoreExecutor {
     db: Arc<DB>,
+    /// The database readers use; replaced with `db` when a snapshot is installed.
+    cell: Arc<snapshot::DbCell>,
+    /// The executor's directory, and the database directory in it that `ACTIVE` names.
+    root: PathBuf,
+    active: PathBuf,
+    /// Database directories replaced by an installed snapshot, removed once no reader
+    /// holds them open.
+    retired: Vec<(PathBuf, Weak<DB>)>,
     options: Arc<ExecutorOptions>,
     /// Publishes `Applied` after every slot, for readers waiting on a version.
     applied: notify::Sender<Applied>,
@@ -143,48 +153,31 @@ pub struct KvStoreExecutor {
 }
 
 impl KvStoreExecutor {
-    pub fn open(path: impl AsRef<Path>, options: ExecutorOptions) -> Result<Self> {
+    /// Opens (or creates) the executor's state under `root`: the database directory that
+    /// `root/ACTIVE` names (see `install_checkpoint`).
+    pub fn open(root: impl AsRef<Path>, options: ExecutorOptions) -> Result<Self> {
         options.validate()?;
-        let mut db_options = rocksdb::Options::default();
-        db_options.create_if_missing(true);
-        db_options.create_missing_column_families(true);
-        // Belt and braces for cross-family atomicity should the WAL ever be disabled.
-        db_options.set_atomic_flush(true);
-        db_options.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        let db = DB::open_cf(&db_options, path, COLUMN_FAMILIES)?;
-        let meta = cf(&db, CF_META);
-        let layout = db.get_cf(meta, META_LAYOUT)?;
-        if layout.is_none() {
-            initialize_meta(&db)?;
-        } else if decode_u64(layout.as_deref().unwrap_or_default(), "layout")? != LAYOUT_VERSION {
-            return Err(Error::Corrupt(format!(
-                "layout is not version {LAYOUT_VERSION}"
-            )));
-        }
-        let read_u64 = |name: &[u8]| -> Result<u64> {
-            let bytes = db.get_cf(meta, name)?;
-            let bytes =
-                bytes.ok_or_else(|| Error::Corrupt(format!("meta key {name:?} missing")))?;
-            decode_u64(&bytes, "meta")
-        };
-        let applied_slot = read_u64(META_APPLIED_SLOT)?;
-        let current_version = read_u64(META_CURRENT_VERSION)?;
-        let oldest_version = read_u64(META_OLDEST_VERSION)?;
-        let gc_cursor = db.get_cf(meta, META_GC_CURSOR)?.unwrap_or_default();
-        let gc = gc::GcState::decode(gc_cursor, db.get_cf(meta, META_GC_PASS)?.as_deref())?;
+        let root = root.as_ref().to_path_buf();
+        let active = snapshot::prepare_root(&root)?;
+        let opened = open_db(&active)?;
         let (applied, _) = notify::channel(Applied {
-            slot: applied_slot,
-            current_version,
-            oldest_version,
+            slot: opened.applied_slot,
+            current_version: opened.current_version,
+            oldest_version: opened.oldest_version,
         });
+        let db = Arc::new(opened.db);
         let executor = KvStoreExecutor {
-            db: Arc::new(db),
+            cell: Arc::new(snapshot::DbCell::new(Arc::clone(&db))),
+            db,
+            root,
+            active,
+            retired: Vec::new(),
             options: Arc::new(options),
             applied,
-            applied_slot,
-            current_version,
-            oldest_version,
-            gc,
+            applied_slot: opened.applied_slot,
+            current_version: opened.current_version,
+            oldest_version: opened.oldest_version,
+            gc: opened.gc,
             #[cfg(test)]
             crash_before_write: false,
         };
@@ -199,7 +192,7 @@ impl KvStoreExecutor {
     /// A read handle for other threads; reads through it never block applying.
     pub fn reader(&self) -> KvReader {
         KvReader {
-            db: Arc::clone(&self.db),
+            db: Arc::clone(&self.cell),
             options: Arc::clone(&self.options),
             applied: self.applied.subscribe(),
         }
@@ -359,4 +352,53 @@ fn put_meta(
 /// The data column family, for the submodules.
 fn data_cf(db: &DB) -> &ColumnFamily {
     cf(db, CF_DATA)
+}
+
+/// A database and the state its meta column family holds.
+struct Opened {
+    db: DB,
+    applied_slot: Slot,
+    current_version: u64,
+    oldest_version: u64,
+    gc: gc::GcState,
+}
+
+fn db_options() -> rocksdb::Options {
+    let mut db_options = rocksdb::Options::default();
+    db_options.create_if_missing(true);
+    db_options.create_missing_column_families(true);
+    // Belt and braces for cross-family atomicity should the WAL ever be disabled.
+    db_options.set_atomic_flush(true);
+    db_options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    db_options
+}
+
+fn open_db(path: &Path) -> Result<Opened> {
+    let db = DB::open_cf(&db_options(), path, COLUMN_FAMILIES)?;
+    let meta = cf(&db, CF_META);
+    let layout = db.get_cf(meta, META_LAYOUT)?;
+    if layout.is_none() {
+        initialize_meta(&db)?;
+    } else if decode_u64(layout.as_deref().unwrap_or_default(), "layout")? != LAYOUT_VERSION {
+        return Err(Error::Corrupt(format!(
+            "layout is not version {LAYOUT_VERSION}"
+        )));
+    }
+    let read_u64 = |name: &[u8]| -> Result<u64> {
+        let bytes = db.get_cf(meta, name)?;
+        let bytes = bytes.ok_or_else(|| Error::Corrupt(format!("meta key {name:?} missing")))?;
+        decode_u64(&bytes, "meta")
+    };
+    let applied_slot = read_u64(META_APPLIED_SLOT)?;
+    let current_version = read_u64(META_CURRENT_VERSION)?;
+    let oldest_version = read_u64(META_OLDEST_VERSION)?;
+    let gc_cursor = db.get_cf(meta, META_GC_CURSOR)?.unwrap_or_default();
+    let gc = gc::GcState::decode(gc_cursor, db.get_cf(meta, META_GC_PASS)?.as_deref())?;
+    Ok(Opened {
+        db,
+        applied_slot,
+        current_version,
+        oldest_version,
+        gc,
+    })
 }

@@ -26,7 +26,7 @@ pub struct Applied {
 /// A cheap, cloneable read handle on the executor's database.
 #[derive(Clone)]
 pub struct KvReader {
-    pub(super) db: Arc<DB>,
+    pub(super) db: Arc<super::snapshot::DbCell>,
     pub(super) options: Arc<ExecutorOptions>,
     pub(super) applied: watch::Receiver<Applied>,
 }
@@ -61,7 +61,9 @@ impl KvReader {
     }
 
     pub fn get(&self, key: &[u8], read_version: u64) -> Result<Option<KeyValue>> {
-        self.view()?.get(key, read_version)
+        let db = self.db.current();
+        let got = self.view(&db)?.get(key, read_version);
+        got
     }
 
     pub fn get_range(
@@ -72,8 +74,11 @@ impl KvReader {
         read_version: u64,
         continuation: Option<Vec<u8>>,
     ) -> Result<RangePage> {
-        self.view()?
-            .get_range(range, limit, reverse, read_version, continuation)
+        let db = self.db.current();
+        let page = self
+            .view(&db)?
+            .get_range(range, limit, reverse, read_version, continuation);
+        page
     }
 
     pub fn watch_events(
@@ -82,24 +87,29 @@ impl KvReader {
         from_version: u64,
         events_max: usize,
     ) -> Result<WatchPage> {
-        self.view()?.watch_events(range, from_version, events_max)
+        let db = self.db.current();
+        let page = self
+            .view(&db)?
+            .watch_events(range, from_version, events_max);
+        page
     }
 
     /// An integer RocksDB property (e.g. `rocksdb.estimate-live-data-size`) summed over the
     /// store's column families; a family that lacks it counts 0.
     pub fn property_sum(&self, name: &str) -> Result<u64> {
         let mut sum = 0u64;
+        let db = self.db.current();
         for family in COLUMN_FAMILIES {
-            let value = self.db.property_int_value_cf(cf(&self.db, family), name)?;
+            let value = db.property_int_value_cf(cf(&db, family), name)?;
             sum = sum.saturating_add(value.unwrap_or(0));
         }
         Ok(sum)
     }
 
     /// A snapshot, with the version window stored in it.
-    fn view(&self) -> Result<View<'_>> {
-        let snapshot = self.db.snapshot();
-        let meta = cf(&self.db, CF_META);
+    fn view<'a>(&'a self, db: &'a DB) -> Result<View<'a>> {
+        let snapshot = db.snapshot();
+        let meta = cf(db, CF_META);
         let read = |name: &[u8]| -> Result<u64> {
             let bytes = snapshot
                 .get_cf(meta, name)?
@@ -109,7 +119,7 @@ impl KvReader {
         let oldest_version = read(META_OLDEST_VERSION)?;
         let current_version = read(META_CURRENT_VERSION)?;
         Ok(View {
-            db: &self.db,
+            db,
             snapshot,
             options: &self.options,
             oldest_version,

@@ -1183,3 +1183,81 @@ fn size_properties_sum_over_the_column_families() {
     assert!(live > 0, "live data {live}");
     assert_eq!(reader.property_sum("rocksdb.no-such-property").unwrap(), 0);
 }
+
+// ---------------------------------------------------------------------------------------
+// Snapshots: checkpoints and installs.
+
+#[test]
+fn a_checkpoint_installed_elsewhere_gives_the_same_state_and_readers_follow_the_swap() {
+    let mut leader = Node::new(options());
+    for n in 0..50u32 {
+        leader.apply_one(put(format!("k{n:02}").as_bytes(), &n.to_be_bytes()));
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let checkpoint = scratch.path().join("checkpoint");
+    let take = leader.executor().checkpointer();
+    // Applied while the checkpoint is being taken elsewhere: in it or not, never half.
+    let (slot, version) = take(&checkpoint).unwrap();
+    assert_eq!(slot, leader.executor().applied_slot());
+    assert_eq!(version, leader.executor().current_version());
+    assert_eq!(read_checkpoint(&checkpoint).unwrap(), (slot, version));
+
+    let mut follower = Node::new(options());
+    follower.apply_one(put(b"only-here", b"x"));
+    let reader = follower.reader();
+    let staged = follower.executor().staging_dir();
+    std::fs::rename(&checkpoint, &staged).unwrap();
+    assert_eq!(
+        follower.executor().install_checkpoint(&staged).unwrap(),
+        slot
+    );
+    assert_eq!(follower.executor().applied_slot(), slot);
+    // The reader taken before the install reads the new database.
+    assert_eq!(reader.applied().slot, slot);
+    let got = reader.get(b"k07", version).unwrap().map(|kv| kv.value);
+    assert_eq!(got, Some(7u32.to_be_bytes().to_vec()));
+    assert!(reader.get(b"only-here", version).unwrap().is_none());
+    assert_eq!(follower.dump(), leader.dump());
+    // Both go on identically from there.
+    leader.apply_one(put(b"after", b"1"));
+    follower.apply_one(put(b"after", b"1"));
+    assert_eq!(follower.dump(), leader.dump());
+    drop(reader); // it holds the database open
+    follower.reopen();
+    assert_eq!(follower.executor().applied_slot(), slot + 1);
+    assert_eq!(follower.dump(), leader.dump());
+    // The replaced database is gone; only the active one and ACTIVE remain.
+    let mut names: Vec<String> = std::fs::read_dir(follower.dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["ACTIVE".to_string(), format!("db-{slot:020}")]);
+}
+
+#[test]
+fn an_install_interrupted_before_active_changes_leaves_the_old_state() {
+    let mut leader = Node::new(options());
+    leader.apply_one(put(b"new", b"state"));
+    let scratch = tempfile::tempdir().unwrap();
+    let checkpoint = scratch.path().join("checkpoint");
+    let take = leader.executor().checkpointer();
+    let (slot, _) = take(&checkpoint).unwrap();
+
+    let mut follower = Node::new(options());
+    let before = follower.dump();
+    // A crash after the checkpoint was moved into place but before ACTIVE named it.
+    let moved = follower.dir.path().join(format!("db-{slot:020}"));
+    std::fs::rename(&checkpoint, &moved).unwrap();
+    follower.reopen();
+    assert_eq!(follower.executor().applied_slot(), 0);
+    assert_eq!(follower.dump(), before);
+    assert!(!moved.exists(), "the unused database was not removed");
+    // An install that is not ahead of the applied slot is refused and changes nothing.
+    let again = follower.executor().staging_dir();
+    let take = follower.executor().checkpointer();
+    take(&again).unwrap();
+    let error = follower.executor().install_checkpoint(&again).unwrap_err();
+    assert!(matches!(error, Error::InvalidArgument(_)), "{error}");
+    assert_eq!(follower.dump(), before);
+}
