@@ -8,3 +8,4 @@ pub mod node;
 pub mod replica;
 pub mod router;
 pub mod sim;
+pub mod snapshot;

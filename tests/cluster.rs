@@ -4,7 +4,7 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -14,71 +14,11 @@ use paxkv::api::gen::paxkv::{
     EventType, GetRangeRequest, GetRequest, KeyRange, PutRequest, Session, WatchRequest,
 };
 use paxkv::api::{connect, Protocol, TPaxkvSyncClient};
-use support::{describe, is_retryable, wait_ready, Process, Retrying};
+use support::{describe, is_retryable, Retrying, ServerCluster};
 
-const READY: Duration = Duration::from_secs(30);
 const CALLS: Duration = Duration::from_secs(30);
 
-struct Cluster {
-    dir: PathBuf,
-    endpoints: Vec<SocketAddr>,
-    servers: Vec<Option<Process>>,
-}
-
-impl Cluster {
-    fn start(dir: &Path) -> Cluster {
-        let addrs = support::free_addrs(6);
-        let (endpoints, peers) = (addrs[..3].to_vec(), addrs[3..].to_vec());
-        let members: Vec<String> = (peers.iter().enumerate())
-            .map(|(i, peer)| format!("  {{ id = {}, peer_addr = \"{peer}\" }},", i + 1))
-            .collect();
-        for (i, endpoint) in endpoints.iter().enumerate() {
-            let id = i + 1;
-            let config = format!(
-                "id = {id}\ndata_dir = \"{}\"\nthrift_addr = \"{endpoint}\"\nmembers = [\n{}\n]\n",
-                dir.join(format!("node{id}")).display(),
-                members.join("\n")
-            );
-            std::fs::write(dir.join(format!("node{id}.toml")), config).unwrap();
-        }
-        let mut cluster = Cluster {
-            dir: dir.to_path_buf(),
-            endpoints,
-            servers: vec![None, None, None],
-        };
-        for i in 0..3 {
-            cluster.start_server(i);
-        }
-        cluster.wait_ready();
-        cluster
-    }
-
-    fn start_server(&mut self, i: usize) {
-        let config = self.dir.join(format!("node{}.toml", i + 1));
-        let log = self.dir.join(format!("node{}.log", i + 1));
-        let args = ["server".as_ref(), "--config".as_ref(), config.as_os_str()];
-        self.servers[i] = Some(Process::spawn(&args, &log));
-    }
-
-    fn wait_ready(&mut self) {
-        let live: Vec<usize> = (0..3).filter(|&i| self.servers[i].is_some()).collect();
-        for i in live {
-            let endpoint = self.endpoints[i];
-            let server = self.servers[i].as_mut().unwrap();
-            wait_ready(endpoint, READY, std::slice::from_mut(server));
-        }
-    }
-
-    /// The index of the replica that leads, as replica `via` sees it.
-    fn leader(&self, via: usize) -> usize {
-        let status = Retrying::new(self.endpoints[via], CALLS).call(|c| c.status());
-        status.leader.expect("ready clusters have a leader") as usize - 1
-    }
-
-    fn kill9(&mut self, i: usize) {
-        self.servers[i].take().expect("running").kill9();
-    }
-}
+type Cluster = ServerCluster;
 
 fn put(key: &str, value: &str, session: Option<Session>) -> PutRequest {
     PutRequest::new(key.as_bytes().to_vec(), value.as_bytes().to_vec(), session)

@@ -582,6 +582,10 @@ fn http_put(addr: SocketAddr, path: &str, body: &str) -> std::io::Result<(u16, S
     Ok((code, body.to_string()))
 }
 
+/// Snapshots this often, so that a replica killed or cut off for a few seconds comes back
+/// behind the others' compacted logs and catches up by snapshot transfer.
+const SNAPSHOT_INTERVAL_SLOTS: u64 = 500;
+
 /// The addresses one replica's config names.
 struct Addrs<'a> {
     thrift: SocketAddr,
@@ -602,7 +606,8 @@ fn config_text(
     let mut text = format!(
         "id = {id}\ndata_dir = \"{}\"\nthrift_addr = \"{}\"\nmetrics_addr = \"{}\"\n\
          log = \"info\"\nmembers = [\n{}\n]\n\n[timing]\ntick_ms = {}\n\
-         election_timeout_ticks = {}\nrequest_timeout_ms = {}\n",
+         election_timeout_ticks = {}\nrequest_timeout_ms = {}\n\n[snapshot]\n\
+         interval_slots = {SNAPSHOT_INTERVAL_SLOTS}\nretain_slots = 100\n",
         data_dir.display(),
         addrs.thrift,
         addrs.metrics,

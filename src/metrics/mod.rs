@@ -126,6 +126,20 @@ pub struct ReplicaMetrics {
     pub is_leader: IntGauge,
     pub commit_index: IntGauge,
     pub applied_slot: IntGauge,
+    /// The slot of this replica's newest snapshot file.
+    pub snapshot_slot: IntGauge,
+    /// The slot below which this replica's log (and WAL) is compacted.
+    pub compacted_slot: IntGauge,
+    /// Snapshots taken here, and how long each took (checkpoint and packing).
+    pub snapshots: IntCounter,
+    pub snapshot_duration: Histogram,
+    /// Snapshots that failed to be taken, fetched or installed.
+    pub snapshot_failures: IntCounter,
+    /// Snapshots fetched from a peer and installed.
+    pub snapshot_installs: IntCounter,
+    /// Snapshot bytes this replica sent to peers, and received from them.
+    pub snapshot_sent_bytes: IntCounter,
+    pub snapshot_received_bytes: IntCounter,
 }
 
 impl ReplicaMetrics {
@@ -196,6 +210,47 @@ impl ReplicaMetrics {
                 registry,
                 "paxkv_applied_slot",
                 "Highest slot applied to this replica's state machine",
+            ),
+            snapshot_slot: gauge(
+                registry,
+                "paxkv_snapshot_slot",
+                "Slot of this replica's newest snapshot file; 0 before the first",
+            ),
+            compacted_slot: gauge(
+                registry,
+                "paxkv_compacted_slot",
+                "Slot up to which this replica's log and WAL are compacted",
+            ),
+            snapshots: counter(
+                registry,
+                "paxkv_snapshots_total",
+                "Snapshots this replica took",
+            ),
+            snapshot_duration: histogram(
+                registry,
+                "paxkv_snapshot_duration_seconds",
+                "Taking one snapshot: checkpoint, pack and fsync, off the consensus thread",
+                exponential_buckets(0.01, 2.0, 14).expect("valid buckets"),
+            ),
+            snapshot_failures: counter(
+                registry,
+                "paxkv_snapshot_failures_total",
+                "Snapshots that failed to be taken, fetched or installed here",
+            ),
+            snapshot_installs: counter(
+                registry,
+                "paxkv_snapshot_installs_total",
+                "Snapshots fetched from a peer and installed here",
+            ),
+            snapshot_sent_bytes: counter(
+                registry,
+                "paxkv_snapshot_sent_bytes_total",
+                "Snapshot file bytes this replica sent to peers",
+            ),
+            snapshot_received_bytes: counter(
+                registry,
+                "paxkv_snapshot_received_bytes_total",
+                "Snapshot file bytes this replica received from peers",
             ),
         }
     }

@@ -18,7 +18,7 @@ use crate::router::Limits;
 pub struct NodeConfig {
     /// This replica's id; must be one of `members`.
     pub id: NodeId,
-    /// Holds `kv/` (RocksDB) and `wal/` (the consensus log).
+    /// Holds `kv/` (RocksDB), `wal/` (the consensus log) and `snapshots/`.
     pub data_dir: PathBuf,
     /// Where this node serves the Thrift API.
     pub thrift_addr: SocketAddr,
@@ -37,6 +37,8 @@ pub struct NodeConfig {
     pub timing: Timing,
     #[serde(default)]
     pub storage: Storage,
+    #[serde(default)]
+    pub snapshot: SnapshotSettings,
     /// Log filter (`tracing` syntax, e.g. "info" or "paxkv=debug"); `RUST_LOG` wins.
     #[serde(default = "default_log")]
     pub log: String,
@@ -108,6 +110,83 @@ impl Default for Storage {
         Storage {
             retention_versions: 1_000_000,
         }
+    }
+}
+
+/// `[snapshot]`: when a replica snapshots its state and compacts its log, and how
+/// snapshots travel to a replica that fell behind the leader's compacted log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SnapshotSettings {
+    /// Take a snapshot after this many applied slots since the last (0: not by slots).
+    pub interval_slots: u64,
+    /// Take a snapshot after this many WAL bytes since the last (0: not by bytes).
+    pub interval_wal_bytes: u64,
+    /// Slots kept in the log below a new snapshot, for followers a little behind.
+    pub retain_slots: u64,
+    /// And at most this many bytes of commands.
+    pub retain_bytes: u64,
+    /// Snapshot files kept in `snapshots/`.
+    pub keep: usize,
+    /// What one replica sends of snapshots per second, over all its transfers.
+    pub transfer_bytes_per_sec: u64,
+    /// Transfers one replica sends at once.
+    pub transfer_streams_max: usize,
+    /// Bytes per transfer frame; below `peer_frame_bytes_max`.
+    pub transfer_chunk_bytes: usize,
+    /// A transfer that carries nothing for this long is broken off and resumed.
+    pub transfer_idle_timeout_ms: u64,
+}
+
+impl Default for SnapshotSettings {
+    fn default() -> Self {
+        let options = crate::replica::SnapshotOptions::default();
+        SnapshotSettings {
+            interval_slots: options.interval_slots,
+            interval_wal_bytes: options.interval_wal_bytes,
+            retain_slots: options.retain_slots,
+            retain_bytes: options.retain_bytes,
+            keep: options.keep,
+            transfer_bytes_per_sec: options.stream.transfer_bytes_per_sec,
+            transfer_streams_max: options.stream.transfer_streams_max,
+            transfer_chunk_bytes: options.stream.transfer_chunk_bytes,
+            transfer_idle_timeout_ms: options.stream.idle_timeout_ms,
+        }
+    }
+}
+
+impl SnapshotSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("snapshot.keep", self.keep as u64),
+            (
+                "snapshot.transfer_bytes_per_sec",
+                self.transfer_bytes_per_sec,
+            ),
+            (
+                "snapshot.transfer_streams_max",
+                self.transfer_streams_max as u64,
+            ),
+            (
+                "snapshot.transfer_chunk_bytes",
+                self.transfer_chunk_bytes as u64,
+            ),
+            (
+                "snapshot.transfer_idle_timeout_ms",
+                self.transfer_idle_timeout_ms,
+            ),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(invalid(name, "must be positive"));
+        }
+        // A data frame must fit a peer frame (512 MiB) with room for its header.
+        if self.transfer_chunk_bytes > 64 << 20 {
+            return Err(invalid(
+                "snapshot.transfer_chunk_bytes",
+                "must be at most 64 MiB",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -256,6 +335,7 @@ impl NodeConfig {
         if self.storage.retention_versions == 0 {
             return Err(invalid("storage.retention_versions", "must be positive"));
         }
+        self.snapshot.validate()?;
         parse_metrics_addr(&self.metrics_addr).map_err(|reason| invalid("metrics_addr", reason))?;
         tracing_subscriber::EnvFilter::try_new(&self.log)
             .map_err(|error| invalid("log", error.to_string()))?;

@@ -19,6 +19,7 @@ use crate::executor::ExecutorOptions;
 use crate::metrics::{self, Metrics};
 use crate::replica::{DriverOptions, ReplicatedKvStore, StoreError};
 use crate::router::PrimaryRouter;
+use crate::snapshot::stream;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -222,6 +223,18 @@ fn driver_options(config: &NodeConfig) -> DriverOptions {
     options.consensus = consensus;
     options.tick_ms = config.timing.tick_ms;
     options.request_timeout_ms = config.timing.request_timeout_ms;
+    let snapshot = &config.snapshot;
+    options.snapshot.interval_slots = snapshot.interval_slots;
+    options.snapshot.interval_wal_bytes = snapshot.interval_wal_bytes;
+    options.snapshot.retain_slots = snapshot.retain_slots;
+    options.snapshot.retain_bytes = snapshot.retain_bytes;
+    options.snapshot.keep = snapshot.keep;
+    options.snapshot.stream = stream::StreamOptions {
+        transfer_bytes_per_sec: snapshot.transfer_bytes_per_sec,
+        transfer_streams_max: snapshot.transfer_streams_max,
+        transfer_chunk_bytes: snapshot.transfer_chunk_bytes,
+        idle_timeout_ms: snapshot.transfer_idle_timeout_ms,
+    };
     options
 }
 
@@ -252,6 +265,7 @@ pub fn dev_configs(
             server: Default::default(),
             timing: Default::default(),
             storage: Default::default(),
+            snapshot: Default::default(),
             log: "info".to_string(),
             metrics_addr: METRICS_OFF.to_string(),
             debug: Default::default(),

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -27,9 +27,11 @@ use crate::consensus::{
     self, Ballot, Config, NodeId, ReadState, Ready, Replica, Role, Slot, Value,
 };
 use crate::metrics::{saturating_i64, ReplicaMetrics};
+use crate::snapshot::{stream, Catalog, SharedCatalog, SnapshotInfo};
 use paxkv_wal::WalOptions;
 
 mod router;
+mod snapshots;
 
 /// What the log is applied to. Applying must be deterministic, and the machine must keep
 /// its applied slot durable together with the data (so `applied_slot` survives a crash).
@@ -45,6 +47,65 @@ pub trait StateMachine: Send + 'static {
         slot: Slot,
         commands: &[&[u8]],
     ) -> Result<Vec<Self::Outcome>, ApplyError>;
+
+    /// Something to run on another thread that writes a consistent checkpoint of the
+    /// machine into a new directory, makes the live state durable through the
+    /// checkpoint's slot, and returns that slot and the machine's version there. `None`: the
+    /// machine takes no snapshots (and the log is never compacted).
+    fn checkpointer(&mut self) -> Option<Checkpointer> {
+        None
+    }
+
+    /// Where a snapshot from a peer is unpacked before `install_checkpoint`.
+    fn staging_dir(&self) -> Option<PathBuf> {
+        None
+    }
+
+    /// Replace the whole machine, atomically, with the checkpoint unpacked in `staged`;
+    /// returns its applied slot. A crash meanwhile must leave the old state usable.
+    fn install_checkpoint(&mut self, staged: &Path) -> Result<Slot, ApplyError> {
+        let _ = staged;
+        Err("this state machine installs no snapshots".into())
+    }
+}
+
+/// See `StateMachine::checkpointer`.
+pub type Checkpointer = Box<dyn FnOnce(&Path) -> Result<(Slot, u64), ApplyError> + Send>;
+
+/// When a replica snapshots, and how snapshots travel between replicas.
+#[derive(Clone, Debug)]
+pub struct SnapshotOptions {
+    /// Where the snapshot files live (`None`: this replica takes none and never compacts).
+    pub dir: Option<PathBuf>,
+    /// Take one after this many applied slots since the last (0: never by slots).
+    pub interval_slots: u64,
+    /// Take one after this many WAL bytes since the last (0: never by bytes).
+    pub interval_wal_bytes: u64,
+    /// Slots kept in the log below a new snapshot, so that a follower a little behind
+    /// catches up from the log rather than by a snapshot transfer.
+    pub retain_slots: u64,
+    /// And at most this many bytes of commands.
+    pub retain_bytes: u64,
+    /// Snapshot files kept.
+    pub keep: usize,
+    /// After a failed snapshot, how long before the next try.
+    pub retry_ms: u64,
+    pub stream: stream::StreamOptions,
+}
+
+impl Default for SnapshotOptions {
+    fn default() -> SnapshotOptions {
+        SnapshotOptions {
+            dir: None,
+            interval_slots: 100_000,
+            interval_wal_bytes: 128 << 20,
+            retain_slots: 10_000,
+            retain_bytes: 32 << 20,
+            keep: 2,
+            retry_ms: 5_000,
+            stream: stream::StreamOptions::default(),
+        }
+    }
 }
 
 /// Why a state machine could not apply a slot.
@@ -74,6 +135,7 @@ pub struct DriverOptions {
     /// Debug only (`[debug] unsafe_skip_fsync`): records are acknowledged once written to
     /// the page cache, without fdatasync. Breaks durability on power loss, on purpose.
     pub unsafe_skip_fsync: bool,
+    pub snapshot: SnapshotOptions,
 }
 
 impl DriverOptions {
@@ -90,6 +152,7 @@ impl DriverOptions {
             forwarded_max: 65_536,
             metrics: ReplicaMetrics::unregistered(),
             unsafe_skip_fsync: false,
+            snapshot: SnapshotOptions::default(),
         }
     }
 }
@@ -121,6 +184,8 @@ pub enum StartError {
     LogStore(#[from] LogStoreError),
     #[error(transparent)]
     Consensus(#[from] consensus::Error),
+    #[error("opening the snapshot directory: {0}")]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
     #[error("spawning the driver thread: {0}")]
     Spawn(std::io::Error),
 }
@@ -134,6 +199,10 @@ pub struct ReplicaStatus {
     pub ballot: Ballot,
     pub commit_index: Slot,
     pub applied_slot: Slot,
+    /// The log holds no slot up to here (a snapshot covers them).
+    pub compacted: Slot,
+    /// The newest snapshot file's slot; 0 if none.
+    pub snapshot_slot: Slot,
     pub stopped: Option<String>,
 }
 
@@ -194,6 +263,17 @@ enum Input<O> {
         peer: NodeId,
         reply: Reply<PeerStatus>,
     },
+    Snapshot {
+        min_slot: Slot,
+        reply: Reply<SnapshotInfo>,
+    },
+    SnapshotTaken {
+        taken: snapshots::Taken,
+        elapsed: Duration,
+    },
+    SnapshotFetched {
+        fetched: snapshots::Fetched,
+    },
     Stop,
 }
 
@@ -202,6 +282,7 @@ pub struct ReplicaHandle<O> {
     id: NodeId,
     inputs: SyncSender<Input<O>>,
     status: Arc<Mutex<ReplicaStatus>>,
+    catalog: Option<SharedCatalog>,
 }
 
 impl<O> Clone for ReplicaHandle<O> {
@@ -210,6 +291,7 @@ impl<O> Clone for ReplicaHandle<O> {
             id: self.id,
             inputs: self.inputs.clone(),
             status: self.status.clone(),
+            catalog: self.catalog.clone(),
         }
     }
 }
@@ -256,6 +338,28 @@ impl<O: Send + 'static> ReplicaHandle<O> {
 
     pub fn status(&self) -> ReplicaStatus {
         self.status.lock().expect("status lock").clone()
+    }
+
+    /// Takes a snapshot now, after a linearizable read point (so it holds every write
+    /// acknowledged before the call), and resolves once its file is durable. If the newest
+    /// snapshot already covers everything applied, that one.
+    pub async fn snapshot(&self) -> Result<SnapshotInfo, DriverError> {
+        let min_slot = self.read_index().await?;
+        let (reply, info) = oneshot::channel();
+        self.enqueue(Input::Snapshot { min_slot, reply })?;
+        info.await.map_err(|_| stopped())?
+    }
+
+    /// The snapshot file `slot` this replica still holds, if any.
+    pub fn snapshot_file(&self, slot: Slot) -> Option<SnapshotInfo> {
+        let catalog = self.catalog.as_ref()?.lock().expect("catalog lock");
+        catalog.get(slot).cloned()
+    }
+
+    /// This replica's newest snapshot file, if any.
+    pub fn latest_snapshot(&self) -> Option<SnapshotInfo> {
+        let catalog = self.catalog.as_ref()?.lock().expect("catalog lock");
+        catalog.latest().cloned()
     }
 
     fn enqueue(&self, input: Input<O>) -> Result<(), DriverError> {
@@ -326,21 +430,36 @@ pub fn start<M: StateMachine>(
         let _ = message_inputs.try_send(Input::Peer(message));
     });
     let (stop_transport, transport_shutdown) = watch::channel(false);
-    let transport = Transport::start(
+    let catalog = match &options.snapshot.dir {
+        Some(dir) => Some(Catalog::open(dir)?),
+        None => None,
+    };
+    let snapshots = snapshots::Snapshots::new(catalog);
+    let sender = snapshots.catalog.clone().map(|catalog| {
+        let stream = options.snapshot.stream.clone();
+        stream::Sender::new(catalog, stream, options.metrics.clone())
+    });
+    let transport = Transport::start_with_snapshots(
         id,
         listener,
         peers,
         deliver,
         options.transport.clone(),
-        transport_shutdown,
+        transport_shutdown.clone(),
+        sender,
     );
     let status = Arc::new(Mutex::new(ReplicaStatus {
         id,
         ..ReplicaStatus::default()
     }));
+    let catalog = snapshots.catalog.clone();
     let driver = Driver {
         id,
         incarnation,
+        snapshots,
+        inputs: inputs.clone(),
+        runtime: tokio::runtime::Handle::current(),
+        shutdown: transport_shutdown,
         replica,
         store,
         machine,
@@ -362,7 +481,12 @@ pub fn start<M: StateMachine>(
         .name(format!("paxkv-replica-{id}"))
         .spawn(move || driver.run(receiver))
         .map_err(StartError::Spawn)?;
-    let handle = ReplicaHandle { id, inputs, status };
+    let handle = ReplicaHandle {
+        id,
+        inputs,
+        status,
+        catalog,
+    };
     Ok(ReplicaNode {
         handle,
         thread: Some(thread),
@@ -422,6 +546,12 @@ type CommandId = (NodeId, u64, u64);
 struct Driver<M: StateMachine> {
     id: NodeId,
     incarnation: u64,
+    snapshots: snapshots::Snapshots,
+    /// The driver's own queue, for its snapshot job and fetch to report to.
+    inputs: SyncSender<Input<M::Outcome>>,
+    runtime: tokio::runtime::Handle,
+    /// Turns true when the replica stops; ends a snapshot fetch.
+    shutdown: watch::Receiver<bool>,
     replica: Replica,
     store: LogStore,
     machine: M,
@@ -500,6 +630,9 @@ impl<M: StateMachine> Driver<M> {
             } => self.on_propose(command, retry_safe, reply),
             Input::ReadIndex { reply } => self.on_read_index(reply),
             Input::PeerStatus { peer, reply } => self.on_peer_status(peer, reply),
+            Input::Snapshot { min_slot, reply } => self.on_snapshot_request(min_slot, reply),
+            Input::SnapshotTaken { taken, elapsed } => self.on_snapshot_taken(taken, elapsed),
+            Input::SnapshotFetched { fetched } => self.on_snapshot_fetched(fetched),
             Input::Stop => return false,
         }
         true
@@ -564,6 +697,7 @@ impl<M: StateMachine> Driver<M> {
             let ready = self.replica.ready();
             self.handle_ready(ready)?;
         }
+        self.maybe_start_snapshot();
         self.publish_status();
         Ok(())
     }
@@ -592,6 +726,9 @@ impl<M: StateMachine> Driver<M> {
         if ready.soft_state.is_some() {
             self.on_leader_maybe_changed();
         }
+        if let Some(wanted) = ready.snapshot_wanted.take() {
+            self.on_snapshot_wanted(wanted);
+        }
         self.replica.advance(ready);
         Ok(())
     }
@@ -600,7 +737,7 @@ impl<M: StateMachine> Driver<M> {
     fn persist(&mut self, records: &[consensus::Record]) -> Result<(), String> {
         let metrics = &self.options.metrics;
         let started = metrics_now();
-        self.store.append(records).map_err(|e| e.to_string())?;
+        let compacted = self.store.append(records).map_err(|e| e.to_string())?;
         let appended = metrics_now();
         metrics
             .wal_append_duration
@@ -608,12 +745,18 @@ impl<M: StateMachine> Driver<M> {
         // Only a chaos build obeys it, whoever set the option.
         if cfg!(feature = "chaos") && self.options.unsafe_skip_fsync {
             // The fsync histogram stays empty, so a scrape shows that nothing was synced.
-            return self.store.flush().map_err(|e| e.to_string());
+            self.store.flush().map_err(|e| e.to_string())?;
+        } else {
+            self.store.sync().map_err(|e| e.to_string())?;
+            metrics
+                .wal_fsync_duration
+                .observe(appended.elapsed().as_secs_f64());
         }
-        self.store.sync().map_err(|e| e.to_string())?;
-        metrics
-            .wal_fsync_duration
-            .observe(appended.elapsed().as_secs_f64());
+        // The records after the Compacted one restate what the log keeps, durably now:
+        // what came before them is no longer needed.
+        if let Some(lsn) = compacted {
+            self.store.compact_before(lsn).map_err(|e| e.to_string())?;
+        }
         Ok(())
     }
 
@@ -635,6 +778,12 @@ impl<M: StateMachine> Driver<M> {
         for (envelope, outcome) in envelopes.iter().zip(outcomes) {
             self.on_applied(envelope, outcome);
         }
+        self.answer_reads_applied(slot);
+        Ok(())
+    }
+
+    /// Answers the reads that waited for `slot` (or an earlier one) to be applied.
+    fn answer_reads_applied(&mut self, slot: Slot) {
         let ready_reads: Vec<Slot> = self
             .reads_waiting_apply
             .range(..=slot)
@@ -645,7 +794,6 @@ impl<M: StateMachine> Driver<M> {
                 let _ = reply.send(Ok(index));
             }
         }
-        Ok(())
     }
 
     fn record_applied(&self, started: Instant, commands: usize) {
@@ -718,12 +866,18 @@ impl<M: StateMachine> Driver<M> {
         metrics.is_leader.set(i64::from(soft.role == Role::Leader));
         metrics.commit_index.set(saturating_i64(commit_index));
         metrics.applied_slot.set(saturating_i64(applied_slot));
+        let compacted = self.replica.compacted();
+        let snapshot_slot = self.snapshots.latest().map_or(0, |info| info.slot);
+        metrics.compacted_slot.set(saturating_i64(compacted));
+        metrics.snapshot_slot.set(saturating_i64(snapshot_slot));
         let mut status = self.status.lock().expect("status lock");
         status.role = Some(soft.role);
         status.leader = soft.leader;
         status.ballot = soft.ballot;
         status.commit_index = commit_index;
         status.applied_slot = applied_slot;
+        status.compacted = compacted;
+        status.snapshot_slot = snapshot_slot;
     }
 
     fn stop(mut self, reason: &str) {
@@ -751,6 +905,9 @@ impl<M: StateMachine> Driver<M> {
             let _ = reply.send(Err(error.clone()));
         }
         for (_, (reply, _, _)) in std::mem::take(&mut self.status_requests) {
+            let _ = reply.send(Err(error.clone()));
+        }
+        for (_, reply) in self.snapshots.take_waiting() {
             let _ = reply.send(Err(error.clone()));
         }
         self.status.lock().expect("status lock").stopped = Some(reason.to_string());

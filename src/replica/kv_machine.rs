@@ -1,6 +1,8 @@
 //! The RocksDB executor as the driver's state machine.
 
-use super::driver::{ApplyError, StateMachine};
+use std::path::{Path, PathBuf};
+
+use super::driver::{ApplyError, Checkpointer, StateMachine};
 use crate::consensus::Slot;
 use crate::executor::{KvStoreExecutor, WriteOutcome};
 
@@ -17,5 +19,18 @@ impl StateMachine for KvStoreExecutor {
         commands: &[&[u8]],
     ) -> Result<Vec<WriteOutcome>, ApplyError> {
         Ok(KvStoreExecutor::apply_slot(self, slot, commands)?)
+    }
+
+    fn checkpointer(&mut self) -> Option<Checkpointer> {
+        let checkpoint = KvStoreExecutor::checkpointer(self);
+        Some(Box::new(move |dir: &Path| Ok(checkpoint(dir)?)))
+    }
+
+    fn staging_dir(&self) -> Option<PathBuf> {
+        Some(KvStoreExecutor::staging_dir(self))
+    }
+
+    fn install_checkpoint(&mut self, staged: &Path) -> Result<Slot, ApplyError> {
+        Ok(KvStoreExecutor::install_checkpoint(self, staged)?)
     }
 }

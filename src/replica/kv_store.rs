@@ -2,8 +2,8 @@
 //! what the consensus log commits; the driver thread owns both; readers share the database
 //! through `KvReader` snapshots.
 //!
-//! On disk, under the replica's data directory: `kv/` (RocksDB) and `wal/` (the consensus
-//! log).
+//! On disk, under the replica's data directory: `kv/` (RocksDB, see `executor::snapshot`),
+//! `wal/` (the consensus log) and `snapshots/` (snapshot files, see `snapshot`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -41,6 +41,8 @@ impl ReplicatedKvStore {
     ) -> Result<ReplicatedKvStore, StoreError> {
         let executor = KvStoreExecutor::open(data_dir.join("kv"), executor_options.clone())?;
         let reader = executor.reader();
+        let mut driver_options = driver_options;
+        driver_options.snapshot.dir = Some(data_dir.join("snapshots"));
         let node = driver::start(
             listener,
             peers,

@@ -23,6 +23,8 @@ pub type Result<T> = std::result::Result<T, LogStoreError>;
 
 pub struct LogStore {
     wal: Wal,
+    /// Record bytes appended since open, for the snapshot interval.
+    appended_bytes: u64,
 }
 
 fn codec(record_bytes_max: u32) -> impl Options + Copy {
@@ -45,17 +47,42 @@ impl LogStore {
                 .map_err(|source| LogStoreError::Decode { lsn, source })?;
             state.apply(&record);
         }
-        Ok((LogStore { wal }, state))
+        Ok((
+            LogStore {
+                wal,
+                appended_bytes: 0,
+            },
+            state,
+        ))
     }
 
-    /// Append a Ready's records; they are durable after the next `sync`.
-    pub fn append(&mut self, records: &[Record]) -> Result<()> {
+    /// Append a Ready's records; they are durable after the next `sync`. Returns the lsn
+    /// of the last `Record::Compacted` among them: once it is durable, every record before
+    /// it may go (`compact_before`).
+    pub fn append(&mut self, records: &[Record]) -> Result<Option<Lsn>> {
         let codec = codec(self.wal.options().record_bytes_max);
+        let mut compacted = None;
         for record in records {
             let bytes = codec.serialize(record).map_err(LogStoreError::Encode)?;
-            self.wal.append(&bytes)?;
+            let lsn = self.wal.append(&bytes)?;
+            self.appended_bytes += bytes.len() as u64;
+            if matches!(record, Record::Compacted { .. }) {
+                compacted = Some(lsn);
+            }
         }
+        Ok(compacted)
+    }
+
+    /// Removes the WAL segments that hold only records before `lsn` (a durable
+    /// `Record::Compacted` that restates what the log keeps).
+    pub fn compact_before(&mut self, lsn: Lsn) -> Result<()> {
+        self.wal.compact_prefix(lsn)?;
         Ok(())
+    }
+
+    /// Record bytes appended since open.
+    pub fn appended_bytes(&self) -> u64 {
+        self.appended_bytes
     }
 
     /// One fdatasync for everything appended so far.

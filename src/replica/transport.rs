@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use crate::consensus::{Message, NodeId, Slot};
+use crate::snapshot::stream;
 
 #[derive(Clone, Debug)]
 pub struct TransportOptions {
@@ -41,8 +42,32 @@ impl Default for TransportOptions {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerFrame {
-    Hello { from: NodeId },
+    Hello {
+        from: NodeId,
+    },
     Peer(PeerMessage),
+    /// Opens a snapshot transfer instead of `Hello` (see `snapshot::stream`).
+    SnapshotFetch {
+        from: NodeId,
+        min_slot: Slot,
+    },
+    SnapshotOffer {
+        slot: Slot,
+        version: u64,
+        bytes: u64,
+        checksum: u32,
+    },
+    SnapshotUnavailable {
+        reason: String,
+    },
+    SnapshotRead {
+        offset: u64,
+    },
+    SnapshotData {
+        offset: u64,
+        data: Vec<u8>,
+        checksum: u32,
+    },
 }
 
 /// What replicas send each other: the consensus protocol, and the router's requests to the
@@ -55,6 +80,21 @@ pub enum PeerMessage {
         to: NodeId,
         body: RouterMessage,
     },
+}
+
+impl PeerFrame {
+    /// The frame's kind, for errors (a data frame's bytes are not worth printing).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PeerFrame::Hello { .. } => "Hello",
+            PeerFrame::Peer(_) => "Peer",
+            PeerFrame::SnapshotFetch { .. } => "SnapshotFetch",
+            PeerFrame::SnapshotOffer { .. } => "SnapshotOffer",
+            PeerFrame::SnapshotUnavailable { .. } => "SnapshotUnavailable",
+            PeerFrame::SnapshotRead { .. } => "SnapshotRead",
+            PeerFrame::SnapshotData { .. } => "SnapshotData",
+        }
+    }
 }
 
 impl PeerMessage {
@@ -196,12 +236,14 @@ pub type Deliver = Arc<dyn Fn(PeerMessage) + Send + Sync>;
 #[derive(Clone)]
 pub struct Transport {
     queues: Arc<BTreeMap<NodeId, mpsc::Sender<PeerMessage>>>,
+    addresses: Arc<BTreeMap<NodeId, SocketAddr>>,
     dropped: Arc<AtomicU64>,
 }
 
 impl Transport {
     /// Start accepting on `listener` and connecting to every peer in `peers` (this replica
-    /// excluded). Tasks run until `shutdown` turns true.
+    /// excluded). Tasks run until `shutdown` turns true. Snapshot fetches are served by
+    /// `snapshots`, or refused without it.
     pub fn start(
         id: NodeId,
         listener: TcpListener,
@@ -210,14 +252,26 @@ impl Transport {
         options: TransportOptions,
         shutdown: watch::Receiver<bool>,
     ) -> Transport {
+        Transport::start_with_snapshots(id, listener, peers, deliver, options, shutdown, None)
+    }
+
+    pub fn start_with_snapshots(
+        id: NodeId,
+        listener: TcpListener,
+        peers: BTreeMap<NodeId, SocketAddr>,
+        deliver: Deliver,
+        options: TransportOptions,
+        shutdown: watch::Receiver<bool>,
+        snapshots: Option<stream::Sender>,
+    ) -> Transport {
         let members: Arc<Vec<NodeId>> = Arc::new(peers.keys().copied().collect());
-        tokio::spawn(accept_loop(
-            listener,
+        let inbound = Inbound {
             members,
             deliver,
-            options.clone(),
-            shutdown.clone(),
-        ));
+            snapshots,
+            frame_bytes_max: options.peer_frame_bytes_max,
+        };
+        tokio::spawn(accept_loop(listener, Arc::new(inbound), shutdown.clone()));
         let mut queues = BTreeMap::new();
         for (&peer, &address) in peers.iter().filter(|(&peer, _)| peer != id) {
             let (sender, receiver) = mpsc::channel(options.peer_queue_messages_max);
@@ -231,8 +285,14 @@ impl Transport {
         }
         Transport {
             queues: Arc::new(queues),
+            addresses: Arc::new(peers),
             dropped: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Where `peer` listens (or its link proxy does).
+    pub fn address(&self, peer: NodeId) -> Option<SocketAddr> {
+        self.addresses.get(&peer).copied()
     }
 
     /// Queue a message for its peer; drops it if that peer's queue is full.
@@ -321,11 +381,17 @@ async fn write_message(
     Ok(())
 }
 
-async fn accept_loop(
-    listener: TcpListener,
+/// What an inbound connection needs.
+struct Inbound {
     members: Arc<Vec<NodeId>>,
     deliver: Deliver,
-    options: TransportOptions,
+    snapshots: Option<stream::Sender>,
+    frame_bytes_max: u32,
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    inbound: Arc<Inbound>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -336,12 +402,11 @@ async fn accept_loop(
         let Ok((stream, remote)) = accepted else {
             continue;
         };
-        let (members, deliver) = (members.clone(), deliver.clone());
-        let (max, mut shutdown) = (options.peer_frame_bytes_max, shutdown.clone());
+        let (inbound, mut shutdown) = (inbound.clone(), shutdown.clone());
         tokio::spawn(async move {
             tokio::select! {
                 _ = shutdown.wait_for(|stop| *stop) => {}
-                result = serve_inbound(stream, &members, &deliver, max) => {
+                result = serve_inbound(stream, &inbound) => {
                     if let Err(error) = result {
                         tracing::debug!(%remote, %error, "inbound peer connection closed");
                     }
@@ -351,27 +416,33 @@ async fn accept_loop(
     }
 }
 
-async fn serve_inbound(
-    mut stream: TcpStream,
-    members: &[NodeId],
-    deliver: &Deliver,
-    max: u32,
-) -> Result<()> {
+async fn serve_inbound(mut stream: TcpStream, inbound: &Inbound) -> Result<()> {
     stream.set_nodelay(true)?;
+    let max = inbound.frame_bytes_max;
     let from = match read_frame(&mut stream, max).await? {
-        PeerFrame::Hello { from } if members.contains(&from) => from,
+        PeerFrame::Hello { from } if inbound.members.contains(&from) => from,
+        PeerFrame::SnapshotFetch { from, min_slot } if inbound.members.contains(&from) => {
+            let Some(snapshots) = &inbound.snapshots else {
+                return Err(TransportError::Protocol(format!(
+                    "replica {from} asked for a snapshot; this replica sends none"
+                )));
+            };
+            return snapshots.serve(stream, min_slot, max).await;
+        }
         other => {
             return Err(TransportError::Protocol(format!(
-                "expected Hello from a member, got {other:?}"
+                "expected Hello from a member, got {}",
+                other.kind()
             )))
         }
     };
     loop {
         match read_frame(&mut stream, max).await? {
-            PeerFrame::Peer(message) if message.from() == from => deliver(message),
+            PeerFrame::Peer(message) if message.from() == from => (inbound.deliver)(message),
             other => {
                 return Err(TransportError::Protocol(format!(
-                    "unexpected frame from {from}: {other:?}"
+                    "unexpected frame from {from}: {}",
+                    other.kind()
                 )))
             }
         }

@@ -496,3 +496,91 @@ pub fn sample(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> 
         })
         .next()
 }
+
+// ---------------------------------------------------------------------------------------
+// A cluster of `paxkv server` processes.
+
+const CLUSTER_READY: Duration = Duration::from_secs(30);
+const CLUSTER_CALLS: Duration = Duration::from_secs(30);
+
+/// `paxkv server --config nodeN.toml` processes on free loopback ports, each with its own
+/// data directory under `dir`; `extra` is appended to every node's TOML (e.g. a `[snapshot]`
+/// table).
+pub struct ServerCluster {
+    pub dir: PathBuf,
+    pub endpoints: Vec<SocketAddr>,
+    pub servers: Vec<Option<Process>>,
+}
+
+impl ServerCluster {
+    pub fn start(dir: &Path) -> ServerCluster {
+        ServerCluster::start_with(dir, "")
+    }
+
+    pub fn start_with(dir: &Path, extra: &str) -> ServerCluster {
+        let cluster = ServerCluster::configure(dir, extra);
+        cluster.start_all()
+    }
+
+    /// Writes the configs and starts nothing.
+    pub fn configure(dir: &Path, extra: &str) -> ServerCluster {
+        let addrs = free_addrs(6);
+        let (endpoints, peers) = (addrs[..3].to_vec(), addrs[3..].to_vec());
+        let members: Vec<String> = (peers.iter().enumerate())
+            .map(|(i, peer)| format!("  {{ id = {}, peer_addr = \"{peer}\" }},", i + 1))
+            .collect();
+        for (i, endpoint) in endpoints.iter().enumerate() {
+            let id = i + 1;
+            let config = format!(
+                "id = {id}\ndata_dir = \"{}\"\nthrift_addr = \"{endpoint}\"\nmembers = [\n{}\n]\n{extra}\n",
+                dir.join(format!("node{id}")).display(),
+                members.join("\n")
+            );
+            std::fs::write(dir.join(format!("node{id}.toml")), config).unwrap();
+        }
+        ServerCluster {
+            dir: dir.to_path_buf(),
+            endpoints,
+            servers: vec![None, None, None],
+        }
+    }
+
+    /// Replica `i`'s data directory.
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("node{}", i + 1))
+    }
+
+    pub fn start_all(mut self) -> ServerCluster {
+        for i in 0..3 {
+            self.start_server(i);
+        }
+        self.wait_ready();
+        self
+    }
+
+    pub fn start_server(&mut self, i: usize) {
+        let config = self.dir.join(format!("node{}.toml", i + 1));
+        let log = self.dir.join(format!("node{}.log", i + 1));
+        let args = ["server".as_ref(), "--config".as_ref(), config.as_os_str()];
+        self.servers[i] = Some(Process::spawn(&args, &log));
+    }
+
+    pub fn wait_ready(&mut self) {
+        let live: Vec<usize> = (0..3).filter(|&i| self.servers[i].is_some()).collect();
+        for i in live {
+            let endpoint = self.endpoints[i];
+            let server = self.servers[i].as_mut().unwrap();
+            wait_ready(endpoint, CLUSTER_READY, std::slice::from_mut(server));
+        }
+    }
+
+    /// The index of the replica that leads, as replica `via` sees it.
+    pub fn leader(&self, via: usize) -> usize {
+        let status = Retrying::new(self.endpoints[via], CLUSTER_CALLS).call(|c| c.status());
+        status.leader.expect("ready clusters have a leader") as usize - 1
+    }
+
+    pub fn kill9(&mut self, i: usize) {
+        self.servers[i].take().expect("running").kill9();
+    }
+}
