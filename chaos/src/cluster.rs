@@ -465,22 +465,25 @@ impl Cluster {
         let replicas = self.nodes.len();
         let mut votes = vec![0usize; replicas + 1];
         let mut last = String::from("no replica running");
-        for node in self
-            .nodes
-            .iter()
+        let running: Vec<(u32, SocketAddr)> = (self.nodes.iter())
             .filter(|n| n.state() == NodeState::Running)
-        {
-            let status = connect(node.thrift_addr, STATUS_TIMEOUT).and_then(|mut c| c.status());
-            match status {
-                Ok(status) if status.healthy => match status.leader {
-                    Some(leader) => match usize::try_from(leader) {
-                        Ok(index) if (1..=replicas).contains(&index) => votes[index] += 1,
-                        _ => last = format!("replica {} names leader {leader}", node.id),
-                    },
-                    None => last = format!("replica {}: no leader", node.id),
-                },
-                Ok(status) => last = format!("replica {}: not healthy: {status:?}", node.id),
-                Err(error) => last = format!("replica {}: {}", node.id, describe(&error)),
+            .map(|n| (n.id, n.thrift_addr))
+            .collect();
+        // All at once: a replica that does not answer (its driver stalled in an fsync, say)
+        // holds the answer up by one `STATUS_TIMEOUT`, not one per such replica, so a
+        // nemesis choosing its next target does not hold up the heal of a fault in progress.
+        let named: Vec<std::result::Result<usize, String>> = thread::scope(|scope| {
+            let calls: Vec<_> = (running.iter())
+                .map(|&(id, addr)| scope.spawn(move || named_leader(id, addr, replicas)))
+                .collect();
+            (calls.into_iter())
+                .map(|call| call.join().expect("a status call panicked"))
+                .collect()
+        });
+        for answer in named {
+            match answer {
+                Ok(index) => votes[index] += 1,
+                Err(why) => last = why,
             }
         }
         let majority = replicas / 2 + 1;
@@ -530,6 +533,23 @@ impl Drop for Cluster {
                 let _ = child.wait();
             }
         }
+    }
+}
+
+/// The leader replica `id` names (as an index into 1..=replicas), if it is healthy and
+/// names one; or why not.
+fn named_leader(id: u32, addr: SocketAddr, replicas: usize) -> std::result::Result<usize, String> {
+    let status = connect(addr, STATUS_TIMEOUT).and_then(|mut c| c.status());
+    match status {
+        Ok(status) if status.healthy => match status.leader {
+            Some(leader) => match usize::try_from(leader) {
+                Ok(index) if (1..=replicas).contains(&index) => Ok(index),
+                _ => Err(format!("replica {id} names leader {leader}")),
+            },
+            None => Err(format!("replica {id}: no leader")),
+        },
+        Ok(status) => Err(format!("replica {id}: not healthy: {status:?}")),
+        Err(error) => Err(format!("replica {id}: {}", describe(&error))),
     }
 }
 
