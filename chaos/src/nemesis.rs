@@ -452,11 +452,12 @@ fn heal(cluster: &mut Cluster, fault: &Active, others: &[Active]) -> Result<()> 
 /// Sets every link to the union of what the `active` faults do to it.
 fn apply_links<'a>(cluster: &Cluster, active: impl Iterator<Item = &'a Active> + Clone) {
     for (from, to) in cluster.links() {
-        let faults = (active.clone())
-            .map(|a| a.link_faults(from, to))
-            .fold(LinkFaults::default(), LinkFaults::union);
-        cluster.set_link_faults(from, to, faults);
+        cluster.set_link_faults(from, to, union_on_link(active.clone(), from, to));
     }
+}
+
+fn union_on_link<'a>(active: impl Iterator<Item = &'a Active>, from: u32, to: u32) -> LinkFaults {
+    (active.map(|a| a.link_faults(from, to))).fold(LinkFaults::default(), LinkFaults::union)
 }
 
 /// `width` running replicas free of faults: the first is the leader half the time (when a
@@ -546,6 +547,54 @@ mod tests {
         assert_eq!(parse("partition").unwrap(), FaultKind::PARTITION.to_vec());
         assert_eq!(parse("link").unwrap(), FaultKind::LINK.to_vec());
         assert!(parse("all").unwrap().contains(&FaultKind::LinkReorder));
+    }
+
+    fn active(kind: FaultKind, nodes: &[u32]) -> Active {
+        Active {
+            kind,
+            nodes: nodes.to_vec(),
+            was_leader: false,
+            start: Duration::ZERO,
+            end_at: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn a_link_has_the_union_of_the_faults_on_it_and_keeps_the_others_when_one_heals() {
+        let isolated = [
+            active(FaultKind::PartitionIsolate, &[1]),
+            active(FaultKind::PartitionIsolate, &[2]),
+        ];
+        assert!(union_on_link(isolated.iter(), 1, 2).cut);
+        // Replica 1 healed: the link between 1 and 2 stays cut for 2, 1 and 3 talk again.
+        assert!(union_on_link(isolated[1..].iter(), 1, 2).cut);
+        assert!(union_on_link(isolated[1..].iter(), 2, 1).cut);
+        assert!(!union_on_link(isolated[1..].iter(), 1, 3).cut);
+
+        let lossy_and_slow = [
+            active(FaultKind::LinkLossy, &[1]),
+            active(FaultKind::PartitionSlow, &[2]),
+        ];
+        let both = union_on_link(lossy_and_slow.iter(), 2, 1);
+        assert_eq!(both.loss, LOSSY_LINK_LOSS);
+        assert_eq!(both.delay, SLOW_LINK_DELAY);
+        assert!(!both.cut);
+        assert_eq!(
+            union_on_link(lossy_and_slow.iter(), 3, 4),
+            LinkFaults::default()
+        );
+
+        // One way: only the replica's outbound links. A split: only links across it.
+        let one_way = [active(FaultKind::PartitionOneWay, &[3])];
+        assert!(union_on_link(one_way.iter(), 3, 1).cut);
+        assert!(!union_on_link(one_way.iter(), 1, 3).cut);
+        let split = [active(FaultKind::PartitionSplit, &[1, 4])];
+        assert!(union_on_link(split.iter(), 1, 2).cut);
+        assert!(union_on_link(split.iter(), 5, 4).cut);
+        assert!(!union_on_link(split.iter(), 1, 4).cut);
+        assert!(!union_on_link(split.iter(), 2, 3).cut);
+        let reorder = union_on_link([active(FaultKind::LinkReorder, &[5])].iter(), 5, 1);
+        assert_eq!(reorder.reorder, REORDERING_LINK_PROBABILITY);
     }
 
     #[test]
