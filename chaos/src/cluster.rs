@@ -1,5 +1,5 @@
-//! A 3-process paxkv cluster on loopback: one `paxkv server --config nodeN.toml` per
-//! replica, on ports the OS picked, with its config, data and log under one directory.
+//! A paxkv cluster of 3 or 5 processes on loopback: one `paxkv server --config nodeN.toml`
+//! per replica, on ports the OS picked, with its config, data and log under one directory.
 //!
 //! Faults act on one replica by its PID: `kill9` (SIGKILL, then reap), `pause` (SIGSTOP)
 //! and `resume` (SIGCONT). A PID is only signalled while its child is unreaped, so it
@@ -9,9 +9,10 @@
 //! process (`PUT /debug/failpoints/NAME`, in builds with the `chaos` feature), and a
 //! replica can be started with a known bug switched on (`InjectedBug`).
 //!
-//! Each directed peer link goes through a `Proxy` (each replica's config names, as the
-//! other members' peer addresses, the proxies of its links to them), so `cut` can drop
-//! a link in one direction and `set_link_delay` slow it.
+//! Each directed peer link (n * (n - 1) of them) goes through a `Proxy` (each replica's
+//! config names, as the other members' peer addresses, the proxies of its links to them),
+//! so `set_link_cut` can drop a link in one direction, `set_link_delay` slow it and
+//! `set_link_faults` also make it lose or reorder frames.
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
@@ -26,10 +27,12 @@ use paxkv::api::TPaxkvSyncClient;
 use crate::client::{connect, describe};
 use crate::error::{ChaosError, Result};
 use crate::history::Clock;
-use crate::proxy::Proxy;
+use crate::proxy::{self, LinkCounts, LinkFaults, Proxy};
 
-/// Replicas in the cluster.
-pub const REPLICAS: usize = 3;
+/// Replicas in the cluster unless told otherwise.
+pub const REPLICAS_DEFAULT: usize = 3;
+/// The cluster sizes a run can have: odd, so a split always leaves a majority on one side.
+pub const REPLICAS_ALLOWED: [usize; 2] = [3, 5];
 /// Timeout for one `status` call while looking for the leader.
 const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -124,6 +127,27 @@ impl Node {
     }
 }
 
+/// How to start a cluster besides where: its size, timing, injected bugs, and the seed of
+/// its link proxies' frame faults.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    pub replicas: usize,
+    pub timing: Timing,
+    pub bugs: Vec<InjectedBug>,
+    pub seed: u64,
+}
+
+impl Default for Setup {
+    fn default() -> Setup {
+        Setup {
+            replicas: REPLICAS_DEFAULT,
+            timing: Timing::default(),
+            bugs: Vec::new(),
+            seed: 0,
+        }
+    }
+}
+
 pub struct Cluster {
     binary: PathBuf,
     nodes: Vec<Node>,
@@ -132,33 +156,43 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Writes the configs under `dir`, starts every replica and waits for a leader.
+    /// Writes the configs of 3 replicas under `dir`, starts every replica and waits for a
+    /// leader.
     pub fn start(binary: &Path, dir: &Path, timing: &Timing, ready: Duration) -> Result<Cluster> {
-        Cluster::start_with_bugs(binary, dir, timing, &[], ready)
+        let setup = Setup {
+            timing: timing.clone(),
+            ..Setup::default()
+        };
+        Cluster::start_with(binary, dir, &setup, ready)
     }
 
-    /// As `start`, with `bugs` switched on in every replica's config.
+    /// As `start`, with `setup.replicas` replicas and `setup.bugs` switched on in every
+    /// replica's config.
     ///
     /// The free ports are found by binding port 0 and letting go, so another process may
     /// take one before a replica binds it (an outgoing connection's ephemeral port, say):
     /// a replica that exits at start because its address is in use makes the whole start
     /// begin again, on fresh ports and empty data directories, up to
     /// `START_ATTEMPTS_MAX` times.
-    pub fn start_with_bugs(
+    pub fn start_with(
         binary: &Path,
         dir: &Path,
-        timing: &Timing,
-        bugs: &[InjectedBug],
+        setup: &Setup,
         ready: Duration,
     ) -> Result<Cluster> {
+        assert!(
+            REPLICAS_ALLOWED.contains(&setup.replicas),
+            "{} replicas",
+            setup.replicas
+        );
         let mut attempt = 1;
         loop {
-            match Cluster::start_once(binary, dir, timing, bugs, ready) {
+            match Cluster::start_once(binary, dir, setup, ready) {
                 Err(ChaosError::Exited { log, .. })
                     if attempt < START_ATTEMPTS_MAX && address_was_in_use(&log) =>
                 {
                     attempt += 1;
-                    for id in 1..=REPLICAS {
+                    for id in 1..=setup.replicas {
                         let _ = std::fs::remove_dir_all(dir.join(format!("node{id}")));
                     }
                 }
@@ -167,26 +201,21 @@ impl Cluster {
         }
     }
 
-    fn start_once(
-        binary: &Path,
-        dir: &Path,
-        timing: &Timing,
-        bugs: &[InjectedBug],
-        ready: Duration,
-    ) -> Result<Cluster> {
+    fn start_once(binary: &Path, dir: &Path, setup: &Setup, ready: Duration) -> Result<Cluster> {
         if !binary.is_file() {
             return Err(ChaosError::NoBinary(binary.to_path_buf()));
         }
-        let addrs = free_addrs(3 * REPLICAS)?;
-        let (thrift, rest) = addrs.split_at(REPLICAS);
-        let (peers, metrics) = rest.split_at(REPLICAS);
-        let (links, link_addrs) = start_links(peers)?;
+        let n = setup.replicas;
+        let addrs = free_addrs(3 * n)?;
+        let (thrift, rest) = addrs.split_at(n);
+        let (peers, metrics) = rest.split_at(n);
+        let (links, link_addrs) = start_links(peers, setup.seed)?;
         let mut nodes = Vec::new();
         for (i, &thrift_addr) in thrift.iter().enumerate() {
             let id = u32::try_from(i + 1).expect("a handful of replicas");
             let config = dir.join(format!("node{id}.toml"));
             // Its own listener, and the proxies of its links to the others.
-            let members: Vec<SocketAddr> = (1..=REPLICAS)
+            let members: Vec<SocketAddr> = (1..=n)
                 .map(|j| {
                     let to = u32::try_from(j).expect("small");
                     link_addrs.get(&(id, to)).copied().unwrap_or(peers[i])
@@ -197,7 +226,8 @@ impl Cluster {
                 metrics: metrics[i],
                 peers: &members,
             };
-            let text = config_text(id, &dir.join(format!("node{id}")), &addrs, timing, bugs);
+            let data_dir = dir.join(format!("node{id}"));
+            let text = config_text(id, &data_dir, &addrs, &setup.timing, &setup.bugs);
             std::fs::write(&config, text).map_err(|source| ChaosError::File {
                 path: config.clone(),
                 source,
@@ -361,11 +391,33 @@ impl Cluster {
         }
     }
 
-    /// Restores every peer link, and takes every delay off.
+    /// Sets every fault of the peer link from `from` to `to` at once.
+    pub fn set_link_faults(&self, from: u32, to: u32, faults: LinkFaults) {
+        if let Some(proxy) = self.links.get(&(from, to)) {
+            proxy.set_faults(faults);
+        }
+    }
+
+    /// The faults the peer link from `from` to `to` has now (none for a link that does
+    /// not exist).
+    pub fn link_faults(&self, from: u32, to: u32) -> LinkFaults {
+        (self.links.get(&(from, to))).map_or_else(LinkFaults::default, Proxy::faults)
+    }
+
+    /// Every directed peer link, as (from, to).
+    pub fn links(&self) -> Vec<(u32, u32)> {
+        self.links.keys().copied().collect()
+    }
+
+    /// Frames forwarded, dropped and reordered, summed over every link.
+    pub fn link_counts(&self) -> LinkCounts {
+        (self.links.values()).fold(LinkCounts::default(), |sum, p| sum.plus(p.counts()))
+    }
+
+    /// Restores every peer link, and takes every delay, loss and reordering off.
     pub fn heal_links(&self) {
         for proxy in self.links.values() {
-            proxy.set_cut(false);
-            proxy.set_delay(Duration::ZERO);
+            proxy.set_faults(LinkFaults::default());
         }
     }
 
@@ -410,27 +462,31 @@ impl Cluster {
     /// The leader as a majority of the running replicas report it (healthy, and agreeing),
     /// if it is running itself; or why there is none.
     pub fn leader(&self) -> std::result::Result<u32, String> {
-        let mut votes = [0usize; REPLICAS + 1];
+        let replicas = self.nodes.len();
+        let mut votes = vec![0usize; replicas + 1];
         let mut last = String::from("no replica running");
-        for node in self
-            .nodes
-            .iter()
+        let running: Vec<(u32, SocketAddr)> = (self.nodes.iter())
             .filter(|n| n.state() == NodeState::Running)
-        {
-            let status = connect(node.thrift_addr, STATUS_TIMEOUT).and_then(|mut c| c.status());
-            match status {
-                Ok(status) if status.healthy => match status.leader {
-                    Some(leader) => match usize::try_from(leader) {
-                        Ok(index) if (1..=REPLICAS).contains(&index) => votes[index] += 1,
-                        _ => last = format!("replica {} names leader {leader}", node.id),
-                    },
-                    None => last = format!("replica {}: no leader", node.id),
-                },
-                Ok(status) => last = format!("replica {}: not healthy: {status:?}", node.id),
-                Err(error) => last = format!("replica {}: {}", node.id, describe(&error)),
+            .map(|n| (n.id, n.thrift_addr))
+            .collect();
+        // All at once: a replica that does not answer (its driver stalled in an fsync, say)
+        // holds the answer up by one `STATUS_TIMEOUT`, not one per such replica, so a
+        // nemesis choosing its next target does not hold up the heal of a fault in progress.
+        let named: Vec<std::result::Result<usize, String>> = thread::scope(|scope| {
+            let calls: Vec<_> = (running.iter())
+                .map(|&(id, addr)| scope.spawn(move || named_leader(id, addr, replicas)))
+                .collect();
+            (calls.into_iter())
+                .map(|call| call.join().expect("a status call panicked"))
+                .collect()
+        });
+        for answer in named {
+            match answer {
+                Ok(index) => votes[index] += 1,
+                Err(why) => last = why,
             }
         }
-        let majority = REPLICAS / 2 + 1;
+        let majority = replicas / 2 + 1;
         let Some(index) = votes.iter().position(|&v| v >= majority) else {
             return Err(last);
         };
@@ -480,6 +536,23 @@ impl Drop for Cluster {
     }
 }
 
+/// The leader replica `id` names (as an index into 1..=replicas), if it is healthy and
+/// names one; or why not.
+fn named_leader(id: u32, addr: SocketAddr, replicas: usize) -> std::result::Result<usize, String> {
+    let status = connect(addr, STATUS_TIMEOUT).and_then(|mut c| c.status());
+    match status {
+        Ok(status) if status.healthy => match status.leader {
+            Some(leader) => match usize::try_from(leader) {
+                Ok(index) if (1..=replicas).contains(&index) => Ok(index),
+                _ => Err(format!("replica {id} names leader {leader}")),
+            },
+            None => Err(format!("replica {id}: no leader")),
+        },
+        Ok(status) => Err(format!("replica {id}: not healthy: {status:?}")),
+        Err(error) => Err(format!("replica {id}: {}", describe(&error))),
+    }
+}
+
 fn wrong_state(node: &Node, action: &'static str) -> ChaosError {
     ChaosError::WrongState {
         id: node.id,
@@ -513,14 +586,15 @@ type Links = (
     BTreeMap<(u32, u32), SocketAddr>,
 );
 
-fn start_links(peers: &[SocketAddr]) -> Result<Links> {
+/// Each link's proxy gets a seed of its own, derived from `seed` and the link.
+fn start_links(peers: &[SocketAddr], seed: u64) -> Result<Links> {
     let io = |source| ChaosError::File {
         path: PathBuf::from("127.0.0.1:0"),
         source,
     };
     let (mut links, mut addrs) = (BTreeMap::new(), BTreeMap::new());
-    for (i, from) in (1..=REPLICAS).enumerate() {
-        for (j, to) in (1..=REPLICAS).enumerate() {
+    for (i, from) in (1..=peers.len()).enumerate() {
+        for (j, to) in (1..=peers.len()).enumerate() {
             if i == j {
                 continue;
             }
@@ -530,7 +604,9 @@ fn start_links(peers: &[SocketAddr]) -> Result<Links> {
             );
             let listener = TcpListener::bind("127.0.0.1:0").map_err(io)?;
             addrs.insert(link, listener.local_addr().map_err(io)?);
-            links.insert(link, Proxy::start(listener, peers[j]).map_err(io)?);
+            let link_seed = proxy::derive_seed(seed, (u64::from(link.0) << 32) | u64::from(link.1));
+            let proxy = Proxy::start(listener, peers[j], link_seed).map_err(io)?;
+            links.insert(link, proxy);
         }
     }
     Ok((links, addrs))

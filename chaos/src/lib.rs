@@ -1,14 +1,16 @@
-//! paxkv-chaos: runs a real 3-process paxkv cluster on loopback, drives it with concurrent
-//! Thrift clients that record every operation in a [`history::History`], injects process
-//! faults (kill -9 and restart, SIGSTOP/SIGCONT pauses), disk faults (through the
-//! servers' fault points) and network faults (through a proxy per peer link), and checks
-//! the history afterwards. It can switch a known bug on in the servers, to show the
+//! paxkv-chaos: runs a real paxkv cluster of 3 or 5 processes on loopback, drives it with
+//! concurrent Thrift clients that record every operation in a [`history::History`], injects
+//! process faults (kill -9 and restart, SIGSTOP/SIGCONT pauses), disk faults (through the
+//! servers' fault points) and network faults (cut, slow, lossy and reordering links and
+//! majority/minority splits, through a frame-aware proxy per peer link), and checks the
+//! history afterwards. It can switch a known bug on in the servers, to show the
 //! checkers catch it.
 //!
 //! ```text
-//! cluster::Cluster::start      3 x `paxkv server --config nodeN.toml`, waits for a leader
+//! cluster::Cluster::start_with n x `paxkv server --config nodeN.toml`, waits for a leader
 //! workload::run                client threads record invoke/ok/fail/info per call
-//! nemesis::run                 one fault at a time, healed before the next
+//! nemesis::run                 faults on at most (n - 1) / 2 replicas at once, each healed
+//!                              on its own schedule
 //! check::*                     registers (linearizability), bank, set, watch
 //! report::Report               ops by outcome, faults, unavailability, verdicts
 //! ```

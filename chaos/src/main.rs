@@ -1,13 +1,14 @@
-//! `paxkv-chaos`: a chaos run against a real 3-process cluster, or a check of a saved
-//! history. See docs/chaos.md.
+//! `paxkv-chaos`: a chaos run against a real cluster of 3 or 5 processes, or a check of a
+//! saved history. See docs/chaos.md.
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
 
 use paxkv_chaos::check::linearizable::SEARCH_STEPS_MAX;
-use paxkv_chaos::cluster::{InjectedBug, Timing};
+use paxkv_chaos::cluster::{InjectedBug, Timing, REPLICAS_DEFAULT};
 use paxkv_chaos::error::{ChaosError, Result};
 use paxkv_chaos::nemesis;
 use paxkv_chaos::report::Report;
@@ -50,8 +51,15 @@ struct RunArgs {
     /// Seconds the clients run (the nemesis stops a few seconds before).
     #[arg(long, default_value_t = 60)]
     time: u64,
+    /// Replicas in the cluster: 3 or 5. With 5, two replicas may be faulty at once.
+    #[arg(long, default_value_t = REPLICAS_DEFAULT,
+          value_parser = clap::builder::PossibleValuesParser::new(["3", "5"])
+              .map(|s| s.parse::<usize>().expect("3 or 5")))]
+    replicas: usize,
     /// Faults to inject: a comma-separated list of kill, pause, disk (or its kinds
-    /// disk-stall, disk-fsync, disk-torn); or all, none.
+    /// disk-stall, disk-fsync, disk-torn), partition (partition-isolate,
+    /// partition-one-way, partition-slow, partition-split), link (link-lossy,
+    /// link-reorder); or all, none.
     #[arg(long, default_value = "all")]
     nemesis: String,
     /// Seed of the nemesis and the clients' choices (timing is real, so a seed does not
@@ -119,6 +127,7 @@ fn run_chaos(args: RunArgs) -> Result<Report> {
     };
     let options = RunOptions {
         time: Duration::from_secs(args.time),
+        replicas: args.replicas,
         nemesis,
         seed,
         binary,
@@ -130,8 +139,9 @@ fn run_chaos(args: RunArgs) -> Result<Report> {
         bugs,
     };
     eprintln!(
-        "paxkv-chaos: {} s, seed {seed}, output in {}",
+        "paxkv-chaos: {} s, {} replicas, seed {seed}, output in {}",
         args.time,
+        args.replicas,
         options.out.display()
     );
     run::run(&options)

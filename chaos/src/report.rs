@@ -13,7 +13,8 @@ use crate::check::watch::{self, WatchResult};
 use crate::check::Verdict;
 use crate::error::{ChaosError, Result};
 use crate::history::{Call, History, Operation, Outcome};
-use crate::nemesis::{Crash, Fault};
+use crate::nemesis::{Crash, Fault, NemesisLog};
+use crate::proxy::LinkCounts;
 
 /// A stretch longer than this with no successful call counts as unavailable.
 pub const UNAVAILABLE_GAP_MS_MIN: f64 = 1_000.0;
@@ -68,9 +69,19 @@ pub struct Report {
     pub run: Option<RunInfo>,
     /// `total`, and one entry per workload.
     pub ops: BTreeMap<String, Counts>,
+    /// In the order they started; with 5 replicas two may overlap.
     pub faults: Vec<Fault>,
     pub faults_by_kind: BTreeMap<String, usize>,
+    /// The most faults in progress at one moment.
+    #[serde(default)]
+    pub concurrent_faults_max: usize,
+    /// How long two or more faults were in progress at once, in all.
+    #[serde(default)]
+    pub concurrent_faults_ms: f64,
     pub crashes: Vec<Crash>,
+    /// Frames the peer link proxies forwarded, dropped and held back.
+    #[serde(default)]
+    pub links: LinkCounts,
     pub unavailable: Vec<Window>,
     /// The longest time between two successful calls (watch polls left out).
     pub longest_gap_ms: f64,
@@ -94,6 +105,12 @@ pub struct RunInfo {
     /// Known bugs switched on in the replicas (`--inject-bug`).
     #[serde(default)]
     pub injected_bugs: Vec<String>,
+    #[serde(default = "replicas_default")]
+    pub replicas: usize,
+}
+
+fn replicas_default() -> usize {
+    crate::cluster::REPLICAS_DEFAULT
 }
 
 impl Report {
@@ -101,9 +118,13 @@ impl Report {
         history: &History,
         search_steps_max: u64,
         run: Option<RunInfo>,
-        faults: Vec<Fault>,
-        crashes: Vec<Crash>,
+        nemesis: NemesisLog,
     ) -> Result<Report> {
+        let NemesisLog {
+            faults,
+            crashes,
+            links,
+        } = nemesis;
         let operations = history.operations()?;
         let checks = Checks::run(&operations, search_steps_max);
         let mut faults_by_kind = BTreeMap::new();
@@ -135,12 +156,16 @@ impl Report {
         let unknown = (checks.verdicts().iter())
             .filter(|(_, v)| matches!(v, Verdict::Unknown(_)))
             .count();
+        let (concurrent_faults_max, concurrent_faults_ms) = overlap(&faults);
         Ok(Report {
             run,
             ops: count_ops(&operations),
             faults,
             faults_by_kind,
+            concurrent_faults_max,
+            concurrent_faults_ms,
             crashes,
+            links,
             unavailable: unavailable_windows(&operations, UNAVAILABLE_GAP_MS_MIN),
             longest_gap_ms: (unavailable_windows(&operations, 0.0).iter())
                 .fold(0.0, |longest, w| f64::max(longest, w.to_ms - w.from_ms)),
@@ -171,8 +196,8 @@ impl Report {
             let nemesis = run.nemesis.join(",");
             let _ = writeln!(
                 out,
-                "run: {:.1} s, seed {}, nemesis [{nemesis}], output in {}",
-                run.time_s, run.seed, run.out_dir
+                "run: {:.1} s, {} replicas, seed {}, nemesis [{nemesis}], output in {}",
+                run.time_s, run.replicas, run.seed, run.out_dir
             );
             if !run.injected_bugs.is_empty() {
                 let bugs = run.injected_bugs.join(",");
@@ -202,11 +227,23 @@ impl Report {
         let leader = self.faults.iter().filter(|f| f.was_leader).count();
         let _ = writeln!(
             out,
-            "faults: {} ({}; {leader} on the leader), crashes: {}",
+            "faults: {} ({}; {leader} on the leader; at most {} at once, {:.0} ms with two \
+             or more), crashes: {}",
             self.faults.len(),
             kinds.join(", "),
+            self.concurrent_faults_max,
+            self.concurrent_faults_ms,
             self.crashes.len()
         );
+        let links = &self.links;
+        if links.dropped + links.reordered + links.oversized > 0 {
+            let _ = writeln!(
+                out,
+                "peer frames: {} through the proxies, {} dropped, {} held back behind the \
+                 next, {} oversized (passed unparsed)",
+                links.frames, links.dropped, links.reordered, links.oversized
+            );
+        }
     }
 
     fn write_availability(&self, out: &mut String) {
@@ -266,6 +303,26 @@ fn count_ops(operations: &[Operation]) -> BTreeMap<String, Counts> {
     counts
 }
 
+/// The most faults in progress at one moment, and how long two or more were, in ms. A fault
+/// that ends at the moment another starts does not overlap it.
+fn overlap(faults: &[Fault]) -> (usize, f64) {
+    // Ends before starts at the same time.
+    let mut edges: Vec<(f64, i32)> = (faults.iter())
+        .flat_map(|f| [(f.start_ms, 1), (f.end_ms, -1)])
+        .collect();
+    edges.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let (mut current, mut most, mut overlapped, mut since) = (0i32, 0i32, 0.0, 0.0);
+    for (at, step) in edges {
+        if current >= 2 {
+            overlapped += at - since;
+        }
+        current += step;
+        most = most.max(current);
+        since = at;
+    }
+    (usize::try_from(most).unwrap_or(0), overlapped)
+}
+
 /// Gaps longer than `gap_ms_min` between successful calls, from the first invoke. Watch
 /// polls are left out: a replica serves them from its own log, without a leader, so they
 /// say nothing about availability.
@@ -314,7 +371,7 @@ mod tests {
             invoke(1, 2_000, read.clone()),
             ok(1, second, read.clone(), Reply::Read { value: Some(7) }),
         ]);
-        let report = Report::new(&history, 1_000, None, vec![], vec![]).unwrap();
+        let report = Report::new(&history, 1_000, None, NemesisLog::default()).unwrap();
         assert_eq!(report.unavailable.len(), 1);
         assert!(
             (report.longest_gap_ms - 2_499.998).abs() < 0.01,
@@ -326,5 +383,35 @@ mod tests {
         assert!(report.checks.registers.verdict.is_violation());
         assert!(report.violations >= 1, "{report:?}");
         assert!(report.summary().contains("VIOLATION"));
+    }
+
+    fn fault(start_ms: f64, end_ms: f64) -> Fault {
+        Fault {
+            kind: crate::nemesis::FaultKind::Pause,
+            node: 1,
+            nodes: vec![1],
+            was_leader: false,
+            start_ms,
+            end_ms,
+        }
+    }
+
+    #[test]
+    fn overlapping_faults_are_counted_with_the_time_they_overlap() {
+        assert_eq!(overlap(&[]), (0, 0.0));
+        // One after the other, touching: never two at once.
+        assert_eq!(overlap(&[fault(0.0, 10.0), fault(10.0, 20.0)]), (1, 0.0));
+        // 5..10 two at once, 6..8 three.
+        let faults = [fault(0.0, 10.0), fault(5.0, 20.0), fault(6.0, 8.0)];
+        assert_eq!(overlap(&faults), (3, 5.0));
+        // Order of the list does not matter, and it is in the report.
+        let history = history(vec![]);
+        let log = NemesisLog {
+            faults: vec![fault(30.0, 40.0), fault(0.0, 35.0)],
+            ..NemesisLog::default()
+        };
+        let report = Report::new(&history, 1_000, None, log).unwrap();
+        assert_eq!(report.concurrent_faults_max, 2);
+        assert_eq!(report.concurrent_faults_ms, 5.0);
     }
 }

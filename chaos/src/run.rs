@@ -17,7 +17,7 @@ use paxkv::api::TPaxkvSyncClient;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use crate::cluster::{Cluster, InjectedBug, Timing};
+use crate::cluster::{Cluster, InjectedBug, Setup, Timing};
 use crate::error::{ChaosError, Result};
 use crate::history::{Call, Clock, History, Recorder, Reply};
 use crate::nemesis::{self, FaultKind, NemesisLog, Schedule};
@@ -40,6 +40,8 @@ const CALL_TIMEOUT_MARGIN: Duration = Duration::from_secs(3);
 #[derive(Clone, Debug)]
 pub struct RunOptions {
     pub time: Duration,
+    /// 3 or 5.
+    pub replicas: usize,
     pub nemesis: Vec<FaultKind>,
     pub seed: u64,
     pub binary: PathBuf,
@@ -58,13 +60,14 @@ pub fn run(options: &RunOptions) -> Result<Report> {
         path: dir.clone(),
         source,
     })?;
-    let mut cluster = Cluster::start_with_bugs(
-        &options.binary,
-        &dir,
-        &options.timing,
-        &options.bugs,
-        READY_TIMEOUT,
-    )?;
+    let setup = Setup {
+        replicas: options.replicas,
+        timing: options.timing.clone(),
+        bugs: options.bugs.clone(),
+        // The proxies' frame faults get their own stream of the run's seed.
+        seed: crate::proxy::derive_seed(options.seed, u64::from(u32::MAX)),
+    };
+    let mut cluster = Cluster::start_with(&options.binary, &dir, &setup, READY_TIMEOUT)?;
     let recorder = Recorder::new(Clock::start());
     let call_timeout =
         Duration::from_millis(options.timing.request_timeout_ms) + CALL_TIMEOUT_MARGIN;
@@ -90,14 +93,9 @@ pub fn run(options: &RunOptions) -> Result<Report> {
             .collect(),
         out_dir: options.out.display().to_string(),
         injected_bugs: options.bugs.iter().map(|b| b.name().to_string()).collect(),
+        replicas: options.replicas,
     };
-    let report = Report::new(
-        &history,
-        options.search_steps_max,
-        Some(info),
-        log.faults,
-        log.crashes,
-    )?;
+    let report = Report::new(&history, options.search_steps_max, Some(info), log)?;
     report.save(&options.out.join("report.json"))?;
     Ok(report)
 }
@@ -242,5 +240,5 @@ impl Runner {
 /// Checks a saved history alone, as `paxkv-chaos check --history FILE` does.
 pub fn check_file(path: &std::path::Path, search_steps_max: u64) -> Result<Report> {
     let history = History::load(path)?;
-    Report::new(&history, search_steps_max, None, Vec::new(), Vec::new())
+    Report::new(&history, search_steps_max, None, NemesisLog::default())
 }

@@ -259,3 +259,12 @@ fn an_unknown_injected_bug_is_refused_with_the_known_ones() {
     );
     assert!(stderr.contains("known: stale-reads"), "{stderr}");
 }
+
+#[test]
+fn a_cluster_size_other_than_3_or_5_is_refused() {
+    let output = chaos(&["--time", "1", "--replicas", "4"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("'4'"), "{stderr}");
+    assert!(stderr.contains("[possible values: 3, 5]"), "{stderr}");
+}

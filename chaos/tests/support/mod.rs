@@ -6,6 +6,7 @@ use std::time::Duration;
 use paxkv_chaos::check::linearizable::SEARCH_STEPS_MAX;
 use paxkv_chaos::cluster::Timing;
 use paxkv_chaos::nemesis::FaultKind;
+use paxkv_chaos::report::Report;
 use paxkv_chaos::run::{run, RunOptions};
 use paxkv_chaos::workload::Clients;
 
@@ -38,6 +39,7 @@ pub fn run_options(
 ) -> RunOptions {
     RunOptions {
         time: Duration::from_secs(secs),
+        replicas: 3,
         nemesis: nemesis.to_vec(),
         seed,
         binary: paxkv_binary(),
@@ -50,21 +52,38 @@ pub fn run_options(
     }
 }
 
-/// A 25 s run under every fault in `kinds`, each at least once (the nemesis takes them in
-/// turn: 20 s is room for three at their longest, 3 s quiet and 3.6 s of fault each), must
-/// end with no violation, no lost write, no crash, every checker valid, and real traffic.
-/// Its output is kept when it fails (the path is in the summary), removed when it passes.
-pub fn assert_a_run_under_stays_valid(kinds: &[FaultKind], seed: u64) {
+/// A 25 s run of 3 replicas under every fault in `kinds`, each at least once (the nemesis
+/// takes them in turn: 20 s is room for three at their longest, 3 s quiet and 3.6 s of
+/// fault each), must end with no violation, no lost write, no crash, every checker valid,
+/// and real traffic.
+pub fn assert_a_run_under_stays_valid(kinds: &[FaultKind], seed: u64) -> Report {
+    assert_a_valid_run(25, 3, kinds, kinds, seed)
+}
+
+/// A run of `secs` seconds on `replicas` replicas under `kinds`, with at least one fault of
+/// each kind in `required`, must end with no violation, no lost write, no crash, every
+/// checker valid, and real traffic. Its output is kept when it fails (the path is in the
+/// summary), removed when it passes.
+pub fn assert_a_valid_run(
+    secs: u64,
+    replicas: usize,
+    kinds: &[FaultKind],
+    required: &[FaultKind],
+    seed: u64,
+) -> Report {
     let out = tempfile::Builder::new()
         .prefix("paxkv-chaos-run-")
         .tempdir()
         .unwrap()
         .keep();
-    let report =
-        run(&run_options(25, kinds, seed, &out)).unwrap_or_else(|e| panic!("run failed: {e}"));
+    let options = RunOptions {
+        replicas,
+        ..run_options(secs, kinds, seed, &out)
+    };
+    let report = run(&options).unwrap_or_else(|e| panic!("run failed: {e}"));
     let summary = report.summary();
     println!("{summary}");
-    for kind in kinds {
+    for kind in required {
         let count = report.faults_by_kind.get(kind.name()).copied();
         assert!(count.unwrap_or(0) >= 1, "no {}:\n{summary}", kind.name());
     }
@@ -77,4 +96,5 @@ pub fn assert_a_run_under_stays_valid(kinds: &[FaultKind], seed: u64) {
     assert!(report.ops["register"].ok >= 100, "{summary}");
     assert!(report.checks.set.adds_ok >= 100, "{summary}");
     std::fs::remove_dir_all(&out).unwrap();
+    report
 }
