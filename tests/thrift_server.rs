@@ -460,7 +460,7 @@ fn snapshot_chunks_and_snapshot_gone_cross_the_wire_in_both_protocols() {
             }
             other => panic!("{protocol:?}: expected SnapshotGone, got {other:?}"),
         }
-        assert_serves(&mut client, b"after-snapshot-gone");
+        assert_serves(&mut client, b"after-gone");
     }
     server.stop().unwrap();
 }
