@@ -130,7 +130,8 @@ pub fn backup(args: BackupArgs) -> Outcome {
         client: Some(client),
     };
     let retry = Retry::new(args.attempts, BACKUP_BACKOFF_MIN);
-    let taken = download_to(&mut source, &args.out, args.force, retry)?;
+    let verify_file: VerifyFile = snapshot::verify_file;
+    let taken = download_to(&mut source, &args.out, args.force, retry, verify_file)?;
     let line = describe_taken(&taken);
     writeln!(io::stdout().lock(), "OK {line} file={}", args.out.display())?;
     Ok(EXIT_SUCCESS)
@@ -291,6 +292,9 @@ fn local<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Fa
     move |error| Failure::Local(format!("{what} {}: {error}", path.display()))
 }
 
+/// Reads a whole snapshot file back and checks it: `snapshot::verify_file`, or a test's.
+type VerifyFile = fn(&Path) -> Result<snapshot::SnapshotInfo, SnapshotError>;
+
 /// Downloads a new snapshot into `out` through `out.partial`: fsynced, verified against
 /// what the server said it took, then renamed. On any failure `out` is left as it was.
 fn download_to(
@@ -298,6 +302,7 @@ fn download_to(
     out: &Path,
     force: bool,
     mut retry: Retry,
+    verify_file: VerifyFile,
 ) -> Outcome<Taken> {
     let mut partial = Partial {
         path: partial_path(out),
@@ -312,7 +317,7 @@ fn download_to(
     let taken = download(source, &mut file, &mut retry)?;
     file.sync_all().map_err(local("fsyncing", &partial.path))?;
     drop(file);
-    verify(&partial.path, &taken)?;
+    verify(&partial.path, &taken, verify_file)?;
     // Checked again: FILE may have appeared while the download ran.
     refuse_existing(out, force)?;
     fs::rename(&partial.path, out).map_err(local("renaming to", out))?;
@@ -415,9 +420,9 @@ fn append(taken: &Taken, written: u64, chunk: &SnapshotChunk, file: &mut File) -
 }
 
 /// The downloaded file is a whole snapshot, and the one the server said it took.
-fn verify(path: &Path, taken: &Taken) -> Outcome<()> {
+fn verify(path: &Path, taken: &Taken, verify_file: VerifyFile) -> Outcome<()> {
     let shown = path.display();
-    let info = snapshot::verify_file(path).map_err(|error| match error {
+    let info = verify_file(path).map_err(|error| match error {
         SnapshotError::Io(error) => Failure::Local(format!("reading back {shown}: {error}")),
         other => Failure::Verify(format!("the downloaded copy {shown}: {other}")),
     })?;
@@ -658,14 +663,106 @@ mod tests {
         }
     }
 
+    /// Stands in for `snapshot::verify_file`: a file is "intact" unless its first byte is
+    /// `!`, and describes itself as snapshot 10 at version 7, as `Scripted` takes it.
+    fn verify_test_file(path: &Path) -> Result<snapshot::SnapshotInfo, SnapshotError> {
+        let bytes = fs::read(path)?;
+        if bytes.first() == Some(&b'!') {
+            return Err(SnapshotError::Corrupt("chunk 0 checksum mismatch".into()));
+        }
+        Ok(snapshot::SnapshotInfo {
+            slot: 10,
+            version: 7,
+            bytes: bytes.len() as u64,
+            checksum: crc32c::crc32c(&bytes),
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn backup_to(out: &Path, snapshot: &[u8], force: bool) -> Outcome<Taken> {
+        let mut source = Scripted::new(vec![snapshot.to_vec()]);
+        let retry = Retry::new(1, Duration::ZERO);
+        download_to(&mut source, out, force, retry, verify_test_file)
+    }
+
+    #[test]
+    fn a_verified_backup_is_renamed_into_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("backup.pxs");
+        let taken = backup_to(&out, b"0123456789", false).unwrap();
+        assert_eq!(taken.slot, 10);
+        assert_eq!(fs::read(&out).unwrap(), b"0123456789");
+        assert!(!partial_path(&out).exists());
+        // --force replaces it; without, it is refused and kept.
+        backup_to(&out, b"abcdefghij", true).unwrap();
+        assert_eq!(fs::read(&out).unwrap(), b"abcdefghij");
+        let refused = backup_to(&out, b"0123456789", false).unwrap_err();
+        assert!(matches!(refused, Failure::Invalid(_)), "{refused:?}");
+        assert_eq!(fs::read(&out).unwrap(), b"abcdefghij");
+    }
+
+    #[test]
+    fn a_backup_that_fails_verification_exits_6_and_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("backup.pxs");
+        let failure = backup_to(&out, b"!corrupt!", false).unwrap_err();
+        assert_eq!(failure.exit_code(), 6, "{failure:?}");
+        assert!(
+            failure.to_string().contains("chunk 0 checksum"),
+            "{failure}"
+        );
+        assert!(!out.exists());
+        assert!(!partial_path(&out).exists());
+
+        // An older backup under --force is kept when the new one fails.
+        fs::write(&out, b"older").unwrap();
+        let failure = backup_to(&out, b"!corrupt!", true).unwrap_err();
+        assert_eq!(failure.exit_code(), 6);
+        assert_eq!(fs::read(&out).unwrap(), b"older");
+    }
+
+    #[test]
+    fn a_verified_file_that_is_not_the_snapshot_taken_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("download");
+        fs::write(&path, b"0123456789").unwrap();
+        let taken = Taken {
+            slot: 10,
+            version: 7,
+            bytes: 10,
+            checksum: crc32c::crc32c(b"0123456789"),
+            replica: 1,
+        };
+        verify(&path, &taken, verify_test_file).unwrap();
+        for other in [
+            Taken { slot: 11, ..taken },
+            Taken {
+                version: 8,
+                ..taken
+            },
+            Taken {
+                checksum: 1,
+                ..taken
+            },
+        ] {
+            let failure = verify(&path, &other, verify_test_file).unwrap_err();
+            assert_eq!(failure.exit_code(), 6, "{failure:?}");
+            assert!(
+                failure.to_string().contains("but the server took"),
+                "{failure}"
+            );
+        }
+    }
+
     #[test]
     fn a_failed_backup_leaves_neither_file_nor_partial() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("backup.pxs");
-        // The download succeeds, but its bytes are not a snapshot file: verification fails.
         let mut source = Scripted::new(vec![b"0123456789".to_vec()]);
-        let result = download_to(&mut source, &out, false, Retry::new(1, Duration::ZERO));
-        assert!(result.is_err());
+        source.failures = vec![(2, Broken)];
+        let retry = Retry::new(1, Duration::ZERO);
+        let result = download_to(&mut source, &out, false, retry, verify_test_file);
+        assert!(matches!(result, Err(Failure::Unavailable(_))));
         assert!(!out.exists());
         assert!(!partial_path(&out).exists());
     }
