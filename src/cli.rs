@@ -1,10 +1,14 @@
 //! The client verbs of the `paxkv` binary (`put`, `get`, `del`, `range`, `txn`, `watch`,
-//! `status`): each is one or a few blocking Thrift calls through [`paxkv::api::connect`].
+//! `status`, `admin snapshot`, `backup`): each is one or a few blocking Thrift calls through
+//! [`paxkv::api::connect`]; and `restore`, which seeds a data directory from a backup.
 //!
 //! Exit codes are part of the interface (docs/cli.md): 0 success, 1 a negative answer (key
 //! absent, txn compares false), 2 usage or invalid argument, 3 a typed server error, 4
-//! unavailable or cannot connect, 5 cannot write the output. Every failure prints one line
-//! to stderr.
+//! unavailable or cannot connect, 5 cannot write the output, 6 a snapshot file failed
+//! verification, 7 a local file operation of `backup` or `restore` failed. Every failure
+//! prints one line to stderr.
+mod backup;
+
 use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -15,8 +19,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use paxkv::api::gen::paxkv::{
     Compacted, Compare, CompareOp, CompareTarget, Conflict, DeleteRangeRequest, DeleteRequest,
     Event, EventType, GetRangeRequest, GetRequest, InternalError, InvalidArgument, KeyRange,
-    KeyValue, LimitExceeded, Mutation, MutationType, PutRequest, ReplicaStatus, Session, Status,
-    TooOld, TxnRequest, Unavailable, WatchRequest,
+    KeyValue, LimitExceeded, Mutation, MutationType, PutRequest, ReplicaStatus, Session,
+    SnapshotGone, Status, TooOld, TxnRequest, Unavailable, WatchRequest,
 };
 use paxkv::api::{connect, Client, Protocol, TPaxkvSyncClient};
 
@@ -29,6 +33,10 @@ const EXIT_SERVER_ERROR: u8 = 3;
 /// No connection, a lost connection, `Unavailable`, or `status` reporting unhealthy.
 const EXIT_UNAVAILABLE: u8 = 4;
 const EXIT_OUTPUT: u8 = 5;
+/// A snapshot file failed verification: `backup`'s download, or `restore`'s input.
+const EXIT_VERIFY: u8 = 6;
+/// A local file operation of `backup` or `restore` failed (create, write, fsync, rename).
+const EXIT_LOCAL: u8 = 7;
 
 /// A watch reconnects after a lost connection, or retries after `Unavailable`, waiting
 /// between attempts from this ...
@@ -52,6 +60,13 @@ pub enum ClientCommand {
     Watch(WatchArgs),
     /// Print the cluster's replicas, leader and health; exit 4 if unhealthy.
     Status(StatusArgs),
+    /// Administrative calls to one replica.
+    #[command(subcommand)]
+    Admin(backup::AdminCommand),
+    /// Snapshot the replica at --endpoint now and download the snapshot, verified, to --out.
+    Backup(backup::BackupArgs),
+    /// Seed a new replica's data directory from a backup file.
+    Restore(backup::RestoreArgs),
 }
 
 /// Runs one client verb and returns the process exit code (see the module doc).
@@ -64,6 +79,9 @@ pub fn run(command: ClientCommand) -> ExitCode {
         ClientCommand::Txn(args) => txn(args),
         ClientCommand::Watch(args) => watch(args),
         ClientCommand::Status(args) => status(args),
+        ClientCommand::Admin(command) => backup::admin(command),
+        ClientCommand::Backup(args) => backup::backup(args),
+        ClientCommand::Restore(args) => backup::restore(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -227,12 +245,15 @@ pub struct StatusArgs {
 }
 
 impl ConnectionArgs {
-    fn connect(&self) -> Result<Client, Failure> {
-        let protocol = match self.protocol {
+    fn protocol(&self) -> Protocol {
+        match self.protocol {
             ProtocolArg::Binary => Protocol::Binary,
             ProtocolArg::Compact => Protocol::Compact,
-        };
-        connect(self.endpoint.as_str(), protocol).map_err(|error| {
+        }
+    }
+
+    fn connect(&self) -> Result<Client, Failure> {
+        connect(self.endpoint.as_str(), self.protocol()).map_err(|error| {
             let reason = match &error {
                 thrift::Error::Transport(error) => with_message(error, &error.message),
                 other => other.to_string(),
@@ -288,6 +309,10 @@ enum Failure {
     Unavailable(String),
     #[error("cannot write output: {0}")]
     Output(#[from] io::Error),
+    #[error("verification failed: {0}")]
+    Verify(String),
+    #[error("{0}")]
+    Local(String),
 }
 
 impl Failure {
@@ -299,6 +324,20 @@ impl Failure {
             // The reader went away (`paxkv watch ... | head`): that is how such a pipe ends.
             Failure::Output(error) if error.kind() == io::ErrorKind::BrokenPipe => EXIT_SUCCESS,
             Failure::Output(_) => EXIT_OUTPUT,
+            Failure::Verify(_) => EXIT_VERIFY,
+            Failure::Local(_) => EXIT_LOCAL,
+        }
+    }
+
+    /// The same failure, its line followed by `context`.
+    fn with_context(self, context: String) -> Failure {
+        match self {
+            Failure::Invalid(line) => Failure::Invalid(format!("{line}; {context}")),
+            Failure::Server(line) => Failure::Server(format!("{line}; {context}")),
+            Failure::Unavailable(line) => Failure::Unavailable(format!("{line}; {context}")),
+            Failure::Verify(line) => Failure::Verify(format!("{line}; {context}")),
+            Failure::Local(line) => Failure::Local(format!("{line}; {context}")),
+            output @ Failure::Output(_) => output,
         }
     }
 
@@ -382,6 +421,9 @@ fn server_error_line(user: &(dyn std::error::Error + Send + Sync + 'static)) -> 
     }
     if let Some(e) = user.downcast_ref::<InternalError>() {
         return format!("InternalError: {}", e.message);
+    }
+    if let Some(e) = user.downcast_ref::<SnapshotGone>() {
+        return format!("SnapshotGone: snapshot {}: {}", e.slot, e.message);
     }
     format!("unexpected server error: {user}")
 }

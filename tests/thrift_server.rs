@@ -16,7 +16,8 @@ use std::time::Duration;
 use paxkv::api::gen::paxkv::{
     CommitRequest, CommitResult, DeleteRangeRequest, DeleteRequest, ErrorCode, GetRangeRequest,
     GetRequest, GetResult, InternalError, InvalidArgument, KeyValue, LimitExceeded, PutRequest,
-    RangeResult, Status, TxnRequest, TxnResult, WatchRequest, WatchResult,
+    RangeResult, ReadSnapshotRequest, SnapshotChunk, SnapshotGone, SnapshotInfo, Status,
+    TxnRequest, TxnResult, WatchRequest, WatchResult,
 };
 use paxkv::api::{
     bind, connect, run, Client, PaxkvSyncHandler, Protocol, ServerLimits, TPaxkvSyncClient,
@@ -191,7 +192,31 @@ impl PaxkvSyncHandler for MemoryHandler {
     fn handle_status(&self) -> thrift::Result<Status> {
         unsupported("status")
     }
+    fn handle_admin_snapshot(&self) -> thrift::Result<SnapshotInfo> {
+        unsupported("adminSnapshot")
+    }
+    /// Serves SNAPSHOT_BYTES as snapshot SNAPSHOT_SLOT; any other slot is gone.
+    fn handle_read_snapshot(&self, request: ReadSnapshotRequest) -> thrift::Result<SnapshotChunk> {
+        if request.slot != SNAPSHOT_SLOT {
+            let message = format!("snapshot {} is gone", request.slot);
+            let gone = SnapshotGone::new(ErrorCode::SNAPSHOT_GONE, request.slot, message);
+            return Err(user_error(gone));
+        }
+        let start = usize::try_from(request.offset)
+            .unwrap()
+            .min(SNAPSHOT_BYTES.len());
+        let end = (start + usize::try_from(request.max_bytes).unwrap()).min(SNAPSHOT_BYTES.len());
+        let total_bytes = SNAPSHOT_BYTES.len() as i64;
+        Ok(SnapshotChunk::new(
+            SNAPSHOT_BYTES[start..end].to_vec(),
+            total_bytes,
+        ))
+    }
 }
+
+/// The one snapshot the test handler holds.
+const SNAPSHOT_SLOT: i64 = 9;
+const SNAPSHOT_BYTES: &[u8] = b"a stand-in snapshot file, read in chunks";
 
 // ---------------------------------------------------------------------------------------
 // A server on its own runtime, on a free port.
@@ -407,6 +432,35 @@ fn typed_exceptions_arrive_with_their_fields() {
         }
         // The connection survives a typed exception.
         assert_serves(&mut client, b"after-exception");
+    }
+    server.stop().unwrap();
+}
+
+#[test]
+fn snapshot_chunks_and_snapshot_gone_cross_the_wire_in_both_protocols() {
+    let server = TestServer::start();
+    for protocol in [Protocol::Binary, Protocol::Compact] {
+        let mut client = server.client(protocol);
+        let mut read = Vec::new();
+        loop {
+            let request = ReadSnapshotRequest::new(SNAPSHOT_SLOT, read.len() as i64, 7);
+            let chunk = client.read_snapshot(request).unwrap();
+            assert_eq!(chunk.total_bytes, SNAPSHOT_BYTES.len() as i64);
+            if chunk.data.is_empty() {
+                break;
+            }
+            read.extend_from_slice(&chunk.data);
+        }
+        assert_eq!(read, SNAPSHOT_BYTES);
+        match client.read_snapshot(ReadSnapshotRequest::new(SNAPSHOT_SLOT + 1, 0, 7)) {
+            Err(thrift::Error::User(error)) => {
+                let gone = error.downcast_ref::<SnapshotGone>().expect("SnapshotGone");
+                assert_eq!(gone.code, ErrorCode::SNAPSHOT_GONE);
+                assert_eq!(gone.slot, SNAPSHOT_SLOT + 1);
+            }
+            other => panic!("{protocol:?}: expected SnapshotGone, got {other:?}"),
+        }
+        assert_serves(&mut client, b"after-gone");
     }
     server.stop().unwrap();
 }

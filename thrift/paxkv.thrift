@@ -21,6 +21,7 @@ enum ErrorCode {
   COMPACTED = 5,
   UNAVAILABLE = 6,
   INTERNAL = 7,
+  SNAPSHOT_GONE = 8,
 }
 
 // The request is malformed (for example an empty key, or begin > end).
@@ -78,6 +79,14 @@ exception Unavailable {
 exception InternalError {
   1: required ErrorCode code = ErrorCode.INTERNAL,
   2: required string message,
+}
+
+// The replica no longer holds snapshot `slot` (a newer one replaced it). A download of it
+// cannot continue: take a new snapshot (adminSnapshot) and start over.
+exception SnapshotGone {
+  1: required ErrorCode code = ErrorCode.SNAPSHOT_GONE,
+  2: required i64 slot,
+  3: required string message,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -235,6 +244,28 @@ struct Status {
   5: required bool healthy,
 }
 
+// One snapshot file: a replica's whole key-value state at one log slot.
+struct SnapshotInfo {
+  // Every log slot up to this one is applied in the snapshot, none after.
+  1: required i64 slot,
+  // The KV version at that slot: every commit with version <= it is inside.
+  2: required i64 version,
+  // Size of the snapshot file.
+  3: required i64 bytes,
+  // CRC32C of the whole file but its last four bytes, which hold it (0 ..= 2^32 - 1).
+  4: required i64 checksum,
+  // The replica that holds the file; readSnapshot must go to this replica.
+  5: required i32 replica,
+}
+
+// Bytes of a snapshot file from `offset`.
+struct SnapshotChunk {
+  // At most min(maxBytes, snapshot_chunk_bytes_max) bytes. Empty at offset == totalBytes:
+  // the end of the file.
+  1: required binary data,
+  2: required i64 totalBytes,
+}
+
 // ---------------------------------------------------------------------------------------
 // Requests. Each call takes one request struct, so fields can be added compatibly.
 
@@ -274,6 +305,15 @@ struct WatchRequest {
   1: required KeyRange range,
   2: required i64 from_version,
   3: required i32 timeout_ms,
+}
+
+struct ReadSnapshotRequest {
+  // SnapshotInfo.slot of the file to read.
+  1: required i64 slot,
+  // 0 ..= SnapshotInfo.bytes.
+  2: required i64 offset,
+  // Positive; the server also caps it at snapshot_chunk_bytes_max.
+  3: required i32 maxBytes,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -326,4 +366,16 @@ service Paxkv {
 
   Status status()
     throws (5: InternalError internal),
+
+  // The replica that takes the call snapshots its state now, after a linearizable read
+  // point (so the snapshot holds every write acknowledged before the call), and returns
+  // once the file is durable. Read it with readSnapshot on the same replica.
+  SnapshotInfo adminSnapshot()
+    throws (4: Unavailable unavailable, 5: InternalError internal),
+
+  // Bytes of this replica's snapshot file `slot` from `offset`. An offset beyond the file
+  // is InvalidArgument; a file this replica no longer holds is SnapshotGone.
+  SnapshotChunk readSnapshot(1: ReadSnapshotRequest request)
+    throws (1: InvalidArgument invalid, 4: Unavailable unavailable, 5: InternalError internal,
+            8: SnapshotGone snapshot_gone),
 }

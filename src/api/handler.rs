@@ -12,8 +12,9 @@ use thrift::Error as ThriftError;
 use super::gen::paxkv::{
     self as wire, CommitRequest, CommitResult, Compacted, Conflict, DeleteRangeRequest,
     DeleteRequest, ErrorCode, GetRangeRequest, GetRequest, GetResult, InternalError,
-    InvalidArgument, LimitExceeded, PaxkvSyncHandler, PutRequest, RangeResult, Status, TooOld,
-    TxnRequest, TxnResult, Unavailable, WatchRequest, WatchResult,
+    InvalidArgument, LimitExceeded, PaxkvSyncHandler, PutRequest, RangeResult, ReadSnapshotRequest,
+    SnapshotChunk, SnapshotGone, SnapshotInfo, Status, TooOld, TxnRequest, TxnResult, Unavailable,
+    WatchRequest, WatchResult,
 };
 use crate::executor::{
     Compare, CompareOp, CompareTarget, EventKind, KeyRange, KeyValue, Mutation, SessionId,
@@ -29,6 +30,8 @@ struct Declares {
     too_old: bool,
     compacted: bool,
     invalid: bool,
+    limit: bool,
+    snapshot_gone: bool,
 }
 
 const WRITE: Declares = Declares {
@@ -36,6 +39,8 @@ const WRITE: Declares = Declares {
     too_old: false,
     compacted: false,
     invalid: true,
+    limit: true,
+    snapshot_gone: false,
 };
 const READ: Declares = Declares {
     too_old: true,
@@ -52,6 +57,13 @@ const WATCH: Declares = Declares {
 };
 const READ_VERSION: Declares = Declares {
     invalid: false,
+    limit: false,
+    ..WRITE
+};
+const ADMIN_SNAPSHOT: Declares = READ_VERSION;
+const READ_SNAPSHOT: Declares = Declares {
+    limit: false,
+    snapshot_gone: true,
     ..WRITE
 };
 
@@ -227,6 +239,29 @@ impl KvHandler {
             status.healthy,
         ))
     }
+
+    fn admin_snapshot(&self) -> Wire<SnapshotInfo> {
+        let taken = self.block_on(self.router.snapshot());
+        let info = taken.map_err(|e| exception(e, ADMIN_SNAPSHOT))?;
+        Ok(SnapshotInfo::new(
+            to_wire(info.slot),
+            to_wire(info.version),
+            to_wire(info.bytes),
+            i64::from(info.checksum),
+            self.router.id() as i32,
+        ))
+    }
+
+    fn read_snapshot(&self, request: ReadSnapshotRequest) -> Wire<SnapshotChunk> {
+        let slot = version(request.slot, "slot")?;
+        let offset = version(request.offset, "offset")?;
+        let max_bytes = usize::try_from(request.max_bytes)
+            .map_err(|_| invalid("maxBytes must not be negative"))?;
+        // File i/o, on the blocking pool like every call.
+        let chunk = self.router.read_snapshot(slot, offset, max_bytes);
+        let chunk = chunk.map_err(|e| exception(e, READ_SNAPSHOT))?;
+        Ok(SnapshotChunk::new(chunk.data, to_wire(chunk.total_bytes)))
+    }
 }
 
 impl PaxkvSyncHandler for KvHandler {
@@ -260,6 +295,12 @@ impl PaxkvSyncHandler for KvHandler {
     fn handle_status(&self) -> Wire<Status> {
         self.observed("status", || self.status())
     }
+    fn handle_admin_snapshot(&self) -> Wire<SnapshotInfo> {
+        self.observed("admin_snapshot", || self.admin_snapshot())
+    }
+    fn handle_read_snapshot(&self, request: ReadSnapshotRequest) -> Wire<SnapshotChunk> {
+        self.observed("read_snapshot", || self.read_snapshot(request))
+    }
 }
 
 /// A call's outcome label: `ok`, the declared exception in snake case, or `error`.
@@ -283,6 +324,8 @@ fn outcome<T>(result: &Wire<T>) -> &'static str {
         "unavailable"
     } else if user.is::<InternalError>() {
         "internal_error"
+    } else if user.is::<SnapshotGone>() {
+        "snapshot_gone"
     } else {
         "error"
     }
@@ -404,7 +447,7 @@ fn exception(error: RouterError, declares: Declares) -> ThriftError {
             limit,
             actual,
             maximum,
-        } if declares.invalid => user(LimitExceeded::new(
+        } if declares.limit => user(LimitExceeded::new(
             ErrorCode::LIMIT_EXCEEDED,
             limit.to_string(),
             saturating_i64(actual),
@@ -439,6 +482,11 @@ fn exception(error: RouterError, declares: Declares) -> ThriftError {
             ErrorCode::UNAVAILABLE,
             message,
             i32::try_from(retry_after_ms).unwrap_or(i32::MAX),
+        )),
+        RouterError::SnapshotGone { slot } if declares.snapshot_gone => user(SnapshotGone::new(
+            ErrorCode::SNAPSHOT_GONE,
+            saturating_i64(slot),
+            message,
         )),
         _ => user(InternalError::new(ErrorCode::INTERNAL, message)),
     }

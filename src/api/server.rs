@@ -22,8 +22,8 @@ use super::connection::{Connection, Frame};
 use super::error::{Error, Result};
 use super::gen::paxkv::{
     CommitRequest, CommitResult, DeleteRangeRequest, DeleteRequest, GetRangeRequest, GetRequest,
-    GetResult, PaxkvSyncHandler, PaxkvSyncProcessor, PutRequest, RangeResult, Status, TxnRequest,
-    TxnResult, WatchRequest, WatchResult,
+    GetResult, PaxkvSyncHandler, PaxkvSyncProcessor, PutRequest, RangeResult, ReadSnapshotRequest,
+    SnapshotChunk, SnapshotInfo, Status, TxnRequest, TxnResult, WatchRequest, WatchResult,
 };
 use super::process::process_frame;
 use crate::metrics::GaugeGuard;
@@ -381,6 +381,12 @@ impl<H: PaxkvSyncHandler + ?Sized> PaxkvSyncHandler for Arc<H> {
     }
     fn handle_status(&self) -> thrift::Result<Status> {
         (**self).handle_status()
+    }
+    fn handle_admin_snapshot(&self) -> thrift::Result<SnapshotInfo> {
+        (**self).handle_admin_snapshot()
+    }
+    fn handle_read_snapshot(&self, request: ReadSnapshotRequest) -> thrift::Result<SnapshotChunk> {
+        (**self).handle_read_snapshot(request)
     }
 }
 

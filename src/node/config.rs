@@ -316,6 +316,10 @@ impl NodeConfig {
         self.server_limits()
             .check()
             .map_err(|error| invalid("server", error.to_string()))?;
+        // A readSnapshot reply is sent whole, in one frame.
+        self.limits
+            .check_snapshot_chunk_fits(self.server.frame_bytes_max)
+            .map_err(|reason| invalid("limits.snapshot_chunk_bytes_max", reason))?;
         let timing = &self.timing;
         if timing.tick_ms == 0 || timing.heartbeat_interval_ticks == 0 {
             return Err(invalid(
@@ -430,6 +434,21 @@ key_bytes_max = 2048
         let (_dir, path) = write(&NODE.replace("key_bytes_max = 2048", "key_bytes_max = 0"));
         let error = NodeConfig::load(&path).unwrap_err().to_string();
         assert!(error.contains("key_bytes_max"), "{error}");
+
+        let small_frames = format!("{NODE}[server]\nframe_bytes_max = 1048576\n");
+        let (_dir, path) = write(&small_frames);
+        let error = NodeConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            error.contains("invalid setting limits.snapshot_chunk_bytes_max"),
+            "{error}"
+        );
+        let chunk = "key_bytes_max = 2048\nsnapshot_chunk_bytes_max = 65536";
+        let (_dir, path) = write(&format!(
+            "{}[server]\nframe_bytes_max = 1048576\n",
+            NODE.replace("key_bytes_max = 2048", chunk)
+        ));
+        let node = NodeConfig::load(&path).unwrap();
+        assert_eq!(node.limits.snapshot_chunk_bytes_max, 65536);
 
         let (_dir, path) = write(&NODE.replace("key_bytes_max = 2048", "key_bytes = 1"));
         let error = NodeConfig::load(&path).unwrap_err().to_string();

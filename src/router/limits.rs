@@ -25,7 +25,13 @@ pub struct Limits {
     pub client_id_bytes_max: usize,
     /// Longest watch long-poll; longer requested timeouts are shortened to it.
     pub watch_timeout_ms_max: u64,
+    /// Bytes of snapshot file in one `readSnapshot` reply; larger requests get this many.
+    pub snapshot_chunk_bytes_max: usize,
 }
+
+/// What a `readSnapshot` reply carries besides its data (message header, field headers,
+/// `totalBytes`), rounded up generously: a chunk plus this must fit in one Thrift frame.
+pub const SNAPSHOT_CHUNK_REPLY_OVERHEAD_BYTES: usize = 1024;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -38,6 +44,7 @@ impl Default for Limits {
             command_bytes_max: 4 * 1024 * 1024,
             client_id_bytes_max: 256,
             watch_timeout_ms_max: 60_000,
+            snapshot_chunk_bytes_max: 4 * 1024 * 1024,
         }
     }
 }
@@ -58,7 +65,8 @@ fn at_most(limit: &'static str, actual: usize, maximum: usize) -> Result<()> {
 }
 
 impl Limits {
-    /// Every limit positive, and a full-size key and value fit in one command.
+    /// Every limit positive, a full-size key and value fit in one command, and a full
+    /// snapshot chunk in the largest Thrift frame.
     pub fn validate(&self) -> std::result::Result<(), String> {
         let positive = [
             ("key_bytes_max", self.key_bytes_max),
@@ -69,6 +77,7 @@ impl Limits {
             ("command_bytes_max", self.command_bytes_max),
             ("client_id_bytes_max", self.client_id_bytes_max),
             ("watch_timeout_ms_max", self.watch_timeout_ms_max as usize),
+            ("snapshot_chunk_bytes_max", self.snapshot_chunk_bytes_max),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(format!("limits.{name} must be positive"));
@@ -79,7 +88,38 @@ impl Limits {
                 self.command_bytes_max
             ));
         }
+        self.check_snapshot_chunk_fits(crate::api::FRAME_BYTES_MAX_LIMIT)
+    }
+
+    /// A full snapshot chunk and its reply's overhead fit in a frame of `frame_bytes_max`.
+    /// `validate` checks it against the largest frame Thrift allows; a node checks it
+    /// against its configured `[server].frame_bytes_max` too.
+    pub fn check_snapshot_chunk_fits(
+        &self,
+        frame_bytes_max: u32,
+    ) -> std::result::Result<(), String> {
+        let reply_bytes = self
+            .snapshot_chunk_bytes_max
+            .saturating_add(SNAPSHOT_CHUNK_REPLY_OVERHEAD_BYTES);
+        if reply_bytes > frame_bytes_max as usize {
+            return Err(format!(
+                "limits.snapshot_chunk_bytes_max ({}) + {SNAPSHOT_CHUNK_REPLY_OVERHEAD_BYTES} \
+                 must not exceed the frame limit ({frame_bytes_max})",
+                self.snapshot_chunk_bytes_max
+            ));
+        }
         Ok(())
+    }
+
+    /// The bytes a `readSnapshot` asking for `requested` gets: positive, capped at
+    /// `snapshot_chunk_bytes_max`.
+    pub fn snapshot_chunk_bytes(&self, requested: usize) -> Result<usize> {
+        if requested == 0 {
+            return Err(RouterError::InvalidArgument(
+                "maxBytes must be positive".into(),
+            ));
+        }
+        Ok(requested.min(self.snapshot_chunk_bytes_max))
     }
 
     pub fn check_key(&self, key: &[u8]) -> Result<()> {
@@ -211,5 +251,41 @@ mod tests {
             ..Limits::default()
         };
         assert!(zero.validate().unwrap_err().contains("value_bytes_max"));
+        let zero_chunk = Limits {
+            snapshot_chunk_bytes_max: 0,
+            ..Limits::default()
+        };
+        let error = zero_chunk.validate().unwrap_err();
+        assert!(error.contains("snapshot_chunk_bytes_max"), "{error}");
+    }
+
+    #[test]
+    fn a_snapshot_chunk_must_fit_in_a_frame() {
+        let limits = Limits::default();
+        assert_eq!(limits.snapshot_chunk_bytes_max, 4 * 1024 * 1024);
+        let frame = (limits.snapshot_chunk_bytes_max + SNAPSHOT_CHUNK_REPLY_OVERHEAD_BYTES) as u32;
+        assert!(limits.check_snapshot_chunk_fits(frame).is_ok());
+        let error = limits.check_snapshot_chunk_fits(frame - 1).unwrap_err();
+        assert!(error.contains("snapshot_chunk_bytes_max"), "{error}");
+        let huge = Limits {
+            snapshot_chunk_bytes_max: i32::MAX as usize,
+            ..Limits::default()
+        };
+        assert!(huge.validate().unwrap_err().contains("frame limit"));
+    }
+
+    #[test]
+    fn snapshot_chunk_requests_are_positive_and_capped() {
+        let limits = Limits {
+            snapshot_chunk_bytes_max: 100,
+            ..Limits::default()
+        };
+        assert_eq!(limits.snapshot_chunk_bytes(1), Ok(1));
+        assert_eq!(limits.snapshot_chunk_bytes(100), Ok(100));
+        assert_eq!(limits.snapshot_chunk_bytes(usize::MAX), Ok(100));
+        assert!(matches!(
+            limits.snapshot_chunk_bytes(0),
+            Err(RouterError::InvalidArgument(_))
+        ));
     }
 }

@@ -7,7 +7,8 @@
 //!   quorum round there), wait until this replica has applied it, and read locally;
 //! - reads at an explicit version are served by this replica once it has applied that
 //!   version;
-//! - watches long-poll this replica's change log.
+//! - watches long-poll this replica's change log;
+//! - snapshots are taken and read on this replica (`snapshots`).
 //!
 //! A debug setting ([`PrimaryRouter::with_unsafe_local_reads`]) makes linearizable reads
 //! local, and so not linearizable; only `chaos` builds accept it.
@@ -16,12 +17,14 @@
 //! fails with `Unavailable` carrying a retry hint.
 
 mod limits;
+mod snapshots;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use limits::Limits;
+pub use limits::{Limits, SNAPSHOT_CHUNK_REPLY_OVERHEAD_BYTES};
+pub use snapshots::SnapshotChunk;
 
 use crate::consensus::NodeId;
 use crate::executor::{
@@ -61,6 +64,12 @@ pub enum RouterError {
     },
     #[error("internal error: {0}")]
     Internal(String),
+    /// This replica no longer holds snapshot `slot` (a newer one replaced it).
+    #[error(
+        "snapshot {slot} is gone from this replica (a newer snapshot replaced it): take a \
+         new snapshot and start over"
+    )]
+    SnapshotGone { slot: u64 },
 }
 
 pub type Result<T> = std::result::Result<T, RouterError>;

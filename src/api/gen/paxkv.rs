@@ -36,6 +36,7 @@ impl ErrorCode {
   pub const COMPACTED: ErrorCode = ErrorCode(5);
   pub const UNAVAILABLE: ErrorCode = ErrorCode(6);
   pub const INTERNAL: ErrorCode = ErrorCode(7);
+  pub const SNAPSHOT_GONE: ErrorCode = ErrorCode(8);
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::INVALID_ARGUMENT,
     Self::LIMIT_EXCEEDED,
@@ -44,6 +45,7 @@ impl ErrorCode {
     Self::COMPACTED,
     Self::UNAVAILABLE,
     Self::INTERNAL,
+    Self::SNAPSHOT_GONE,
   ];
 }
 
@@ -68,6 +70,7 @@ impl From<i32> for ErrorCode {
       5 => ErrorCode::COMPACTED,
       6 => ErrorCode::UNAVAILABLE,
       7 => ErrorCode::INTERNAL,
+      8 => ErrorCode::SNAPSHOT_GONE,
       _ => ErrorCode(i)
     }
   }
@@ -999,6 +1002,100 @@ impl From<InternalError> for thrift::Error {
 impl Display for InternalError {
   fn fmt(&self, f: &mut Formatter) -> fmt::Result {
     write!(f, "remote service threw InternalError")
+  }
+}
+
+//
+// SnapshotGone
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct SnapshotGone {
+  pub code: ErrorCode,
+  pub slot: i64,
+  pub message: String,
+}
+
+impl SnapshotGone {
+  pub fn new(code: ErrorCode, slot: i64, message: String) -> SnapshotGone {
+    SnapshotGone {
+      code,
+      slot,
+      message,
+    }
+  }
+}
+
+impl TSerializable for SnapshotGone {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<SnapshotGone> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<ErrorCode> = None;
+    let mut f_2: Option<i64> = None;
+    let mut f_3: Option<String> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = ErrorCode::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_i64()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_string()?;
+          f_3 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("SnapshotGone.code", &f_1)?;
+    verify_required_field_exists("SnapshotGone.slot", &f_2)?;
+    verify_required_field_exists("SnapshotGone.message", &f_3)?;
+    let ret = SnapshotGone {
+      code: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      slot: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      message: f_3.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("SnapshotGone");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("code", TType::I32, 1))?;
+    self.code.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("slot", TType::I64, 2))?;
+    o_prot.write_i64(self.slot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("message", TType::String, 3))?;
+    o_prot.write_string(&self.message)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+impl Error for SnapshotGone {}
+
+impl From<SnapshotGone> for thrift::Error {
+  fn from(e: SnapshotGone) -> Self {
+    thrift::Error::User(Box::new(e))
+  }
+}
+
+impl Display for SnapshotGone {
+  fn fmt(&self, f: &mut Formatter) -> fmt::Result {
+    write!(f, "remote service threw SnapshotGone")
   }
 }
 
@@ -2390,6 +2487,178 @@ impl TSerializable for Status {
 }
 
 //
+// SnapshotInfo
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct SnapshotInfo {
+  pub slot: i64,
+  pub version: i64,
+  pub bytes: i64,
+  pub checksum: i64,
+  pub replica: i32,
+}
+
+impl SnapshotInfo {
+  pub fn new(slot: i64, version: i64, bytes: i64, checksum: i64, replica: i32) -> SnapshotInfo {
+    SnapshotInfo {
+      slot,
+      version,
+      bytes,
+      checksum,
+      replica,
+    }
+  }
+}
+
+impl TSerializable for SnapshotInfo {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<SnapshotInfo> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<i64> = None;
+    let mut f_2: Option<i64> = None;
+    let mut f_3: Option<i64> = None;
+    let mut f_4: Option<i64> = None;
+    let mut f_5: Option<i32> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_i64()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_i64()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_i64()?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = i_prot.read_i64()?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = i_prot.read_i32()?;
+          f_5 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("SnapshotInfo.slot", &f_1)?;
+    verify_required_field_exists("SnapshotInfo.version", &f_2)?;
+    verify_required_field_exists("SnapshotInfo.bytes", &f_3)?;
+    verify_required_field_exists("SnapshotInfo.checksum", &f_4)?;
+    verify_required_field_exists("SnapshotInfo.replica", &f_5)?;
+    let ret = SnapshotInfo {
+      slot: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      version: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      bytes: f_3.expect("auto-generated code should have checked for presence of required fields"),
+      checksum: f_4.expect("auto-generated code should have checked for presence of required fields"),
+      replica: f_5.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("SnapshotInfo");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("slot", TType::I64, 1))?;
+    o_prot.write_i64(self.slot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("version", TType::I64, 2))?;
+    o_prot.write_i64(self.version)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("bytes", TType::I64, 3))?;
+    o_prot.write_i64(self.bytes)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("checksum", TType::I64, 4))?;
+    o_prot.write_i64(self.checksum)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("replica", TType::I32, 5))?;
+    o_prot.write_i32(self.replica)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// SnapshotChunk
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct SnapshotChunk {
+  pub data: Vec<u8>,
+  pub total_bytes: i64,
+}
+
+impl SnapshotChunk {
+  pub fn new(data: Vec<u8>, total_bytes: i64) -> SnapshotChunk {
+    SnapshotChunk {
+      data,
+      total_bytes,
+    }
+  }
+}
+
+impl TSerializable for SnapshotChunk {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<SnapshotChunk> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<Vec<u8>> = None;
+    let mut f_2: Option<i64> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_bytes()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_i64()?;
+          f_2 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("SnapshotChunk.data", &f_1)?;
+    verify_required_field_exists("SnapshotChunk.total_bytes", &f_2)?;
+    let ret = SnapshotChunk {
+      data: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      total_bytes: f_2.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("SnapshotChunk");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("data", TType::String, 1))?;
+    o_prot.write_bytes(&self.data)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("totalBytes", TType::I64, 2))?;
+    o_prot.write_i64(self.total_bytes)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
 // GetRequest
 //
 
@@ -2864,6 +3133,86 @@ impl TSerializable for WatchRequest {
 }
 
 //
+// ReadSnapshotRequest
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct ReadSnapshotRequest {
+  pub slot: i64,
+  pub offset: i64,
+  pub max_bytes: i32,
+}
+
+impl ReadSnapshotRequest {
+  pub fn new(slot: i64, offset: i64, max_bytes: i32) -> ReadSnapshotRequest {
+    ReadSnapshotRequest {
+      slot,
+      offset,
+      max_bytes,
+    }
+  }
+}
+
+impl TSerializable for ReadSnapshotRequest {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ReadSnapshotRequest> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<i64> = None;
+    let mut f_2: Option<i64> = None;
+    let mut f_3: Option<i32> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_i64()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_i64()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_i32()?;
+          f_3 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ReadSnapshotRequest.slot", &f_1)?;
+    verify_required_field_exists("ReadSnapshotRequest.offset", &f_2)?;
+    verify_required_field_exists("ReadSnapshotRequest.max_bytes", &f_3)?;
+    let ret = ReadSnapshotRequest {
+      slot: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      offset: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      max_bytes: f_3.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ReadSnapshotRequest");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("slot", TType::I64, 1))?;
+    o_prot.write_i64(self.slot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("offset", TType::I64, 2))?;
+    o_prot.write_i64(self.offset)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("maxBytes", TType::I32, 3))?;
+    o_prot.write_i32(self.max_bytes)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
 // Paxkv service client
 //
 
@@ -2878,6 +3227,8 @@ pub trait TPaxkvSyncClient {
   fn txn(&mut self, request: TxnRequest) -> thrift::Result<TxnResult>;
   fn watch(&mut self, request: WatchRequest) -> thrift::Result<WatchResult>;
   fn status(&mut self) -> thrift::Result<Status>;
+  fn admin_snapshot(&mut self) -> thrift::Result<SnapshotInfo>;
+  fn read_snapshot(&mut self, request: ReadSnapshotRequest) -> thrift::Result<SnapshotChunk>;
 }
 
 pub trait TPaxkvSyncClientMarker {}
@@ -3174,6 +3525,60 @@ impl <C: TThriftClient + TPaxkvSyncClientMarker> TPaxkvSyncClient for C {
       result.ok_or()
     }
   }
+  fn admin_snapshot(&mut self) -> thrift::Result<SnapshotInfo> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("adminSnapshot", TMessageType::Call, self.sequence_number());
+        let call_args = PaxkvAdminSnapshotArgs {  };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("adminSnapshot", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = PaxkvAdminSnapshotResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn read_snapshot(&mut self, request: ReadSnapshotRequest) -> thrift::Result<SnapshotChunk> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("readSnapshot", TMessageType::Call, self.sequence_number());
+        let call_args = PaxkvReadSnapshotArgs { request };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("readSnapshot", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = PaxkvReadSnapshotResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
 }
 
 //
@@ -3191,6 +3596,8 @@ pub trait PaxkvSyncHandler {
   fn handle_txn(&self, request: TxnRequest) -> thrift::Result<TxnResult>;
   fn handle_watch(&self, request: WatchRequest) -> thrift::Result<WatchResult>;
   fn handle_status(&self) -> thrift::Result<Status>;
+  fn handle_admin_snapshot(&self) -> thrift::Result<SnapshotInfo>;
+  fn handle_read_snapshot(&self, request: ReadSnapshotRequest) -> thrift::Result<SnapshotChunk>;
 }
 
 pub struct PaxkvSyncProcessor<H: PaxkvSyncHandler> {
@@ -3232,6 +3639,12 @@ impl <H: PaxkvSyncHandler> PaxkvSyncProcessor<H> {
   }
   fn process_status(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
     TPaxkvProcessFunctions::process_status(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_admin_snapshot(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TPaxkvProcessFunctions::process_admin_snapshot(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_read_snapshot(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TPaxkvProcessFunctions::process_read_snapshot(&self.handler, incoming_sequence_number, i_prot, o_prot)
   }
 }
 
@@ -4078,6 +4491,158 @@ impl TPaxkvProcessFunctions {
       },
     }
   }
+  pub fn process_admin_snapshot<H: PaxkvSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let _ = PaxkvAdminSnapshotArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_admin_snapshot() {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("adminSnapshot", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = PaxkvAdminSnapshotResult { result_value: Some(handler_return), unavailable: None, internal: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = PaxkvAdminSnapshotResult{ result_value: None, unavailable: Some(*err), internal: None };
+              let message_ident = TMessageIdentifier::new("adminSnapshot", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = PaxkvAdminSnapshotResult{ result_value: None, unavailable: None, internal: Some(*err) };
+              let message_ident = TMessageIdentifier::new("adminSnapshot", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("adminSnapshot", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("adminSnapshot", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("adminSnapshot", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_read_snapshot<H: PaxkvSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = PaxkvReadSnapshotArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_read_snapshot(args.request) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("readSnapshot", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = PaxkvReadSnapshotResult { result_value: Some(handler_return), invalid: None, unavailable: None, internal: None, snapshot_gone: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<InvalidArgument>().is_some() {
+              let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
+              let ret_err = PaxkvReadSnapshotResult{ result_value: None, invalid: Some(*err), unavailable: None, internal: None, snapshot_gone: None };
+              let message_ident = TMessageIdentifier::new("readSnapshot", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = PaxkvReadSnapshotResult{ result_value: None, invalid: None, unavailable: Some(*err), internal: None, snapshot_gone: None };
+              let message_ident = TMessageIdentifier::new("readSnapshot", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = PaxkvReadSnapshotResult{ result_value: None, invalid: None, unavailable: None, internal: Some(*err), snapshot_gone: None };
+              let message_ident = TMessageIdentifier::new("readSnapshot", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<SnapshotGone>().is_some() {
+              let err = usr_err.downcast::<SnapshotGone>().expect("downcast already checked");
+              let ret_err = PaxkvReadSnapshotResult{ result_value: None, invalid: None, unavailable: None, internal: None, snapshot_gone: Some(*err) };
+              let message_ident = TMessageIdentifier::new("readSnapshot", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("readSnapshot", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("readSnapshot", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("readSnapshot", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
 }
 
 impl <H: PaxkvSyncHandler> TProcessor for PaxkvSyncProcessor<H> {
@@ -4113,6 +4678,12 @@ impl <H: PaxkvSyncHandler> TProcessor for PaxkvSyncProcessor<H> {
       },
       "status" => {
         self.process_status(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "adminSnapshot" => {
+        self.process_admin_snapshot(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "readSnapshot" => {
+        self.process_read_snapshot(message_ident.sequence_number, i_prot, o_prot)
       },
       method => {
         Err(
@@ -5767,6 +6338,300 @@ impl PaxkvStatusResult {
     }
     if let Some(ref fld_var) = self.internal {
       o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// PaxkvAdminSnapshotArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct PaxkvAdminSnapshotArgs {
+}
+
+impl PaxkvAdminSnapshotArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<PaxkvAdminSnapshotArgs> {
+    i_prot.read_struct_begin()?;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = PaxkvAdminSnapshotArgs {};
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("adminSnapshot_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// PaxkvAdminSnapshotResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct PaxkvAdminSnapshotResult {
+  result_value: Option<SnapshotInfo>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+}
+
+impl PaxkvAdminSnapshotResult {
+  fn ok_or(self) -> thrift::Result<SnapshotInfo> {
+    if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for PaxkvAdminSnapshot"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<PaxkvAdminSnapshotResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<SnapshotInfo> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = SnapshotInfo::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = PaxkvAdminSnapshotResult {
+      result_value: f_0,
+      unavailable: f_4,
+      internal: f_5,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("PaxkvAdminSnapshotResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// PaxkvReadSnapshotArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct PaxkvReadSnapshotArgs {
+  request: ReadSnapshotRequest,
+}
+
+impl PaxkvReadSnapshotArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<PaxkvReadSnapshotArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<ReadSnapshotRequest> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = ReadSnapshotRequest::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("PaxkvReadSnapshotArgs.request", &f_1)?;
+    let ret = PaxkvReadSnapshotArgs {
+      request: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("readSnapshot_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1))?;
+    self.request.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// PaxkvReadSnapshotResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct PaxkvReadSnapshotResult {
+  result_value: Option<SnapshotChunk>,
+  invalid: Option<InvalidArgument>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  snapshot_gone: Option<SnapshotGone>,
+}
+
+impl PaxkvReadSnapshotResult {
+  fn ok_or(self) -> thrift::Result<SnapshotChunk> {
+    if self.invalid.is_some() {
+      Err(thrift::Error::User(Box::new(self.invalid.unwrap())))
+    } else if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.snapshot_gone.is_some() {
+      Err(thrift::Error::User(Box::new(self.snapshot_gone.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for PaxkvReadSnapshot"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<PaxkvReadSnapshotResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<SnapshotChunk> = None;
+    let mut f_1: Option<InvalidArgument> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_8: Option<SnapshotGone> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = SnapshotChunk::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        1 => {
+          let val = InvalidArgument::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        8 => {
+          let val = SnapshotGone::read_from_in_protocol(i_prot)?;
+          f_8 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = PaxkvReadSnapshotResult {
+      result_value: f_0,
+      invalid: f_1,
+      unavailable: f_4,
+      internal: f_5,
+      snapshot_gone: f_8,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("PaxkvReadSnapshotResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.invalid {
+      o_prot.write_field_begin(&TFieldIdentifier::new("invalid", TType::Struct, 1))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.snapshot_gone {
+      o_prot.write_field_begin(&TFieldIdentifier::new("snapshot_gone", TType::Struct, 8))?;
       fld_var.write_to_out_protocol(o_prot)?;
       o_prot.write_field_end()?
     }
