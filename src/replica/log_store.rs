@@ -21,6 +21,9 @@ pub enum LogStoreError {
 
 pub type Result<T> = std::result::Result<T, LogStoreError>;
 
+/// The lsn of the first record of a WAL nothing was ever removed from.
+const FIRST_LSN: Lsn = 1;
+
 pub struct LogStore {
     wal: Wal,
     /// Record bytes appended since open, for the snapshot interval.
@@ -40,12 +43,22 @@ impl LogStore {
         let wal = Wal::open(dir, options)?;
         let mut state = DurableState::default();
         let codec = codec(wal.options().record_bytes_max);
+        // Segments are removed only once a `Compacted` record after them is durable. The
+        // retained segments may still begin with records from before it, whose earlier
+        // history is gone: replay starts at the first `Compacted` record, whose restatement
+        // holds everything they said. (Its whole Ready is durable: it precedes the record
+        // that allowed the removal, or is it.) A WAL with nothing removed replays whole,
+        // which folds even a torn restatement at its tail over the history it restates.
+        let mut skipping = wal.first_lsn() > FIRST_LSN;
         for item in wal.iter(..)? {
             let (lsn, bytes) = item?;
             let record: Record = codec
                 .deserialize(&bytes)
                 .map_err(|source| LogStoreError::Decode { lsn, source })?;
-            state.apply(&record);
+            skipping &= !matches!(record, Record::Compacted { .. });
+            if !skipping {
+                state.apply(&record);
+            }
         }
         Ok((
             LogStore {
