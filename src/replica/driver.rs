@@ -439,7 +439,7 @@ pub fn start<M: StateMachine>(
         let stream = options.snapshot.stream.clone();
         stream::Sender::new(catalog, stream, options.metrics.clone())
     });
-    let transport = Transport::start_with_snapshots(
+    let transport = Transport::start(
         id,
         listener,
         peers,

@@ -251,17 +251,6 @@ impl Transport {
         deliver: Deliver,
         options: TransportOptions,
         shutdown: watch::Receiver<bool>,
-    ) -> Transport {
-        Transport::start_with_snapshots(id, listener, peers, deliver, options, shutdown, None)
-    }
-
-    pub fn start_with_snapshots(
-        id: NodeId,
-        listener: TcpListener,
-        peers: BTreeMap<NodeId, SocketAddr>,
-        deliver: Deliver,
-        options: TransportOptions,
-        shutdown: watch::Receiver<bool>,
         snapshots: Option<stream::Sender>,
     ) -> Transport {
         let members: Arc<Vec<NodeId>> = Arc::new(peers.keys().copied().collect());
@@ -516,9 +505,10 @@ mod tests {
             deliver,
             options.clone(),
             shutdown.clone(),
+            None,
         );
         let noop: Deliver = Arc::new(|_| {});
-        let sending = Transport::start(3, other, peers, noop, options, shutdown);
+        let sending = Transport::start(3, other, peers, noop, options, shutdown, None);
         let heartbeat = |to| {
             PeerMessage::Consensus(Message {
                 from: 3,

@@ -433,6 +433,41 @@ mod tests {
         address
     }
 
+    /// A sender serving one snapshot, and a receiver's empty catalog.
+    struct Setup {
+        /// Holds both catalogs until the test ends.
+        _dir: tempfile::TempDir,
+        info: SnapshotInfo,
+        metrics: ReplicaMetrics,
+        sender: SocketAddr,
+        receiver: SharedCatalog,
+        options: StreamOptions,
+    }
+
+    impl Setup {
+        async fn new(raw_bytes: usize, bytes_per_sec: u64) -> Setup {
+            let dir = tempfile::tempdir().unwrap();
+            let (catalog, info) = sender_catalog(dir.path(), raw_bytes);
+            let metrics = ReplicaMetrics::unregistered();
+            let options = options(bytes_per_sec);
+            let sender = serve(Sender::new(catalog, options.clone(), metrics.clone())).await;
+            let receiver = Catalog::open(&dir.path().join("receiver")).unwrap();
+            Setup {
+                _dir: dir,
+                info,
+                metrics,
+                sender,
+                receiver: receiver.shared(),
+                options,
+            }
+        }
+
+        async fn fetch(&self, via: SocketAddr, min_slot: Slot) -> Result<SnapshotInfo, FetchError> {
+            let (receiver, metrics) = (&self.receiver, &self.metrics);
+            fetch(via, 2, min_slot, receiver, &self.options, MAX, metrics).await
+        }
+    }
+
     fn options(bytes_per_sec: u64) -> StreamOptions {
         StreamOptions {
             transfer_bytes_per_sec: bytes_per_sec,
@@ -444,98 +479,65 @@ mod tests {
 
     #[tokio::test]
     async fn a_broken_transfer_resumes_where_it_stopped_and_arrives_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let (catalog, info) = sender_catalog(dir.path(), 700 << 10);
-        let metrics = ReplicaMetrics::unregistered();
-        let sender = Sender::new(catalog, options(0), metrics.clone());
-        let address = proxy(serve(sender).await, 300 << 10, None).await;
-        let receiver = Catalog::open(&dir.path().join("receiver"))
-            .unwrap()
-            .shared();
-        let first = fetch(address, 2, 70, &receiver, &options(0), MAX, &metrics).await;
+        let setup = Setup::new(700 << 10, 0).await;
+        let info = &setup.info;
+        let address = proxy(setup.sender, 300 << 10, None).await;
+        let first = setup.fetch(address, 70).await;
         assert!(first.is_err(), "the cut transfer succeeded");
-        let partial = receiver.lock().unwrap().incoming_path(77);
+        let partial = setup.receiver.lock().unwrap().incoming_path(77);
         let kept = fs::metadata(&partial).unwrap().len();
         assert!(
             kept > 0 && kept < info.bytes,
-            "kept {kept} of {} bytes",
+            "kept {kept} of {}",
             info.bytes
         );
-        let received_before = metrics.snapshot_received_bytes.get();
-        let fetched = fetch(address, 2, 70, &receiver, &options(0), MAX, &metrics)
-            .await
-            .unwrap();
-        assert_eq!(
-            (fetched.slot, fetched.bytes, fetched.checksum),
-            (77, info.bytes, info.checksum)
-        );
+        let received_before = setup.metrics.snapshot_received_bytes.get();
+        let fetched = setup.fetch(address, 70).await.unwrap();
+        let got = (fetched.slot, fetched.bytes, fetched.checksum);
+        assert_eq!(got, (77, info.bytes, info.checksum));
         assert_eq!(
             fs::read(&fetched.path).unwrap(),
             fs::read(&info.path).unwrap()
         );
         // The second attempt sent only what the first did not.
-        let resent = metrics.snapshot_received_bytes.get() - received_before;
+        let resent = setup.metrics.snapshot_received_bytes.get() - received_before;
         assert_eq!(resent, info.bytes - kept);
     }
 
     #[tokio::test]
     async fn a_corrupted_frame_or_file_is_refused_and_a_missing_snapshot_is_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let (catalog, info) = sender_catalog(dir.path(), 200 << 10);
-        let metrics = ReplicaMetrics::unregistered();
-        let sender = Sender::new(catalog, options(0), metrics.clone());
-        let direct = serve(sender).await;
-        let flipped = proxy(direct, usize::MAX, Some(100 << 10)).await;
-        let receiver = Catalog::open(&dir.path().join("receiver"))
-            .unwrap()
-            .shared();
-        let error = fetch(flipped, 2, 1, &receiver, &options(0), MAX, &metrics)
-            .await
-            .unwrap_err();
+        let setup = Setup::new(200 << 10, 0).await;
+        let flipped = proxy(setup.sender, usize::MAX, Some(100 << 10)).await;
+        let error = setup.fetch(flipped, 1).await.unwrap_err();
         assert!(error.to_string().contains("checksum"), "{error}");
         // Newer than anything the sender has.
-        let error = fetch(direct, 2, 78, &receiver, &options(0), MAX, &metrics)
-            .await
-            .unwrap_err();
+        let error = setup.fetch(setup.sender, 78).await.unwrap_err();
         assert!(matches!(error, FetchError::Unavailable(_)), "{error}");
         // A file damaged on the sender's disk: every frame checks, the whole file does not.
-        let mut bytes = fs::read(&info.path).unwrap();
+        let mut bytes = fs::read(&setup.info.path).unwrap();
         bytes[60_000] ^= 0x10;
-        fs::write(&info.path, bytes).unwrap();
-        let stale = receiver.lock().unwrap().incoming_path(77);
+        fs::write(&setup.info.path, bytes).unwrap();
+        let stale = setup.receiver.lock().unwrap().incoming_path(77);
         let _ = fs::remove_file(&stale);
-        let error = fetch(direct, 2, 1, &receiver, &options(0), MAX, &metrics)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(error, FetchError::Snapshot(SnapshotError::Corrupt(_))),
-            "{error}"
-        );
+        let error = setup.fetch(setup.sender, 1).await.unwrap_err();
+        let corrupt = matches!(error, FetchError::Snapshot(SnapshotError::Corrupt(_)));
+        assert!(corrupt, "{error}");
         assert!(!stale.exists(), "a file that failed verification was kept");
     }
 
     #[tokio::test]
     async fn the_sender_paces_to_its_rate() {
-        let dir = tempfile::tempdir().unwrap();
-        let (catalog, info) = sender_catalog(dir.path(), 1 << 20);
-        let metrics = ReplicaMetrics::unregistered();
         let rate = 4 << 20;
-        let sender = Sender::new(catalog, options(rate), metrics.clone());
-        let address = serve(sender).await;
-        let receiver = Catalog::open(&dir.path().join("receiver"))
-            .unwrap()
-            .shared();
+        let setup = Setup::new(1 << 20, rate).await;
         let started = Instant::now();
-        fetch(address, 2, 1, &receiver, &options(rate), MAX, &metrics)
-            .await
-            .unwrap();
+        setup.fetch(setup.sender, 1).await.unwrap();
         // The first frame goes at once; the rest wait for their budget.
-        let floor = (info.bytes - (64 << 10)) as f64 / rate as f64;
+        let bytes = setup.info.bytes;
+        let floor = (bytes - (64 << 10)) as f64 / rate as f64;
         let elapsed = started.elapsed().as_secs_f64();
         assert!(
             elapsed >= floor * 0.95,
-            "{} bytes took {elapsed:.3} s, under {floor:.3} s",
-            info.bytes
+            "{bytes} bytes took {elapsed:.3} s, under {floor:.3} s"
         );
     }
 }
