@@ -51,11 +51,19 @@ pub struct DurableState {
 
 impl DurableState {
     pub fn from_records<'a>(records: impl IntoIterator<Item = &'a Record>) -> DurableState {
-        let mut state = DurableState::default();
+        DurableState::from_retained(records, false)
+    }
+
+    /// The state the records a WAL retains describe; see [`Replay`].
+    pub fn from_retained<'a>(
+        records: impl IntoIterator<Item = &'a Record>,
+        prefix_removed: bool,
+    ) -> DurableState {
+        let mut replay = Replay::new(prefix_removed);
         for record in records {
-            state.apply(record);
+            replay.push(record);
         }
-        state
+        replay.finish()
     }
 
     pub fn apply(&mut self, record: &Record) {
@@ -132,6 +140,48 @@ impl DurableState {
             entry.chosen = true;
         }
         self.commit_index = self.commit_index.max(upto);
+    }
+}
+
+/// Replays a WAL into a `DurableState`. A driver removes WAL records only from the front and
+/// only once a `Record::Compacted` after them is durable, but in whole segments, so the
+/// retained records may begin with some from before a `Compacted`, whose earlier history is
+/// gone: a `Commit` among them can name slots whose records were removed. With
+/// `prefix_removed`, until the first `Compacted` a `Commit` therefore only marks the slots it
+/// finds as chosen, and the other records apply as usual (an acceptor keeps every vote it
+/// cast). The first `Compacted` then sets the commit index. If a crash tore its
+/// restatement, what the tear lost is in the restatement the next run writes first
+/// (`Replica::restore`), before anything that depends on it.
+pub struct Replay {
+    state: DurableState,
+    before_compacted: bool,
+}
+
+impl Replay {
+    pub fn new(prefix_removed: bool) -> Replay {
+        Replay {
+            state: DurableState::default(),
+            before_compacted: prefix_removed,
+        }
+    }
+
+    pub fn push(&mut self, record: &Record) {
+        match record {
+            Record::Commit { upto } if self.before_compacted => {
+                for entry in self.state.log.range_mut(..=upto).map(|(_, entry)| entry) {
+                    entry.chosen = true;
+                }
+            }
+            Record::Compacted { .. } => {
+                self.before_compacted = false;
+                self.state.apply(record);
+            }
+            _ => self.state.apply(record),
+        }
+    }
+
+    pub fn finish(self) -> DurableState {
+        self.state
     }
 }
 

@@ -55,7 +55,7 @@ pub mod rng;
 pub mod types;
 
 pub use config::{Config, InjectedBugs};
-pub use durable::{DurableState, Entry, Record};
+pub use durable::{DurableState, Entry, Record, Replay};
 pub use error::{Error, Result};
 pub use message::{Message, MessageBody, PromisedEntry};
 pub use ready::{ReadState, Ready, SnapshotWanted, SoftState};

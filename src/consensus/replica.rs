@@ -150,6 +150,12 @@ impl Replica {
         replica.reset_election_timer();
         if applied > replica.commit_index {
             replica.install_snapshot(applied);
+        } else if replica.compacted > 0 {
+            // The WAL's last restatement may have been torn by the crash, and the driver may
+            // remove what comes before it once a later one is durable: restate the log
+            // first, so every restatement a later replay starts from is whole or followed
+            // by a whole one (see `durable::Replay`).
+            replica.drop_prefix(replica.compacted);
         }
         // Slots learned chosen after the last commit record may extend the prefix.
         replica.advance_commit();

@@ -6,7 +6,7 @@ use std::path::Path;
 use bincode::Options;
 use paxkv_wal::{Lsn, Wal, WalError, WalOptions};
 
-use crate::consensus::{DurableState, Record};
+use crate::consensus::{DurableState, Record, Replay};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogStoreError {
@@ -41,25 +41,17 @@ impl LogStore {
     /// Open (recovering the WAL) and return the state its records describe.
     pub fn open(dir: impl AsRef<Path>, options: WalOptions) -> Result<(LogStore, DurableState)> {
         let wal = Wal::open(dir, options)?;
-        let mut state = DurableState::default();
         let codec = codec(wal.options().record_bytes_max);
-        // Segments are removed only once a `Compacted` record after them is durable. The
-        // retained segments may still begin with records from before it, whose earlier
-        // history is gone: replay starts at the first `Compacted` record, whose restatement
-        // holds everything they said. (Its whole Ready is durable: it precedes the record
-        // that allowed the removal, or is it.) A WAL with nothing removed replays whole,
-        // which folds even a torn restatement at its tail over the history it restates.
-        let mut skipping = wal.first_lsn() > FIRST_LSN;
+        // See `Replay` for what a WAL whose front was removed replays differently.
+        let mut replay = Replay::new(wal.first_lsn() > FIRST_LSN);
         for item in wal.iter(..)? {
             let (lsn, bytes) = item?;
             let record: Record = codec
                 .deserialize(&bytes)
                 .map_err(|source| LogStoreError::Decode { lsn, source })?;
-            skipping &= !matches!(record, Record::Compacted { .. });
-            if !skipping {
-                state.apply(&record);
-            }
+            replay.push(&record);
         }
+        let state = replay.finish();
         Ok((
             LogStore {
                 wal,

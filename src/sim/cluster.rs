@@ -76,6 +76,9 @@ struct Node {
     /// The simulated disk: records past `synced` are lost or torn by a crash.
     wal: Vec<Record>,
     synced: usize,
+    /// Records were removed from the front of `wal` (so replay starts at the first
+    /// `Compacted` it retains, as the real log store's does).
+    prefix_removed: bool,
     /// Readies whose records are written but not yet durable, with the WAL length they need
     /// and the position of the last `Record::Compacted` among their records.
     waiting: VecDeque<(Ready, usize, Option<usize>)>,
@@ -157,6 +160,7 @@ impl Sim {
                 incarnation: 0,
                 replica: None,
                 wal: Vec::new(),
+                prefix_removed: false,
                 synced: 0,
                 waiting: VecDeque::new(),
                 fsync_in_flight: false,
@@ -197,7 +201,7 @@ impl Sim {
     }
 
     fn build_replica(&self, node: &Node) -> Replica {
-        let state = DurableState::from_records(&node.wal);
+        let state = DurableState::from_retained(&node.wal, node.prefix_removed);
         let applied = self.checker.applied(node.id);
         let seed = self.options.seed ^ (u64::from(node.id) << 48) ^ node.incarnation;
         let replica = Replica::restore(self.config_for(node.id), seed, state, applied);
@@ -488,9 +492,11 @@ impl Sim {
     }
 
     /// As the driver does once the Ready holding a `Record::Compacted` (at `at`) is durable:
-    /// every record before it goes.
+    /// records before it go, in whole segments, so some just before it may stay.
     fn drop_wal_before(&mut self, id: NodeId, at: usize) {
+        let at = at - self.rng.below(at as u64 + 1) as usize;
         let node = self.node(id);
+        node.prefix_removed |= at > 0;
         node.wal.drain(..at);
         node.synced -= at;
         for (_, end, compacted_at) in node.waiting.iter_mut() {
@@ -770,7 +776,8 @@ impl Sim {
         self.log_fault(format!(
             "crash replica {id}: kept {kept} records ({unsynced} were not yet durable)"
         ));
-        let durable = DurableState::from_records(&self.nodes[id as usize - 1].wal);
+        let node = &self.nodes[id as usize - 1];
+        let durable = DurableState::from_retained(&node.wal, node.prefix_removed);
         let verdict = self.checker.on_crash(id, &durable);
         if self.options.check_acceptor_memory {
             return verdict;

@@ -110,10 +110,13 @@ impl Catalog {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let path = entry.path();
-            if name.ends_with(".tmp") {
-                fs::remove_file(&path)?;
-            } else if name.starts_with(".checkpoint") {
-                fs::remove_dir_all(&path)?;
+            // `.checkpoint` and RocksDB's `.checkpoint.tmp` while it builds one are
+            // directories; a packed file being written is `snap-*.pxs.tmp`.
+            if name.starts_with(".checkpoint") || name.ends_with(".tmp") {
+                match entry.file_type()?.is_dir() {
+                    true => fs::remove_dir_all(&path)?,
+                    false => fs::remove_file(&path)?,
+                }
             } else if let Some(slot) = parse_name(&name, "snap-") {
                 match read_header(&path) {
                     Ok(info) if info.slot == slot => {
@@ -224,4 +227,43 @@ pub fn read_header(path: &Path) -> Result<SnapshotInfo, SnapshotError> {
 
 pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_removes_what_an_interrupted_snapshot_left_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshots = dir.path().join("snapshots");
+        // A checkpoint being taken (RocksDB builds it in `.checkpoint.tmp`) and a file being
+        // packed, when the process was killed.
+        for leftover in [".checkpoint", ".checkpoint.tmp"] {
+            fs::create_dir_all(snapshots.join(leftover)).unwrap();
+            fs::write(snapshots.join(leftover).join("000001.sst"), b"x").unwrap();
+        }
+        let checkpoint = dir.path().join("source");
+        fs::create_dir(&checkpoint).unwrap();
+        fs::write(checkpoint.join("CURRENT"), b"MANIFEST-000001\n").unwrap();
+        let catalog = Catalog::open(&snapshots).unwrap();
+        let info = file::pack(&checkpoint, 12, 3, &catalog.path_for(12)).unwrap();
+        fs::write(snapshots.join("snap-00000000000000000013.pxs.tmp"), b"half").unwrap();
+        let incoming = catalog.incoming_path(20);
+        fs::write(&incoming, b"partial").unwrap();
+
+        let catalog = Catalog::open(&snapshots).unwrap();
+        let mut names: Vec<String> = fs::read_dir(&snapshots)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let expected = [
+            "incoming-00000000000000000020.pxs",
+            "snap-00000000000000000012.pxs",
+        ];
+        assert_eq!(names, expected);
+        assert_eq!(catalog.latest(), Some(&info));
+        assert_eq!(catalog.incoming(), vec![(20, incoming)]);
+    }
 }
