@@ -186,6 +186,21 @@ impl SnapshotSettings {
                 "must be at most 64 MiB",
             ));
         }
+        // Paced to the rate, a frame of every stream at once must arrive well within the
+        // idle timeout, or every transfer is broken off between two frames.
+        let frames_ms = (self.transfer_chunk_bytes as u64)
+            .saturating_mul(self.transfer_streams_max as u64)
+            .saturating_mul(1000)
+            / self.transfer_bytes_per_sec;
+        if frames_ms.saturating_mul(2) > self.transfer_idle_timeout_ms {
+            return Err(invalid(
+                "snapshot.transfer_idle_timeout_ms",
+                format!(
+                    "must be at least twice the {frames_ms} ms that transfer_streams_max frames \
+                     of transfer_chunk_bytes take at transfer_bytes_per_sec"
+                ),
+            ));
+        }
         Ok(())
     }
 }

@@ -756,6 +756,8 @@ impl<M: StateMachine> Driver<M> {
         // what came before them is no longer needed.
         if let Some(lsn) = compacted {
             self.store.compact_before(lsn).map_err(|e| e.to_string())?;
+            let appended = self.store.appended_bytes();
+            self.snapshots.wal_bytes_counted_from(appended);
         }
         Ok(())
     }

@@ -122,10 +122,18 @@ impl Catalog {
                     Ok(info) if info.slot == slot => {
                         snapshots.insert(slot, info);
                     }
-                    _ => {
+                    // Only a file that is not a snapshot goes; other errors are the disk's.
+                    Ok(_) | Err(SnapshotError::Corrupt(_)) => {
                         tracing::warn!(path = %path.display(), "removing an unreadable snapshot");
                         fs::remove_file(&path)?;
                     }
+                    Err(SnapshotError::Io(error))
+                        if error.kind() == std::io::ErrorKind::UnexpectedEof =>
+                    {
+                        tracing::warn!(path = %path.display(), "removing a truncated snapshot");
+                        fs::remove_file(&path)?;
+                    }
+                    Err(error) => return Err(error),
                 }
             }
         }

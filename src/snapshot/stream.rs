@@ -152,9 +152,16 @@ impl Sender {
             bytes: info.bytes,
             checksum: info.checksum,
         };
-        writer.write_all(&send(offer)?).await?;
-        writer.flush().await?;
-        let mut offset = match read_frame(&mut reader, frame_bytes_max).await? {
+        // A fetcher that goes silent (its host died, a partition holds the connection open)
+        // must not hold a stream slot for ever.
+        let idle = Duration::from_millis(self.options.idle_timeout_ms.max(1));
+        let stalled = || TransportError::Protocol("the fetcher stopped reading".into());
+        let frame = send(offer)?;
+        timeout(idle, write_frame(&mut writer, &frame))
+            .await
+            .map_err(|_| stalled())??;
+        let request = timeout(idle, read_frame(&mut reader, frame_bytes_max));
+        let mut offset = match request.await.map_err(|_| stalled())?? {
             PeerFrame::SnapshotRead { offset } if offset <= info.bytes => offset,
             other => {
                 return Err(TransportError::Protocol(format!(
@@ -173,19 +180,27 @@ impl Sender {
             self.pacer.take(take).await;
             let data = buffer[..take].to_vec();
             let checksum = crc32c::crc32c(&data);
-            writer
-                .write_all(&send(PeerFrame::SnapshotData {
-                    offset,
-                    data,
-                    checksum,
-                })?)
-                .await?;
-            writer.flush().await?;
+            let frame = send(PeerFrame::SnapshotData {
+                offset,
+                data,
+                checksum,
+            })?;
+            timeout(idle, write_frame(&mut writer, &frame))
+                .await
+                .map_err(|_| stalled())??;
             self.metrics.snapshot_sent_bytes.inc_by(take as u64);
             offset += take as u64;
         }
         Ok(())
     }
+}
+
+async fn write_frame<W: tokio::io::AsyncWrite + Unpin>(
+    writer: &mut BufWriter<W>,
+    frame: &[u8],
+) -> std::io::Result<()> {
+    writer.write_all(frame).await?;
+    writer.flush().await
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use super::{Driver, DriverError, Input, Reply, StateMachine};
 use crate::consensus::{Slot, SnapshotWanted};
-use crate::snapshot::{file, stream, Catalog, SharedCatalog, SnapshotInfo};
+use crate::snapshot::{file, stream, Catalog, SharedCatalog, SnapshotError, SnapshotInfo};
 
 /// How many times in a row a fetch may fail without receiving a byte before the driver
 /// gives up on it (the core asks again when a peer next reports its compaction).
@@ -60,6 +60,12 @@ impl Snapshots {
         }
     }
 
+    /// The WAL bytes appended so far count from here (after the restatement that follows
+    /// a compaction, which must not count towards the next snapshot).
+    pub(super) fn wal_bytes_counted_from(&mut self, appended_bytes: u64) {
+        self.wal_bytes_at_last = appended_bytes;
+    }
+
     pub(super) fn take_waiting(&mut self) -> Vec<(Slot, Reply<SnapshotInfo>)> {
         std::mem::take(&mut self.waiting)
     }
@@ -88,7 +94,11 @@ impl<M: StateMachine> Driver<M> {
         }
         let slots = applied - snapshots.last_slot;
         let wal_bytes = self.store.appended_bytes() - snapshots.wal_bytes_at_last;
-        let due = (options.interval_slots > 0 && slots >= options.interval_slots)
+        // A replica whose log is compacted past its newest file (it crashed right after an
+        // install) could not send what it compacted: take one now.
+        let uncovered = snapshots.last_slot < self.replica.compacted();
+        let due = uncovered
+            || (options.interval_slots > 0 && slots >= options.interval_slots)
             || (options.interval_wal_bytes > 0 && wal_bytes >= options.interval_wal_bytes)
             || !snapshots.waiting.is_empty();
         if due {
@@ -162,6 +172,11 @@ impl<M: StateMachine> Driver<M> {
         // The job's checkpoint holds only applied slots, so the core has applied them too.
         self.replica
             .compact(self.compact_upto(info.slot).min(self.replica.applied()));
+        self.answer_snapshot_requests(&info);
+    }
+
+    /// Answers the forced snapshots that `info` covers.
+    fn answer_snapshot_requests(&mut self, info: &SnapshotInfo) {
         let (covered, waiting) = std::mem::take(&mut self.snapshots.waiting)
             .into_iter()
             .partition(|(min_slot, _)| *min_slot <= info.slot);
@@ -275,7 +290,14 @@ impl<M: StateMachine> Driver<M> {
                 match attempt.await {
                     Ok(info) => break Ok(info),
                     Err(error) => {
-                        let progressed = metrics.snapshot_received_bytes.get() > before;
+                        // A file that fails verification is no progress: the sender's copy
+                        // may be bad, and fetching it again would not end.
+                        let corrupt = matches!(
+                            error,
+                            stream::FetchError::Snapshot(SnapshotError::Corrupt(_))
+                        );
+                        let received = metrics.snapshot_received_bytes.get() > before;
+                        let progressed = received && !corrupt;
                         failures = if progressed { 1 } else { failures + 1 };
                         tracing::info!(replica = me, %error, "snapshot fetch interrupted");
                         if failures >= FETCH_ATTEMPTS_WITHOUT_PROGRESS {
@@ -336,9 +358,26 @@ impl<M: StateMachine> Driver<M> {
                 tracing::warn!(replica = self.id, %error, "installing a snapshot failed");
                 metrics.snapshot_failures.inc();
                 let _ = fs::remove_dir_all(&staged);
+                // Fetched again from scratch next time, not resumed into the same failure.
+                let _ = fs::remove_file(&info.path);
                 return;
             }
         };
+        if slot != info.slot {
+            // The machine holds the checkpoint now; the file that named another slot goes.
+            tracing::warn!(
+                replica = self.id,
+                slot,
+                file_slot = info.slot,
+                "snapshot file names another slot"
+            );
+            metrics.snapshot_failures.inc();
+            let _ = fs::remove_file(&info.path);
+            self.replica.install_snapshot(slot);
+            self.snapshots.last_slot = slot;
+            self.answer_reads_applied(slot);
+            return;
+        }
         self.replica.install_snapshot(slot);
         metrics.snapshot_installs.inc();
         tracing::info!(replica = self.id, slot, "snapshot installed");
@@ -353,7 +392,10 @@ impl<M: StateMachine> Driver<M> {
             })
         });
         match kept {
-            Some(kept) => self.add_to_catalog(kept),
+            Some(kept) => {
+                self.add_to_catalog(kept.clone());
+                self.answer_snapshot_requests(&kept);
+            }
             None => {
                 let _ = fs::remove_file(&info.path);
                 self.snapshots.last_slot = slot;
