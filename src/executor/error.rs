@@ -43,6 +43,10 @@ pub enum Error {
     Closed,
     #[error("i/o: {0}")]
     Io(String),
+    /// Replacing `ACTIVE` failed part way: which database it names is not known until the
+    /// next open.
+    #[error("switching to the installed snapshot: {0}")]
+    InstallInterrupted(String),
     #[error("rocksdb: {0}")]
     Storage(#[from] rocksdb::Error),
     /// A test fault point fired (see `KvStoreExecutor::crash_before_write`).

@@ -160,7 +160,8 @@ impl KvStoreExecutor {
                 opened.applied_slot
             )));
         }
-        write_active(&self.root, &name)?;
+        write_active(&self.root, &name)
+            .map_err(|error| Error::InstallInterrupted(error.to_string()))?;
         let old = std::mem::replace(&mut self.db, Arc::new(opened.db));
         self.cell.replace(Arc::clone(&self.db));
         let old_dir = std::mem::replace(&mut self.active, dest);

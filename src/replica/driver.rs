@@ -62,7 +62,8 @@ pub trait StateMachine: Send + 'static {
     }
 
     /// Replace the whole machine, atomically, with the checkpoint unpacked in `staged`;
-    /// returns its applied slot. A crash meanwhile must leave the old state usable.
+    /// returns its applied slot. A crash meanwhile must leave the old state usable. An
+    /// error is `InstallInterrupted` if the switch may have reached the disk.
     fn install_checkpoint(&mut self, staged: &Path) -> Result<Slot, ApplyError> {
         let _ = staged;
         Err("this state machine installs no snapshots".into())
@@ -110,6 +111,13 @@ impl Default for SnapshotOptions {
 
 /// Why a state machine could not apply a slot.
 pub type ApplyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// An `install_checkpoint` error after which the machine's state on disk is not known (the
+/// switch to the new state may or may not have reached the disk): the replica stops, and
+/// its next start finds out which.
+#[derive(Debug, thiserror::Error)]
+#[error("a snapshot install was interrupted: {0}")]
+pub struct InstallInterrupted(pub String);
 
 #[derive(Clone, Debug)]
 pub struct DriverOptions {
@@ -601,6 +609,9 @@ impl<M: StateMachine> Driver<M> {
             {
                 if !self.on_input(input) {
                     return self.stop(STOP_REQUESTED);
+                }
+                if let Some(reason) = self.snapshots.take_fatal() {
+                    return self.stop(&reason);
                 }
             }
             #[allow(clippy::disallowed_methods)]

@@ -2,9 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::driver::{ApplyError, Checkpointer, StateMachine};
+use super::driver::{ApplyError, Checkpointer, InstallInterrupted, StateMachine};
 use crate::consensus::Slot;
-use crate::executor::{KvStoreExecutor, WriteOutcome};
+use crate::executor::{Error, KvStoreExecutor, WriteOutcome};
 
 impl StateMachine for KvStoreExecutor {
     type Outcome = WriteOutcome;
@@ -31,6 +31,10 @@ impl StateMachine for KvStoreExecutor {
     }
 
     fn install_checkpoint(&mut self, staged: &Path) -> Result<Slot, ApplyError> {
-        Ok(KvStoreExecutor::install_checkpoint(self, staged)?)
+        match KvStoreExecutor::install_checkpoint(self, staged) {
+            Ok(slot) => Ok(slot),
+            Err(Error::InstallInterrupted(reason)) => Err(Box::new(InstallInterrupted(reason))),
+            Err(error) => Err(Box::new(error)),
+        }
     }
 }

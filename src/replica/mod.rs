@@ -8,8 +8,8 @@ pub mod log_store;
 pub mod transport;
 
 pub use driver::{
-    role_name, start, ApplyError, Checkpointer, DriverError, DriverOptions, ReplicaHandle,
-    ReplicaNode, ReplicaStatus, SnapshotOptions, StartError, StateMachine,
+    role_name, start, ApplyError, Checkpointer, DriverError, DriverOptions, InstallInterrupted,
+    ReplicaHandle, ReplicaNode, ReplicaStatus, SnapshotOptions, StartError, StateMachine,
 };
 pub use kv_store::{ReplicatedKvStore, StoreError};
 pub use log_store::{LogStore, LogStoreError};

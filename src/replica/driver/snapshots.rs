@@ -16,7 +16,7 @@ use std::fs;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{Driver, DriverError, Input, Reply, StateMachine};
+use super::{Driver, DriverError, Input, InstallInterrupted, Reply, StateMachine};
 use crate::consensus::{Slot, SnapshotWanted};
 use crate::snapshot::{file, stream, Catalog, SharedCatalog, SnapshotError, SnapshotInfo};
 
@@ -41,6 +41,8 @@ pub(super) struct Snapshots {
     retry_at: u64,
     /// A fetch is running for a snapshot at or after this slot.
     fetching: Option<Slot>,
+    /// Set when an install failed half way: the driver stops.
+    fatal: Option<String>,
 }
 
 impl Snapshots {
@@ -57,7 +59,12 @@ impl Snapshots {
             wal_bytes_at_last: 0,
             retry_at: 0,
             fetching: None,
+            fatal: None,
         }
+    }
+
+    pub(super) fn take_fatal(&mut self) -> Option<String> {
+        self.fatal.take()
     }
 
     /// The WAL bytes appended so far count from here (after the restatement that follows
@@ -354,6 +361,11 @@ impl<M: StateMachine> Driver<M> {
         }
         let slot = match self.machine.install_checkpoint(&staged) {
             Ok(slot) => slot,
+            Err(error) if error.is::<InstallInterrupted>() => {
+                metrics.snapshot_failures.inc();
+                self.snapshots.fatal = Some(error.to_string());
+                return;
+            }
             Err(error) => {
                 tracing::warn!(replica = self.id, %error, "installing a snapshot failed");
                 metrics.snapshot_failures.inc();
