@@ -384,14 +384,9 @@ fn open_db(path: &Path) -> Result<Opened> {
             "layout is not version {LAYOUT_VERSION}"
         )));
     }
-    let read_u64 = |name: &[u8]| -> Result<u64> {
-        let bytes = db.get_cf(meta, name)?;
-        let bytes = bytes.ok_or_else(|| Error::Corrupt(format!("meta key {name:?} missing")))?;
-        decode_u64(&bytes, "meta")
-    };
-    let applied_slot = read_u64(META_APPLIED_SLOT)?;
-    let current_version = read_u64(META_CURRENT_VERSION)?;
-    let oldest_version = read_u64(META_OLDEST_VERSION)?;
+    let applied_slot = meta_u64(&db, META_APPLIED_SLOT)?;
+    let current_version = meta_u64(&db, META_CURRENT_VERSION)?;
+    let oldest_version = meta_u64(&db, META_OLDEST_VERSION)?;
     let gc_cursor = db.get_cf(meta, META_GC_CURSOR)?.unwrap_or_default();
     let gc = gc::GcState::decode(gc_cursor, db.get_cf(meta, META_GC_PASS)?.as_deref())?;
     Ok(Opened {
@@ -401,4 +396,11 @@ fn open_db(path: &Path) -> Result<Opened> {
         oldest_version,
         gc,
     })
+}
+
+/// A number the meta column family must hold.
+fn meta_u64(db: &DB, name: &[u8]) -> Result<u64> {
+    let bytes = db.get_cf(cf(db, CF_META), name)?;
+    let bytes = bytes.ok_or_else(|| Error::Corrupt(format!("meta key {name:?} missing")))?;
+    decode_u64(&bytes, "meta")
 }

@@ -16,8 +16,8 @@ use std::sync::{Arc, RwLock};
 use rocksdb::checkpoint::Checkpoint;
 use rocksdb::DB;
 
-use super::keys::{decode_u64, CF_META, COLUMN_FAMILIES, META_APPLIED_SLOT, META_CURRENT_VERSION};
-use super::{cf, open_db, Applied, Error, KvStoreExecutor, Result, Slot};
+use super::keys::{COLUMN_FAMILIES, META_APPLIED_SLOT, META_CURRENT_VERSION};
+use super::{meta_u64, open_db, Applied, Error, KvStoreExecutor, Result, Slot};
 
 const ACTIVE: &str = "ACTIVE";
 const FIRST_DB: &str = "db-0";
@@ -92,9 +92,7 @@ fn write_active(root: &Path, name: &str) -> Result<()> {
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|dir| dir.sync_all())
-        .map_err(io_error)
+    crate::snapshot::sync_dir(dir).map_err(io_error)
 }
 
 fn io_error(error: std::io::Error) -> Error {
@@ -104,13 +102,8 @@ fn io_error(error: std::io::Error) -> Error {
 /// The applied slot and version of a checkpoint, opened read-only.
 pub fn read_checkpoint(dir: &Path) -> Result<(Slot, u64)> {
     let db = DB::open_cf_for_read_only(&rocksdb::Options::default(), dir, COLUMN_FAMILIES, false)?;
-    let meta = cf(&db, CF_META);
-    let read = |name: &[u8]| -> Result<u64> {
-        let bytes = db.get_cf(meta, name)?;
-        let bytes = bytes.ok_or_else(|| Error::Corrupt(format!("meta key {name:?} missing")))?;
-        decode_u64(&bytes, "meta")
-    };
-    Ok((read(META_APPLIED_SLOT)?, read(META_CURRENT_VERSION)?))
+    let slot = meta_u64(&db, META_APPLIED_SLOT)?;
+    Ok((slot, meta_u64(&db, META_CURRENT_VERSION)?))
 }
 
 impl KvStoreExecutor {

@@ -880,7 +880,7 @@ impl<M: StateMachine> Driver<M> {
         metrics.commit_index.set(saturating_i64(commit_index));
         metrics.applied_slot.set(saturating_i64(applied_slot));
         let compacted = self.replica.compacted();
-        let snapshot_slot = self.snapshots.latest().map_or(0, |info| info.slot);
+        let snapshot_slot = self.snapshots.latest_slot();
         metrics.compacted_slot.set(saturating_i64(compacted));
         metrics.snapshot_slot.set(saturating_i64(snapshot_slot));
         let mut status = self.status.lock().expect("status lock");

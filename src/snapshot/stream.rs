@@ -116,34 +116,24 @@ impl Sender {
         let (mut reader, writer) = stream.into_split();
         let mut writer = BufWriter::new(writer);
         let send = |frame: PeerFrame| encode_frame(&frame, frame_bytes_max);
-        let Ok(_permit) = self.streams.try_acquire() else {
-            let reason = "the sender is at transfer_streams_max".to_string();
-            writer
-                .write_all(&send(PeerFrame::SnapshotUnavailable { reason })?)
-                .await?;
-            return Ok(writer.flush().await?);
-        };
+        let permit = self.streams.try_acquire();
         let latest = self.catalog.lock().expect("catalog lock").latest().cloned();
-        let (info, mut file) = match latest {
-            Some(info) if info.slot >= min_slot => match File::open(&info.path) {
-                Ok(file) => (info, file),
-                Err(error) => {
-                    let reason = format!("snapshot {} unreadable: {error}", info.slot);
-                    writer
-                        .write_all(&send(PeerFrame::SnapshotUnavailable { reason })?)
-                        .await?;
-                    return Ok(writer.flush().await?);
-                }
+        let opened = match (&permit, latest) {
+            (Err(_), _) => Err("the sender is at transfer_streams_max".to_string()),
+            (Ok(_), Some(info)) if info.slot >= min_slot => match File::open(&info.path) {
+                Ok(file) => Ok((info, file)),
+                Err(error) => Err(format!("snapshot {} unreadable: {error}", info.slot)),
             },
-            latest => {
-                let reason = format!(
-                    "no snapshot at or after slot {min_slot} (newest: {:?})",
-                    latest.map(|info| info.slot)
-                );
-                writer
-                    .write_all(&send(PeerFrame::SnapshotUnavailable { reason })?)
-                    .await?;
-                return Ok(writer.flush().await?);
+            (Ok(_), latest) => Err(format!(
+                "no snapshot at or after slot {min_slot} (newest: {:?})",
+                latest.map(|info| info.slot)
+            )),
+        };
+        let (info, mut file) = match opened {
+            Ok(opened) => opened,
+            Err(reason) => {
+                let frame = send(PeerFrame::SnapshotUnavailable { reason })?;
+                return Ok(write_frame(&mut writer, &frame).await?);
             }
         };
         let offer = PeerFrame::SnapshotOffer {
@@ -242,10 +232,7 @@ pub async fn fetch(
     let (mut reader, writer) = stream.into_split();
     let mut writer = BufWriter::new(writer);
     let request = PeerFrame::SnapshotFetch { from: me, min_slot };
-    writer
-        .write_all(&encode_frame(&request, frame_bytes_max)?)
-        .await?;
-    writer.flush().await?;
+    write_frame(&mut writer, &encode_frame(&request, frame_bytes_max)?).await?;
     let offer = timeout(idle, read_frame(&mut reader, frame_bytes_max))
         .await
         .map_err(|_| idle_error())??;
@@ -282,13 +269,8 @@ pub async fn fetch(
         partial.set_len(0)?;
         offset = 0;
     }
-    writer
-        .write_all(&encode_frame(
-            &PeerFrame::SnapshotRead { offset },
-            frame_bytes_max,
-        )?)
-        .await?;
-    writer.flush().await?;
+    let read = PeerFrame::SnapshotRead { offset };
+    write_frame(&mut writer, &encode_frame(&read, frame_bytes_max)?).await?;
     while offset < bytes {
         let frame = timeout(idle, read_frame(&mut reader, frame_bytes_max))
             .await

@@ -77,6 +77,15 @@ impl Snapshots {
         std::mem::take(&mut self.waiting)
     }
 
+    /// The newest file's slot, 0 if none: read after every round of Readies.
+    pub(super) fn latest_slot(&self) -> Slot {
+        let Some(catalog) = &self.catalog else {
+            return 0;
+        };
+        let catalog = catalog.lock().expect("catalog lock");
+        catalog.latest().map_or(0, |info| info.slot)
+    }
+
     pub(super) fn latest(&self) -> Option<SnapshotInfo> {
         let catalog = self.catalog.as_ref()?.lock().expect("catalog lock");
         catalog.latest().cloned()
@@ -375,34 +384,32 @@ impl<M: StateMachine> Driver<M> {
                 return;
             }
         };
-        if slot != info.slot {
+        self.replica.install_snapshot(slot);
+        let kept = if slot == info.slot {
+            metrics.snapshot_installs.inc();
+            tracing::info!(replica = self.id, slot, "snapshot installed");
+            // Keep the file: this replica can send it on.
+            self.snapshots.catalog.as_ref().and_then(|catalog| {
+                let path = catalog.lock().expect("catalog lock").path_for(info.slot);
+                fs::rename(&info.path, &path).ok()?;
+                crate::snapshot::sync_dir(path.parent()?).ok()?;
+                Some(SnapshotInfo {
+                    path,
+                    ..info.clone()
+                })
+            })
+        } else {
             // The machine holds the checkpoint now; the file that named another slot goes.
+            let file_slot = info.slot;
             tracing::warn!(
                 replica = self.id,
                 slot,
-                file_slot = info.slot,
+                file_slot,
                 "snapshot file names another slot"
             );
             metrics.snapshot_failures.inc();
-            let _ = fs::remove_file(&info.path);
-            self.replica.install_snapshot(slot);
-            self.snapshots.last_slot = slot;
-            self.answer_reads_applied(slot);
-            return;
-        }
-        self.replica.install_snapshot(slot);
-        metrics.snapshot_installs.inc();
-        tracing::info!(replica = self.id, slot, "snapshot installed");
-        // Keep the file: this replica can send it on.
-        let kept = self.snapshots.catalog.as_ref().and_then(|catalog| {
-            let path = catalog.lock().expect("catalog lock").path_for(info.slot);
-            fs::rename(&info.path, &path).ok()?;
-            crate::snapshot::sync_dir(path.parent()?).ok()?;
-            Some(SnapshotInfo {
-                path,
-                ..info.clone()
-            })
-        });
+            None
+        };
         match kept {
             Some(kept) => {
                 self.add_to_catalog(kept.clone());
