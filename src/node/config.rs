@@ -465,6 +465,15 @@ key_bytes_max = 2048
         let node = NodeConfig::load(&path).unwrap();
         assert_eq!(node.limits.snapshot_chunk_bytes_max, 65536);
 
+        // 2 streams of 1 MiB frames at 100 kB/s: over 20 s between frames, against 5 s.
+        let slow = format!("{NODE}[snapshot]\ntransfer_bytes_per_sec = 100000\n");
+        let (_dir, path) = write(&slow);
+        let error = NodeConfig::load(&path).unwrap_err().to_string();
+        let named = "invalid setting snapshot.transfer_idle_timeout_ms";
+        assert!(error.contains(named), "{error}");
+        let (_dir, path) = write(&format!("{slow}transfer_idle_timeout_ms = 60000\n"));
+        assert!(NodeConfig::load(&path).is_ok());
+
         let (_dir, path) = write(&NODE.replace("key_bytes_max = 2048", "key_bytes = 1"));
         let error = NodeConfig::load(&path).unwrap_err().to_string();
         assert!(error.contains("key_bytes"), "{error}");
