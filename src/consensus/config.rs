@@ -7,7 +7,11 @@ use super::types::NodeId;
 #[derive(Clone, Debug)]
 pub struct Config {
     pub id: NodeId,
-    /// Every member of the cluster, this replica included.
+    /// This replica's member incarnation: one life of its disk (see `Member`).
+    pub incarnation: u64,
+    /// The bootstrap membership, all voters: used only when the durable state names none
+    /// (a new cluster, or a WAL from before memberships were recorded). Empty for a replica
+    /// that joins an existing cluster: it learns the membership from the log.
     pub members: Vec<NodeId>,
     pub heartbeat_interval_ticks: u32,
     /// A follower waits between this and twice this without hearing a leader before it
@@ -44,6 +48,17 @@ pub struct InjectedBugs {
     /// When compacting, write the `Compacted` record without restating the log above it,
     /// so removing the WAL before it forgets accepted values.
     pub compact_without_restating: bool,
+    /// A replica restarted with an empty disk keeps its identity and votes as if it had
+    /// never promised anything (the simulator obeys it when it wipes a replica's disk).
+    pub empty_replica_votes: bool,
+    /// Count quorums with the newest membership in the log, committed or not, and propose
+    /// past an uncommitted membership change.
+    pub config_before_commit: bool,
+    /// Let a leader propose a membership change while another is uncommitted, and propose
+    /// past it.
+    pub two_changes_in_flight: bool,
+    /// Count the votes of any replica the leader hears from, voter or not.
+    pub removed_vote_counted: bool,
 }
 
 impl Config {
@@ -51,6 +66,7 @@ impl Config {
     pub fn new(id: NodeId, members: Vec<NodeId>) -> Config {
         Config {
             id,
+            incarnation: 1,
             members,
             heartbeat_interval_ticks: 2,
             election_timeout_ticks: 20,
@@ -70,13 +86,13 @@ impl Config {
         if sorted.len() != self.members.len() {
             return invalid(format!("members {:?} contain duplicates", self.members));
         }
-        if !self.members.contains(&self.id) {
+        if !self.members.is_empty() && !self.members.contains(&self.id) {
             return invalid(format!(
                 "id {} is not among members {:?}",
                 self.id, self.members
             ));
         }
-        if self.members.len() > 15 {
+        if self.members.len() > super::membership::MEMBERS_MAX {
             return invalid(format!(
                 "{} members; at most 15 are supported",
                 self.members.len()
@@ -98,13 +114,5 @@ impl Config {
             return invalid("need 0 < slot_bytes_max <= pending_bytes_max".into());
         }
         Ok(())
-    }
-
-    /// Votes needed to choose a value or win Phase 1.
-    pub fn quorum(&self) -> usize {
-        if self.bugs.quorum_of_one {
-            return 1;
-        }
-        self.members.len() / 2 + 1
     }
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::membership::Membership;
 use super::types::{Ballot, Slot, Value};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +29,10 @@ pub enum Record {
     /// WAL record before this one may be removed. Records before it that are still in the
     /// WAL are harmless: replay folds them first and this one then drops what it covers.
     Compacted { upto: Slot, promised: Ballot },
+    /// `membership` governs the slots after `upto` (until a membership slot after `upto`).
+    /// Written at bootstrap (`upto` 0), just before every `Compacted` record (the log
+    /// forgets the membership slots it covers) and at a snapshot install.
+    Membership { upto: Slot, membership: Membership },
 }
 
 /// One slot as an acceptor knows it.
@@ -47,6 +52,9 @@ pub struct DurableState {
     pub commit_index: Slot,
     /// Slots up to here are in a snapshot and absent from `log`.
     pub compacted: Slot,
+    /// Memberships known to govern the slots after their key (see `Record::Membership`);
+    /// none kept below the one that governs the slot after `compacted`.
+    pub bases: BTreeMap<Slot, Membership>,
 }
 
 impl DurableState {
@@ -77,6 +85,10 @@ impl DurableState {
             Record::Chosen { slot, value } => self.apply_chosen(*slot, value),
             Record::Commit { upto } => self.apply_commit(*upto),
             Record::Compacted { upto, promised } => self.apply_compacted(*upto, *promised),
+            Record::Membership { upto, membership } => {
+                self.bases.insert(*upto, membership.clone());
+                prune_bases(&mut self.bases, self.compacted);
+            }
         }
     }
 
@@ -88,6 +100,7 @@ impl DurableState {
         self.log = self.log.split_off(&(upto + 1));
         self.compacted = upto;
         self.commit_index = self.commit_index.max(upto);
+        prune_bases(&mut self.bases, upto);
     }
 
     fn apply_accept(&mut self, slot: Slot, ballot: Ballot, value: &Value) {
@@ -140,6 +153,14 @@ impl DurableState {
             entry.chosen = true;
         }
         self.commit_index = self.commit_index.max(upto);
+    }
+}
+
+/// Drops the memberships no slot after `compacted` can be governed by: every one below the
+/// newest at or below `compacted`.
+pub fn prune_bases(bases: &mut BTreeMap<Slot, Membership>, compacted: Slot) {
+    if let Some((&floor, _)) = bases.range(..=compacted).next_back() {
+        *bases = bases.split_off(&floor);
     }
 }
 

@@ -1,4 +1,5 @@
-use super::types::NodeId;
+use super::membership::MembershipError;
+use super::types::{NodeId, Slot};
 
 /// Errors the core returns to its driver. Programmer errors panic instead.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,6 +29,27 @@ pub enum Error {
     StateMachineBehind { applied: u64, compacted: u64 },
     #[error("invalid consensus config: {0}")]
     InvalidConfig(String),
+    /// One membership change at a time: the last one (at `slot`) is not committed yet, or
+    /// a new leader has not finished recovering the log. Try again later.
+    #[error("a membership change is in progress (slot {slot}); try again once it commits")]
+    ChangeInProgress { slot: Slot },
+    #[error("invalid membership change: {0}")]
+    Membership(#[from] MembershipError),
+    /// The new voters would not make a quorum of the replicas this leader hears from.
+    #[error(
+        "the change would lose quorum: {reachable} of the new membership's voters answer, \
+         {quorum} are needed"
+    )]
+    WouldLoseQuorum { reachable: usize, quorum: usize },
+    /// A learner is promoted (or leadership transferred) only once it has caught up.
+    #[error("replica {id} is behind: it has committed slot {commit}, the leader {leader_commit}")]
+    MemberBehind {
+        id: NodeId,
+        commit: Slot,
+        leader_commit: Slot,
+    },
+    #[error("replica {0} is not a voter")]
+    NotVoter(NodeId),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

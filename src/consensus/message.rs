@@ -8,6 +8,9 @@ use super::types::{Ballot, NodeId, Slot, Value};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     pub from: NodeId,
+    /// The sender's member incarnation. A replica drops a message whose sender it knows
+    /// at another incarnation: that is a replica that lost its disk, or an impostor.
+    pub incarnation: u64,
     pub to: NodeId,
     pub body: MessageBody,
 }
@@ -72,6 +75,8 @@ pub enum MessageBody {
     /// The sender no longer holds the log up to `upto` (a snapshot covers it): a replica
     /// whose commit index is below it needs the sender's snapshot.
     Compacted { upto: Slot },
+    /// Leader transfer: the leader asks a caught-up voter to start Phase 1 now.
+    TimeoutNow { ballot: Ballot },
 }
 
 impl MessageBody {
@@ -90,6 +95,7 @@ impl MessageBody {
             MessageBody::CatchUpRequest { .. } => "catch_up_request",
             MessageBody::CatchUp { .. } => "catch_up",
             MessageBody::Compacted { .. } => "compacted",
+            MessageBody::TimeoutNow { .. } => "timeout_now",
         }
     }
 }

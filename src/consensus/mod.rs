@@ -48,6 +48,7 @@
 pub mod config;
 pub mod durable;
 pub mod error;
+pub mod membership;
 pub mod message;
 pub mod ready;
 pub mod replica;
@@ -57,6 +58,7 @@ pub mod types;
 pub use config::{Config, InjectedBugs};
 pub use durable::{DurableState, Entry, Record, Replay};
 pub use error::{Error, Result};
+pub use membership::{Member, Membership, MembershipChange, MembershipError};
 pub use message::{Message, MessageBody, PromisedEntry};
 pub use ready::{ReadState, Ready, SnapshotWanted, SoftState};
 pub use replica::Replica;

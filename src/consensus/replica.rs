@@ -4,8 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::config::Config;
-use super::durable::{DurableState, Entry, Record};
+use super::durable::{prune_bases, DurableState, Entry, Record};
 use super::error::{Error, Result};
+use super::membership::Membership;
 use super::message::{Message, MessageBody, PromisedEntry};
 use super::ready::{ReadState, Ready, SnapshotWanted, SoftState};
 use super::rng::Rng;
@@ -24,6 +25,10 @@ pub struct Replica {
     commit_index: Slot,
     /// Slots up to here are in a durable snapshot of the state machine and gone from `log`.
     compacted: Slot,
+    /// Memberships that govern the slots after their key (bootstrap, compaction, install).
+    bases: BTreeMap<Slot, Membership>,
+    /// Slots of `log` that hold a membership value.
+    membership_slots: BTreeSet<Slot>,
 
     /// Highest slot handed to the driver in `Ready::committed`.
     applied: Slot,
@@ -54,6 +59,8 @@ pub struct Replica {
     soft_reported: SoftState,
     ready_number: u64,
     advanced_number: u64,
+    /// Messages dropped because the sender's incarnation is not the member's.
+    refused_messages: u64,
 }
 
 struct PreVote {
@@ -61,14 +68,29 @@ struct PreVote {
     granted: BTreeSet<NodeId>,
 }
 
+/// Promises of one ballot, by acceptor, each by slot.
+type Promises = BTreeMap<NodeId, BTreeMap<Slot, PromisedEntry>>;
+
 struct Phase1 {
     ballot: Ballot,
-    promises: BTreeMap<NodeId, Vec<PromisedEntry>>,
+    from_slot: Slot,
+    promises: Promises,
+}
+
+/// A new leader re-proposes what its Phase 1 found, slot by slot, so that each slot is
+/// recovered with a quorum of the membership that governs it (see `maybe_recover`).
+struct Recovery {
+    from_slot: Slot,
+    promises: Promises,
+    /// Voters a `Prepare` went to since the last heartbeat.
+    prepared: BTreeSet<NodeId>,
 }
 
 struct Leadership {
     ballot: Ballot,
     next_slot: Slot,
+    /// Until Phase 1's findings are all re-proposed; nothing new is proposed meanwhile.
+    recovery: Option<Recovery>,
     /// Last slot recovered in Phase 1. Reads wait until it is committed: only then does this
     /// leader's commit index cover everything chosen before it took over.
     recovered_upto: Slot,
@@ -76,8 +98,11 @@ struct Leadership {
     votes: BTreeMap<Slot, BTreeSet<NodeId>>,
     pending: VecDeque<Vec<u8>>,
     pending_bytes: usize,
-    /// Peers heard from since the last check-quorum.
+    /// Peers heard from since the last check-quorum, and in the period before it.
     heard: BTreeSet<NodeId>,
+    heard_before: BTreeSet<NodeId>,
+    /// The commit index each peer last acknowledged (learners included).
+    peer_commit: BTreeMap<NodeId, Slot>,
     heartbeat_elapsed: u32,
     quorum_elapsed: u32,
     read_round: u64,
@@ -94,18 +119,34 @@ impl Replica {
         Replica::restore(config, seed, DurableState::default(), 0)
     }
 
+    /// `restore` for a state machine that does not record memberships.
+    pub fn restore(
+        config: Config,
+        seed: u64,
+        state: DurableState,
+        applied: Slot,
+    ) -> Result<Replica> {
+        Replica::restore_machine(config, seed, state, applied, None)
+    }
+
     /// A replica recovering from `state` (rebuilt from its WAL) whose state machine has applied
     /// every slot up to `applied`. Committed slots after `applied` are handed out again.
     ///
     /// A state machine ahead of the WAL's commit index holds a snapshot the WAL does not know
     /// of yet (installed just before a crash, or restored from a backup): the replica takes
     /// it as installed. One behind the WAL's compacted prefix lost slots nobody here can give
-    /// back, and is refused.
-    pub fn restore(
+    /// back, and is refused. `machine_membership` is the membership the state machine
+    /// recorded at `applied` (it matters when the machine is ahead of the WAL).
+    ///
+    /// A WAL that names no membership takes `config.members` as the bootstrap one; with
+    /// none there either, the replica knows no membership and is a learner until the log
+    /// (or a snapshot) tells it otherwise.
+    pub fn restore_machine(
         config: Config,
         seed: u64,
         state: DurableState,
         applied: Slot,
+        machine_membership: Option<Membership>,
     ) -> Result<Replica> {
         config.validate()?;
         if applied < state.compacted {
@@ -123,9 +164,14 @@ impl Replica {
             rng: Rng::new(seed),
             promised: state.promised,
             highest_round: state.promised.round,
+            membership_slots: (state.log.iter())
+                .filter(|(_, entry)| entry.value.membership().is_some())
+                .map(|(&slot, _)| slot)
+                .collect(),
             log: state.log,
             commit_index: state.commit_index,
             compacted: state.compacted,
+            bases: state.bases,
             commit_recorded: state.commit_index,
             applied: applied.min(state.commit_index),
             role: Role::Follower,
@@ -145,11 +191,16 @@ impl Replica {
             soft_reported: soft,
             ready_number: 0,
             advanced_number: 0,
+            refused_messages: 0,
             config,
         };
         replica.reset_election_timer();
+        if replica.bases.is_empty() && !replica.config.members.is_empty() {
+            let membership = replica.bootstrap_membership();
+            replica.set_base(0, membership);
+        }
         if applied > replica.commit_index {
-            replica.install_snapshot(applied);
+            replica.install_snapshot_with(applied, machine_membership);
         } else if replica.compacted > 0 {
             // The WAL's last restatement may have been torn by the crash, and the driver may
             // remove what comes before it once a later one is durable: restate the log
@@ -221,6 +272,12 @@ impl Replica {
     /// Every Ready taken must be advanced first: a Ready still in flight may hand out slots
     /// the snapshot covers, which would then be applied twice.
     pub fn install_snapshot(&mut self, upto: Slot) -> bool {
+        self.install_snapshot_with(upto, None)
+    }
+
+    /// `install_snapshot` of a snapshot that recorded `membership` at `upto`. Without it,
+    /// the membership this replica knows for the slot after `upto` is kept.
+    pub fn install_snapshot_with(&mut self, upto: Slot, membership: Option<Membership>) -> bool {
         assert_eq!(
             self.ready_number, self.advanced_number,
             "snapshot installed while a Ready is in flight"
@@ -237,6 +294,9 @@ impl Replica {
         self.commit_recorded = self.commit_recorded.max(upto);
         self.leader_commit_seen = self.leader_commit_seen.max(upto);
         self.applied = upto;
+        if let Some(membership) = membership {
+            self.set_base(upto, membership);
+        }
         self.drop_prefix(upto);
         if self
             .snapshot_wanted
@@ -250,8 +310,13 @@ impl Replica {
 
     /// Forget slots up to `upto` and restate, durably, what the log keeps.
     fn drop_prefix(&mut self, upto: Slot) {
+        // The membership slots about to be forgotten: their effect becomes a base.
+        let membership = self.membership_before(upto + 1).clone();
+        self.set_base(upto, membership);
         self.log = self.log.split_off(&(upto + 1));
+        self.membership_slots = self.membership_slots.split_off(&(upto + 1));
         self.compacted = upto;
+        prune_bases(&mut self.bases, upto);
         let promised = self.promised;
         self.records.push(Record::Compacted { upto, promised });
         if self.config.bugs.compact_without_restating {
@@ -356,7 +421,11 @@ impl Replica {
     /// Handle one inbound message.
     pub fn step(&mut self, message: Message) {
         let from = message.from;
-        if message.to != self.id() || !self.config.members.contains(&from) {
+        if message.to != self.id() {
+            return;
+        }
+        if from != self.id() && !self.admits(from, message.incarnation) {
+            self.refused_messages += 1;
             return;
         }
         match message.body {
@@ -391,13 +460,16 @@ impl Replica {
                 read_round,
             } => self.handle_heartbeat(from, ballot, commit_index, read_round),
             MessageBody::HeartbeatAck {
-                ballot, read_round, ..
-            } => self.handle_heartbeat_ack(from, ballot, read_round),
+                ballot,
+                read_round,
+                commit_index,
+            } => self.handle_heartbeat_ack(from, ballot, read_round, commit_index),
             MessageBody::CatchUpRequest { from_slot } => {
                 self.handle_catch_up_request(from, from_slot)
             }
             MessageBody::CatchUp { entries } => self.handle_catch_up(from, entries),
             MessageBody::Compacted { upto } => self.handle_compacted(from, upto),
+            MessageBody::TimeoutNow { ballot } => self.handle_timeout_now(from, ballot),
         }
     }
 
@@ -460,32 +532,28 @@ impl Replica {
         }
     }
 
-    fn quorum(&self) -> usize {
-        self.config.quorum()
-    }
-
-    fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
-        let id = self.id();
-        self.config
-            .members
-            .iter()
-            .copied()
-            .filter(move |&m| m != id)
+    fn message(&self, to: NodeId, body: MessageBody) -> Message {
+        Message {
+            from: self.id(),
+            incarnation: self.incarnation(),
+            to,
+            body,
+        }
     }
 
     fn send(&mut self, to: NodeId, body: MessageBody) {
-        let from = self.id();
-        self.messages.push(Message { from, to, body });
+        let message = self.message(to, body);
+        self.messages.push(message);
     }
 
     /// Send once the records queued so far are durable.
     fn send_persisted(&mut self, to: NodeId, body: MessageBody) {
-        let from = self.id();
-        self.persisted_messages.push(Message { from, to, body });
+        let message = self.message(to, body);
+        self.persisted_messages.push(message);
     }
 
     fn broadcast(&mut self, body: MessageBody) {
-        let peers: Vec<NodeId> = self.peers().collect();
+        let peers = self.peers();
         for peer in peers {
             self.send(peer, body.clone());
         }
@@ -621,7 +689,7 @@ impl Replica {
         );
         let last = self.log.keys().next_back().copied().unwrap_or(0);
         assert!(
-            last < lead.next_slot,
+            lead.recovery.is_some() || last < lead.next_slot,
             "log holds a slot the leader has not assigned"
         );
         assert!(
@@ -634,7 +702,7 @@ impl Replica {
                 "votes kept for committed slot {slot}"
             );
             assert!(
-                voters.len() < self.quorum(),
+                voters.len() < self.vote_quorum(),
                 "slot {slot} has a quorum but is not chosen"
             );
             let entry = &self.log[slot];
@@ -654,6 +722,7 @@ impl Replica {
 }
 
 mod election;
+mod membership;
 mod reads;
 mod replication;
 #[cfg(test)]

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::membership::Membership;
+
 /// A replica's identity within its cluster. Fixed for the replica's life.
 pub type NodeId = u32;
 
@@ -37,7 +39,12 @@ impl std::fmt::Display for Ballot {
 pub enum Value {
     Noop,
     Commands(Vec<Vec<u8>>),
+    /// The membership that governs every slot after this one (see `membership`).
+    Membership(Membership),
 }
+
+/// What one member of a membership value counts for in `slot_bytes_max`.
+const MEMBER_BYTES: usize = 64;
 
 impl Value {
     /// Payload bytes carried, the unit `slot_bytes_max` is measured in.
@@ -45,12 +52,20 @@ impl Value {
         match self {
             Value::Noop => 0,
             Value::Commands(commands) => commands.iter().map(Vec::len).sum(),
+            Value::Membership(membership) => MEMBER_BYTES * membership.members.len(),
+        }
+    }
+
+    pub fn membership(&self) -> Option<&Membership> {
+        match self {
+            Value::Membership(membership) => Some(membership),
+            _ => None,
         }
     }
 
     pub fn commands(&self) -> &[Vec<u8>] {
         match self {
-            Value::Noop => &[],
+            Value::Noop | Value::Membership(_) => &[],
             Value::Commands(commands) => commands,
         }
     }

@@ -238,6 +238,7 @@ fn describe(value: &Value) -> String {
                 .collect();
             format!("[{}]", ids.join(","))
         }
+        Value::Membership(membership) => format!("membership {membership}"),
     }
 }
 

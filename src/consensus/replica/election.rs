@@ -2,12 +2,17 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use super::{Leadership, Phase1, PreVote, Replica};
+use super::{Leadership, Phase1, PreVote, Promises, Recovery, Replica};
 use crate::consensus::message::{MessageBody, PromisedEntry};
 use crate::consensus::types::{Ballot, NodeId, Role, Slot, Value};
 
 impl Replica {
     pub(super) fn tick_election(&mut self) {
+        if !self.is_voter() {
+            // A learner, a removed replica, or one that lost its disk never campaigns.
+            self.election_elapsed = 0;
+            return;
+        }
         self.election_elapsed += 1;
         if self.election_elapsed >= self.election_timeout {
             self.start_pre_vote();
@@ -17,7 +22,7 @@ impl Replica {
     pub(super) fn tick_leader(&mut self) {
         let heartbeat_interval = self.config.heartbeat_interval_ticks;
         let election_timeout = self.config.election_timeout_ticks;
-        let quorum = self.quorum();
+        let id = self.id();
         let lead = self.lead_mut();
         lead.heartbeat_elapsed += 1;
         lead.quorum_elapsed += 1;
@@ -25,18 +30,25 @@ impl Replica {
         // on the wrong side of a partition. Stepping down lets the majority side elect a leader
         // that pre-vote would otherwise refuse while peers still believe in this one.
         if lead.quorum_elapsed >= election_timeout {
-            let heard = lead.heard.len() + 1;
-            lead.heard.clear();
+            let mut heard = std::mem::take(&mut lead.heard);
             lead.quorum_elapsed = 0;
-            if heard < quorum {
+            heard.insert(id);
+            let confirmed = self.confirms_leadership(&heard);
+            self.lead_mut().heard_before = heard;
+            if !confirmed {
                 self.become_follower(None);
                 self.reset_election_timer();
                 return;
             }
         }
+        let lead = self.lead_mut();
         if lead.heartbeat_elapsed >= heartbeat_interval {
+            if let Some(recovery) = lead.recovery.as_mut() {
+                recovery.prepared.clear();
+            }
             self.broadcast_heartbeat();
             self.retransmit_accepts();
+            self.maybe_recover();
         }
     }
 
@@ -98,11 +110,10 @@ impl Replica {
     }
 
     fn maybe_finish_pre_vote(&mut self) {
-        let quorum = self.quorum();
         let Some(pre_vote) = self.pre_vote.as_ref() else {
             return;
         };
-        if pre_vote.granted.len() >= quorum {
+        if self.quorum_in(self.committed_membership(), &pre_vote.granted) {
             let round = pre_vote.round;
             self.start_phase1(round);
         }
@@ -118,18 +129,19 @@ impl Replica {
         self.role = Role::Candidate;
         self.leader = None;
         self.promise(ballot);
+        let from_slot = self.commit_index + 1;
         self.phase1 = Some(Phase1 {
             ballot,
+            from_slot,
             promises: BTreeMap::new(),
         });
         self.reset_election_timer();
-        let from_slot = self.commit_index + 1;
         // A ballot must never be used twice. Were Prepare sent before our Promise record is
         // durable, a crash could bring us back below `ballot` to run it again and propose
         // other values under it. (Pre-vote replies carrying the promised round already make
         // that unlikely: this makes it impossible.)
         let prepare = MessageBody::Prepare { ballot, from_slot };
-        let peers: Vec<NodeId> = self.peers().collect();
+        let peers = self.peers();
         for peer in peers {
             self.send_persisted(peer, prepare.clone());
         }
@@ -138,6 +150,9 @@ impl Replica {
     }
 
     pub(super) fn handle_prepare(&mut self, from: NodeId, ballot: Ballot, from_slot: Slot) {
+        if !self.is_voter() {
+            return; // a learner promises nothing: it may have forgotten what it promised
+        }
         if ballot < self.promised {
             let promised = self.promised;
             self.send(from, MessageBody::Nack { ballot, promised });
@@ -185,11 +200,10 @@ impl Replica {
         entries: Vec<PromisedEntry>,
         compacted: Slot,
     ) {
-        let quorum = self.quorum();
-        let Some(phase1) = self.phase1.as_ref() else {
-            return;
-        };
-        if phase1.ballot != ballot {
+        let candidate = self.phase1.as_ref().is_some_and(|p| p.ballot == ballot);
+        let recovering = (self.lead.as_ref())
+            .is_some_and(|lead| lead.ballot == ballot && lead.recovery.is_some());
+        if !candidate && !recovering {
             return;
         }
         if compacted > self.commit_index && !self.config.bugs.lead_past_compacted {
@@ -201,61 +215,71 @@ impl Replica {
             self.want_snapshot(from, compacted);
             return;
         }
+        let entries = entries.into_iter().map(|entry| (entry.slot, entry)).collect();
+        if recovering {
+            let recovery = self.lead_mut().recovery.as_mut().expect("checked above");
+            recovery.promises.insert(from, entries);
+            self.maybe_recover();
+            return;
+        }
         let phase1 = self.phase1.as_mut().expect("checked above");
         phase1.promises.insert(from, entries);
-        if phase1.promises.len() >= quorum {
+        let promised = self.phase1.as_ref().expect("candidate").promises.keys();
+        if self.quorum_in(self.committed_membership(), promised) {
             self.become_leader();
         }
     }
 
-    /// Merge the promises: per slot, a value some acceptor knows is chosen, else the value
-    /// accepted at the highest ballot.
-    fn merge_promises(&self, phase1: Phase1) -> BTreeMap<Slot, PromisedEntry> {
-        let mut merged: BTreeMap<Slot, PromisedEntry> = BTreeMap::new();
-        for (node, entries) in phase1.promises {
+    /// What Phase 1 says of `slot`: a value some acceptor knows is chosen, else the value
+    /// accepted at the highest ballot. Merging more promises than a quorum is safe: the
+    /// highest ballot among any superset of a quorum carries the only value that may be
+    /// chosen below this ballot.
+    fn merged_entry(&self, promises: &Promises, slot: Slot) -> Option<PromisedEntry> {
+        let mut merged: Option<&PromisedEntry> = None;
+        for (&node, entries) in promises {
             if self.config.bugs.skip_adopt_highest && node != self.id() {
                 continue;
             }
-            for entry in entries {
-                if entry.slot <= self.commit_index {
-                    continue;
-                }
-                let Some(current) = merged.get(&entry.slot) else {
-                    merged.insert(entry.slot, entry);
-                    continue;
-                };
-                if current.chosen && entry.chosen {
-                    assert_eq!(
-                        current.value, entry.value,
-                        "two acceptors report different chosen values for slot {}",
-                        entry.slot
-                    );
-                } else if entry.chosen || (!current.chosen && entry.ballot > current.ballot) {
-                    merged.insert(entry.slot, entry);
-                }
+            let Some(entry) = entries.get(&slot) else {
+                continue;
+            };
+            let Some(current) = merged else {
+                merged = Some(entry);
+                continue;
+            };
+            if current.chosen && entry.chosen {
+                assert_eq!(
+                    current.value, entry.value,
+                    "two acceptors report different chosen values for slot {slot}"
+                );
+            } else if entry.chosen || (!current.chosen && entry.ballot > current.ballot) {
+                merged = Some(entry);
             }
         }
-        merged
+        merged.cloned()
     }
 
     fn become_leader(&mut self) {
         let phase1 = self.phase1.take().expect("becoming leader without Phase 1");
         let ballot = phase1.ballot;
-        let mut merged = self.merge_promises(phase1);
-        // Our own log may have grown since our promise (catch-up replies keep arriving).
-        let own_last = self.log.keys().next_back().copied().unwrap_or(0);
-        let merged_last = merged.keys().next_back().copied().unwrap_or(0);
-        let recovered_upto = merged_last.max(own_last).max(self.commit_index);
         self.role = Role::Leader;
         self.leader = Some(self.id());
+        let recovery = Recovery {
+            from_slot: phase1.from_slot,
+            promises: phase1.promises,
+            prepared: BTreeSet::new(),
+        };
         self.lead = Some(Leadership {
             ballot,
-            next_slot: recovered_upto + 1,
-            recovered_upto,
+            next_slot: self.commit_index + 1,
+            recovery: Some(recovery),
+            recovered_upto: self.commit_index,
             votes: BTreeMap::new(),
             pending: VecDeque::new(),
             pending_bytes: 0,
             heard: BTreeSet::new(),
+            heard_before: BTreeSet::new(),
+            peer_commit: BTreeMap::new(),
             heartbeat_elapsed: 0,
             quorum_elapsed: 0,
             read_round: 0,
@@ -263,24 +287,83 @@ impl Replica {
             reads_confirming: Vec::new(),
             reads_waiting: Vec::new(),
         });
-        // Re-propose everything not known chosen, with our ballot; fill holes with no-ops.
+        self.maybe_recover();
+        self.broadcast_heartbeat();
+    }
+
+    /// Re-propose, with this leader's ballot, what Phase 1 found, slot by slot; fill holes
+    /// with no-ops. Each slot needs promises from a quorum of the membership that governs
+    /// it, which this leader knows once every slot before it is decided: it stops at an
+    /// uncommitted membership slot until that commits, and asks the new voters for
+    /// promises if it lacks a quorum of them. Recovery ends at the first slot above
+    /// everything the promises (and this replica's log) hold.
+    pub(super) fn maybe_recover(&mut self) {
         let mut proposals = Vec::new();
-        for slot in self.commit_index + 1..=recovered_upto {
+        loop {
+            let Some(lead) = self.lead.as_ref() else {
+                break;
+            };
+            let Some(recovery) = lead.recovery.as_ref() else {
+                break;
+            };
+            if self.stalled_on_membership() {
+                break;
+            }
+            let slot = lead.next_slot;
+            let governing = self.membership_before(slot);
+            if !self.quorum_in(governing, recovery.promises.keys()) {
+                let missing: Vec<NodeId> = (governing.voters())
+                    .filter(|id| !recovery.promises.contains_key(id))
+                    .filter(|id| !recovery.prepared.contains(id))
+                    .collect();
+                self.prepare_more(missing);
+                break;
+            }
+            let reported = (recovery.promises.values())
+                .filter_map(|entries| entries.keys().next_back().copied());
+            let own = self.log.keys().next_back().copied();
+            let last = reported.chain(own).max().unwrap_or(0);
+            if slot > last {
+                let lead = self.lead_mut();
+                lead.recovery = None;
+                lead.recovered_upto = slot - 1;
+                break;
+            }
+            let merged = self.merged_entry(&recovery.promises, slot);
+            self.lead_mut().next_slot += 1;
             if self.log.get(&slot).is_some_and(|entry| entry.chosen) {
                 continue;
             }
-            match merged.remove(&slot) {
-                Some(entry) if entry.chosen => self.learn_chosen(slot, entry.value),
-                Some(entry) => proposals.push((slot, entry.value)),
-                None => proposals.push((slot, Value::Noop)),
-            }
-        }
-        for (slot, value) in proposals.iter().cloned() {
-            self.accept_own(slot, value);
+            let value = match merged {
+                Some(entry) if entry.chosen => {
+                    self.learn_chosen(slot, entry.value);
+                    self.advance_commit();
+                    continue;
+                }
+                Some(entry) => entry.value,
+                None => Value::Noop,
+            };
+            self.accept_own(slot, value.clone());
+            proposals.push((slot, value));
         }
         self.send_accepts(proposals);
         self.advance_commit();
-        self.broadcast_heartbeat();
+    }
+
+    /// Ask voters of a membership this leader reached in recovery for their promises.
+    fn prepare_more(&mut self, voters: Vec<NodeId>) {
+        let lead = self.lead_mut();
+        let ballot = lead.ballot;
+        let recovery = lead.recovery.as_mut().expect("recovering");
+        let from_slot = recovery.from_slot;
+        recovery.prepared.extend(voters.iter().copied());
+        let id = self.id();
+        for voter in voters {
+            if voter == id {
+                continue; // our own promise is in from the start
+            }
+            self.send(voter, MessageBody::Prepare { ballot, from_slot });
+        }
     }
 
     pub(super) fn handle_nack(&mut self, ballot: Ballot, promised: Ballot) {
@@ -331,7 +414,13 @@ impl Replica {
         self.maybe_learn_commit(from, ballot, commit_index);
     }
 
-    pub(super) fn handle_heartbeat_ack(&mut self, from: NodeId, ballot: Ballot, read_round: u64) {
+    pub(super) fn handle_heartbeat_ack(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        read_round: u64,
+        commit_index: Slot,
+    ) {
         let Some(lead) = self.lead.as_mut() else {
             return;
         };
@@ -339,6 +428,7 @@ impl Replica {
             return;
         }
         lead.heard.insert(from);
+        lead.peer_commit.insert(from, commit_index);
         if read_round == lead.read_round && !lead.reads_confirming.is_empty() {
             lead.read_acks.insert(from);
             self.maybe_confirm_reads();

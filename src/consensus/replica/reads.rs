@@ -14,6 +14,9 @@ impl Replica {
         if !lead.reads_confirming.is_empty() || lead.reads_waiting.is_empty() {
             return;
         }
+        if lead.recovery.is_some() {
+            return;
+        }
         // Until the recovered slots are committed, our commit index may miss values chosen
         // under an earlier leader.
         if commit_index < lead.recovered_upto {
@@ -34,11 +37,11 @@ impl Replica {
     }
 
     pub(super) fn maybe_confirm_reads(&mut self) {
-        let quorum = self.quorum();
-        let lead = self.lead_mut();
-        if lead.read_acks.len() < quorum {
+        let acks = &self.lead.as_ref().expect("leading").read_acks;
+        if !self.confirms_leadership(acks) {
             return;
         }
+        let lead = self.lead_mut();
         let confirmed: Vec<ReadState> = lead.reads_confirming.drain(..).collect();
         self.read_states.extend(confirmed);
         self.maybe_start_read_round();

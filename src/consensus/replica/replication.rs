@@ -11,6 +11,8 @@ impl Replica {
     pub(super) fn can_flush_pending(&self) -> bool {
         self.lead.as_ref().is_some_and(|lead| {
             !lead.pending.is_empty()
+                && lead.recovery.is_none()
+                && !self.stalled_on_membership()
                 && self.inflight_slots(lead.next_slot) < self.config.inflight_slots_max
         })
     }
@@ -54,7 +56,7 @@ impl Replica {
             value: value.clone(),
             chosen: false,
         };
-        self.log.insert(slot, entry);
+        self.put_entry(slot, entry);
         self.records.push(Record::Accept {
             slot,
             ballot,
@@ -74,7 +76,7 @@ impl Replica {
 
     /// Phase 2a to every peer, in messages of about `slot_bytes_max` each.
     pub(super) fn send_accepts(&mut self, proposals: Vec<(Slot, Value)>) {
-        let peers: Vec<NodeId> = self.peers().collect();
+        let peers = self.peers();
         for chunk in self.chunk_by_bytes(proposals, self.config.slot_bytes_max) {
             for &peer in &peers {
                 self.send_accept(peer, chunk.clone());
@@ -118,7 +120,7 @@ impl Replica {
 
     /// Messages may be lost: resend each unchosen slot to the peers that have not voted for it.
     pub(super) fn retransmit_accepts(&mut self) {
-        let peers: Vec<NodeId> = self.peers().collect();
+        let peers = self.peers();
         for peer in peers {
             let lead = self
                 .lead
@@ -169,7 +171,7 @@ impl Replica {
                 value: value.clone(),
                 chosen,
             };
-            self.log.insert(slot, entry);
+            self.put_entry(slot, entry);
             self.records.push(Record::Accept {
                 slot,
                 ballot,
@@ -177,7 +179,8 @@ impl Replica {
             });
             voted.push(slot);
         }
-        if !voted.is_empty() {
+        // A learner keeps the values (to learn what is chosen) but votes for none.
+        if !voted.is_empty() && self.is_voter() {
             self.send_vote(from, ballot, voted);
         }
         if below_compacted {
@@ -188,7 +191,8 @@ impl Replica {
     }
 
     pub(super) fn handle_accepted(&mut self, from: NodeId, ballot: Ballot, slots: &[Slot]) {
-        let quorum = self.quorum();
+        let quorum = self.vote_quorum();
+        let counts = self.counts_vote(from);
         let Some(lead) = self.lead.as_mut() else {
             return;
         };
@@ -197,6 +201,9 @@ impl Replica {
         }
         if from != self.config.id {
             lead.heard.insert(from);
+        }
+        if !counts {
+            return; // a learner's, or a removed replica's: it chooses nothing
         }
         let mut chosen = Vec::new();
         for slot in slots {
@@ -216,6 +223,7 @@ impl Replica {
                 .chosen = true;
         }
         self.advance_commit();
+        self.maybe_recover();
     }
 
     /// Move the commit index over every contiguous chosen slot.
@@ -227,6 +235,9 @@ impl Replica {
             .is_some_and(|entry| entry.chosen)
         {
             self.commit_index += 1;
+        }
+        if self.commit_index > before {
+            self.after_commit();
         }
         if self.commit_index > before && self.lead.is_some() {
             self.maybe_start_read_round();
@@ -353,14 +364,12 @@ impl Replica {
             .log
             .get(&slot)
             .map_or(Ballot::ZERO, |entry| entry.ballot);
-        self.log.insert(
-            slot,
-            Entry {
-                ballot,
-                value: value.clone(),
-                chosen: true,
-            },
-        );
+        let entry = Entry {
+            ballot,
+            value: value.clone(),
+            chosen: true,
+        };
+        self.put_entry(slot, entry);
         self.records.push(Record::Chosen { slot, value });
     }
 }
