@@ -59,6 +59,7 @@ async fn fake_leader(
         let frame = tokio::select! {
             _ = ticker.tick() => PeerFrame::Peer(PeerMessage::Consensus(Message {
                 from: FAKE,
+                incarnation: 1,
                 to: 1,
                 body: MessageBody::Heartbeat {
                     ballot: Ballot::new(5, FAKE),

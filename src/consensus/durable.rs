@@ -30,8 +30,10 @@ pub enum Record {
     /// WAL are harmless: replay folds them first and this one then drops what it covers.
     Compacted { upto: Slot, promised: Ballot },
     /// `membership` governs the slots after `upto` (until a membership slot after `upto`).
-    /// Written at bootstrap (`upto` 0), just before every `Compacted` record (the log
-    /// forgets the membership slots it covers) and at a snapshot install.
+    /// Written at bootstrap (`upto` 0), at a snapshot install, and on both sides of every
+    /// `Compacted` record (the log forgets the membership slots it covers): the one before
+    /// survives a crash that tears the restatement, the ones after survive the removal of
+    /// every record before the `Compacted` once the restatement is durable.
     Membership { upto: Slot, membership: Membership },
 }
 

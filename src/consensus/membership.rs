@@ -246,7 +246,9 @@ mod tests {
             .unwrap();
         assert_eq!(replaced.voters().collect::<Vec<_>>(), vec![1, 2]);
         assert!(!replaced.is_voter_at(3, 1));
-        let again = replaced.changed(&MembershipChange::Promote { id: 3 }).unwrap();
+        let again = replaced
+            .changed(&MembershipChange::Promote { id: 3 })
+            .unwrap();
         assert!(again.is_voter_at(3, 9));
     }
 

@@ -195,7 +195,10 @@ impl Replica {
             config,
         };
         replica.reset_election_timer();
-        if replica.bases.is_empty() && !replica.config.members.is_empty() {
+        // Only a replica with no history takes the bootstrap list: one that compacted its log
+        // learned its membership since, and must not fall back to the first one.
+        let fresh = replica.compacted == 0 && replica.bases.is_empty();
+        if fresh && !replica.config.members.is_empty() {
             let membership = replica.bootstrap_membership();
             replica.set_base(0, membership);
         }
@@ -322,6 +325,12 @@ impl Replica {
         if self.config.bugs.compact_without_restating {
             return;
         }
+        for (&upto, membership) in &self.bases {
+            self.records.push(Record::Membership {
+                upto,
+                membership: membership.clone(),
+            });
+        }
         for (&slot, entry) in &self.log {
             let record = match entry.chosen {
                 true => Record::Chosen {
@@ -426,6 +435,7 @@ impl Replica {
         }
         if from != self.id() && !self.admits(from, message.incarnation) {
             self.refused_messages += 1;
+            self.learn_despite_refusal(from, &message.body);
             return;
         }
         match message.body {

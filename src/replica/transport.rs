@@ -447,6 +447,7 @@ mod tests {
     async fn frames_round_trip_and_oversized_lengths_are_refused_before_allocating() {
         let message = Message {
             from: 1,
+            incarnation: 1,
             to: 2,
             body: MessageBody::Heartbeat {
                 ballot: Ballot::new(3, 1),
@@ -512,6 +513,7 @@ mod tests {
         let heartbeat = |to| {
             PeerMessage::Consensus(Message {
                 from: 3,
+                incarnation: 1,
                 to,
                 body: MessageBody::Heartbeat {
                     ballot: Ballot::new(1, 3),

@@ -8,12 +8,13 @@ use crate::consensus::types::{Ballot, NodeId, Role, Slot, Value};
 
 impl Replica {
     pub(super) fn tick_election(&mut self) {
+        // The clock runs for a learner too: it tells whether a leader is still heard, and a
+        // learner that refused pre-votes for a leader long gone would block an election.
+        self.election_elapsed = self.election_elapsed.saturating_add(1);
         if !self.is_voter() {
             // A learner, a removed replica, or one that lost its disk never campaigns.
-            self.election_elapsed = 0;
             return;
         }
-        self.election_elapsed += 1;
         if self.election_elapsed >= self.election_timeout {
             self.start_pre_vote();
         }
@@ -80,6 +81,13 @@ impl Replica {
         // Prefer candidates that know at least as much as we do: it keeps Phase 1 short. The
         // round is not compared: the reply tells the candidate how high its ballot must go.
         let granted = commit_index >= self.commit_index && !self.hears_leader();
+        if commit_index < self.commit_index {
+            // Tell a candidate that is behind what is chosen: it may be the only voter left
+            // of a membership change whose commit it missed (the replica that tells it may
+            // be the one the change removed), and it cannot count quorums in a membership it
+            // does not know is committed.
+            self.handle_catch_up_request(from, commit_index + 1);
+        }
         let promised_round = self.promised.round;
         self.send(
             from,
@@ -109,7 +117,7 @@ impl Replica {
         self.maybe_finish_pre_vote();
     }
 
-    fn maybe_finish_pre_vote(&mut self) {
+    pub(super) fn maybe_finish_pre_vote(&mut self) {
         let Some(pre_vote) = self.pre_vote.as_ref() else {
             return;
         };
@@ -151,7 +159,17 @@ impl Replica {
 
     pub(super) fn handle_prepare(&mut self, from: NodeId, ballot: Ballot, from_slot: Slot) {
         if !self.is_voter() {
-            return; // a learner promises nothing: it may have forgotten what it promised
+            // A learner promises nothing (it may have forgotten what it promised). What it
+            // knows is chosen it does tell: a candidate that missed the commit of the
+            // membership change that removed this replica learns it so.
+            self.handle_catch_up_request(from, from_slot);
+            // The candidate knows every slot before `from_slot` is chosen: among them may be
+            // the promotion that makes this replica a voter it is waiting for.
+            if from_slot > self.commit_index + 1 {
+                self.leader_commit_seen = self.leader_commit_seen.max(from_slot - 1);
+                self.maybe_request_catch_up(from);
+            }
+            return;
         }
         if ballot < self.promised {
             let promised = self.promised;
@@ -215,7 +233,10 @@ impl Replica {
             self.want_snapshot(from, compacted);
             return;
         }
-        let entries = entries.into_iter().map(|entry| (entry.slot, entry)).collect();
+        let entries = entries
+            .into_iter()
+            .map(|entry| (entry.slot, entry))
+            .collect();
         if recovering {
             let recovery = self.lead_mut().recovery.as_mut().expect("checked above");
             recovery.promises.insert(from, entries);
@@ -224,8 +245,22 @@ impl Replica {
         }
         let phase1 = self.phase1.as_mut().expect("checked above");
         phase1.promises.insert(from, entries);
-        let promised = self.phase1.as_ref().expect("candidate").promises.keys();
-        if self.quorum_in(self.committed_membership(), promised) {
+        self.maybe_become_leader();
+    }
+
+    /// A candidate leads once a quorum of the membership that governs its first
+    /// uncommitted slot has promised (that membership may change while it learns commits).
+    pub(super) fn maybe_become_leader(&mut self) {
+        let Some(phase1) = self.phase1.as_ref() else {
+            return;
+        };
+        if !self.is_voter() {
+            // A catch-up while campaigning showed the committed removal of this replica.
+            self.become_follower(None);
+            self.reset_election_timer();
+            return;
+        }
+        if self.quorum_in(self.committed_membership(), phase1.promises.keys()) {
             self.become_leader();
         }
     }
@@ -288,7 +323,10 @@ impl Replica {
             reads_waiting: Vec::new(),
         });
         self.maybe_recover();
-        self.broadcast_heartbeat();
+        // Recovery may have committed this replica's own removal, and it stepped down.
+        if self.lead.is_some() {
+            self.broadcast_heartbeat();
+        }
     }
 
     /// Re-propose, with this leader's ballot, what Phase 1 found, slot by slot; fill holes
@@ -299,10 +337,7 @@ impl Replica {
     /// everything the promises (and this replica's log) hold.
     pub(super) fn maybe_recover(&mut self) {
         let mut proposals = Vec::new();
-        loop {
-            let Some(lead) = self.lead.as_ref() else {
-                break;
-            };
+        while let Some(lead) = self.lead.as_ref() {
             let Some(recovery) = lead.recovery.as_ref() else {
                 break;
             };

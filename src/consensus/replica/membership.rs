@@ -94,7 +94,32 @@ impl Replica {
     pub(super) fn admits(&self, from: NodeId, incarnation: u64) -> bool {
         [self.committed_membership(), self.latest_membership()]
             .into_iter()
-            .all(|membership| membership.get(from).is_none_or(|m| m.incarnation == incarnation))
+            .all(|membership| {
+                membership
+                    .get(from)
+                    .is_none_or(|m| m.incarnation == incarnation)
+            })
+    }
+
+    /// What this replica may still take from a sender it knows at another incarnation: the
+    /// sender may be a newer incarnation admitted by a change this replica has not learned
+    /// yet, and refusing it for ever would keep this replica behind for ever. Values known
+    /// chosen are the same whoever reports them, so a catch-up is taken, and a heartbeat
+    /// from ahead is answered by asking for one; nothing from such a sender counts as a
+    /// vote, a promise or an acceptance.
+    pub(super) fn learn_despite_refusal(&mut self, from: NodeId, body: &MessageBody) {
+        match body {
+            MessageBody::CatchUp { entries } => self.handle_catch_up(from, entries.clone()),
+            MessageBody::Heartbeat { commit_index, .. }
+            | MessageBody::Accept { commit_index, .. }
+                if *commit_index > self.commit_index && self.lead.is_none() =>
+            {
+                self.leader_commit_seen = self.leader_commit_seen.max(*commit_index);
+                self.maybe_request_catch_up(from);
+            }
+            MessageBody::Compacted { upto } => self.handle_compacted(from, *upto),
+            _ => {}
+        }
     }
 
     /// Every other member of the committed and the newest membership, learners included.
@@ -196,7 +221,8 @@ impl Replica {
             self.check_caught_up(id)?;
         }
         if current.voter_difference(&next) > 0 {
-            let mut reachable: BTreeSet<NodeId> = lead.heard.union(&lead.heard_before).copied().collect();
+            let mut reachable: BTreeSet<NodeId> =
+                lead.heard.union(&lead.heard_before).copied().collect();
             reachable.insert(self.id());
             let voters = reachable.iter().filter(|&&id| next.is_voter(id)).count();
             if voters < next.quorum() {
@@ -217,9 +243,16 @@ impl Replica {
 
     fn check_caught_up(&self, id: NodeId) -> Result<()> {
         let lead = self.lead.as_ref().expect("checked by the caller");
-        let commit = lead.peer_commit.get(&id).copied().unwrap_or(0);
+        // Its progress counts only if it was heard lately: a learner that lost its disk comes
+        // back as another incarnation, whose messages are refused, and the commit index the
+        // old one reported is stale.
+        let heard = lead.heard.contains(&id) || lead.heard_before.contains(&id);
+        let commit = match heard {
+            true => lead.peer_commit.get(&id).copied().unwrap_or(0),
+            false => 0,
+        };
         let lag_max = self.config.inflight_slots_max;
-        if commit + lag_max < self.commit_index {
+        if !heard || commit + lag_max < self.commit_index {
             return Err(Error::MemberBehind {
                 id,
                 commit,
@@ -266,6 +299,9 @@ impl Replica {
     /// as a voter steps down (it committed its own removal).
     pub(super) fn after_commit(&mut self) {
         if self.role == Role::Leader && !self.is_voter() {
+            // Tell the voters the change is committed before going: they count quorums
+            // in the committed membership, and a removed leader answers no heartbeat.
+            self.broadcast_heartbeat();
             self.become_follower(None);
             self.reset_election_timer();
         }

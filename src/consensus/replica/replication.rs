@@ -85,7 +85,10 @@ impl Replica {
     }
 
     fn send_accept(&mut self, to: NodeId, entries: Vec<(Slot, Value)>) {
-        let ballot = self.lead_mut().ballot;
+        // Recovery can commit this leader's own removal, after which it no longer leads.
+        let Some(ballot) = self.lead.as_ref().map(|lead| lead.ballot) else {
+            return;
+        };
         let commit_index = self.commit_index;
         self.send(
             to,
@@ -270,7 +273,7 @@ impl Replica {
         }
     }
 
-    fn maybe_request_catch_up(&mut self, to: NodeId) {
+    pub(super) fn maybe_request_catch_up(&mut self, to: NodeId) {
         if self
             .catch_up_elapsed
             .is_some_and(|elapsed| elapsed < CATCH_UP_RETRY_TICKS)
@@ -321,6 +324,8 @@ impl Replica {
         if self.commit_index < self.leader_commit_seen {
             self.maybe_request_catch_up(from);
         }
+        self.maybe_finish_pre_vote();
+        self.maybe_become_leader();
     }
 
     /// A peer has compacted its log up to `upto`. Below it, this replica can only catch up

@@ -303,9 +303,16 @@ fn phase1_fills_holes_with_noops() {
 #[test]
 fn promise_and_vote_wait_for_their_records() {
     let mut follower = Replica::new(config(2, 3), 1).unwrap();
+    let bootstrap = follower.ready(); // records the bootstrap membership
+    assert!(matches!(
+        bootstrap.records[..],
+        [Record::Membership { upto: 0, .. }]
+    ));
+    follower.advance(bootstrap);
     let ballot = Ballot::new(5, 1);
     follower.step(Message {
         from: 1,
+        incarnation: 1,
         to: 2,
         body: MessageBody::Prepare {
             ballot,
@@ -329,6 +336,7 @@ fn promise_and_vote_wait_for_their_records() {
     };
     follower.step(Message {
         from: 1,
+        incarnation: 1,
         to: 2,
         body: accept,
     });
@@ -360,6 +368,7 @@ fn vote_for_a_known_chosen_value_is_recorded_at_the_new_ballot() {
     };
     acceptor.step(Message {
         from: 1,
+        incarnation: 1,
         to: 2,
         body: accept,
     });
@@ -382,6 +391,7 @@ fn vote_for_a_known_chosen_value_is_recorded_at_the_new_ballot() {
     acceptor.advance(ready);
     acceptor.step(Message {
         from: 1,
+        incarnation: 1,
         to: 2,
         body: stale,
     });
