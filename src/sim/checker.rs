@@ -96,6 +96,14 @@ impl Checker {
         Ok(())
     }
 
+    /// A replica lost its disk and comes back as a new member incarnation: its state
+    /// machine starts over, and what the old incarnation promised no longer binds it
+    /// (no quorum counts the new incarnation until a membership change admits it).
+    pub fn on_disk_loss(&mut self, node: NodeId) {
+        self.applied.insert(node, 0);
+        self.sent.remove(&node);
+    }
+
     pub fn on_acknowledge(&mut self, command: CommandId, slot: Slot) {
         self.acknowledged.entry(command).or_insert(slot);
         self.acknowledged_slot_max = self.acknowledged_slot_max.max(slot);
@@ -314,6 +322,7 @@ mod tests {
     fn forgotten_promise_or_vote_is_caught() {
         let promise = Message {
             from: 1,
+            incarnation: 1,
             to: 2,
             body: MessageBody::Promise {
                 ballot: Ballot::new(3, 2),
@@ -329,6 +338,7 @@ mod tests {
 
         let vote = Message {
             from: 1,
+            incarnation: 1,
             to: 2,
             body: MessageBody::Accepted {
                 ballot: Ballot::new(3, 2),
@@ -356,6 +366,7 @@ mod tests {
     fn ballot_proposing_two_values_for_a_slot_is_caught() {
         let accept = |id: u64| Message {
             from: 1,
+            incarnation: 1,
             to: 2,
             body: MessageBody::Accept {
                 ballot: Ballot::new(3, 1),

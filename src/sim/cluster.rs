@@ -8,8 +8,8 @@ use super::faults::{Fault, Partition, Plan, Target};
 use super::network::{LinkFaults, Network};
 use super::{SimFailure, SimOptions, SimReport};
 use crate::consensus::{
-    Config, DurableState, Error, Message, NodeId, ReadState, Ready, Record, Replica, Rng, Role,
-    Slot, Value,
+    Config, DurableState, Error, Membership, MembershipChange, Message, MessageBody, NodeId,
+    ReadState, Ready, Record, Replica, Rng, Role, Slot, Value,
 };
 
 const TICK_US: u64 = 10_000;
@@ -45,6 +45,8 @@ enum Event {
         from: NodeId,
     },
     Restart(NodeId),
+    /// The operator looks at the membership and maybe changes it.
+    Operate,
     HealPartition(u64),
     Heal,
     Check,
@@ -71,7 +73,17 @@ struct Client {
 
 struct Node {
     id: NodeId,
+    /// Counts this replica's runs (a restart is a new run); not its member incarnation.
     incarnation: u64,
+    /// Its member incarnation: one life of its disk.
+    member_incarnation: u64,
+    /// The bootstrap membership it starts with when its WAL names none; empty for a
+    /// replica that joins (a spare, or one that lost its disk).
+    bootstrap_members: Vec<NodeId>,
+    /// The membership its state machine recorded (it survives crashes, not disk loss).
+    machine_membership: Option<Membership>,
+    /// And the one its snapshot holds.
+    snapshot_membership: Option<Membership>,
     replica: Option<Replica>,
     /// The simulated disk: records past `synced` are lost or torn by a crash.
     wal: Vec<Record>,
@@ -115,6 +127,13 @@ pub(super) struct Sim {
     reads: BTreeMap<u64, PendingRead>,
     partition_generation: u64,
     healed: Option<BTreeSet<NodeId>>,
+    /// The membership of the highest slot any replica has applied (chosen, so final).
+    chosen_membership: (Slot, Membership),
+    /// The one before it: a replica it removed may be the only one that knows the change
+    /// is chosen (the remaining voters may have accepted it without learning the commit),
+    /// so the liveness phase brings it back too, as an operator keeps a removed replica
+    /// running until the others have learned its removal.
+    previous_membership: Membership,
     done: bool,
     pub(super) fault_log: Vec<String>,
 }
@@ -141,6 +160,11 @@ impl Sim {
             reads: BTreeMap::new(),
             partition_generation: 0,
             healed: None,
+            chosen_membership: (
+                0,
+                Membership::of_voters(&(1..=plan.nodes).collect::<Vec<_>>()),
+            ),
+            previous_membership: Membership::of_voters(&(1..=plan.nodes).collect::<Vec<_>>()),
             done: false,
             fault_log: Vec::new(),
             plan,
@@ -154,10 +178,16 @@ impl Sim {
     }
 
     fn start(&mut self) {
-        for id in 1..=self.plan.nodes {
+        let bootstrap: Vec<NodeId> = (1..=self.plan.nodes).collect();
+        for id in 1..=self.plan.all_nodes() {
+            let first = id <= self.plan.nodes;
             let mut node = Node {
                 id,
                 incarnation: 0,
+                member_incarnation: if first { 1 } else { 1_000 + u64::from(id) },
+                bootstrap_members: if first { bootstrap.clone() } else { Vec::new() },
+                machine_membership: first.then(|| Membership::of_voters(&bootstrap)),
+                snapshot_membership: None,
                 replica: None,
                 wal: Vec::new(),
                 prefix_removed: false,
@@ -185,11 +215,14 @@ impl Sim {
         for (at, fault) in self.plan.faults.clone() {
             self.schedule(at, Event::Fault(fault));
         }
+        let first_look = self.rng.between(50_000, 300_000);
+        self.schedule(first_look, Event::Operate);
         self.schedule(self.options.safety_us, Event::Heal);
     }
 
-    fn config_for(&self, id: NodeId) -> Config {
-        let mut config = Config::new(id, (1..=self.plan.nodes).collect());
+    fn config_for(&self, node: &Node) -> Config {
+        let mut config = Config::new(node.id, node.bootstrap_members.clone());
+        config.incarnation = node.member_incarnation;
         config.heartbeat_interval_ticks = self.plan.heartbeat_interval_ticks;
         config.election_timeout_ticks = self.plan.election_timeout_ticks;
         config.inflight_slots_max = self.plan.inflight_slots_max;
@@ -204,7 +237,9 @@ impl Sim {
         let state = DurableState::from_retained(&node.wal, node.prefix_removed);
         let applied = self.checker.applied(node.id);
         let seed = self.options.seed ^ (u64::from(node.id) << 48) ^ node.incarnation;
-        let replica = Replica::restore(self.config_for(node.id), seed, state, applied);
+        let config = self.config_for(node);
+        let membership = node.machine_membership.clone();
+        let replica = Replica::restore_machine(config, seed, state, applied, membership);
         replica.expect("simulator builds valid configs")
     }
 
@@ -281,6 +316,7 @@ impl Sim {
                 from,
             } => self.on_snapshot_arrives(node, incarnation, from),
             Event::Restart(node) => self.on_restart(node),
+            Event::Operate => self.on_operate(),
             Event::HealPartition(generation) => {
                 if generation == self.partition_generation {
                     self.network.heal_all();
@@ -487,6 +523,7 @@ impl Sim {
             return;
         }
         node.snapshot = applied;
+        node.snapshot_membership = node.machine_membership.clone();
         replica.compact(applied);
         replica.invariants();
     }
@@ -533,6 +570,7 @@ impl Sim {
         from: NodeId,
     ) -> std::result::Result<(), String> {
         let slot = self.nodes[from as usize - 1].snapshot;
+        let membership = self.nodes[from as usize - 1].snapshot_membership.clone();
         let node = self.node(id);
         if node.incarnation != incarnation || node.replica.is_none() {
             return Ok(());
@@ -558,14 +596,25 @@ impl Sim {
         ));
         let node = self.node(id);
         node.snapshot = slot;
+        node.machine_membership = membership.clone();
+        node.snapshot_membership = membership.clone();
         let replica = node.replica.as_mut().expect("replica is up");
-        assert!(replica.install_snapshot(slot), "snapshot ahead of applied");
+        let installed = replica.install_snapshot_with(slot, membership);
+        assert!(installed, "snapshot ahead of applied");
         replica.invariants();
         self.drive(id)
     }
 
     fn apply(&mut self, id: NodeId, slot: Slot, value: &Value) -> std::result::Result<(), String> {
         self.checker.on_apply(id, slot, value)?;
+        if let Value::Membership(membership) = value {
+            self.node(id).machine_membership = Some(membership.clone());
+            if slot > self.chosen_membership.0 {
+                let previous =
+                    std::mem::replace(&mut self.chosen_membership, (slot, membership.clone()));
+                self.previous_membership = previous.1;
+            }
+        }
         let incarnation = self.node(id).incarnation;
         for command in value.commands() {
             let command = command_id(command).expect("simulated commands carry an id");
@@ -668,8 +717,9 @@ impl Sim {
         };
         match hint {
             Some(node) if allowed(node, &self.healed) => node,
+            _ if self.healed.as_ref().is_some_and(BTreeSet::is_empty) => 1,
             _ => loop {
-                let node = self.rng.between(1, u64::from(self.plan.nodes)) as NodeId;
+                let node = self.rng.between(1, u64::from(self.plan.all_nodes())) as NodeId;
                 if allowed(node, &self.healed) {
                     break node;
                 }
@@ -733,7 +783,7 @@ impl Sim {
             Target::Node(id) => id,
             Target::Leader => match self.current_leader() {
                 Some(id) => id,
-                None => self.rng.between(1, u64::from(self.plan.nodes)) as NodeId,
+                None => self.rng.between(1, u64::from(self.plan.all_nodes())) as NodeId,
             },
         }
     }
@@ -753,8 +803,215 @@ impl Sim {
                 self.log_fault(format!("pause replica {id} for {}ms", paused_us / 1_000));
             }
             Fault::Partition { kind, lasting_us } => self.partition(kind, lasting_us),
+            Fault::DiskLoss { target, down_us } => {
+                let id = self.resolve(target);
+                self.crash(id)?;
+                if self.may_lose_disk(id) {
+                    self.lose_disk(id);
+                }
+                self.schedule(down_us, Event::Restart(id));
+            }
         }
         Ok(())
+    }
+
+    /// Voters of `membership` whose replica still has the disk they were admitted with.
+    fn intact_voters(&self, membership: &Membership) -> BTreeSet<NodeId> {
+        (membership.members.iter())
+            .filter(|(_, member)| member.voter)
+            .filter(|(&id, member)| {
+                let node = &self.nodes[id as usize - 1];
+                node.member_incarnation == member.incarnation
+            })
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    /// A disk is lost only while the voters that keep theirs still make a quorum, with no
+    /// membership change in flight: losing more is losing data, for any protocol.
+    fn may_lose_disk(&self, id: NodeId) -> bool {
+        let Some(leader) = self.current_leader() else {
+            return false;
+        };
+        let replica = self.nodes[leader as usize - 1].replica.as_ref();
+        let replica = replica.expect("the leader is up");
+        let committed = replica.committed_membership();
+        if committed != replica.latest_membership() || self.membership_may_be_in_flight() {
+            return false;
+        }
+        // The leader's committed membership may lag the chosen one (and the one before it
+        // may still be what another replica counts in): each must keep a quorum.
+        [
+            committed,
+            &self.chosen_membership.1,
+            &self.previous_membership,
+        ]
+        .into_iter()
+        .all(|membership| {
+            let intact = self.intact_voters(membership);
+            !intact.contains(&id) || intact.len() > membership.quorum()
+        })
+    }
+
+    /// Whether any replica, up or down, holds a membership slot above the newest chosen one
+    /// (accepted, or in an up replica's log): it may yet be chosen.
+    fn membership_may_be_in_flight(&self) -> bool {
+        let chosen = self.chosen_membership.0;
+        self.nodes.iter().any(|node| {
+            let in_wal = node.wal.iter().any(|record| match record {
+                Record::Accept { slot, value, .. } | Record::Chosen { slot, value } => {
+                    *slot > chosen && value.membership().is_some()
+                }
+                _ => false,
+            });
+            let in_log = (node.replica.as_ref()).is_some_and(|replica| {
+                replica.latest_membership() != replica.committed_membership()
+            });
+            in_wal || in_log
+        }) || self.queue.values().any(|event| {
+            // Or in a message on its way (a paused replica's backlog, say).
+            let Event::Deliver(message) = event else {
+                return false;
+            };
+            let is_new = |slot: Slot, value: &Value| slot > chosen && value.membership().is_some();
+            match &message.body {
+                MessageBody::Accept { entries, .. } | MessageBody::CatchUp { entries } => {
+                    entries.iter().any(|(slot, value)| is_new(*slot, value))
+                }
+                MessageBody::Promise { entries, .. } => {
+                    entries.iter().any(|entry| is_new(entry.slot, &entry.value))
+                }
+                _ => false,
+            }
+        })
+    }
+
+    /// The crashed replica `id` comes back with nothing: no WAL, no state machine, and a
+    /// new member incarnation (unless the injected bug keeps its identity).
+    fn lose_disk(&mut self, id: NodeId) {
+        let keeps_identity = self.options.bugs.empty_replica_votes;
+        let voters: Vec<NodeId> = self.chosen_membership.1.voters().collect();
+        let node = self.node(id);
+        node.wal.clear();
+        node.synced = 0;
+        node.prefix_removed = false;
+        node.snapshot = 0;
+        node.machine_membership = None;
+        node.snapshot_membership = None;
+        if keeps_identity {
+            // As a driver that bootstraps again from its config would.
+            if voters.contains(&id) {
+                node.bootstrap_members = voters;
+            }
+        } else {
+            node.member_incarnation = node.member_incarnation * 1_000 + u64::from(id);
+            node.bootstrap_members = Vec::new();
+        }
+        let incarnation = self.nodes[id as usize - 1].member_incarnation;
+        self.checker.on_disk_loss(id);
+        self.log_fault(format!(
+            "replica {id} lost its disk; it returns as incarnation {incarnation}"
+        ));
+    }
+
+    /// The operator: re-admits replicas that lost their disk (add the new incarnation as a
+    /// learner, promote it once caught up), and in plans with membership changes, adds,
+    /// promotes and removes replicas and transfers leadership at random. The core refuses
+    /// what it must (a change in flight, a lost quorum, a learner behind); that is fine.
+    fn on_operate(&mut self) -> std::result::Result<(), String> {
+        if self.healed.is_some() {
+            return Ok(()); // the liveness phase changes nothing
+        }
+        let next = self.rng.between(50_000, 400_000);
+        self.schedule(next, Event::Operate);
+        let Some(leader) = self.current_leader() else {
+            return Ok(());
+        };
+        let latest = (self.nodes[leader as usize - 1].replica.as_ref())
+            .expect("the leader is up")
+            .latest_membership()
+            .clone();
+        let Some(action) = self.choose_change(&latest) else {
+            return Ok(());
+        };
+        let replica = self
+            .node(leader)
+            .replica
+            .as_mut()
+            .expect("the leader is up");
+        let outcome = match &action {
+            Operation::Change(change) => replica.propose_membership(change.clone()).map(|_| ()),
+            Operation::Transfer(to) => replica.transfer_leadership(*to),
+        };
+        replica.invariants();
+        if outcome.is_ok() {
+            self.log_fault(format!("operator at leader {leader}: {action:?}"));
+        }
+        self.drive(leader)
+    }
+
+    fn choose_change(&mut self, latest: &Membership) -> Option<Operation> {
+        for node in &self.nodes {
+            let member = latest.get(node.id);
+            if node.replica.is_some()
+                && member.is_some_and(|m| m.incarnation != node.member_incarnation)
+            {
+                return Some(Operation::Change(MembershipChange::AddLearner {
+                    id: node.id,
+                    incarnation: node.member_incarnation,
+                    addr: String::new(),
+                }));
+            }
+        }
+        let learners: Vec<NodeId> = (latest.members.iter())
+            .filter(|(_, member)| !member.voter)
+            .map(|(&id, _)| id)
+            .collect();
+        if let Some(&id) = learners.first() {
+            // A careful operator promotes a learner its status shows up and caught up, not
+            // one that lost its disk since it was added.
+            let intact = latest.get(id).map(|member| member.incarnation)
+                == Some(self.nodes[id as usize - 1].member_incarnation);
+            if intact && self.rng.chance(2, 3) {
+                return Some(Operation::Change(MembershipChange::Promote { id }));
+            }
+        }
+        if !self.plan.membership_changes || !self.rng.chance(1, 3) {
+            return None;
+        }
+        let voters: Vec<NodeId> = latest.voters().collect();
+        let outsiders: Vec<NodeId> = (self.nodes.iter())
+            .filter(|node| node.replica.is_some() && latest.get(node.id).is_none())
+            .map(|node| node.id)
+            .collect();
+        let pick = |rng: &mut Rng, ids: &[NodeId]| ids[rng.below(ids.len() as u64) as usize];
+        match self.rng.below(4) {
+            0 if !outsiders.is_empty() => {
+                let id = pick(&mut self.rng, &outsiders);
+                let incarnation = self.nodes[id as usize - 1].member_incarnation;
+                Some(Operation::Change(MembershipChange::AddLearner {
+                    id,
+                    incarnation,
+                    addr: String::new(),
+                }))
+            }
+            1 if voters.len() > 1 => {
+                let id = pick(&mut self.rng, &voters);
+                let change = MembershipChange::Remove { id };
+                // As the runbook says: never remove a voter while the voters left that still
+                // have their disks would not make a quorum (one lost its disk, say, and is
+                // not replaced yet). The core's check only sees whom the leader heard lately.
+                let next = latest.changed(&change).ok()?;
+                (self.intact_voters(&next).len() >= next.quorum())
+                    .then_some(Operation::Change(change))
+            }
+            2 if !learners.is_empty() => {
+                let id = pick(&mut self.rng, &learners);
+                Some(Operation::Change(MembershipChange::Remove { id }))
+            }
+            3 if voters.len() > 1 => Some(Operation::Transfer(pick(&mut self.rng, &voters))),
+            _ => None,
+        }
     }
 
     fn crash(&mut self, id: NodeId) -> std::result::Result<(), String> {
@@ -806,7 +1063,7 @@ impl Sim {
     fn partition(&mut self, kind: Partition, lasting_us: u64) {
         self.network.heal_all();
         self.partition_generation += 1;
-        let nodes: Vec<NodeId> = (1..=self.plan.nodes).collect();
+        let nodes: Vec<NodeId> = (1..=self.plan.all_nodes()).collect();
         let description = match kind {
             Partition::Split => {
                 let side: BTreeSet<NodeId> = nodes
@@ -835,7 +1092,7 @@ impl Sim {
                 format!("partition: one-way cuts {cut:?}")
             }
             Partition::Bridge => {
-                let bridge = self.rng.between(1, u64::from(self.plan.nodes)) as NodeId;
+                let bridge = self.rng.between(1, u64::from(self.plan.all_nodes())) as NodeId;
                 let half: BTreeSet<NodeId> = nodes
                     .iter()
                     .copied()
@@ -865,11 +1122,42 @@ impl Sim {
     /// Liveness phase: heal a quorum (sometimes everyone) and keep the rest down; from here on
     /// the cluster must make progress.
     fn on_heal(&mut self) -> std::result::Result<(), String> {
-        let n = self.plan.nodes;
-        let quorum = n / 2 + 1;
-        let mut healed: BTreeSet<NodeId> = (1..=n).collect();
-        if self.rng.chance(1, 2) {
-            while healed.len() as u32 > quorum {
+        let n = self.plan.all_nodes();
+        // The voters that kept their disks, of the newest chosen membership and of any newer
+        // one a replica holds (it may yet be chosen): every quorum that can decide.
+        let mut memberships = vec![self.chosen_membership.1.clone()];
+        if self.previous_membership != memberships[0] {
+            memberships.push(self.previous_membership.clone());
+        }
+        for replica in self.nodes.iter().filter_map(|node| node.replica.as_ref()) {
+            let latest = replica.latest_membership();
+            if !latest.members.is_empty() && !memberships.contains(latest) {
+                memberships.push(latest.clone());
+            }
+        }
+        // And those in the WAL of replicas that are down: one may be chosen without any
+        // replica having applied it yet (a leader alone in its membership chooses alone).
+        let chosen = self.chosen_membership.0;
+        for node in &self.nodes {
+            for record in &node.wal {
+                let (Record::Accept { slot, value, .. } | Record::Chosen { slot, value }) = record
+                else {
+                    continue;
+                };
+                if let Some(membership) = value.membership() {
+                    if *slot > chosen && !memberships.contains(membership) {
+                        memberships.push(membership.clone());
+                    }
+                }
+            }
+        }
+        let mut healed = BTreeSet::new();
+        for membership in &memberships {
+            healed.extend(self.intact_voters(membership));
+        }
+        if memberships.len() == 1 && self.rng.chance(1, 2) {
+            let quorum = memberships[0].quorum();
+            while healed.len() > quorum {
                 let drop = self.rng.between(1, u64::from(n)) as NodeId;
                 healed.remove(&drop);
             }
@@ -902,17 +1190,28 @@ impl Sim {
             .clients
             .iter()
             .any(|c| matches!(c.op, Some(ClientOp::Write { .. })));
-        let applied: Vec<Slot> = healed.iter().map(|&id| self.checker.applied(id)).collect();
-        let leader_commit = self
-            .current_leader()
-            .and_then(|id| self.nodes[id as usize - 1].replica.as_ref())
-            .map(Replica::commit_index);
+        let leader =
+            (self.current_leader()).and_then(|id| self.nodes[id as usize - 1].replica.as_ref());
+        let leader_commit = leader.map(Replica::commit_index);
+        // Every healed member of the leader's membership must catch up; a replica removed
+        // (or replaced by a newer incarnation of itself) is no longer sent the log.
+        let members: BTreeSet<NodeId> = match leader {
+            Some(leader) => (healed.iter().copied())
+                .filter(|&id| {
+                    (leader.latest_membership().get(id)).is_some_and(|member| {
+                        member.incarnation == self.nodes[id as usize - 1].member_incarnation
+                    })
+                })
+                .collect(),
+            None => healed.clone(),
+        };
+        let applied: Vec<Slot> = members.iter().map(|&id| self.checker.applied(id)).collect();
         let acknowledged_max = self.checker.read_floor();
         let caught_up = leader_commit.is_some_and(|commit| {
             commit >= acknowledged_max && applied.iter().all(|&a| a == commit)
         });
         if !writes_pending && caught_up {
-            self.checker.check_durability(&healed)?;
+            self.checker.check_durability(&members)?;
             self.done = true;
             return Ok(());
         }
@@ -925,6 +1224,13 @@ impl Sim {
         self.schedule(CHECK_INTERVAL_US, Event::Check);
         Ok(())
     }
+}
+
+/// What the simulated operator does.
+#[derive(Debug)]
+enum Operation {
+    Change(MembershipChange),
+    Transfer(NodeId),
 }
 
 impl SimFailure {

@@ -26,15 +26,35 @@ pub enum Partition {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
-    Crash { target: Target, down_us: u64 },
-    Pause { target: Target, paused_us: u64 },
-    Partition { kind: Partition, lasting_us: u64 },
+    Crash {
+        target: Target,
+        down_us: u64,
+    },
+    Pause {
+        target: Target,
+        paused_us: u64,
+    },
+    Partition {
+        kind: Partition,
+        lasting_us: u64,
+    },
+    /// A crash that loses the disk: the replica restarts with nothing, as a new incarnation.
+    DiskLoss {
+        target: Target,
+        down_us: u64,
+    },
 }
 
 /// Everything a seed decides up front.
 #[derive(Clone, Debug)]
 pub struct Plan {
+    /// Replicas bootstrapped as the first membership.
     pub nodes: u32,
+    /// Replicas beyond those that start empty, as joiners an operator may add.
+    pub spares: u32,
+    /// An operator changes the membership now and then (besides re-admitting replicas
+    /// that lost their disk): adds and promotes learners, removes voters and learners.
+    pub membership_changes: bool,
     pub links: LinkFaults,
     pub faults: Vec<(u64, Fault)>,
     /// Replica fsync latency range.
@@ -72,8 +92,13 @@ impl Plan {
             delay_max_us: rng.between(1_000, 20_000),
         };
         let fsync_min_us = rng.between(100, 1_000);
+        let spares = rng.below(u64::from(8 - nodes).min(3)) as u32;
+        let membership_changes = rng.chance(1, 2);
+        let disk_loss = nodes > 1 && rng.chance(1, 2);
         let mut plan = Plan {
             nodes,
+            spares,
+            membership_changes,
             links,
             faults: Vec::new(),
             fsync_min_us,
@@ -88,27 +113,36 @@ impl Plan {
             snapshot_interval_slots: [0, 3, 10, 40][rng.below(4) as usize],
             snapshot_transfer_us: rng.between(1_000, 200_000),
         };
-        plan.faults = Plan::schedule(rng, nodes, safety_us);
+        plan.faults = Plan::schedule(rng, nodes + spares, disk_loss, safety_us);
         plan
     }
 
-    fn schedule(rng: &mut Rng, nodes: u32, safety_us: u64) -> Vec<(u64, Fault)> {
+    /// Every replica, bootstrapped or spare.
+    pub fn all_nodes(&self) -> u32 {
+        self.nodes + self.spares
+    }
+
+    fn schedule(rng: &mut Rng, nodes: u32, disk_loss: bool, safety_us: u64) -> Vec<(u64, Fault)> {
         let mean_gap_us = [200_000, 500_000, 1_500_000][rng.below(3) as usize];
         let mut faults = Vec::new();
         let mut at = rng.between(0, mean_gap_us);
         while at < safety_us {
-            faults.push((at, Plan::fault(rng, nodes)));
+            faults.push((at, Plan::fault(rng, nodes, disk_loss)));
             at += rng.between(mean_gap_us / 4, mean_gap_us * 2);
         }
         faults
     }
 
-    fn fault(rng: &mut Rng, nodes: u32) -> Fault {
+    fn fault(rng: &mut Rng, nodes: u32, disk_loss: bool) -> Fault {
         let target = if rng.chance(1, 2) {
             Target::Leader
         } else {
             Target::Node(rng.between(1, u64::from(nodes)) as u32)
         };
+        if disk_loss && rng.chance(1, 4) {
+            let down_us = rng.between(10_000, 1_000_000);
+            return Fault::DiskLoss { target, down_us };
+        }
         match rng.below(3) {
             0 => Fault::Crash {
                 target,

@@ -81,6 +81,10 @@ pub const BUGS: &[&str] = &[
     "quorum_of_one",
     "read_without_quorum",
     "compact_without_restating",
+    "empty_replica_votes",
+    "config_before_commit",
+    "two_changes_in_flight",
+    "removed_vote_counted",
 ];
 
 pub fn set_bug(bugs: &mut InjectedBugs, name: &str) -> Result<(), String> {
@@ -91,6 +95,10 @@ pub fn set_bug(bugs: &mut InjectedBugs, name: &str) -> Result<(), String> {
         "quorum_of_one" => bugs.quorum_of_one = true,
         "read_without_quorum" => bugs.read_without_quorum = true,
         "compact_without_restating" => bugs.compact_without_restating = true,
+        "empty_replica_votes" => bugs.empty_replica_votes = true,
+        "config_before_commit" => bugs.config_before_commit = true,
+        "two_changes_in_flight" => bugs.two_changes_in_flight = true,
+        "removed_vote_counted" => bugs.removed_vote_counted = true,
         other => return Err(format!("unknown bug {other:?}; known: {}", BUGS.join(", "))),
     }
     Ok(())
@@ -104,6 +112,10 @@ fn bug_names(bugs: &InjectedBugs) -> Vec<&'static str> {
         bugs.quorum_of_one,
         bugs.read_without_quorum,
         bugs.compact_without_restating,
+        bugs.empty_replica_votes,
+        bugs.config_before_commit,
+        bugs.two_changes_in_flight,
+        bugs.removed_vote_counted,
     ];
     BUGS.iter()
         .zip(flags)
