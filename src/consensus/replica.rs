@@ -195,10 +195,11 @@ impl Replica {
             config,
         };
         replica.reset_election_timer();
-        // Only a replica with no history takes the bootstrap list: one that compacted its log
-        // learned its membership since, and must not fall back to the first one.
-        let fresh = replica.compacted == 0 && replica.bases.is_empty();
-        if fresh && !replica.config.members.is_empty() {
+        // A WAL with no membership record is new, or was written before memberships were
+        // logged (when the config's list was the only one): either way that list governs.
+        // Every compaction since restates the bases after its `Compacted` record, so a
+        // replica that compacted keeps what it learned.
+        if replica.bases.is_empty() && !replica.config.members.is_empty() {
             let membership = replica.bootstrap_membership();
             replica.set_base(0, membership);
         }
