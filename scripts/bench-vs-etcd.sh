@@ -91,7 +91,7 @@ members = [
   { id = 3, peer_addr = "$(paxkv_peer 3)" },
 ]
 EOF
-    "$paxkv" server --config "$run_dir/paxkv$n.toml" >"$run_dir/paxkv$n.log" 2>&1 &
+    "$paxkv" server --bootstrap --config "$run_dir/paxkv$n.toml" >"$run_dir/paxkv$n.log" 2>&1 &
     pids+=($!)
 done
 paxkv_pid="${pids[3]}"

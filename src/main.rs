@@ -69,6 +69,11 @@ struct ServerArgs {
     /// A node's TOML config (see config/node1.toml); PAXKV_* variables override it.
     #[arg(long)]
     config: PathBuf,
+    /// Create a new cluster: an empty data directory starts only with this flag (and it is
+    /// ignored where the directory already holds this replica's state). Never give it to a
+    /// replica that lost its data: see docs/operations.md.
+    #[arg(long)]
+    bootstrap: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -151,7 +156,7 @@ fn run_server(args: ServerArgs) -> Result<ExitCode, String> {
         .map_err(|error| format!("config {}: {error}", args.config.display()))?;
     init_logging(&config.log);
     runtime()?.block_on(async move {
-        let node = Node::start(config.clone())
+        let node = Node::start(config.clone(), args.bootstrap)
             .await
             .map_err(|e| e.to_string())?;
         println!(
@@ -176,6 +181,9 @@ fn run_dev(args: DevArgs) -> Result<ExitCode, String> {
     let mut configs = node::dev_configs(&args.data_dir, &args.thrift_addrs, &args.peer_addrs);
     node::set_dev_metrics_addrs(&mut configs, &args.metrics_addrs)?;
     runtime()?.block_on(async move {
+        // Three new directories make a new cluster. Were only some empty, bootstrapping them
+        // would be restarting replicas that lost their data as members: refused below.
+        let bootstrap = (configs.iter()).all(|config| !node::identity::has_state(&config.data_dir));
         let mut nodes = Vec::new();
         for config in configs {
             println!(
@@ -185,7 +193,11 @@ fn run_dev(args: DevArgs) -> Result<ExitCode, String> {
                 config.peer_addr(),
                 config.data_dir.display()
             );
-            nodes.push(Node::start(config).await.map_err(|e| e.to_string())?);
+            nodes.push(
+                Node::start(config, bootstrap)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
         }
         let routers: Vec<_> = nodes.iter().map(|n| n.router.clone()).collect();
         tokio::spawn(announce_leaders(routers));

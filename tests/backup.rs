@@ -143,7 +143,12 @@ impl Cluster {
             );
             let path = dir.join(format!("node{id}.toml"));
             std::fs::write(&path, config).unwrap();
-            let args = ["server".as_ref(), "--config".as_ref(), path.as_os_str()];
+            let args = [
+                "server".as_ref(),
+                "--bootstrap".as_ref(),
+                "--config".as_ref(),
+                path.as_os_str(),
+            ];
             servers.push(Process::spawn(&args, &dir.join(format!("node{id}.log"))));
         }
         let mut cluster = Cluster { endpoints, servers };

@@ -77,7 +77,12 @@ impl Servers {
     fn start(&mut self, i: usize) {
         let config = self.config_path(i);
         let log = self.dir.join(format!("node{}.log", i + 1));
-        let args = ["server".as_ref(), "--config".as_ref(), config.as_os_str()];
+        let args = [
+            "server".as_ref(),
+            "--bootstrap".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+        ];
         self.servers[i] = Some(Process::spawn(&args, &log));
     }
 

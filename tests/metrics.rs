@@ -155,7 +155,12 @@ fn a_replica_without_a_quorum_is_healthy_but_not_ready() {
     let (thrift, metrics, peers) = (addrs[0], addrs[1], &addrs[2..]);
     let config = server_config(dir.path(), thrift, &metrics.to_string(), peers);
     let mut server = Process::spawn(
-        &["server".as_ref(), "--config".as_ref(), config.as_os_str()],
+        &[
+            "server".as_ref(),
+            "--bootstrap".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+        ],
         &dir.path().join("node1.log"),
     );
     wait_for_code(metrics, "/health", 200);
@@ -193,7 +198,12 @@ fn a_bad_or_taken_metrics_addr_fails_at_start_naming_the_setting() {
     ] {
         let config = server_config(dir.path(), addrs[0], value, &addrs[1..]);
         let log = dir.path().join("bad.log");
-        let args = ["server".as_ref(), "--config".as_ref(), config.as_os_str()];
+        let args = [
+            "server".as_ref(),
+            "--bootstrap".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+        ];
         let mut server = Process::spawn(&args, &log);
         let status = server.wait_exit(READY);
         assert_eq!(

@@ -130,7 +130,12 @@ fn start_cluster(dir: &Path) -> Vec<Node> {
             );
             let path = dir.join(format!("node{id}.toml"));
             std::fs::write(&path, config).unwrap();
-            let args = ["server".as_ref(), "--config".as_ref(), path.as_os_str()];
+            let args = [
+                "server".as_ref(),
+                "--bootstrap".as_ref(),
+                "--config".as_ref(),
+                path.as_os_str(),
+            ];
             let process = Process::spawn(&args, &dir.join(format!("node{id}.log")));
             Node {
                 thrift: thrift[i],

@@ -300,6 +300,9 @@ impl Cluster {
             .map_err(|source| ChaosError::Spawn { id, source })?;
         let child = Command::new(binary)
             .arg("server")
+            // Every start: the directory of a replica that ran keeps its state, and the
+            // nemeses never delete one.
+            .arg("--bootstrap")
             .arg("--config")
             .arg(&node.config)
             .env("RUST_BACKTRACE", "1")

@@ -2,6 +2,7 @@
 //! `NodeConfig`, and the `dev` layout of three nodes in one process.
 
 pub mod config;
+pub mod identity;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -38,6 +39,8 @@ pub enum NodeError {
     #[error("creating data directory {path}: {error}")]
     DataDir { path: String, error: std::io::Error },
     #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("Thrift server: {0}")]
     Server(#[from] api::Error),
@@ -59,12 +62,21 @@ pub struct Node {
 
 impl Node {
     /// Opens the replica's data, binds both listeners and starts the replica. Call within
-    /// a tokio runtime.
-    pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+    /// a tokio runtime. An empty data directory starts only with `bootstrap` (creating a new
+    /// cluster); see [`identity`].
+    pub async fn start(config: NodeConfig, bootstrap: bool) -> Result<Node, NodeError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|error| NodeError::DataDir {
             path: config.data_dir.display().to_string(),
             error,
         })?;
+        let (identity, opened) = identity::open(&config.data_dir, config.id, bootstrap)?;
+        tracing::info!(
+            replica = identity.node_id,
+            incarnation = identity.incarnation,
+            ?opened,
+            "data directory {}",
+            config.data_dir.display()
+        );
         let peer_addr = config.peer_addr();
         let peers = TcpListener::bind(peer_addr)
             .await

@@ -558,11 +558,26 @@ impl ServerCluster {
         self
     }
 
+    /// Starts replica `i` with `--bootstrap` (which its own directory ignores once it holds
+    /// state).
     pub fn start_server(&mut self, i: usize) {
+        self.start_server_as(i, true);
+    }
+
+    /// Starts replica `i`, with `--bootstrap` or without.
+    pub fn start_server_as(&mut self, i: usize, bootstrap: bool) {
         let config = self.dir.join(format!("node{}.toml", i + 1));
         let log = self.dir.join(format!("node{}.log", i + 1));
-        let args = ["server".as_ref(), "--config".as_ref(), config.as_os_str()];
+        let mut args = vec!["server".as_ref(), "--config".as_ref(), config.as_os_str()];
+        if bootstrap {
+            args.push("--bootstrap".as_ref());
+        }
         self.servers[i] = Some(Process::spawn(&args, &log));
+    }
+
+    /// Replica `i`'s process, which the cluster no longer waits on or stops.
+    pub fn take_server(&mut self, i: usize) -> Option<Process> {
+        self.servers[i].take()
     }
 
     pub fn wait_ready(&mut self) {
