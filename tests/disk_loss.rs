@@ -1,0 +1,75 @@
+//! A replica whose data directory is gone, restarted with its old config, must not cost an
+//! acknowledged write: on real processes, the scenario that lost one before replicas had an
+//! identity on disk.
+
+mod support;
+
+use std::time::Duration;
+
+use paxkv::api::gen::paxkv::{GetRequest, PutRequest};
+use paxkv::api::TPaxkvSyncClient;
+use support::{Retrying, ServerCluster};
+
+const CALLS: Duration = Duration::from_secs(30);
+const REFUSED_WITHIN: Duration = Duration::from_secs(20);
+
+fn put(key: &str, value: &str) -> PutRequest {
+    PutRequest::new(key.as_bytes().to_vec(), value.as_bytes().to_vec(), None)
+}
+
+#[test]
+fn a_replica_that_lost_its_disk_is_refused_and_the_acknowledged_write_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = ServerCluster::start(dir.path());
+    let leader = cluster.leader(0);
+    let down = (leader + 1) % 3;
+    let wiped = (leader + 2) % 3;
+
+    // One follower is down; a put is acknowledged by the leader and the other follower.
+    cluster.kill9(down);
+    let mut client = Retrying::new(cluster.endpoints[leader], CALLS);
+    let version = client.call(|c| c.put(put("acknowledged", "v1")));
+
+    // That follower's disk is replaced, and the old leader is down for a while.
+    cluster.kill9(wiped);
+    std::fs::remove_dir_all(cluster.data_dir(wiped)).unwrap();
+    cluster.kill9(leader);
+
+    // The operator restarts both followers with their old configs. The wiped one refuses
+    // to start as a member instead of electing a leader with the one that was down.
+    cluster.start_server_as(down, false);
+    cluster.start_server_as(wiped, false);
+    let mut refused = cluster.take_server(wiped).unwrap();
+    let status = refused
+        .wait_exit(REFUSED_WITHIN)
+        .expect("a replica with an empty data directory must not start without --bootstrap");
+    assert!(!status.success(), "{status:?}");
+    let log = refused.log_tail(20);
+    assert!(
+        log.contains("holds no state and --bootstrap was not given"),
+        "the refusal says why: {log}"
+    );
+    assert!(
+        !paxkv::node::identity::has_state(&cluster.data_dir(wiped)),
+        "the refused replica wrote no state"
+    );
+
+    // The old leader returns: with the follower that was down it is a quorum, and both hold
+    // the acknowledged write at its version.
+    cluster.start_server_as(leader, false);
+    cluster.wait_ready();
+    for i in [leader, down] {
+        let mut client = Retrying::new(cluster.endpoints[i], CALLS);
+        let request = GetRequest::new(b"acknowledged".to_vec(), None);
+        let kv = client
+            .call(|c| c.get(request.clone()))
+            .kv
+            .unwrap_or_else(|| panic!("replica {i} lost the acknowledged write"));
+        assert_eq!(kv.value, b"v1".to_vec());
+        assert_eq!(kv.mod_version, version);
+    }
+    // And the next write gets a version of its own.
+    let mut client = Retrying::new(cluster.endpoints[down], CALLS);
+    let next = client.call(|c| c.put(put("after", "v2")));
+    assert!(next > version, "{next} after {version}");
+}
