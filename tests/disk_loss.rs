@@ -73,3 +73,52 @@ fn a_replica_that_lost_its_disk_is_refused_and_the_acknowledged_write_survives()
     let next = client.call(|c| c.put(put("after", "v2")));
     assert!(next > version, "{next} after {version}");
 }
+
+#[test]
+fn a_replica_configured_for_another_cluster_is_refused_at_start_and_by_its_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = ServerCluster::start(dir.path());
+    let leader = cluster.leader(0);
+    let other = (leader + 1) % 3;
+    let mut client = Retrying::new(cluster.endpoints[leader], CALLS);
+    client.call(|c| c.put(put("prod-key", "v1")));
+
+    // Its config now names another cluster: the directory it finds belongs to this one.
+    cluster.kill9(other);
+    let config = dir.path().join(format!("node{}.toml", other + 1));
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("cluster_name = \"staging\"\n{text}")).unwrap();
+    cluster.start_server_as(other, true);
+    let mut refused = cluster.take_server(other).unwrap();
+    let status = refused.wait_exit(REFUSED_WITHIN).expect("refused at start");
+    assert!(!status.success(), "{status:?}");
+    let log = refused.log_tail(20);
+    assert!(
+        log.contains("belongs to cluster \"paxkv\", but the config's cluster_name is \"staging\""),
+        "{log}"
+    );
+
+    // A new replica of that other cluster, given the same peer addresses, is refused by
+    // every replica it reaches, and so learns nothing of this cluster.
+    std::fs::rename(cluster.data_dir(other), dir.path().join("moved")).unwrap();
+    cluster.start_server_as(other, true);
+    for i in [leader, (leader + 2) % 3] {
+        let log = dir.path().join(format!("node{}.log", i + 1));
+        let deadline = std::time::Instant::now() + REFUSED_WITHIN;
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("refused a peer connection") && text.contains("\"staging\"") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "replica {} did not refuse the other cluster:\n{text}",
+                i + 1
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // This cluster keeps serving with its two replicas.
+    let mut client = Retrying::new(cluster.endpoints[leader], CALLS);
+    client.call(|c| c.put(put("prod-key", "v2")));
+}

@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use paxkv::consensus::{Ballot, Message, MessageBody, NodeId, Slot};
-use paxkv::replica::transport::{encode_frame, read_frame, PeerFrame, PeerMessage, RouterMessage};
+use paxkv::replica::transport::{
+    encode_frame, read_frame, PeerFrame, PeerMessage, RouterMessage, DEFAULT_CLUSTER,
+};
 use paxkv::replica::{self, ApplyError, DriverOptions, StateMachine};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -51,7 +53,10 @@ async fn fake_leader(
     let mut stream = TcpStream::connect(replica).await.unwrap();
     let send = |frame: PeerFrame| encode_frame(&frame, FRAME_BYTES_MAX).unwrap();
     stream
-        .write_all(&send(PeerFrame::Hello { from: FAKE }))
+        .write_all(&send(PeerFrame::Hello {
+            from: FAKE,
+            cluster: DEFAULT_CLUSTER.to_string(),
+        }))
         .await
         .unwrap();
     let mut ticker = tokio::time::interval(Duration::from_millis(20));

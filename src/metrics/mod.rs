@@ -33,6 +33,7 @@ use prometheus::{
 
 use crate::consensus::NodeId;
 use crate::executor::KvReader;
+use crate::replica::transport::RefusedConnections;
 
 /// Shortest latency bucket, and how many doublings above it: 50 µs .. ~3.3 s.
 const LATENCY_BUCKET_MIN_SECONDS: f64 = 0.000_05;
@@ -351,6 +352,8 @@ pub struct PeerMetrics {
     pub up: IntGaugeVec,
     /// 1 if the last round of status requests found this replica ready (as `/ready`).
     pub ready: IntGauge,
+    /// Inbound peer connections refused: from another cluster, or from no member.
+    pub refused: RefusedConnections,
 }
 
 impl PeerMetrics {
@@ -371,7 +374,13 @@ impl PeerMetrics {
             &["peer"],
         )
         .expect("valid metric");
+        let refused = RefusedConnections::unregistered();
+        // Both series from the start, so a rate over them is 0 rather than absent.
+        for reason in RefusedConnections::REASONS {
+            refused.0.with_label_values(&[reason]);
+        }
         PeerMetrics {
+            refused: RefusedConnections(register(registry, refused.0)),
             lag_slots: register(registry, lag_slots),
             up: register(registry, up),
             ready: gauge(

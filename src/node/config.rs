@@ -27,6 +27,12 @@ pub struct NodeConfig {
     /// what a file turned on; [`NodeConfig::metrics_socket_addr`] parses it.
     #[serde(default = "metrics_off")]
     pub metrics_addr: String,
+    /// Names the cluster; written into the data directory's `IDENTITY` when the cluster is
+    /// created and required of every peer connection. Give every cluster its own (like
+    /// etcd's `initial-cluster-token`), so a replica pointed at another cluster's peers is
+    /// refused. Cannot change once the cluster exists.
+    #[serde(default = "default_cluster_name")]
+    pub cluster_name: String,
     /// Every replica of the cluster, this one included.
     pub members: Vec<Member>,
     #[serde(default)]
@@ -245,6 +251,23 @@ impl DebugSettings {
     }
 }
 
+fn default_cluster_name() -> String {
+    crate::replica::transport::DEFAULT_CLUSTER.to_string()
+}
+
+/// Longest `cluster_name`.
+const CLUSTER_NAME_BYTES_MAX: usize = 64;
+
+fn check_cluster_name(name: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if name.is_empty() || name.len() > CLUSTER_NAME_BYTES_MAX || !name.chars().all(allowed) {
+        return Err(format!(
+            "{name:?}: use 1 to {CLUSTER_NAME_BYTES_MAX} letters, digits, '-', '_' or '.'"
+        ));
+    }
+    Ok(())
+}
+
 fn default_log() -> String {
     "info".to_string()
 }
@@ -305,6 +328,7 @@ impl NodeConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        check_cluster_name(&self.cluster_name).map_err(|reason| invalid("cluster_name", reason))?;
         let ids: BTreeSet<NodeId> = self.members.iter().map(|m| m.id).collect();
         if ids.len() != self.members.len() {
             return Err(invalid("members", "two members share an id"));

@@ -1,5 +1,5 @@
-//! A replica's identity on disk: `data_dir/IDENTITY` names the replica id and incarnation its
-//! data belongs to. It is written once, fsynced, when a cluster is created (`--bootstrap`) or
+//! A replica's identity on disk: `data_dir/IDENTITY` names the cluster, the replica id and the
+//! incarnation its data belongs to. It is written once, fsynced, when a cluster is created (`--bootstrap`) or
 //! when a data directory that holds state from before identities is first opened.
 //!
 //! What it guards against: a replica whose data directory is gone (a replaced disk) restarted
@@ -28,6 +28,9 @@ const WAL_DIR: &str = "wal";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Identity {
+    /// The cluster's name (`cluster_name` when it was created); every peer connection
+    /// carries it.
+    pub cluster: String,
     pub node_id: NodeId,
     /// One life of this data directory; a replica rebuilt from nothing gets another.
     pub incarnation: u64,
@@ -55,6 +58,15 @@ pub enum IdentityError {
          treat the replica as one that lost its disk (docs/operations.md, Data layout)"
     )]
     LostLog { path: String },
+    #[error(
+        "data directory {path} belongs to cluster {found:?}, but the config's cluster_name \
+         is {configured:?}"
+    )]
+    WrongCluster {
+        path: String,
+        found: String,
+        configured: String,
+    },
     #[error("identity file {path}: {error}")]
     Unreadable { path: String, error: String },
     #[error("writing identity file {path}: {error}")]
@@ -85,6 +97,7 @@ pub fn has_state(data_dir: &Path) -> bool {
 pub fn open(
     data_dir: &Path,
     id: NodeId,
+    cluster: &str,
     bootstrap: bool,
 ) -> Result<(Identity, Opened), IdentityError> {
     let path = data_dir.join(IDENTITY_FILE);
@@ -95,6 +108,13 @@ pub fn open(
                 path: data_dir.display().to_string(),
                 found: identity.node_id,
                 configured: id,
+            });
+        }
+        if identity.cluster != cluster {
+            return Err(IdentityError::WrongCluster {
+                path: data_dir.display().to_string(),
+                found: identity.cluster,
+                configured: cluster.to_string(),
             });
         }
         if !data_dir.join(WAL_DIR).exists() {
@@ -114,6 +134,7 @@ pub fn open(
         }
     };
     let identity = Identity {
+        cluster: cluster.to_string(),
         node_id: id,
         incarnation: 1,
     };
@@ -156,42 +177,56 @@ fn write(data_dir: &Path, identity: &Identity) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    const C: &str = "test-cluster";
+
+    #[test]
+    fn another_cluster_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        open(dir.path(), 1, C, true).unwrap();
+        let error = open(dir.path(), 1, "other", true).unwrap_err();
+        assert!(
+            matches!(&error, IdentityError::WrongCluster { found, .. } if found == C),
+            "{error}"
+        );
+    }
+
     #[test]
     fn an_empty_directory_needs_bootstrap() {
         let dir = tempfile::tempdir().unwrap();
-        let error = open(dir.path(), 2, false).unwrap_err();
+        let error = open(dir.path(), 2, C, false).unwrap_err();
         assert!(
             matches!(error, IdentityError::EmptyDataDir { .. }),
             "{error}"
         );
         assert!(!dir.path().join(IDENTITY_FILE).exists());
-        let (identity, opened) = open(dir.path(), 2, true).unwrap();
+        let (identity, opened) = open(dir.path(), 2, C, true).unwrap();
         assert_eq!(opened, Opened::Bootstrapped);
         assert_eq!(
             identity,
             Identity {
+                cluster: C.to_string(),
                 node_id: 2,
                 incarnation: 1
             }
         );
         // From then on the directory is known, with or without the flag.
-        assert_eq!(open(dir.path(), 2, false).unwrap().1, Opened::Known);
-        assert_eq!(open(dir.path(), 2, true).unwrap().1, Opened::Known);
+        assert_eq!(open(dir.path(), 2, C, false).unwrap().1, Opened::Known);
+        assert_eq!(open(dir.path(), 2, C, true).unwrap().1, Opened::Known);
     }
 
     #[test]
     fn state_without_an_identity_is_adopted() {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir(dir.path().join("wal")).unwrap();
-        assert_eq!(open(dir.path(), 1, false).unwrap().1, Opened::Adopted);
-        assert_eq!(open(dir.path(), 1, false).unwrap().1, Opened::Known);
+        assert_eq!(open(dir.path(), 1, C, false).unwrap().1, Opened::Adopted);
+        assert_eq!(open(dir.path(), 1, C, false).unwrap().1, Opened::Known);
     }
 
     #[test]
     fn another_replica_directory_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        open(dir.path(), 1, true).unwrap();
-        let error = open(dir.path(), 3, true).unwrap_err();
+        open(dir.path(), 1, C, true).unwrap();
+        let error = open(dir.path(), 3, C, true).unwrap_err();
         assert!(
             matches!(
                 error,
@@ -208,10 +243,10 @@ mod tests {
     #[test]
     fn an_identity_whose_log_is_gone_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        open(dir.path(), 1, true).unwrap();
+        open(dir.path(), 1, C, true).unwrap();
         fs::remove_dir_all(dir.path().join(WAL_DIR)).unwrap();
         for bootstrap in [false, true] {
-            let error = open(dir.path(), 1, bootstrap).unwrap_err();
+            let error = open(dir.path(), 1, C, bootstrap).unwrap_err();
             assert!(matches!(error, IdentityError::LostLog { .. }), "{error}");
         }
     }
@@ -220,7 +255,7 @@ mod tests {
     fn a_damaged_identity_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(IDENTITY_FILE), "{\"node_id\": \"x\"}").unwrap();
-        let error = open(dir.path(), 1, true).unwrap_err();
+        let error = open(dir.path(), 1, C, true).unwrap_err();
         assert!(matches!(error, IdentityError::Unreadable { .. }), "{error}");
     }
 }

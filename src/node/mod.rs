@@ -69,10 +69,12 @@ impl Node {
             path: config.data_dir.display().to_string(),
             error,
         })?;
-        let (identity, opened) = identity::open(&config.data_dir, config.id, bootstrap)?;
+        let (identity, opened) =
+            identity::open(&config.data_dir, config.id, &config.cluster_name, bootstrap)?;
         tracing::info!(
             replica = identity.node_id,
             incarnation = identity.incarnation,
+            cluster = identity.cluster,
             ?opened,
             "data directory {}",
             config.data_dir.display()
@@ -98,6 +100,10 @@ impl Node {
         let metrics = Arc::new(Metrics::new(config.id));
         let unsafe_debug = honoured_debug_settings(&config);
         let mut driver = driver_options(&config);
+        driver.consensus.incarnation = identity.incarnation;
+        driver.transport.cluster = identity.cluster.clone();
+        driver.transport.refused = metrics.peers.refused.clone();
+        driver.snapshot.stream.cluster = identity.cluster.clone();
         driver.metrics = metrics.replica.clone();
         driver.unsafe_skip_fsync = unsafe_debug.unsafe_skip_fsync;
         let store = ReplicatedKvStore::start(
@@ -246,6 +252,7 @@ fn driver_options(config: &NodeConfig) -> DriverOptions {
         transfer_streams_max: snapshot.transfer_streams_max,
         transfer_chunk_bytes: snapshot.transfer_chunk_bytes,
         idle_timeout_ms: snapshot.transfer_idle_timeout_ms,
+        cluster: config.cluster_name.clone(),
     };
     options
 }
@@ -272,6 +279,7 @@ pub fn dev_configs(
             id: member.id,
             data_dir: data_dir.join(format!("replica_{}", member.id)),
             thrift_addr,
+            cluster_name: "paxkv-dev".to_string(),
             members: members.clone(),
             limits: Default::default(),
             server: Default::default(),

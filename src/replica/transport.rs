@@ -1,7 +1,8 @@
 //! Peer transport: TCP between replicas, each frame a big-endian u32 length and a bincode
 //! `PeerFrame`. Outbound, one task per peer reconnects with backoff and drains a bounded
 //! queue; a full queue drops the message (consensus tolerates loss), so a dead peer never
-//! grows memory. Inbound, every connection opens with `Hello` naming a member.
+//! grows memory. Inbound, every connection opens with `Hello` naming a member and the
+//! cluster; one from another cluster or from no member is refused, logged and counted.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bincode::Options;
+use prometheus::{IntCounterVec, Opts};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
@@ -27,6 +29,42 @@ pub struct TransportOptions {
     pub peer_frame_bytes_max: u32,
     pub reconnect_backoff_min_ms: u64,
     pub reconnect_backoff_max_ms: u64,
+    /// The cluster this replica belongs to (its `IDENTITY`): sent in every `Hello`, and
+    /// required of every connection accepted.
+    pub cluster: String,
+    /// Counts connections refused, by `reason`; unregistered unless a node passes its own.
+    pub refused: RefusedConnections,
+}
+
+/// Why an inbound peer connection was refused: `cluster` (it named another cluster) or
+/// `member` (it named no member, or opened with something else).
+#[derive(Clone)]
+pub struct RefusedConnections(pub IntCounterVec);
+
+impl RefusedConnections {
+    pub const REASONS: [&'static str; 2] = ["cluster", "member"];
+
+    pub fn unregistered() -> RefusedConnections {
+        let opts = Opts::new(
+            "paxkv_peer_connections_refused_total",
+            "Inbound peer connections refused, by reason",
+        );
+        RefusedConnections(IntCounterVec::new(opts, &["reason"]).expect("valid metric"))
+    }
+
+    fn count(&self, reason: &str) {
+        self.0.with_label_values(&[reason]).inc();
+    }
+
+    pub fn get(&self, reason: &str) -> u64 {
+        self.0.with_label_values(&[reason]).get()
+    }
+}
+
+impl std::fmt::Debug for RefusedConnections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RefusedConnections")
+    }
 }
 
 impl Default for TransportOptions {
@@ -36,20 +74,27 @@ impl Default for TransportOptions {
             peer_frame_bytes_max: 512 << 20,
             reconnect_backoff_min_ms: 20,
             reconnect_backoff_max_ms: 1_000,
+            cluster: DEFAULT_CLUSTER.to_string(),
+            refused: RefusedConnections::unregistered(),
         }
     }
 }
+
+/// The cluster name of a node whose config names none.
+pub const DEFAULT_CLUSTER: &str = "paxkv";
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerFrame {
     Hello {
         from: NodeId,
+        cluster: String,
     },
     Peer(PeerMessage),
     /// Opens a snapshot transfer instead of `Hello` (see `snapshot::stream`).
     SnapshotFetch {
         from: NodeId,
         min_slot: Slot,
+        cluster: String,
     },
     SnapshotOffer {
         slot: Slot,
@@ -182,6 +227,11 @@ pub enum TransportError {
     Decode(bincode::Error),
     #[error("peer protocol: {0}")]
     Protocol(String),
+    #[error("peer connection refused ({reason}): {detail}")]
+    Refused {
+        reason: &'static str,
+        detail: String,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, TransportError>;
@@ -256,6 +306,8 @@ impl Transport {
         let members: Arc<Vec<NodeId>> = Arc::new(peers.keys().copied().collect());
         let inbound = Inbound {
             members,
+            cluster: options.cluster.clone(),
+            refused: options.refused.clone(),
             deliver,
             snapshots,
             frame_bytes_max: options.peer_frame_bytes_max,
@@ -332,15 +384,20 @@ impl Link {
         }
     }
 
+    fn hello(&self) -> PeerFrame {
+        PeerFrame::Hello {
+            from: self.id,
+            cluster: self.options.cluster.clone(),
+        }
+    }
+
     /// Returns Ok only when the queue is closed (the replica is stopping).
     async fn connect_and_send(&self, queue: &mut mpsc::Receiver<PeerMessage>) -> Result<()> {
         let stream = TcpStream::connect(self.address).await?;
         stream.set_nodelay(true)?;
         let mut writer = BufWriter::new(stream);
         let max = self.options.peer_frame_bytes_max;
-        writer
-            .write_all(&encode_frame(&PeerFrame::Hello { from: self.id }, max)?)
-            .await?;
+        writer.write_all(&encode_frame(&self.hello(), max)?).await?;
         writer.flush().await?;
         while let Some(message) = queue.recv().await {
             write_message(&mut writer, message, max).await?;
@@ -373,6 +430,8 @@ async fn write_message(
 /// What an inbound connection needs.
 struct Inbound {
     members: Arc<Vec<NodeId>>,
+    cluster: String,
+    refused: RefusedConnections,
     deliver: Deliver,
     snapshots: Option<stream::Sender>,
     frame_bytes_max: u32,
@@ -395,22 +454,52 @@ async fn accept_loop(
         tokio::spawn(async move {
             tokio::select! {
                 _ = shutdown.wait_for(|stop| *stop) => {}
-                result = serve_inbound(stream, &inbound) => {
-                    if let Err(error) = result {
+                result = serve_inbound(stream, &inbound) => match result {
+                    Err(TransportError::Refused { reason, detail }) => {
+                        inbound.refused.count(reason);
+                        tracing::warn!(%remote, reason, "refused a peer connection: {detail}");
+                    }
+                    Err(error) => {
                         tracing::debug!(%remote, %error, "inbound peer connection closed");
                     }
+                    Ok(()) => {}
                 }
             }
         });
     }
 }
 
+impl Inbound {
+    /// A connection opens with `Hello` or `SnapshotFetch` from a member of this cluster.
+    fn check(&self, first: &PeerFrame) -> Result<()> {
+        let refused = |reason, detail: String| Err(TransportError::Refused { reason, detail });
+        let (from, cluster) = match first {
+            PeerFrame::Hello { from, cluster } => (*from, cluster),
+            PeerFrame::SnapshotFetch { from, cluster, .. } => (*from, cluster),
+            other => return refused("member", format!("it opened with {}", other.kind())),
+        };
+        if *cluster != self.cluster {
+            let detail = format!(
+                "replica {from} belongs to cluster {cluster:?}, this replica to {:?}",
+                self.cluster
+            );
+            return refused("cluster", detail);
+        }
+        if !self.members.contains(&from) {
+            return refused("member", format!("replica {from} is not a member"));
+        }
+        Ok(())
+    }
+}
+
 async fn serve_inbound(mut stream: TcpStream, inbound: &Inbound) -> Result<()> {
     stream.set_nodelay(true)?;
     let max = inbound.frame_bytes_max;
-    let from = match read_frame(&mut stream, max).await? {
-        PeerFrame::Hello { from } if inbound.members.contains(&from) => from,
-        PeerFrame::SnapshotFetch { from, min_slot } if inbound.members.contains(&from) => {
+    let first = read_frame(&mut stream, max).await?;
+    inbound.check(&first)?;
+    let from = match first {
+        PeerFrame::Hello { from, .. } => from,
+        PeerFrame::SnapshotFetch { from, min_slot, .. } => {
             let Some(snapshots) = &inbound.snapshots else {
                 return Err(TransportError::Protocol(format!(
                     "replica {from} asked for a snapshot; this replica sends none"
@@ -418,12 +507,7 @@ async fn serve_inbound(mut stream: TcpStream, inbound: &Inbound) -> Result<()> {
             };
             return snapshots.serve(stream, min_slot, max).await;
         }
-        other => {
-            return Err(TransportError::Protocol(format!(
-                "expected Hello from a member, got {}",
-                other.kind()
-            )))
-        }
+        _ => unreachable!("checked above"),
     };
     loop {
         match read_frame(&mut stream, max).await? {
@@ -533,6 +617,85 @@ mod tests {
             "dead peer's queue grew past its bound"
         );
         assert_eq!(receiving.dropped_total(), 0);
+        stop.send(true).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_peer_of_another_cluster_or_no_member_is_refused_and_counted() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, shutdown) = watch::channel(false);
+        let (delivered, mut inbox) = mpsc::unbounded_channel();
+        let deliver: Deliver = Arc::new(move |message| {
+            let _ = delivered.send(message);
+        });
+        let ours = TransportOptions {
+            cluster: "prod".to_string(),
+            ..TransportOptions::default()
+        };
+        let peers = BTreeMap::from([(1, address), (3, "127.0.0.1:1".parse().unwrap())]);
+        let receiving = Transport::start(
+            1,
+            listener,
+            peers,
+            deliver,
+            ours.clone(),
+            shutdown.clone(),
+            None,
+        );
+        let heartbeat = |from| {
+            PeerMessage::Consensus(Message {
+                from,
+                incarnation: 1,
+                to: 1,
+                body: MessageBody::Heartbeat {
+                    ballot: Ballot::new(1, from),
+                    commit_index: 0,
+                    read_round: 0,
+                },
+            })
+        };
+        // Replica 3 of another cluster, and replica 9 of this one (not a member).
+        let cases = [(3, "staging", "cluster"), (9, "prod", "member")];
+        for (from, cluster, reason) in cases {
+            let mut stream = TcpStream::connect(address).await.unwrap();
+            let hello = PeerFrame::Hello {
+                from,
+                cluster: cluster.to_string(),
+            };
+            stream
+                .write_all(&encode_frame(&hello, 1 << 20).unwrap())
+                .await
+                .unwrap();
+            let frame = encode_frame(&PeerFrame::Peer(heartbeat(from)), 1 << 20).unwrap();
+            let _ = stream.write_all(&frame).await;
+            // The receiver closes the connection without reading on.
+            let mut rest = Vec::new();
+            let closed =
+                tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest));
+            assert!(closed.await.is_ok(), "a refused connection is closed");
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while ours.refused.get(reason) == 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert_eq!(ours.refused.get(reason), 1, "{reason}");
+        }
+        // A member of this cluster is taken.
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        let hello = PeerFrame::Hello {
+            from: 3,
+            cluster: "prod".to_string(),
+        };
+        stream
+            .write_all(&encode_frame(&hello, 1 << 20).unwrap())
+            .await
+            .unwrap();
+        let frame = encode_frame(&PeerFrame::Peer(heartbeat(3)), 1 << 20).unwrap();
+        stream.write_all(&frame).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), inbox.recv()).await;
+        assert_eq!(got.unwrap().unwrap(), heartbeat(3));
+        assert!(inbox.try_recv().is_err(), "nothing refused was delivered");
+        drop(receiving);
         stop.send(true).unwrap();
     }
 }

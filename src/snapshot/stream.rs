@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! fetcher                                 sender
-//! SnapshotFetch { from, min_slot }  --->
+//! SnapshotFetch { from, min_slot, cluster }  --->
 //!                                   <---  SnapshotOffer { slot, version, bytes, checksum }
 //!                                         (or SnapshotUnavailable { reason })
 //! SnapshotRead { offset }           --->
@@ -33,7 +33,9 @@ use tokio::time::{timeout, Instant};
 use super::{file, SharedCatalog, Slot, SnapshotError, SnapshotInfo};
 use crate::consensus::NodeId;
 use crate::metrics::ReplicaMetrics;
-use crate::replica::transport::{encode_frame, read_frame, PeerFrame, TransportError};
+use crate::replica::transport::{
+    encode_frame, read_frame, PeerFrame, TransportError, DEFAULT_CLUSTER,
+};
 
 #[derive(Clone, Debug)]
 pub struct StreamOptions {
@@ -45,6 +47,8 @@ pub struct StreamOptions {
     pub transfer_chunk_bytes: usize,
     /// A fetch whose connection carries nothing for this long is broken off (and resumed).
     pub idle_timeout_ms: u64,
+    /// The cluster this replica belongs to, named in every fetch (see `transport`).
+    pub cluster: String,
 }
 
 impl Default for StreamOptions {
@@ -54,6 +58,7 @@ impl Default for StreamOptions {
             transfer_streams_max: 2,
             transfer_chunk_bytes: 1 << 20,
             idle_timeout_ms: 5_000,
+            cluster: DEFAULT_CLUSTER.to_string(),
         }
     }
 }
@@ -231,7 +236,11 @@ pub async fn fetch(
     stream.set_nodelay(true)?;
     let (mut reader, writer) = stream.into_split();
     let mut writer = BufWriter::new(writer);
-    let request = PeerFrame::SnapshotFetch { from: me, min_slot };
+    let request = PeerFrame::SnapshotFetch {
+        from: me,
+        min_slot,
+        cluster: options.cluster.clone(),
+    };
     write_frame(&mut writer, &encode_frame(&request, frame_bytes_max)?).await?;
     let offer = timeout(idle, read_frame(&mut reader, frame_bytes_max))
         .await
@@ -471,6 +480,7 @@ mod tests {
             transfer_streams_max: 2,
             transfer_chunk_bytes: 64 << 10,
             idle_timeout_ms: 2_000,
+            ..StreamOptions::default()
         }
     }
 
