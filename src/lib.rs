@@ -9,3 +9,4 @@ pub mod replica;
 pub mod router;
 pub mod sim;
 pub mod snapshot;
+pub mod wire;

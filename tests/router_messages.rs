@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use paxkv::consensus::{Ballot, Message, MessageBody, NodeId, Slot};
-use paxkv::replica::transport::{
+use paxkv::replica::{self, ApplyError, DriverOptions, StateMachine};
+use paxkv::wire::{
     encode_frame, read_frame, PeerFrame, PeerMessage, RouterMessage, DEFAULT_CLUSTER,
 };
-use paxkv::replica::{self, ApplyError, DriverOptions, StateMachine};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;

@@ -33,7 +33,6 @@ use prometheus::{
 
 use crate::consensus::NodeId;
 use crate::executor::KvReader;
-use crate::replica::transport::RefusedConnections;
 
 /// Shortest latency bucket, and how many doublings above it: 50 µs .. ~3.3 s.
 const LATENCY_BUCKET_MIN_SECONDS: f64 = 0.000_05;
@@ -339,6 +338,37 @@ impl RouterMetrics {
 
     pub fn unregistered() -> RouterMetrics {
         RouterMetrics::new(&Registry::new())
+    }
+}
+
+/// Why an inbound peer connection was refused: `cluster` (it named another cluster) or
+/// `member` (it named no member, or opened with something else).
+#[derive(Clone)]
+pub struct RefusedConnections(pub IntCounterVec);
+
+impl RefusedConnections {
+    pub const REASONS: [&'static str; 2] = ["cluster", "member"];
+
+    pub fn unregistered() -> RefusedConnections {
+        let opts = Opts::new(
+            "paxkv_peer_connections_refused_total",
+            "Inbound peer connections refused, by reason",
+        );
+        RefusedConnections(IntCounterVec::new(opts, &["reason"]).expect("valid metric"))
+    }
+
+    pub fn count(&self, reason: &str) {
+        self.0.with_label_values(&[reason]).inc();
+    }
+
+    pub fn get(&self, reason: &str) -> u64 {
+        self.0.with_label_values(&[reason]).get()
+    }
+}
+
+impl std::fmt::Debug for RefusedConnections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RefusedConnections")
     }
 }
 

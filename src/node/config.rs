@@ -252,7 +252,7 @@ impl DebugSettings {
 }
 
 fn default_cluster_name() -> String {
-    crate::replica::transport::DEFAULT_CLUSTER.to_string()
+    crate::wire::DEFAULT_CLUSTER.to_string()
 }
 
 /// Longest `cluster_name`.

@@ -22,12 +22,13 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
 use super::log_store::{LogStore, LogStoreError};
-use super::transport::{Deliver, PeerMessage, PeerStatus, Transport, TransportOptions};
+use super::transport::{Deliver, Transport, TransportOptions};
 use crate::consensus::{
     self, Ballot, Config, NodeId, ReadState, Ready, Replica, Role, Slot, Value,
 };
 use crate::metrics::{saturating_i64, ReplicaMetrics};
 use crate::snapshot::{stream, Catalog, SharedCatalog, SnapshotInfo};
+use crate::wire::{PeerMessage, PeerStatus};
 use paxkv_wal::WalOptions;
 
 mod router;

@@ -7,10 +7,11 @@ pub mod kv_store;
 pub mod log_store;
 pub mod transport;
 
+pub use crate::wire::PeerStatus;
 pub use driver::{
     role_name, start, ApplyError, Checkpointer, DriverError, DriverOptions, InstallInterrupted,
     ReplicaHandle, ReplicaNode, ReplicaStatus, SnapshotOptions, StartError, StateMachine,
 };
 pub use kv_store::{ReplicatedKvStore, StoreError};
 pub use log_store::{LogStore, LogStoreError};
-pub use transport::{PeerStatus, Transport, TransportOptions};
+pub use transport::{Transport, TransportOptions};

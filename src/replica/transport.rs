@@ -1,5 +1,4 @@
-//! Peer transport: TCP between replicas, each frame a big-endian u32 length and a bincode
-//! `PeerFrame`. Outbound, one task per peer reconnects with backoff and drains a bounded
+//! Peer transport: TCP between replicas, carrying the frames of `crate::wire`. Outbound, one task per peer reconnects with backoff and drains a bounded
 //! queue; a full queue drops the message (consensus tolerates loss), so a dead peer never
 //! grows memory. Inbound, every connection opens with `Hello` naming a member and the
 //! cluster; one from another cluster or from no member is refused, logged and counted.
@@ -10,15 +9,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bincode::Options;
-use prometheus::{IntCounterVec, Opts};
-use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-use crate::consensus::{Message, NodeId, Slot};
+use crate::consensus::NodeId;
+use crate::metrics::RefusedConnections;
 use crate::snapshot::stream;
+use crate::wire::{
+    encode_frame, read_frame, PeerFrame, PeerMessage, Result, TransportError, DEFAULT_CLUSTER,
+};
 
 #[derive(Clone, Debug)]
 pub struct TransportOptions {
@@ -36,37 +36,6 @@ pub struct TransportOptions {
     pub refused: RefusedConnections,
 }
 
-/// Why an inbound peer connection was refused: `cluster` (it named another cluster) or
-/// `member` (it named no member, or opened with something else).
-#[derive(Clone)]
-pub struct RefusedConnections(pub IntCounterVec);
-
-impl RefusedConnections {
-    pub const REASONS: [&'static str; 2] = ["cluster", "member"];
-
-    pub fn unregistered() -> RefusedConnections {
-        let opts = Opts::new(
-            "paxkv_peer_connections_refused_total",
-            "Inbound peer connections refused, by reason",
-        );
-        RefusedConnections(IntCounterVec::new(opts, &["reason"]).expect("valid metric"))
-    }
-
-    fn count(&self, reason: &str) {
-        self.0.with_label_values(&[reason]).inc();
-    }
-
-    pub fn get(&self, reason: &str) -> u64 {
-        self.0.with_label_values(&[reason]).get()
-    }
-}
-
-impl std::fmt::Debug for RefusedConnections {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RefusedConnections")
-    }
-}
-
 impl Default for TransportOptions {
     fn default() -> TransportOptions {
         TransportOptions {
@@ -78,205 +47,6 @@ impl Default for TransportOptions {
             refused: RefusedConnections::unregistered(),
         }
     }
-}
-
-/// The cluster name of a node whose config names none.
-pub const DEFAULT_CLUSTER: &str = "paxkv";
-
-#[derive(Debug, Serialize, Deserialize)]
-pub enum PeerFrame {
-    Hello {
-        from: NodeId,
-        cluster: String,
-    },
-    Peer(PeerMessage),
-    /// Opens a snapshot transfer instead of `Hello` (see `snapshot::stream`).
-    SnapshotFetch {
-        from: NodeId,
-        min_slot: Slot,
-        cluster: String,
-    },
-    SnapshotOffer {
-        slot: Slot,
-        version: u64,
-        bytes: u64,
-        checksum: u32,
-    },
-    SnapshotUnavailable {
-        reason: String,
-    },
-    SnapshotRead {
-        offset: u64,
-    },
-    SnapshotData {
-        offset: u64,
-        data: Vec<u8>,
-        checksum: u32,
-    },
-}
-
-/// What replicas send each other: the consensus protocol, and the router's requests to the
-/// leader (see `driver`): proposals and read-index requests forwarded from any replica.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PeerMessage {
-    Consensus(Message),
-    Router {
-        from: NodeId,
-        to: NodeId,
-        body: RouterMessage,
-    },
-}
-
-impl PeerFrame {
-    /// The frame's kind, for errors (a data frame's bytes are not worth printing).
-    pub fn kind(&self) -> &'static str {
-        match self {
-            PeerFrame::Hello { .. } => "Hello",
-            PeerFrame::Peer(_) => "Peer",
-            PeerFrame::SnapshotFetch { .. } => "SnapshotFetch",
-            PeerFrame::SnapshotOffer { .. } => "SnapshotOffer",
-            PeerFrame::SnapshotUnavailable { .. } => "SnapshotUnavailable",
-            PeerFrame::SnapshotRead { .. } => "SnapshotRead",
-            PeerFrame::SnapshotData { .. } => "SnapshotData",
-        }
-    }
-}
-
-impl PeerMessage {
-    pub fn from(&self) -> NodeId {
-        match self {
-            PeerMessage::Consensus(message) => message.from,
-            PeerMessage::Router { from, .. } => *from,
-        }
-    }
-
-    pub fn to(&self) -> NodeId {
-        match self {
-            PeerMessage::Consensus(message) => message.to,
-            PeerMessage::Router { to, .. } => *to,
-        }
-    }
-}
-
-/// Why the leader did not take a forwarded request. Nothing was proposed, so the sender
-/// may send it again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Refusal {
-    NotLeader { leader: Option<NodeId> },
-    Busy(String),
-    Rejected(String),
-}
-
-/// Requests name the sender's `incarnation` (this run of it) and replies echo it, so that a
-/// reply meant for an earlier run of a restarted replica, whose sequences and contexts
-/// restarted at 1, is recognized and dropped.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum RouterMessage {
-    /// Propose `envelope` (it names its origin, incarnation and sequence) on the sender's
-    /// behalf.
-    Propose { sequence: u64, envelope: Vec<u8> },
-    ProposeRefused {
-        incarnation: u64,
-        sequence: u64,
-        refusal: Refusal,
-    },
-    /// The forwarded command's outcome, as the leader applied it.
-    Outcome {
-        incarnation: u64,
-        sequence: u64,
-        outcome: Vec<u8>,
-    },
-    /// A read index for the sender: answered once a quorum confirmed the leadership.
-    ReadIndex { incarnation: u64, context: u64 },
-    ReadIndexRefused {
-        incarnation: u64,
-        context: u64,
-        refusal: Refusal,
-    },
-    ReadIndexReply {
-        incarnation: u64,
-        context: u64,
-        index: Slot,
-    },
-    /// The receiver's own status, for `status()` calls served elsewhere.
-    Status { incarnation: u64, context: u64 },
-    StatusReply {
-        incarnation: u64,
-        context: u64,
-        status: PeerStatus,
-    },
-}
-
-/// One replica's view of itself, as reported to a peer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerStatus {
-    pub role: String,
-    pub leader: Option<NodeId>,
-    pub ballot: String,
-    pub commit_index: Slot,
-    pub applied_slot: Slot,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum TransportError {
-    #[error("peer i/o: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("peer frame of {bytes} bytes exceeds peer_frame_bytes_max {max}")]
-    FrameTooLarge { bytes: u32, max: u32 },
-    #[error("peer frame does not decode: {0}")]
-    Decode(bincode::Error),
-    #[error("peer protocol: {0}")]
-    Protocol(String),
-    #[error("peer connection refused ({reason}): {detail}")]
-    Refused {
-        reason: &'static str,
-        detail: String,
-    },
-}
-
-pub type Result<T> = std::result::Result<T, TransportError>;
-
-fn codec(frame_bytes_max: u32) -> impl Options + Copy {
-    bincode::DefaultOptions::new()
-        .with_fixint_encoding()
-        .with_little_endian()
-        .with_limit(u64::from(frame_bytes_max))
-}
-
-pub fn encode_frame(frame: &PeerFrame, frame_bytes_max: u32) -> Result<Vec<u8>> {
-    let body = codec(frame_bytes_max)
-        .serialize(frame)
-        .map_err(TransportError::Decode)?;
-    let bytes = u32::try_from(body.len()).unwrap_or(u32::MAX);
-    if bytes > frame_bytes_max {
-        return Err(TransportError::FrameTooLarge {
-            bytes,
-            max: frame_bytes_max,
-        });
-    }
-    let mut out = Vec::with_capacity(4 + body.len());
-    out.extend_from_slice(&bytes.to_be_bytes());
-    out.extend_from_slice(&body);
-    Ok(out)
-}
-
-/// Read one frame, checking its length before allocating for it.
-pub async fn read_frame<R: AsyncReadExt + Unpin>(
-    reader: &mut R,
-    frame_bytes_max: u32,
-) -> Result<PeerFrame> {
-    let bytes = reader.read_u32().await?;
-    if bytes > frame_bytes_max {
-        return Err(TransportError::FrameTooLarge {
-            bytes,
-            max: frame_bytes_max,
-        });
-    }
-    let mut body = vec![0; bytes as usize];
-    reader.read_exact(&mut body).await?;
-    codec(frame_bytes_max)
-        .deserialize(&body)
-        .map_err(TransportError::Decode)
 }
 
 /// Where inbound peer messages go.
@@ -525,42 +295,8 @@ async fn serve_inbound(mut stream: TcpStream, inbound: &Inbound) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::consensus::{Ballot, MessageBody};
-
-    #[tokio::test]
-    async fn frames_round_trip_and_oversized_lengths_are_refused_before_allocating() {
-        let message = Message {
-            from: 1,
-            incarnation: 1,
-            to: 2,
-            body: MessageBody::Heartbeat {
-                ballot: Ballot::new(3, 1),
-                commit_index: 9,
-                read_round: 0,
-            },
-        };
-        let router = PeerMessage::Router {
-            from: 1,
-            to: 2,
-            body: RouterMessage::ReadIndexReply {
-                incarnation: 3,
-                context: 7,
-                index: 41,
-            },
-        };
-        for message in [PeerMessage::Consensus(message), router] {
-            let frame = encode_frame(&PeerFrame::Peer(message.clone()), 1 << 20).unwrap();
-            let mut reader = &frame[..];
-            match read_frame(&mut reader, 1 << 20).await.unwrap() {
-                PeerFrame::Peer(decoded) => assert_eq!(decoded, message),
-                other => panic!("decoded {other:?}"),
-            }
-        }
-        let huge = u32::MAX.to_be_bytes();
-        let mut reader = &huge[..];
-        let error = read_frame(&mut reader, 1 << 20).await.unwrap_err();
-        assert!(matches!(error, TransportError::FrameTooLarge { .. }));
-    }
+    use crate::consensus::{Ballot, Message, MessageBody};
+    use tokio::io::AsyncReadExt;
 
     #[tokio::test]
     async fn messages_reach_the_peer_and_a_dead_peer_queue_stays_bounded() {

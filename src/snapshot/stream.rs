@@ -33,9 +33,7 @@ use tokio::time::{timeout, Instant};
 use super::{file, SharedCatalog, Slot, SnapshotError, SnapshotInfo};
 use crate::consensus::NodeId;
 use crate::metrics::ReplicaMetrics;
-use crate::replica::transport::{
-    encode_frame, read_frame, PeerFrame, TransportError, DEFAULT_CLUSTER,
-};
+use crate::wire::{encode_frame, read_frame, PeerFrame, TransportError, DEFAULT_CLUSTER};
 
 #[derive(Clone, Debug)]
 pub struct StreamOptions {

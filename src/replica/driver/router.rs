@@ -18,7 +18,7 @@ use super::{
     driver_error, envelope_codec, Driver, DriverError, Envelope, Reply, Route, StateMachine,
 };
 use crate::consensus::{Ballot, NodeId, Role, Slot};
-use crate::replica::transport::{PeerMessage, PeerStatus, Refusal, RouterMessage};
+use crate::wire::{PeerMessage, PeerStatus, Refusal, RouterMessage};
 
 /// Where requests go now.
 enum Target {
