@@ -1,6 +1,7 @@
-//! A replica's identity on disk: `data_dir/IDENTITY` names the cluster, the replica id and the
-//! incarnation its data belongs to. It is written once, fsynced, when a cluster is created (`--bootstrap`) or
-//! when a data directory that holds state from before identities is first opened.
+//! A replica's identity on disk: `data_dir/IDENTITY` names the cluster, the replica id and
+//! the incarnation its data belongs to. It is written once, fsynced, when a cluster is created
+//! (`--bootstrap`) or when a data directory that holds state but no identity (one from before
+//! identities, or one `paxkv restore` seeded) is first opened.
 //!
 //! What it guards against: a replica whose data directory is gone (a replaced disk) restarted
 //! with its old config. Paxos assumes acceptors never forget a promise or a vote; an empty
