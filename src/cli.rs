@@ -629,6 +629,9 @@ fn format_status(status: &Status) -> String {
         .map_or("none".to_string(), |id| id.to_string());
     let yes_no = |flag: bool| if flag { "yes" } else { "no" };
     let mut text = String::new();
+    if let Some(cluster) = &status.cluster {
+        let _ = writeln!(text, "cluster: {cluster}");
+    }
     let _ = writeln!(text, "leader:  {leader}");
     let _ = writeln!(text, "ballot:  {}", status.ballot);
     let _ = writeln!(text, "version: {}", status.version);
@@ -640,16 +643,23 @@ fn format_status(status: &Status) -> String {
     let role_width = column(10, |replica| replica.role.len());
     let _ = writeln!(
         text,
-        "\n{:<4} {:<width$} {:<role_width$} {:>10} {:>10} REACHABLE",
-        "ID", "ADDRESS", "ROLE", "COMMITTED", "APPLIED"
+        "\n{:<4} {:<width$} {:<role_width$} {:<9} {:>10} {:>10} REACHABLE",
+        "ID", "ADDRESS", "ROLE", "MEMBER", "COMMITTED", "APPLIED"
     );
     for replica in &status.replicas {
+        // "voter@1": how the committed membership counts it, at which incarnation.
+        let member = match (&replica.member, replica.incarnation) {
+            (Some(kind), Some(incarnation)) => format!("{kind}@{incarnation}"),
+            (Some(kind), None) => kind.clone(),
+            (None, _) => "?".to_string(),
+        };
         let _ = writeln!(
             text,
-            "{:<4} {:<width$} {:<role_width$} {:>10} {:>10} {}",
+            "{:<4} {:<width$} {:<role_width$} {:<9} {:>10} {:>10} {}",
             replica.id,
             replica.peer_address,
             replica.role,
+            member,
             replica.committed_slot,
             replica.applied_slot,
             yes_no(replica.reachable)
@@ -1097,7 +1107,16 @@ mod tests {
     #[test]
     fn status_columns_line_up() {
         let replicas = vec![
-            ReplicaStatus::new(1, "127.0.0.1:6001".into(), "leader".into(), 7, 7, true),
+            ReplicaStatus::new(
+                1,
+                "127.0.0.1:6001".into(),
+                "leader".into(),
+                7,
+                7,
+                true,
+                "voter".to_string(),
+                1,
+            ),
             ReplicaStatus::new(
                 2,
                 "10.0.0.2:6002".into(),
@@ -1105,12 +1124,30 @@ mod tests {
                 7,
                 6,
                 false,
+                "learner".to_string(),
+                3,
+            ),
+            // From a server that does not report membership.
+            ReplicaStatus::new(
+                3,
+                "10.0.0.3:6003".into(),
+                "follower".into(),
+                7,
+                7,
+                true,
+                None,
+                None,
             ),
         ];
-        let text = format_status(&Status::new(replicas, None, "2.1".into(), 5, false));
-        assert!(text.starts_with("leader:  none\nballot:  2.1\nversion: 5\nhealthy: no\n\n"));
-        let table: Vec<&str> = text.lines().skip(5).collect();
-        assert_eq!(table.len(), 3, "{text}");
+        let status = Status::new(replicas, None, "2.1".into(), 5, false, "prod".to_string());
+        let text = format_status(&status);
+        let head = "cluster: prod\nleader:  none\nballot:  2.1\nversion: 5\nhealthy: no\n\n";
+        assert!(text.starts_with(head), "{text}");
+        let table: Vec<&str> = text.lines().skip(6).collect();
+        assert_eq!(table.len(), 4, "{text}");
+        assert!(table[1].contains(" voter@1 "), "{text}");
+        assert!(table[2].contains(" learner@3 "), "{text}");
+        assert!(table[3].contains(" ? "), "{text}");
         let reachable_column = |line: &str| line.rfind(' ').unwrap();
         assert!(table
             .iter()

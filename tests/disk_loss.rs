@@ -72,6 +72,14 @@ fn a_replica_that_lost_its_disk_is_refused_and_the_acknowledged_write_survives()
     let mut client = Retrying::new(cluster.endpoints[down], CALLS);
     let next = client.call(|c| c.put(put("after", "v2")));
     assert!(next > version, "{next} after {version}");
+    // The status names the cluster, and every replica a voter at the incarnation it was
+    // created with: the refused one was never re-admitted as anything else.
+    let status = client.call(|c| c.status());
+    assert_eq!(status.cluster.as_deref(), Some("paxkv"));
+    for replica in &status.replicas {
+        assert_eq!(replica.member.as_deref(), Some("voter"), "{replica:?}");
+        assert_eq!(replica.incarnation, Some(1), "{replica:?}");
+    }
 }
 
 #[test]

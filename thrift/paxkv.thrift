@@ -234,6 +234,11 @@ struct ReplicaStatus {
   4: required i64 committed_slot,
   5: required i64 applied_slot,
   6: required bool reachable,
+  // What the membership the answering replica knows committed makes of this one: "voter",
+  // "learner" (receives the log, counts in no quorum) or "none" (not a member).
+  7: optional string member,
+  // Its member incarnation (one life of its data directory), where it is a member.
+  8: optional i64 incarnation,
 }
 
 struct Status {
@@ -242,6 +247,8 @@ struct Status {
   3: required string ballot,
   4: required i64 version,
   5: required bool healthy,
+  // The cluster's name (`cluster_name`, fixed when the cluster was created).
+  6: optional string cluster,
 }
 
 // One snapshot file: a replica's whole key-value state at one log slot.

@@ -217,10 +217,17 @@ impl KvHandler {
 
     fn status(&self) -> Wire<Status> {
         let status = self.block_on(self.router.status());
+        let membership = &status.membership;
         let replicas = status.members.into_iter().map(|member| {
             let (role, committed, applied) = match &member.status {
                 Some(s) => (s.role.clone(), s.commit_index, s.applied_slot),
                 None => ("unreachable".to_string(), 0, 0),
+            };
+            let known = membership.get(member.id);
+            let kind = match known {
+                Some(m) if m.voter => "voter",
+                Some(_) => "learner",
+                None => "none",
             };
             wire::ReplicaStatus::new(
                 member.id as i32,
@@ -229,6 +236,8 @@ impl KvHandler {
                 to_wire(committed),
                 to_wire(applied),
                 member.status.is_some(),
+                kind.to_string(),
+                known.map(|m| to_wire(m.incarnation)),
             )
         });
         Ok(Status::new(
@@ -237,6 +246,7 @@ impl KvHandler {
             status.ballot,
             to_wire(status.version),
             status.healthy,
+            status.cluster,
         ))
     }
 

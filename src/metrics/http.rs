@@ -165,6 +165,8 @@ mod tests {
                 ballot: ballot.to_string(),
                 commit_index: 5,
                 applied_slot: 5,
+                voter: true,
+                incarnation: 1,
             }),
         }
     }
@@ -176,6 +178,8 @@ mod tests {
             ballot: "3.1".to_string(),
             version: 9,
             healthy: true,
+            cluster: "c".to_string(),
+            membership: crate::consensus::Membership::of_voters(&[1, 2, 3]),
         }
     }
 

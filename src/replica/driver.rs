@@ -24,7 +24,7 @@ use tokio::sync::{oneshot, watch};
 use super::log_store::{LogStore, LogStoreError};
 use super::transport::{Deliver, Transport, TransportOptions};
 use crate::consensus::{
-    self, Ballot, Config, NodeId, ReadState, Ready, Replica, Role, Slot, Value,
+    self, Ballot, Config, Membership, NodeId, ReadState, Ready, Replica, Role, Slot, Value,
 };
 use crate::metrics::{saturating_i64, ReplicaMetrics};
 use crate::snapshot::{stream, Catalog, SharedCatalog, SnapshotInfo};
@@ -213,6 +213,11 @@ pub struct ReplicaStatus {
     /// The newest snapshot file's slot; 0 if none.
     pub snapshot_slot: Slot,
     pub stopped: Option<String>,
+    /// The cluster this replica belongs to, and its member incarnation.
+    pub cluster: String,
+    pub incarnation: u64,
+    /// The membership that governs the slot after `commit_index`, as this replica knows it.
+    pub membership: Membership,
 }
 
 impl ReplicaStatus {
@@ -226,6 +231,8 @@ impl ReplicaStatus {
             ballot: self.ballot.to_string(),
             commit_index: self.commit_index,
             applied_slot: self.applied_slot,
+            voter: self.membership.is_voter_at(self.id, self.incarnation),
+            incarnation: self.incarnation,
         }
     }
 }
@@ -459,6 +466,9 @@ pub fn start<M: StateMachine>(
     );
     let status = Arc::new(Mutex::new(ReplicaStatus {
         id,
+        cluster: options.transport.cluster.clone(),
+        incarnation: replica.incarnation(),
+        membership: replica.committed_membership().clone(),
         ..ReplicaStatus::default()
     }));
     let catalog = snapshots.catalog.clone();
@@ -892,6 +902,10 @@ impl<M: StateMachine> Driver<M> {
         status.applied_slot = applied_slot;
         status.compacted = compacted;
         status.snapshot_slot = snapshot_slot;
+        let membership = self.replica.committed_membership();
+        if status.membership != *membership {
+            status.membership = membership.clone();
+        }
     }
 
     fn stop(mut self, reason: &str) {

@@ -26,7 +26,7 @@ use std::time::Duration;
 pub use limits::{Limits, SNAPSHOT_CHUNK_REPLY_OVERHEAD_BYTES};
 pub use snapshots::SnapshotChunk;
 
-use crate::consensus::NodeId;
+use crate::consensus::{Membership, NodeId};
 use crate::executor::{
     self, Compare, KeyRange, KeyValue, KvCommand, KvReader, Mutation, RangePage, SessionId,
     WatchPage, WriteOutcome, WriteRequest,
@@ -90,6 +90,9 @@ pub struct ClusterStatus {
     pub version: u64,
     /// A leader is known and a majority of members answered.
     pub healthy: bool,
+    /// The cluster's name, and the membership the answering replica knows committed.
+    pub cluster: String,
+    pub membership: Membership,
 }
 
 /// A write's result: the commit version, and the 10-byte versionstamp.
@@ -410,6 +413,8 @@ impl PrimaryRouter {
             healthy: own.leader.is_some()
                 && own.stopped.is_none()
                 && answered * 2 > self.peers.len(),
+            cluster: own.cluster,
+            membership: own.membership,
         }
     }
 

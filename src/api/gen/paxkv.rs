@@ -2267,10 +2267,12 @@ pub struct ReplicaStatus {
   pub committed_slot: i64,
   pub applied_slot: i64,
   pub reachable: bool,
+  pub member: Option<String>,
+  pub incarnation: Option<i64>,
 }
 
 impl ReplicaStatus {
-  pub fn new(id: i32, peer_address: String, role: String, committed_slot: i64, applied_slot: i64, reachable: bool) -> ReplicaStatus {
+  pub fn new<F7, F8>(id: i32, peer_address: String, role: String, committed_slot: i64, applied_slot: i64, reachable: bool, member: F7, incarnation: F8) -> ReplicaStatus where F7: Into<Option<String>>, F8: Into<Option<i64>> {
     ReplicaStatus {
       id,
       peer_address,
@@ -2278,6 +2280,8 @@ impl ReplicaStatus {
       committed_slot,
       applied_slot,
       reachable,
+      member: member.into(),
+      incarnation: incarnation.into(),
     }
   }
 }
@@ -2291,6 +2295,8 @@ impl TSerializable for ReplicaStatus {
     let mut f_4: Option<i64> = None;
     let mut f_5: Option<i64> = None;
     let mut f_6: Option<bool> = None;
+    let mut f_7: Option<String> = None;
+    let mut f_8: Option<i64> = None;
     loop {
       let field_ident = i_prot.read_field_begin()?;
       if field_ident.field_type == TType::Stop {
@@ -2322,6 +2328,14 @@ impl TSerializable for ReplicaStatus {
           let val = i_prot.read_bool()?;
           f_6 = Some(val);
         },
+        7 => {
+          let val = i_prot.read_string()?;
+          f_7 = Some(val);
+        },
+        8 => {
+          let val = i_prot.read_i64()?;
+          f_8 = Some(val);
+        },
         _ => {
           i_prot.skip(field_ident.field_type)?;
         },
@@ -2342,6 +2356,8 @@ impl TSerializable for ReplicaStatus {
       committed_slot: f_4.expect("auto-generated code should have checked for presence of required fields"),
       applied_slot: f_5.expect("auto-generated code should have checked for presence of required fields"),
       reachable: f_6.expect("auto-generated code should have checked for presence of required fields"),
+      member: f_7,
+      incarnation: f_8,
     };
     Ok(ret)
   }
@@ -2366,6 +2382,16 @@ impl TSerializable for ReplicaStatus {
     o_prot.write_field_begin(&TFieldIdentifier::new("reachable", TType::Bool, 6))?;
     o_prot.write_bool(self.reachable)?;
     o_prot.write_field_end()?;
+    if let Some(ref fld_var) = self.member {
+      o_prot.write_field_begin(&TFieldIdentifier::new("member", TType::String, 7))?;
+      o_prot.write_string(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(fld_var) = self.incarnation {
+      o_prot.write_field_begin(&TFieldIdentifier::new("incarnation", TType::I64, 8))?;
+      o_prot.write_i64(fld_var)?;
+      o_prot.write_field_end()?
+    }
     o_prot.write_field_stop()?;
     o_prot.write_struct_end()
   }
@@ -2382,16 +2408,18 @@ pub struct Status {
   pub ballot: String,
   pub version: i64,
   pub healthy: bool,
+  pub cluster: Option<String>,
 }
 
 impl Status {
-  pub fn new<F2>(replicas: Vec<ReplicaStatus>, leader: F2, ballot: String, version: i64, healthy: bool) -> Status where F2: Into<Option<i32>> {
+  pub fn new<F2, F6>(replicas: Vec<ReplicaStatus>, leader: F2, ballot: String, version: i64, healthy: bool, cluster: F6) -> Status where F2: Into<Option<i32>>, F6: Into<Option<String>> {
     Status {
       replicas,
       leader: leader.into(),
       ballot,
       version,
       healthy,
+      cluster: cluster.into(),
     }
   }
 }
@@ -2404,6 +2432,7 @@ impl TSerializable for Status {
     let mut f_3: Option<String> = None;
     let mut f_4: Option<i64> = None;
     let mut f_5: Option<bool> = None;
+    let mut f_6: Option<String> = None;
     loop {
       let field_ident = i_prot.read_field_begin()?;
       if field_ident.field_type == TType::Stop {
@@ -2437,6 +2466,10 @@ impl TSerializable for Status {
           let val = i_prot.read_bool()?;
           f_5 = Some(val);
         },
+        6 => {
+          let val = i_prot.read_string()?;
+          f_6 = Some(val);
+        },
         _ => {
           i_prot.skip(field_ident.field_type)?;
         },
@@ -2454,6 +2487,7 @@ impl TSerializable for Status {
       ballot: f_3.expect("auto-generated code should have checked for presence of required fields"),
       version: f_4.expect("auto-generated code should have checked for presence of required fields"),
       healthy: f_5.expect("auto-generated code should have checked for presence of required fields"),
+      cluster: f_6,
     };
     Ok(ret)
   }
@@ -2481,6 +2515,11 @@ impl TSerializable for Status {
     o_prot.write_field_begin(&TFieldIdentifier::new("healthy", TType::Bool, 5))?;
     o_prot.write_bool(self.healthy)?;
     o_prot.write_field_end()?;
+    if let Some(ref fld_var) = self.cluster {
+      o_prot.write_field_begin(&TFieldIdentifier::new("cluster", TType::String, 6))?;
+      o_prot.write_string(fld_var)?;
+      o_prot.write_field_end()?
+    }
     o_prot.write_field_stop()?;
     o_prot.write_struct_end()
   }
