@@ -140,6 +140,12 @@ pub struct ReplicaMetrics {
     /// Snapshot bytes this replica sent to peers, and received from them.
     pub snapshot_sent_bytes: IntCounter,
     pub snapshot_received_bytes: IntCounter,
+    /// Voters and learners of the membership this replica knows committed.
+    pub membership_voters: IntGauge,
+    pub membership_learners: IntGauge,
+    /// Consensus messages dropped because their sender is a member at another incarnation
+    /// (a replica that lost its disk, or an impostor).
+    pub refused_messages: IntCounter,
 }
 
 impl ReplicaMetrics {
@@ -251,6 +257,21 @@ impl ReplicaMetrics {
                 registry,
                 "paxkv_snapshot_received_bytes_total",
                 "Snapshot file bytes this replica received from peers",
+            ),
+            membership_voters: gauge(
+                registry,
+                "paxkv_membership_voters",
+                "Voters of the membership this replica knows committed",
+            ),
+            membership_learners: gauge(
+                registry,
+                "paxkv_membership_learners",
+                "Learners (non-voting members) of the membership this replica knows committed",
+            ),
+            refused_messages: counter(
+                registry,
+                "paxkv_consensus_messages_refused_total",
+                "Consensus messages dropped: their sender is a member at another incarnation",
             ),
         }
     }

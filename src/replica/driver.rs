@@ -468,7 +468,8 @@ pub fn start<M: StateMachine>(
         id,
         cluster: options.transport.cluster.clone(),
         incarnation: replica.incarnation(),
-        membership: replica.committed_membership().clone(),
+        // The membership is filled in by the driver's first publish_status, which also sets
+        // its gauges.
         ..ReplicaStatus::default()
     }));
     let catalog = snapshots.catalog.clone();
@@ -604,6 +605,7 @@ impl<M: StateMachine> Driver<M> {
         // Wall time becomes logical ticks here and nowhere else.
         #[allow(clippy::disallowed_methods)]
         let mut next_tick = Instant::now() + tick;
+        self.publish_status();
         loop {
             #[allow(clippy::disallowed_methods)]
             let now = Instant::now();
@@ -905,6 +907,26 @@ impl<M: StateMachine> Driver<M> {
         let membership = self.replica.committed_membership();
         if status.membership != *membership {
             status.membership = membership.clone();
+            let voters = membership.voter_count();
+            let learners = membership.members.len() - voters;
+            metrics.membership_voters.set(saturating_i64(voters as u64));
+            metrics
+                .membership_learners
+                .set(saturating_i64(learners as u64));
+            tracing::info!(replica = self.id, %membership, "committed membership");
+        }
+        let refused = self.replica.refused_messages();
+        let counted = metrics.refused_messages.get();
+        if refused > counted {
+            metrics.refused_messages.inc_by(refused - counted);
+            // At 1, 2, 4, 8, ... refusals: a sender that keeps trying is logged, not flooded.
+            if (counted + 1..=refused).any(u64::is_power_of_two) {
+                tracing::warn!(
+                    replica = self.id,
+                    refused,
+                    "consensus messages from a member at another incarnation refused so far"
+                );
+            }
         }
     }
 
