@@ -1,6 +1,6 @@
-//! Peer transport: TCP between replicas, carrying the frames of `crate::wire`. Outbound, one task per peer reconnects with backoff and drains a bounded
-//! queue; a full queue drops the message (consensus tolerates loss), so a dead peer never
-//! grows memory. Inbound, every connection opens with `Hello` naming a member and the
+//! Peer transport: TCP between replicas, carrying the frames of `crate::wire`. Outbound,
+//! one task per peer reconnects with backoff and drains a bounded queue; a full queue drops
+//! the message (consensus tolerates loss), so a dead peer never grows memory. Inbound, every connection opens with `Hello` naming a member and the
 //! cluster; one from another cluster or from no member is refused, logged and counted.
 
 use std::collections::BTreeMap;
@@ -240,8 +240,9 @@ async fn accept_loop(
 }
 
 impl Inbound {
-    /// A connection opens with `Hello` or `SnapshotFetch` from a member of this cluster.
-    fn check(&self, first: &PeerFrame) -> Result<()> {
+    /// A connection opens with `Hello` or `SnapshotFetch` from a member of this cluster:
+    /// returns that member.
+    fn check(&self, first: &PeerFrame) -> Result<NodeId> {
         let refused = |reason, detail: String| Err(TransportError::Refused { reason, detail });
         let (from, cluster) = match first {
             PeerFrame::Hello { from, cluster } => (*from, cluster),
@@ -258,7 +259,7 @@ impl Inbound {
         if !self.members.contains(&from) {
             return refused("member", format!("replica {from} is not a member"));
         }
-        Ok(())
+        Ok(from)
     }
 }
 
@@ -266,19 +267,15 @@ async fn serve_inbound(mut stream: TcpStream, inbound: &Inbound) -> Result<()> {
     stream.set_nodelay(true)?;
     let max = inbound.frame_bytes_max;
     let first = read_frame(&mut stream, max).await?;
-    inbound.check(&first)?;
-    let from = match first {
-        PeerFrame::Hello { from, .. } => from,
-        PeerFrame::SnapshotFetch { from, min_slot, .. } => {
-            let Some(snapshots) = &inbound.snapshots else {
-                return Err(TransportError::Protocol(format!(
-                    "replica {from} asked for a snapshot; this replica sends none"
-                )));
-            };
-            return snapshots.serve(stream, min_slot, max).await;
-        }
-        _ => unreachable!("checked above"),
-    };
+    let from = inbound.check(&first)?;
+    if let PeerFrame::SnapshotFetch { min_slot, .. } = first {
+        let Some(snapshots) = &inbound.snapshots else {
+            return Err(TransportError::Protocol(format!(
+                "replica {from} asked for a snapshot; this replica sends none"
+            )));
+        };
+        return snapshots.serve(stream, min_slot, max).await;
+    }
     loop {
         match read_frame(&mut stream, max).await? {
             PeerFrame::Peer(message) if message.from() == from => (inbound.deliver)(message),
