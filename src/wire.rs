@@ -143,9 +143,6 @@ pub struct PeerStatus {
     pub ballot: String,
     pub commit_index: Slot,
     pub applied_slot: Slot,
-    /// Whether it votes, by the membership it knows committed, at its own incarnation.
-    pub voter: bool,
-    pub incarnation: u64,
 }
 
 #[derive(Debug, thiserror::Error)]

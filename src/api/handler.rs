@@ -224,11 +224,7 @@ impl KvHandler {
                 None => ("unreachable".to_string(), 0, 0),
             };
             let known = membership.get(member.id);
-            let kind = match known {
-                Some(m) if m.voter => "voter",
-                Some(_) => "learner",
-                None => "none",
-            };
+            let kind = known.map_or("none", |m| m.kind());
             wire::ReplicaStatus::new(
                 member.id as i32,
                 member.peer_address.to_string(),

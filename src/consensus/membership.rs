@@ -20,6 +20,17 @@ pub struct Member {
     pub addr: String,
 }
 
+impl Member {
+    /// `voter` or `learner`, as status and logs name it.
+    pub fn kind(&self) -> &'static str {
+        if self.voter {
+            "voter"
+        } else {
+            "learner"
+        }
+    }
+}
+
 /// Every replica of the cluster, by id.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Membership {
@@ -206,8 +217,7 @@ impl std::fmt::Display for Membership {
                 write!(f, " ")?;
             }
             first = false;
-            let role = if member.voter { "voter" } else { "learner" };
-            write!(f, "{id}:{role}@{}", member.incarnation)?;
+            write!(f, "{id}:{}@{}", member.kind(), member.incarnation)?;
         }
         Ok(())
     }

@@ -165,8 +165,6 @@ mod tests {
                 ballot: ballot.to_string(),
                 commit_index: 5,
                 applied_slot: 5,
-                voter: true,
-                incarnation: 1,
             }),
         }
     }

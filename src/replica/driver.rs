@@ -213,9 +213,8 @@ pub struct ReplicaStatus {
     /// The newest snapshot file's slot; 0 if none.
     pub snapshot_slot: Slot,
     pub stopped: Option<String>,
-    /// The cluster this replica belongs to, and its member incarnation.
+    /// The cluster this replica belongs to.
     pub cluster: String,
-    pub incarnation: u64,
     /// The membership that governs the slot after `commit_index`, as this replica knows it.
     pub membership: Membership,
 }
@@ -231,8 +230,6 @@ impl ReplicaStatus {
             ballot: self.ballot.to_string(),
             commit_index: self.commit_index,
             applied_slot: self.applied_slot,
-            voter: self.membership.is_voter_at(self.id, self.incarnation),
-            incarnation: self.incarnation,
         }
     }
 }
@@ -467,7 +464,6 @@ pub fn start<M: StateMachine>(
     let status = Arc::new(Mutex::new(ReplicaStatus {
         id,
         cluster: options.transport.cluster.clone(),
-        incarnation: replica.incarnation(),
         // The membership is filled in by the driver's first publish_status, which also sets
         // its gauges.
         ..ReplicaStatus::default()
