@@ -27,6 +27,9 @@ pub const META_GC_CURSOR: &[u8] = b"gc_cursor";
 /// 16 bytes: the oldest_version the current GC pass started at, and the one the last
 /// complete pass ran at (absent: both 0).
 pub const META_GC_PASS: &[u8] = b"gc_pass";
+/// The membership the log named last at `applied_slot`, as the driver encoded it; absent
+/// until the first membership slot is applied. Snapshots and backups carry it.
+pub const META_MEMBERSHIP: &[u8] = b"membership";
 /// Bumped whenever the bytes below change meaning; open refuses any other value.
 pub const LAYOUT_VERSION: u64 = 1;
 

@@ -62,7 +62,8 @@ pub use watch::WatchPage;
 
 use keys::{
     decode_u64, CF_DATA, CF_META, COLUMN_FAMILIES, LAYOUT_VERSION, META_APPLIED_SLOT,
-    META_CURRENT_VERSION, META_GC_CURSOR, META_GC_PASS, META_LAYOUT, META_OLDEST_VERSION,
+    META_CURRENT_VERSION, META_GC_CURSOR, META_GC_PASS, META_LAYOUT, META_MEMBERSHIP,
+    META_OLDEST_VERSION,
 };
 
 /// A position in the replicated log. Slot 1 is the first; slot 0 means "none".
@@ -214,6 +215,41 @@ impl KvStoreExecutor {
     ///
     /// Panics if `slot` skips ahead of `applied_slot() + 1`: a gap is a driver bug.
     pub fn apply_slot(&mut self, slot: Slot, commands: &[&[u8]]) -> Result<Vec<WriteOutcome>> {
+        self.apply_slot_with(slot, commands, None)
+    }
+
+    /// Applies a slot that holds a membership instead of commands: records `membership`
+    /// (opaque bytes, the driver's encoding) with the slot, in the same batch, so the
+    /// machine, its snapshots and its backups know which membership governs the slots
+    /// after the applied one.
+    pub fn apply_membership(&mut self, slot: Slot, membership: &[u8]) -> Result<()> {
+        self.apply_slot_with(slot, &[], Some(membership))
+            .map(|_| ())
+    }
+
+    /// Replaces the recorded membership at the applied slot, durably, outside any slot:
+    /// for a new cluster created from restored data only (see
+    /// `StateMachine::seed_membership`).
+    pub fn seed_membership(&mut self, membership: &[u8]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(cf(&self.db, CF_META), META_MEMBERSHIP, membership);
+        let mut write_options = WriteOptions::default();
+        write_options.set_sync(true);
+        Ok(self.db.write_opt(batch, &write_options)?)
+    }
+
+    /// The membership recorded by the last `apply_membership`, or in the installed
+    /// snapshot; `None` if none was.
+    pub fn membership(&self) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(cf(&self.db, CF_META), META_MEMBERSHIP)?)
+    }
+
+    fn apply_slot_with(
+        &mut self,
+        slot: Slot,
+        commands: &[&[u8]],
+        membership: Option<&[u8]>,
+    ) -> Result<Vec<WriteOutcome>> {
         if slot <= self.applied_slot {
             return Err(Error::AlreadyApplied {
                 slot,
@@ -266,6 +302,9 @@ impl KvStoreExecutor {
             oldest_version,
             &gc,
         );
+        if let Some(membership) = membership {
+            batch.put_cf(cf(&self.db, CF_META), META_MEMBERSHIP, membership);
+        }
         self.write(batch)?;
 
         self.applied_slot = slot;

@@ -1188,6 +1188,38 @@ fn size_properties_sum_over_the_column_families() {
 // Snapshots: checkpoints and installs.
 
 #[test]
+fn a_membership_is_applied_with_its_slot_and_travels_in_checkpoints() {
+    let mut leader = Node::new(options());
+    assert_eq!(leader.executor().membership().unwrap(), None);
+    leader.apply_one(put(b"a", b"1"));
+    let slot = leader.executor().applied_slot() + 1;
+    leader.executor().apply_membership(slot, b"first").unwrap();
+    assert_eq!(leader.executor().applied_slot(), slot);
+    // Commands after it leave it alone; a later one replaces it.
+    leader.apply_one(put(b"b", b"2"));
+    assert_eq!(leader.executor().membership().unwrap().unwrap(), b"first");
+    let slot = leader.executor().applied_slot() + 1;
+    leader.executor().apply_membership(slot, b"second").unwrap();
+    // Applying a slot twice is refused, membership or not.
+    assert!(leader.executor().apply_membership(slot, b"x").is_err());
+    leader.reopen();
+    assert_eq!(leader.executor().membership().unwrap().unwrap(), b"second");
+    let scratch = tempfile::tempdir().unwrap();
+    let checkpoint = scratch.path().join("checkpoint");
+    let take = leader.executor().checkpointer();
+    take(&checkpoint).unwrap();
+    let mut follower = Node::new(options());
+    let staged = follower.executor().staging_dir();
+    std::fs::rename(&checkpoint, &staged).unwrap();
+    follower.executor().install_checkpoint(&staged).unwrap();
+    assert_eq!(
+        follower.executor().membership().unwrap().unwrap(),
+        b"second"
+    );
+    assert_eq!(follower.dump(), leader.dump());
+}
+
+#[test]
 fn a_checkpoint_installed_elsewhere_gives_the_same_state_and_readers_follow_the_swap() {
     let mut leader = Node::new(options());
     for n in 0..50u32 {
