@@ -1,13 +1,15 @@
 //! The client verbs of the `paxkv` binary (`put`, `get`, `del`, `range`, `txn`, `watch`,
-//! `status`, `admin snapshot`, `backup`): each is one or a few blocking Thrift calls through
-//! [`paxkv::api::connect`]; and `restore`, which seeds a data directory from a backup.
+//! `status`, `admin snapshot`, `admin member ...`, `backup`): each is one or a few blocking
+//! Thrift calls through [`paxkv::api::connect`]; and `restore`, which seeds a data
+//! directory from a backup.
 //!
 //! Exit codes are part of the interface (docs/cli.md): 0 success, 1 a negative answer (key
 //! absent, txn compares false), 2 usage or invalid argument, 3 a typed server error, 4
 //! unavailable or cannot connect, 5 cannot write the output, 6 a snapshot file failed
-//! verification, 7 a local file operation of `backup` or `restore` failed. Every failure
-//! prints one line to stderr.
+//! verification, 7 a local file operation of `backup` or `restore` failed, 8 a membership
+//! request was refused. Every failure prints one line to stderr.
 mod backup;
+mod member;
 
 use std::fmt::Write as _;
 use std::io::{self, Write};
@@ -19,8 +21,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use paxkv::api::gen::paxkv::{
     Compacted, Compare, CompareOp, CompareTarget, Conflict, DeleteRangeRequest, DeleteRequest,
     Event, EventType, GetRangeRequest, GetRequest, InternalError, InvalidArgument, KeyRange,
-    KeyValue, LimitExceeded, Mutation, MutationType, PutRequest, ReplicaStatus, Session,
-    SnapshotGone, Status, TooOld, TxnRequest, Unavailable, WatchRequest,
+    KeyValue, LimitExceeded, MembershipRefused, Mutation, MutationType, PutRequest, ReplicaStatus,
+    Session, SnapshotGone, Status, TooOld, TxnRequest, Unavailable, WatchRequest,
 };
 use paxkv::api::{connect, Client, Protocol, TPaxkvSyncClient};
 
@@ -37,6 +39,8 @@ const EXIT_OUTPUT: u8 = 5;
 const EXIT_VERIFY: u8 = 6;
 /// A local file operation of `backup` or `restore` failed (create, write, fsync, rename).
 const EXIT_LOCAL: u8 = 7;
+/// A membership request was refused (`MembershipRefused`, other than for want of a leader).
+const EXIT_REFUSED: u8 = 8;
 
 /// A watch reconnects after a lost connection, or retries after `Unavailable`, waiting
 /// between attempts from this ...
@@ -313,6 +317,8 @@ enum Failure {
     Verify(String),
     #[error("{0}")]
     Local(String),
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl Failure {
@@ -326,6 +332,7 @@ impl Failure {
             Failure::Output(_) => EXIT_OUTPUT,
             Failure::Verify(_) => EXIT_VERIFY,
             Failure::Local(_) => EXIT_LOCAL,
+            Failure::Refused(_) => EXIT_REFUSED,
         }
     }
 
@@ -337,6 +344,7 @@ impl Failure {
             Failure::Unavailable(line) => Failure::Unavailable(format!("{line}; {context}")),
             Failure::Verify(line) => Failure::Verify(format!("{line}; {context}")),
             Failure::Local(line) => Failure::Local(format!("{line}; {context}")),
+            Failure::Refused(line) => Failure::Refused(format!("{line}; {context}")),
             output @ Failure::Output(_) => output,
         }
     }
@@ -389,6 +397,13 @@ fn typed_failure(user: &(dyn std::error::Error + Send + Sync + 'static)) -> Fail
             "Unavailable: {} (retry after {} ms)",
             e.message, e.retry_after_ms
         ));
+    }
+    if let Some(e) = user.downcast_ref::<MembershipRefused>() {
+        let line = format!("MembershipRefused {}: {}", e.reason, e.message);
+        return match e.reason.as_str() {
+            "NO_LEADER" | "OUTCOME_UNKNOWN" => Failure::Unavailable(line),
+            _ => Failure::Refused(line),
+        };
     }
     Failure::Server(server_error_line(user))
 }
@@ -641,21 +656,17 @@ fn format_status(status: &Status) -> String {
     };
     let width = column("ADDRESS".len(), |replica| replica.peer_address.len());
     let role_width = column(10, |replica| replica.role.len());
+    let members: Vec<String> = status.replicas.iter().map(member_column).collect();
+    let member_width = members.iter().map(String::len).fold(9, usize::max);
     let _ = writeln!(
         text,
-        "\n{:<4} {:<width$} {:<role_width$} {:<9} {:>10} {:>10} REACHABLE",
+        "\n{:<4} {:<width$} {:<role_width$} {:<member_width$} {:>10} {:>10} REACHABLE",
         "ID", "ADDRESS", "ROLE", "MEMBER", "COMMITTED", "APPLIED"
     );
-    for replica in &status.replicas {
-        // "voter@1": how the committed membership counts it, at which incarnation.
-        let member = match (&replica.member, replica.incarnation) {
-            (Some(kind), Some(incarnation)) => format!("{kind}@{incarnation}"),
-            (Some(kind), None) => kind.clone(),
-            (None, _) => "?".to_string(),
-        };
+    for (replica, member) in status.replicas.iter().zip(members) {
         let _ = writeln!(
             text,
-            "{:<4} {:<width$} {:<role_width$} {:<9} {:>10} {:>10} {}",
+            "{:<4} {:<width$} {:<role_width$} {:<member_width$} {:>10} {:>10} {}",
             replica.id,
             replica.peer_address,
             replica.role,
@@ -666,6 +677,21 @@ fn format_status(status: &Status) -> String {
         );
     }
     text
+}
+
+/// "voter@1": how the committed membership counts a replica, at which incarnation. One that
+/// runs another incarnation (it lost its disk, or is new) waits to be added: "waiting@N".
+fn member_column(replica: &ReplicaStatus) -> String {
+    match (
+        &replica.member,
+        replica.incarnation,
+        replica.running_incarnation,
+    ) {
+        (_, named, Some(running)) if named != Some(running) => format!("waiting@{running}"),
+        (Some(kind), Some(incarnation), _) => format!("{kind}@{incarnation}"),
+        (Some(kind), None, _) => kind.clone(),
+        (None, _, _) => "?".to_string(),
+    }
 }
 
 /// Raw bytes, or lowercase hex.
@@ -1116,6 +1142,7 @@ mod tests {
                 true,
                 "voter".to_string(),
                 1,
+                1,
             ),
             ReplicaStatus::new(
                 2,
@@ -1126,6 +1153,19 @@ mod tests {
                 false,
                 "learner".to_string(),
                 3,
+                None,
+            ),
+            // Lost its disk: it runs another incarnation than the member's.
+            ReplicaStatus::new(
+                4,
+                "10.0.0.4:6004".into(),
+                "follower".into(),
+                0,
+                0,
+                true,
+                "voter".to_string(),
+                1,
+                1765031405123456789,
             ),
             // From a server that does not report membership.
             ReplicaStatus::new(
@@ -1137,6 +1177,7 @@ mod tests {
                 true,
                 None,
                 None,
+                None,
             ),
         ];
         let status = Status::new(replicas, None, "2.1".into(), 5, false, "prod".to_string());
@@ -1144,10 +1185,11 @@ mod tests {
         let head = "cluster: prod\nleader:  none\nballot:  2.1\nversion: 5\nhealthy: no\n\n";
         assert!(text.starts_with(head), "{text}");
         let table: Vec<&str> = text.lines().skip(6).collect();
-        assert_eq!(table.len(), 4, "{text}");
+        assert_eq!(table.len(), 5, "{text}");
         assert!(table[1].contains(" voter@1 "), "{text}");
         assert!(table[2].contains(" learner@3 "), "{text}");
-        assert!(table[3].contains(" ? "), "{text}");
+        assert!(table[3].contains(" waiting@1765031405123456789 "), "{text}");
+        assert!(table[4].contains(" ? "), "{text}");
         let reachable_column = |line: &str| line.rfind(' ').unwrap();
         assert!(table
             .iter()

@@ -182,7 +182,8 @@ fn run_dev(args: DevArgs) -> Result<ExitCode, String> {
     node::set_dev_metrics_addrs(&mut configs, &args.metrics_addrs)?;
     runtime()?.block_on(async move {
         // Three new directories make a new cluster. Were only some empty, bootstrapping them
-        // would be restarting replicas that lost their data as members: refused below.
+        // would restart replicas that lost their data as members: they join instead, as
+        // new incarnations, until `paxkv admin member add` re-admits them.
         let bootstrap = (configs.iter()).all(|config| !node::identity::has_state(&config.data_dir));
         let mut nodes = Vec::new();
         for config in configs {

@@ -2,11 +2,13 @@
 //! big-endian u32 length and a bincode `PeerFrame`. Shared by the peer transport
 //! (`replica::transport`) and snapshot transfers (`snapshot::stream`), which sit above it.
 
+use std::collections::BTreeMap;
+
 use bincode::Options;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
-use crate::consensus::{Message, NodeId, Slot};
+use crate::consensus::{Membership, Message, NodeId, Slot};
 
 /// The cluster name of a node whose config names none.
 pub const DEFAULT_CLUSTER: &str = "paxkv";
@@ -16,6 +18,9 @@ pub enum PeerFrame {
     Hello {
         from: NodeId,
         cluster: String,
+        /// The sender's member incarnation (its `IDENTITY`): a replica that lost its disk
+        /// comes back with another, and waits for an operator to re-admit it.
+        incarnation: u64,
     },
     Peer(PeerMessage),
     /// Opens a snapshot transfer instead of `Hello` (see `snapshot::stream`).
@@ -133,6 +138,123 @@ pub enum RouterMessage {
         context: u64,
         status: PeerStatus,
     },
+    /// An operator's membership request, for the leader to carry out.
+    Admin {
+        incarnation: u64,
+        context: u64,
+        request: AdminRequest,
+    },
+    AdminReply {
+        incarnation: u64,
+        context: u64,
+        result: std::result::Result<MembershipView, AdminRefusal>,
+    },
+}
+
+/// What an operator asks of the membership (`paxkv admin member ...`). The leader carries
+/// out each one; a change answers once it has committed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminRequest {
+    /// The committed membership, as the leader knows it.
+    List,
+    /// Add replica `id` as a learner. Without `incarnation`, the one the replica announced
+    /// when it connected to the leader (it must be running); without `addr`, the address
+    /// the membership or the leader's config has for `id`.
+    Add {
+        id: NodeId,
+        addr: Option<String>,
+        incarnation: Option<u64>,
+    },
+    Promote {
+        id: NodeId,
+    },
+    Remove {
+        id: NodeId,
+    },
+    TransferLeader {
+        to: NodeId,
+    },
+}
+
+/// The leader's answer to an `AdminRequest`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipView {
+    pub leader: Option<NodeId>,
+    pub commit_index: Slot,
+    /// The committed membership.
+    pub membership: Membership,
+    /// Each member's committed slot as the leader last heard it (the leader's own too).
+    pub progress: BTreeMap<NodeId, Slot>,
+    /// Replicas that connected to the leader with an incarnation no member has: new
+    /// replicas, or ones that lost their disk, waiting to be added. (id, incarnation).
+    pub candidates: Vec<(NodeId, u64)>,
+}
+
+/// Why a membership request was not carried out. Nothing changed unless the reason is
+/// `OutcomeUnknown`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct AdminRefusal {
+    pub reason: AdminReason,
+    pub message: String,
+}
+
+/// The typed reasons of an `AdminRefusal`; `name()` is what clients switch on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminReason {
+    /// No leader answered in time; nothing was proposed.
+    NoLeader,
+    /// The change was proposed but leadership changed before it committed: list the
+    /// members to see whether it took effect.
+    OutcomeUnknown,
+    ChangeInProgress,
+    WouldLoseQuorum,
+    UnknownMember,
+    AlreadyMember,
+    AlreadyVoter,
+    NotVoter,
+    LastVoter,
+    TooManyMembers,
+    TooManyVoterChanges,
+    /// The learner (or the transfer's target) has not caught up with the leader.
+    MemberBehind,
+    /// `Add` without an incarnation for a replica that has not connected to the leader.
+    NotConnected,
+    /// `Add` of a new id without a peer address.
+    AddressRequired,
+    /// The request does not make sense (a peer address that does not parse, ...).
+    Invalid,
+}
+
+impl AdminReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            AdminReason::NoLeader => "NO_LEADER",
+            AdminReason::OutcomeUnknown => "OUTCOME_UNKNOWN",
+            AdminReason::ChangeInProgress => "CHANGE_IN_PROGRESS",
+            AdminReason::WouldLoseQuorum => "WOULD_LOSE_QUORUM",
+            AdminReason::UnknownMember => "UNKNOWN_MEMBER",
+            AdminReason::AlreadyMember => "ALREADY_MEMBER",
+            AdminReason::AlreadyVoter => "ALREADY_VOTER",
+            AdminReason::NotVoter => "NOT_VOTER",
+            AdminReason::LastVoter => "LAST_VOTER",
+            AdminReason::TooManyMembers => "TOO_MANY_MEMBERS",
+            AdminReason::TooManyVoterChanges => "TOO_MANY_VOTER_CHANGES",
+            AdminReason::MemberBehind => "MEMBER_BEHIND",
+            AdminReason::NotConnected => "NOT_CONNECTED",
+            AdminReason::AddressRequired => "ADDRESS_REQUIRED",
+            AdminReason::Invalid => "INVALID",
+        }
+    }
+}
+
+impl AdminRefusal {
+    pub fn new(reason: AdminReason, message: impl Into<String>) -> AdminRefusal {
+        AdminRefusal {
+            reason,
+            message: message.into(),
+        }
+    }
 }
 
 /// One replica's view of itself, as reported to a peer.
@@ -143,6 +265,8 @@ pub struct PeerStatus {
     pub ballot: String,
     pub commit_index: Slot,
     pub applied_slot: Slot,
+    /// Its member incarnation (its `IDENTITY`).
+    pub incarnation: u64,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -56,6 +56,7 @@ async fn fake_leader(
         .write_all(&send(PeerFrame::Hello {
             from: FAKE,
             cluster: DEFAULT_CLUSTER.to_string(),
+            incarnation: 1,
         }))
         .await
         .unwrap();

@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use paxkv::api::gen::paxkv::{
     CommitRequest, CommitResult, DeleteRangeRequest, DeleteRequest, ErrorCode, GetRangeRequest,
-    GetRequest, GetResult, InternalError, InvalidArgument, KeyValue, LimitExceeded, PutRequest,
-    RangeResult, ReadSnapshotRequest, SnapshotChunk, SnapshotGone, SnapshotInfo, Status,
-    TxnRequest, TxnResult, WatchRequest, WatchResult,
+    GetRequest, GetResult, InternalError, InvalidArgument, KeyValue, LimitExceeded,
+    MemberAddRequest, Membership, PutRequest, RangeResult, ReadSnapshotRequest, SnapshotChunk,
+    SnapshotGone, SnapshotInfo, Status, TxnRequest, TxnResult, WatchRequest, WatchResult,
 };
 use paxkv::api::{
     bind, connect, run, Client, PaxkvSyncHandler, Protocol, ServerLimits, TPaxkvSyncClient,
@@ -194,6 +194,21 @@ impl PaxkvSyncHandler for MemoryHandler {
     }
     fn handle_admin_snapshot(&self) -> thrift::Result<SnapshotInfo> {
         unsupported("adminSnapshot")
+    }
+    fn handle_admin_member_list(&self) -> thrift::Result<Membership> {
+        unsupported("adminMemberList")
+    }
+    fn handle_admin_member_add(&self, _: MemberAddRequest) -> thrift::Result<Membership> {
+        unsupported("adminMemberAdd")
+    }
+    fn handle_admin_member_promote(&self, _: i32) -> thrift::Result<Membership> {
+        unsupported("adminMemberPromote")
+    }
+    fn handle_admin_member_remove(&self, _: i32) -> thrift::Result<Membership> {
+        unsupported("adminMemberRemove")
+    }
+    fn handle_admin_transfer_leader(&self, _: i32) -> thrift::Result<Membership> {
+        unsupported("adminTransferLeader")
     }
     /// Serves SNAPSHOT_BYTES as snapshot SNAPSHOT_SLOT; any other slot is gone.
     fn handle_read_snapshot(&self, request: ReadSnapshotRequest) -> thrift::Result<SnapshotChunk> {

@@ -22,6 +22,7 @@ enum ErrorCode {
   UNAVAILABLE = 6,
   INTERNAL = 7,
   SNAPSHOT_GONE = 8,
+  MEMBERSHIP_REFUSED = 9,
 }
 
 // The request is malformed (for example an empty key, or begin > end).
@@ -86,6 +87,19 @@ exception InternalError {
 exception SnapshotGone {
   1: required ErrorCode code = ErrorCode.SNAPSHOT_GONE,
   2: required i64 slot,
+  3: required string message,
+}
+
+// A membership request was not carried out. `reason` is one of: NO_LEADER (nothing was
+// proposed), OUTCOME_UNKNOWN (proposed, but leadership changed before it committed: list
+// the members to see), CHANGE_IN_PROGRESS (one change at a time), WOULD_LOSE_QUORUM,
+// UNKNOWN_MEMBER, ALREADY_MEMBER, ALREADY_VOTER, NOT_VOTER, LAST_VOTER, TOO_MANY_MEMBERS,
+// TOO_MANY_VOTER_CHANGES, MEMBER_BEHIND (the learner or transfer target has not caught up),
+// NOT_CONNECTED (add without an incarnation, of a replica that has not connected to the
+// leader), ADDRESS_REQUIRED (add of a new id without a peer address), INVALID.
+exception MembershipRefused {
+  1: required ErrorCode code = ErrorCode.MEMBERSHIP_REFUSED,
+  2: required string reason,
   3: required string message,
 }
 
@@ -239,6 +253,44 @@ struct ReplicaStatus {
   7: optional string member,
   // Its member incarnation (one life of its data directory), where it is a member.
   8: optional i64 incarnation,
+  // The incarnation the replica itself runs, where it answered. Unlike `incarnation`: a
+  // replica that lost its disk (or is new), not yet added by an operator.
+  9: optional i64 running_incarnation,
+}
+
+// One member of the committed membership.
+struct Member {
+  1: required i32 id,
+  // "voter" or "learner" (receives the log, counts in no quorum).
+  2: required string kind,
+  3: required i64 incarnation,
+  // Its peer address; empty for a bootstrap member (each replica's config names it).
+  4: required string peer_address,
+  // Its committed slot as the leader last heard it; absent if not heard.
+  5: optional i64 committed_slot,
+}
+
+// A replica that connected to the leader with an incarnation no member has: a new one, or
+// one that lost its disk, waiting to be added.
+struct Candidate {
+  1: required i32 id,
+  2: required i64 incarnation,
+}
+
+// The committed membership, as the leader knows it.
+struct Membership {
+  1: required list<Member> members,
+  2: optional i32 leader,
+  3: required i64 committed_slot,
+  4: required list<Candidate> candidates,
+}
+
+struct MemberAddRequest {
+  1: required i32 id,
+  // ip:port. Default: the address the membership or the leader's config has for `id`.
+  2: optional string peer_address,
+  // Default: the incarnation the replica announced when it connected to the leader.
+  3: optional i64 incarnation,
 }
 
 struct Status {
@@ -379,6 +431,34 @@ service Paxkv {
   // once the file is durable. Read it with readSnapshot on the same replica.
   SnapshotInfo adminSnapshot()
     throws (4: Unavailable unavailable, 5: InternalError internal),
+
+  // Membership (docs/operations.md, "Membership"). Any replica takes these calls and hands
+  // them to the leader; one change at a time, each answered once committed, with the
+  // membership then committed.
+  Membership adminMemberList()
+    throws (4: Unavailable unavailable, 5: InternalError internal,
+            9: MembershipRefused refused),
+
+  // Adds a learner: it receives the log (or a snapshot) and counts in no quorum. A new
+  // incarnation of a member (a replica that lost its disk) replaces it: one voter fewer.
+  Membership adminMemberAdd(1: MemberAddRequest request)
+    throws (1: InvalidArgument invalid, 4: Unavailable unavailable,
+            5: InternalError internal, 9: MembershipRefused refused),
+
+  // A learner that has caught up becomes a voter.
+  Membership adminMemberPromote(1: i32 id)
+    throws (4: Unavailable unavailable, 5: InternalError internal,
+            9: MembershipRefused refused),
+
+  Membership adminMemberRemove(1: i32 id)
+    throws (4: Unavailable unavailable, 5: InternalError internal,
+            9: MembershipRefused refused),
+
+  // Asks the leader to hand leadership to voter `id` once it has caught up; returns when
+  // asked, not when the new leader is elected (watch status for that).
+  Membership adminTransferLeader(1: i32 id)
+    throws (4: Unavailable unavailable, 5: InternalError internal,
+            9: MembershipRefused refused),
 
   // Bytes of this replica's snapshot file `slot` from `offset`. An offset beyond the file
   // is InvalidArgument; a file this replica no longer holds is SnapshotGone.

@@ -16,11 +16,13 @@ use super::gen::paxkv::{
     SnapshotChunk, SnapshotGone, SnapshotInfo, Status, TooOld, TxnRequest, TxnResult, Unavailable,
     WatchRequest, WatchResult,
 };
+use super::gen::paxkv::{Candidate, MemberAddRequest, Membership, MembershipRefused};
 use crate::executor::{
     Compare, CompareOp, CompareTarget, EventKind, KeyRange, KeyValue, Mutation, SessionId,
 };
 use crate::metrics::ApiMetrics;
 use crate::router::{PrimaryRouter, RouterError};
+use crate::wire::{AdminRequest, MembershipView};
 
 /// Which exceptions a method declares, so an undeclared one becomes `InternalError`
 /// instead of an opaque application error.
@@ -215,6 +217,37 @@ impl KvHandler {
         ))
     }
 
+    fn admin(&self, request: AdminRequest) -> Wire<Membership> {
+        let answered = self.block_on(self.router.admin(request));
+        answered.map(membership).map_err(|error| match error {
+            RouterError::MembershipRefused(refusal) => user(MembershipRefused::new(
+                ErrorCode::MEMBERSHIP_REFUSED,
+                refusal.reason.name().to_string(),
+                refusal.message,
+            )),
+            other => exception(other, ADMIN_SNAPSHOT),
+        })
+    }
+
+    fn admin_member_add(&self, request: MemberAddRequest) -> Wire<Membership> {
+        let id = node_id(request.id, "id")?;
+        let incarnation = match request.incarnation {
+            None => None,
+            Some(incarnation) => Some(
+                u64::try_from(incarnation)
+                    .ok()
+                    .filter(|&incarnation| incarnation > 0)
+                    .ok_or_else(|| invalid("incarnation must be positive"))?,
+            ),
+        };
+        let addr = request.peer_address;
+        self.admin(AdminRequest::Add {
+            id,
+            addr,
+            incarnation,
+        })
+    }
+
     fn status(&self) -> Wire<Status> {
         let status = self.block_on(self.router.status());
         let membership = &status.membership;
@@ -234,6 +267,7 @@ impl KvHandler {
                 member.status.is_some(),
                 kind.to_string(),
                 known.map(|m| to_wire(m.incarnation)),
+                member.status.as_ref().map(|s| to_wire(s.incarnation)),
             )
         });
         Ok(Status::new(
@@ -307,6 +341,62 @@ impl PaxkvSyncHandler for KvHandler {
     fn handle_read_snapshot(&self, request: ReadSnapshotRequest) -> Wire<SnapshotChunk> {
         self.observed("read_snapshot", || self.read_snapshot(request))
     }
+    fn handle_admin_member_list(&self) -> Wire<Membership> {
+        self.observed("admin_member_list", || self.admin(AdminRequest::List))
+    }
+    fn handle_admin_member_add(&self, request: MemberAddRequest) -> Wire<Membership> {
+        self.observed("admin_member_add", || self.admin_member_add(request))
+    }
+    fn handle_admin_member_promote(&self, id: i32) -> Wire<Membership> {
+        self.observed("admin_member_promote", || {
+            self.admin(AdminRequest::Promote {
+                id: node_id(id, "id")?,
+            })
+        })
+    }
+    fn handle_admin_member_remove(&self, id: i32) -> Wire<Membership> {
+        self.observed("admin_member_remove", || {
+            self.admin(AdminRequest::Remove {
+                id: node_id(id, "id")?,
+            })
+        })
+    }
+    fn handle_admin_transfer_leader(&self, id: i32) -> Wire<Membership> {
+        self.observed("admin_transfer_leader", || {
+            self.admin(AdminRequest::TransferLeader {
+                to: node_id(id, "id")?,
+            })
+        })
+    }
+}
+
+/// A replica id from the wire: positive.
+fn node_id(id: i32, field: &str) -> Wire<crate::consensus::NodeId> {
+    u32::try_from(id)
+        .ok()
+        .filter(|&id| id > 0)
+        .ok_or_else(|| invalid(format!("{field} must be a positive replica id, not {id}")))
+}
+
+/// The leader's view of the membership, for the wire.
+fn membership(view: MembershipView) -> Membership {
+    let members = view.membership.members.iter().map(|(&id, member)| {
+        wire::Member::new(
+            id as i32,
+            member.kind().to_string(),
+            to_wire(member.incarnation),
+            member.addr.clone(),
+            view.progress.get(&id).map(|&slot| to_wire(slot)),
+        )
+    });
+    let candidates = (view.candidates.iter())
+        .map(|&(id, incarnation)| Candidate::new(id as i32, to_wire(incarnation)));
+    Membership::new(
+        members.collect(),
+        view.leader.map(|leader| leader as i32),
+        to_wire(view.commit_index),
+        candidates.collect(),
+    )
 }
 
 /// A call's outcome label: `ok`, the declared exception in snake case, or `error`.
@@ -328,6 +418,8 @@ fn outcome<T>(result: &Wire<T>) -> &'static str {
         "compacted"
     } else if user.is::<Unavailable>() {
         "unavailable"
+    } else if user.is::<MembershipRefused>() {
+        "membership_refused"
     } else if user.is::<InternalError>() {
         "internal_error"
     } else if user.is::<SnapshotGone>() {

@@ -22,8 +22,9 @@ use super::connection::{Connection, Frame};
 use super::error::{Error, Result};
 use super::gen::paxkv::{
     CommitRequest, CommitResult, DeleteRangeRequest, DeleteRequest, GetRangeRequest, GetRequest,
-    GetResult, PaxkvSyncHandler, PaxkvSyncProcessor, PutRequest, RangeResult, ReadSnapshotRequest,
-    SnapshotChunk, SnapshotInfo, Status, TxnRequest, TxnResult, WatchRequest, WatchResult,
+    GetResult, MemberAddRequest, Membership, PaxkvSyncHandler, PaxkvSyncProcessor, PutRequest,
+    RangeResult, ReadSnapshotRequest, SnapshotChunk, SnapshotInfo, Status, TxnRequest, TxnResult,
+    WatchRequest, WatchResult,
 };
 use super::process::process_frame;
 use crate::metrics::GaugeGuard;
@@ -387,6 +388,21 @@ impl<H: PaxkvSyncHandler + ?Sized> PaxkvSyncHandler for Arc<H> {
     }
     fn handle_read_snapshot(&self, request: ReadSnapshotRequest) -> thrift::Result<SnapshotChunk> {
         (**self).handle_read_snapshot(request)
+    }
+    fn handle_admin_member_list(&self) -> thrift::Result<Membership> {
+        (**self).handle_admin_member_list()
+    }
+    fn handle_admin_member_add(&self, request: MemberAddRequest) -> thrift::Result<Membership> {
+        (**self).handle_admin_member_add(request)
+    }
+    fn handle_admin_member_promote(&self, id: i32) -> thrift::Result<Membership> {
+        (**self).handle_admin_member_promote(id)
+    }
+    fn handle_admin_member_remove(&self, id: i32) -> thrift::Result<Membership> {
+        (**self).handle_admin_member_remove(id)
+    }
+    fn handle_admin_transfer_leader(&self, id: i32) -> thrift::Result<Membership> {
+        (**self).handle_admin_transfer_leader(id)
     }
 }
 

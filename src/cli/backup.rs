@@ -1,4 +1,5 @@
-//! `paxkv admin snapshot`, `paxkv backup` and `paxkv restore`.
+//! `paxkv admin snapshot`, `paxkv backup` and `paxkv restore` (`paxkv admin member` is in
+//! `member`).
 //!
 //! A backup asks one replica to snapshot now (`adminSnapshot`), downloads that replica's
 //! file in chunks (`readSnapshot`) into `FILE.partial`, resuming from the bytes already
@@ -34,6 +35,9 @@ pub enum AdminCommand {
     /// The replica at --endpoint takes a snapshot now; prints its slot, version, bytes,
     /// checksum and replica.
     Snapshot(AdminSnapshotArgs),
+    /// The membership: list it, add, promote or remove a replica, hand leadership over.
+    #[command(subcommand)]
+    Member(super::member::MemberCommand),
 }
 
 #[derive(Args, Debug)]
@@ -114,7 +118,10 @@ fn describe_taken(taken: &Taken) -> String {
 // Verbs.
 
 pub fn admin(command: AdminCommand) -> Outcome {
-    let AdminCommand::Snapshot(args) = command;
+    let args = match command {
+        AdminCommand::Snapshot(args) => args,
+        AdminCommand::Member(command) => return super::member::member(command),
+    };
     let mut client = args.connection.connect()?;
     let taken = Taken::from_wire(&client.admin_snapshot()?)?;
     writeln!(io::stdout().lock(), "{}", describe_taken(&taken))?;
@@ -144,9 +151,10 @@ pub fn restore(args: RestoreArgs) -> Outcome {
     let dir = args.data_dir.display();
     writeln!(io::stdout().lock(), "restored {line} into {dir}")?;
     eprintln!(
-        "paxkv: seed EVERY replica of the new cluster (at least a majority) from this same \
-         file before starting any of them: a majority of empty replicas could elect a leader \
-         that knows nothing of the snapshot"
+        "paxkv: to create a cluster from this backup, seed EVERY replica from this same file, \
+         then start each with --bootstrap. Started without --bootstrap, a restored replica \
+         joins a running cluster as a learner at a new incarnation, and votes only once \
+         `paxkv admin member add` and `promote` admit it"
     );
     Ok(EXIT_SUCCESS)
 }

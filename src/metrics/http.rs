@@ -104,10 +104,35 @@ async fn ready(State(endpoint): State<Arc<Endpoint>>) -> (StatusCode, String) {
 /// A leader keeps leading only while a quorum hears it (check-quorum), so this is a quorum
 /// check, as seen from this replica, at the moment of the request.
 pub fn readiness(own_id: NodeId, status: &ClusterStatus) -> Result<(), String> {
+    admitted(own_id, status)?;
     let members: Vec<(NodeId, Option<&PeerStatus>)> = (status.members.iter())
         .map(|m| (m.id, m.status.as_ref()))
         .collect();
     readiness_of(own_id, status.leader, &status.ballot, &members)
+}
+
+/// Whether the committed membership names this replica at the incarnation it runs. One
+/// that lost its disk (or is new) serves nothing until an operator adds it.
+fn admitted(own_id: NodeId, status: &ClusterStatus) -> Result<(), String> {
+    let own = status.members.iter().find(|member| member.id == own_id);
+    let Some(running) = own.and_then(|member| member.status.as_ref()) else {
+        return Ok(());
+    };
+    match status.membership.get(own_id) {
+        Some(member) if member.incarnation == running.incarnation => Ok(()),
+        Some(member) => Err(format!(
+            "not admitted: this replica runs incarnation {}, the membership names {} at {}; \
+             add it with `paxkv admin member add {own_id}`",
+            running.incarnation,
+            member.kind(),
+            member.incarnation
+        )),
+        None => Err(format!(
+            "not admitted: replica {own_id} (incarnation {}) is not a member; add it with \
+             `paxkv admin member add {own_id}`",
+            running.incarnation
+        )),
+    }
 }
 
 /// [`readiness`] from its parts: this replica's leader and ballot, and every member's
@@ -165,6 +190,7 @@ mod tests {
                 ballot: ballot.to_string(),
                 commit_index: 5,
                 applied_slot: 5,
+                incarnation: 1,
             }),
         }
     }
@@ -239,6 +265,22 @@ mod tests {
         assert_eq!(
             reason(2, cluster(Some(1), stopped)),
             "this replica has stopped"
+        );
+
+        // A replica that lost its disk runs another incarnation than the member's.
+        let mut wiped = healthy();
+        wiped[1].status.as_mut().unwrap().incarnation = 77;
+        let why = reason(2, cluster(Some(1), wiped.clone()));
+        assert!(
+            why.starts_with("not admitted: this replica runs incarnation 77"),
+            "{why}"
+        );
+        // A new replica is no member at all.
+        wiped[1].id = 4;
+        let why = reason(4, cluster(Some(1), wiped));
+        assert!(
+            why.contains("replica 4 (incarnation 77) is not a member"),
+            "{why}"
         );
     }
 }

@@ -33,7 +33,11 @@ pub struct NodeConfig {
     /// refused. Cannot change once the cluster exists.
     #[serde(default = "default_cluster_name")]
     pub cluster_name: String,
-    /// Every replica of the cluster, this one included.
+    /// The replicas of the cluster, this one included. Creating the cluster
+    /// (`--bootstrap`), this list is its first membership; after that the membership lives
+    /// in the log (`paxkv admin member ...`), and the list only tells a replica where its
+    /// peers are until it has learned the membership (a replica that joins lists the
+    /// running members and itself).
     pub members: Vec<Member>,
     #[serde(default)]
     pub limits: Limits,
@@ -341,12 +345,6 @@ impl NodeConfig {
             return Err(invalid(
                 "id",
                 format!("{} is not among members {ids:?}", self.id),
-            ));
-        }
-        if self.members.len() % 2 == 0 {
-            return Err(invalid(
-                "members",
-                "use an odd number of replicas (an even one tolerates no more failures)",
             ));
         }
         self.limits

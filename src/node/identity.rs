@@ -6,8 +6,11 @@
 //! What it guards against: a replica whose data directory is gone (a replaced disk) restarted
 //! with its old config. Paxos assumes acceptors never forget a promise or a vote; an empty
 //! replica that answered as a member could help elect a leader that never saw an acknowledged
-//! write. An empty data directory therefore starts only with `--bootstrap`, which creates a
-//! new cluster; everything else is refused with [`IdentityError::EmptyDataDir`].
+//! write. So a replica that finds no consensus log of its own (an empty directory, a
+//! directory whose `wal/` is gone, or one `paxkv restore` seeded) without `--bootstrap`
+//! *joins*: it takes a new incarnation, which no membership names, and is a learner that
+//! neither votes nor promises until an operator adds it (`paxkv admin member add`) and
+//! promotes it. `--bootstrap` on such a directory creates a new cluster instead.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -34,31 +37,22 @@ pub struct Identity {
     pub cluster: String,
     pub node_id: NodeId,
     /// One life of this data directory; a replica rebuilt from nothing gets another.
+    /// Members of a bootstrapped cluster start at 1; a replica that joins takes a new one.
     pub incarnation: u64,
+    /// This replica joined an existing cluster: the config's members are not its
+    /// membership, which it learns from the log.
+    #[serde(default)]
+    pub joined: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
-    #[error(
-        "data directory {path} holds no state and --bootstrap was not given. If this replica \
-         is new to a running cluster or lost its disk, restarting it as a member could lose \
-         acknowledged writes, and re-admitting it is not supported yet: keep the old data \
-         directory or restore a backup into every replica. To create a new cluster, start \
-         every replica once with --bootstrap"
-    )]
-    EmptyDataDir { path: String },
     #[error("data directory {path} belongs to replica {found}, not to replica {configured}")]
     WrongReplica {
         path: String,
         found: NodeId,
         configured: NodeId,
     },
-    #[error(
-        "data directory {path} has an identity but no wal/: its consensus log is gone, and \
-         restarting it as a member could lose acknowledged writes. Restore the directory, or \
-         treat the replica as one that lost its disk (docs/operations.md, Data layout)"
-    )]
-    LostLog { path: String },
     #[error(
         "data directory {path} belongs to cluster {found:?}, but the config's cluster_name \
          is {configured:?}"
@@ -82,8 +76,15 @@ pub enum Opened {
     /// It held state but no identity file (a directory from before identities, or a
     /// restored backup); one was written.
     Adopted,
-    /// It was empty and `--bootstrap` created this replica of a new cluster.
+    /// It was empty, or held only a restored backup, and `--bootstrap` created this
+    /// replica of a new cluster.
     Bootstrapped,
+    /// It held no consensus log of its own (empty, or a restored backup): the replica
+    /// joins an existing cluster at a new incarnation.
+    Joined,
+    /// Its identity was there but its consensus log was gone: the replica forgot what it
+    /// promised, and joins again at a new incarnation.
+    LostLog,
 }
 
 /// Whether `data_dir` holds a replica's state (or an identity).
@@ -102,7 +103,8 @@ pub fn open(
     bootstrap: bool,
 ) -> Result<(Identity, Opened), IdentityError> {
     let path = data_dir.join(IDENTITY_FILE);
-    if path.exists() {
+    let has_log = data_dir.join(WAL_DIR).exists();
+    let (identity, opened) = if path.exists() {
         let identity = read(&path)?;
         if identity.node_id != id {
             return Err(IdentityError::WrongReplica {
@@ -118,26 +120,30 @@ pub fn open(
                 configured: cluster.to_string(),
             });
         }
-        if !data_dir.join(WAL_DIR).exists() {
-            return Err(IdentityError::LostLog {
-                path: data_dir.display().to_string(),
-            });
+        if has_log {
+            return Ok((identity, Opened::Known));
         }
-        return Ok((identity, Opened::Known));
-    }
-    let opened = match (has_state(data_dir), bootstrap) {
-        (true, _) => Opened::Adopted,
-        (false, true) => Opened::Bootstrapped,
-        (false, false) => {
-            return Err(IdentityError::EmptyDataDir {
-                path: data_dir.display().to_string(),
-            })
-        }
-    };
-    let identity = Identity {
-        cluster: cluster.to_string(),
-        node_id: id,
-        incarnation: 1,
+        let rejoined = Identity {
+            incarnation: new_incarnation(identity.incarnation),
+            joined: true,
+            ..identity
+        };
+        (rejoined, Opened::LostLog)
+    } else {
+        let opened = match (has_state(data_dir), has_log, bootstrap) {
+            // A directory from before identities: its log is whole.
+            (true, true, _) => Opened::Adopted,
+            (_, _, true) => Opened::Bootstrapped,
+            (_, _, false) => Opened::Joined,
+        };
+        let joined = opened == Opened::Joined;
+        let identity = Identity {
+            cluster: cluster.to_string(),
+            node_id: id,
+            incarnation: if joined { new_incarnation(1) } else { 1 },
+            joined,
+        };
+        (identity, opened)
     };
     // The log's directory first: an identity without one is a directory that lost its log.
     fs::create_dir_all(data_dir.join(WAL_DIR))
@@ -147,6 +153,17 @@ pub fn open(
             error,
         })?;
     Ok((identity, opened))
+}
+
+/// An incarnation after `previous` that no other life of any replica has taken: the wall
+/// clock in nanoseconds (1 is the bootstrap members').
+fn new_incarnation(previous: u64) -> u64 {
+    // Wall time only makes the number unique; nothing orders incarnations by it.
+    #[allow(clippy::disallowed_methods)]
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos() as u64);
+    now.max(previous + 1).max(2)
 }
 
 fn read(path: &Path) -> Result<Identity, IdentityError> {
@@ -192,14 +209,17 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_directory_needs_bootstrap() {
+    fn an_empty_directory_joins_at_a_new_incarnation_unless_bootstrapped() {
         let dir = tempfile::tempdir().unwrap();
-        let error = open(dir.path(), 2, C, false).unwrap_err();
-        assert!(
-            matches!(error, IdentityError::EmptyDataDir { .. }),
-            "{error}"
+        let (joined, opened) = open(dir.path(), 2, C, false).unwrap();
+        assert_eq!(opened, Opened::Joined);
+        assert!(joined.joined && joined.incarnation > 1, "{joined:?}");
+        // It stays the same replica from then on.
+        assert_eq!(
+            open(dir.path(), 2, C, false).unwrap(),
+            (joined, Opened::Known)
         );
-        assert!(!dir.path().join(IDENTITY_FILE).exists());
+        let dir = tempfile::tempdir().unwrap();
         let (identity, opened) = open(dir.path(), 2, C, true).unwrap();
         assert_eq!(opened, Opened::Bootstrapped);
         assert_eq!(
@@ -207,7 +227,8 @@ mod tests {
             Identity {
                 cluster: C.to_string(),
                 node_id: 2,
-                incarnation: 1
+                incarnation: 1,
+                joined: false,
             }
         );
         // From then on the directory is known, with or without the flag.
@@ -216,11 +237,19 @@ mod tests {
     }
 
     #[test]
-    fn state_without_an_identity_is_adopted() {
+    fn a_log_without_an_identity_is_adopted_and_a_restored_backup_joins() {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir(dir.path().join("wal")).unwrap();
         assert_eq!(open(dir.path(), 1, C, false).unwrap().1, Opened::Adopted);
         assert_eq!(open(dir.path(), 1, C, false).unwrap().1, Opened::Known);
+        // What `paxkv restore` leaves: state, no log. Its promises are not in it.
+        for (bootstrap, expected) in [(false, Opened::Joined), (true, Opened::Bootstrapped)] {
+            let dir = tempfile::tempdir().unwrap();
+            fs::create_dir(dir.path().join("kv")).unwrap();
+            let (identity, opened) = open(dir.path(), 1, C, bootstrap).unwrap();
+            assert_eq!(opened, expected);
+            assert_eq!(identity.joined, !bootstrap);
+        }
     }
 
     #[test]
@@ -242,14 +271,18 @@ mod tests {
     }
 
     #[test]
-    fn an_identity_whose_log_is_gone_is_refused() {
+    fn an_identity_whose_log_is_gone_joins_again_at_a_new_incarnation() {
         let dir = tempfile::tempdir().unwrap();
-        open(dir.path(), 1, C, true).unwrap();
+        let (first, _) = open(dir.path(), 1, C, true).unwrap();
         fs::remove_dir_all(dir.path().join(WAL_DIR)).unwrap();
-        for bootstrap in [false, true] {
-            let error = open(dir.path(), 1, C, bootstrap).unwrap_err();
-            assert!(matches!(error, IdentityError::LostLog { .. }), "{error}");
-        }
+        // --bootstrap does not make it the member it was.
+        let (again, opened) = open(dir.path(), 1, C, true).unwrap();
+        assert_eq!(opened, Opened::LostLog);
+        assert!(again.joined && again.incarnation > first.incarnation);
+        assert_eq!(
+            open(dir.path(), 1, C, false).unwrap(),
+            (again, Opened::Known)
+        );
     }
 
     #[test]

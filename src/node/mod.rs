@@ -62,8 +62,8 @@ pub struct Node {
 
 impl Node {
     /// Opens the replica's data, binds both listeners and starts the replica. Call within
-    /// a tokio runtime. An empty data directory starts only with `bootstrap` (creating a new
-    /// cluster); see [`identity`].
+    /// a tokio runtime. A data directory with no consensus log starts a new cluster with
+    /// `bootstrap`, and without it joins an existing one as a learner; see [`identity`].
     pub async fn start(config: NodeConfig, bootstrap: bool) -> Result<Node, NodeError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|error| NodeError::DataDir {
             path: config.data_dir.display().to_string(),
@@ -97,10 +97,26 @@ impl Node {
                     .map_err(|error| NodeError::BindMetrics { addr, error })?,
             ),
         };
+        if identity.joined && opened != identity::Opened::Known {
+            tracing::warn!(
+                replica = identity.node_id,
+                incarnation = identity.incarnation,
+                "this replica has no consensus log of its own, so it joins the cluster as a \
+                 new incarnation that neither votes nor promises: once running, add it with \
+                 `paxkv admin member add {}` and, when it has caught up, promote it",
+                identity.node_id
+            );
+        }
         let metrics = Arc::new(Metrics::new(config.id));
         let unsafe_debug = honoured_debug_settings(&config);
         let mut driver = driver_options(&config);
         driver.consensus.incarnation = identity.incarnation;
+        driver.transport.incarnation = identity.incarnation;
+        if identity.joined {
+            // Its membership is the cluster's, learned from the log.
+            driver.consensus.members = Vec::new();
+        }
+        driver.bootstrap = opened == identity::Opened::Bootstrapped;
         driver.transport.cluster = identity.cluster.clone();
         driver.transport.refused = metrics.peers.refused.clone();
         driver.snapshot.stream.cluster = identity.cluster.clone();

@@ -28,9 +28,10 @@ use crate::consensus::{
 };
 use crate::metrics::{saturating_i64, ReplicaMetrics};
 use crate::snapshot::{stream, Catalog, SharedCatalog, SnapshotInfo};
-use crate::wire::{PeerMessage, PeerStatus};
+use crate::wire::{AdminRefusal, AdminRequest, MembershipView, PeerMessage, PeerStatus};
 use paxkv_wal::WalOptions;
 
+mod admin;
 mod router;
 mod snapshots;
 
@@ -48,6 +49,29 @@ pub trait StateMachine: Send + 'static {
         slot: Slot,
         commands: &[&[u8]],
     ) -> Result<Vec<Self::Outcome>, ApplyError>;
+
+    /// Apply a slot that holds `membership` instead of commands, recording it durably with
+    /// the slot (so a snapshot of the machine carries it; see `membership`). The default
+    /// applies an empty slot and records nothing.
+    fn apply_membership(&mut self, slot: Slot, membership: &Membership) -> Result<(), ApplyError> {
+        let _ = membership;
+        self.apply_slot(slot, &[]).map(|_| ())
+    }
+
+    /// Record `membership` at the applied slot without applying a slot: only when a new
+    /// cluster is created from restored data (every replica seeds the same bootstrap
+    /// membership), so its snapshots stop naming the cluster the backup came from.
+    fn seed_membership(&mut self, membership: &Membership) -> Result<(), ApplyError> {
+        let _ = membership;
+        Ok(())
+    }
+
+    /// The membership recorded by the last `apply_membership` (or carried in by an
+    /// installed snapshot): the one governing the slots after `applied_slot`. `None` if
+    /// the machine records none.
+    fn membership(&self) -> Result<Option<Membership>, ApplyError> {
+        Ok(None)
+    }
 
     /// Something to run on another thread that writes a consistent checkpoint of the
     /// machine into a new directory, makes the live state durable through the
@@ -145,6 +169,9 @@ pub struct DriverOptions {
     /// the page cache, without fdatasync. Breaks durability on power loss, on purpose.
     pub unsafe_skip_fsync: bool,
     pub snapshot: SnapshotOptions,
+    /// This start creates the cluster (`--bootstrap`): the consensus config's members are
+    /// the membership, whatever a restored state machine recorded.
+    pub bootstrap: bool,
 }
 
 impl DriverOptions {
@@ -162,6 +189,7 @@ impl DriverOptions {
             metrics: ReplicaMetrics::unregistered(),
             unsafe_skip_fsync: false,
             snapshot: SnapshotOptions::default(),
+            bootstrap: false,
         }
     }
 }
@@ -197,6 +225,8 @@ pub enum StartError {
     Snapshot(#[from] crate::snapshot::SnapshotError),
     #[error("spawning the driver thread: {0}")]
     Spawn(std::io::Error),
+    #[error("reading the state machine's membership: {0}")]
+    Machine(ApplyError),
 }
 
 /// A replica's view of itself, refreshed after every Ready.
@@ -217,6 +247,10 @@ pub struct ReplicaStatus {
     pub cluster: String,
     /// The membership that governs the slot after `commit_index`, as this replica knows it.
     pub membership: Membership,
+    /// Every member's peer address (this replica's too), as the transport uses them.
+    pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// This replica's member incarnation (its `IDENTITY`).
+    pub incarnation: u64,
 }
 
 impl ReplicaStatus {
@@ -230,6 +264,7 @@ impl ReplicaStatus {
             ballot: self.ballot.to_string(),
             commit_index: self.commit_index,
             applied_slot: self.applied_slot,
+            incarnation: self.incarnation,
         }
     }
 }
@@ -286,6 +321,10 @@ enum Input<O> {
     },
     SnapshotFetched {
         fetched: snapshots::Fetched,
+    },
+    Admin {
+        request: AdminRequest,
+        reply: admin::AdminReply,
     },
     Stop,
 }
@@ -369,6 +408,17 @@ impl<O: Send + 'static> ReplicaHandle<O> {
         catalog.get(slot).cloned()
     }
 
+    /// Carries out an operator's membership request through the leader (see
+    /// `driver::admin`). The outer error: the request did not reach the driver.
+    pub async fn admin(
+        &self,
+        request: AdminRequest,
+    ) -> Result<Result<MembershipView, AdminRefusal>, DriverError> {
+        let (reply, answer) = oneshot::channel();
+        self.enqueue(Input::Admin { request, reply })?;
+        answer.await.map_err(|_| stopped())
+    }
+
     /// This replica's newest snapshot file, if any.
     pub fn latest_snapshot(&self) -> Option<SnapshotInfo> {
         let catalog = self.catalog.as_ref()?.lock().expect("catalog lock");
@@ -430,12 +480,27 @@ pub fn start<M: StateMachine>(
     let id = options.consensus.id;
     let (store, state) = LogStore::open(data_dir, options.wal.clone())?;
     let incarnation = seed(id);
-    let replica = Replica::restore(
+    // A new cluster from restored data takes its membership from the config, not from the
+    // cluster the backup came from.
+    let mut machine = machine;
+    let recorded = machine.membership().map_err(StartError::Machine)?;
+    let machine_membership = match options.bootstrap {
+        true => None,
+        false => recorded.clone(),
+    };
+    let replica = Replica::restore_machine(
         options.consensus.clone(),
         incarnation,
         state,
         machine.applied_slot(),
+        machine_membership,
     )?;
+    if options.bootstrap && recorded.is_some() {
+        let bootstrap = replica.committed_membership().clone();
+        machine
+            .seed_membership(&bootstrap)
+            .map_err(StartError::Machine)?;
+    }
     let (inputs, receiver) = mpsc::sync_channel(options.inputs_queued_max);
     let message_inputs = inputs.clone();
     let deliver: Deliver = Arc::new(move |message| {
@@ -452,6 +517,7 @@ pub fn start<M: StateMachine>(
         let stream = options.snapshot.stream.clone();
         stream::Sender::new(catalog, stream, options.metrics.clone())
     });
+    let bootstrap_addrs = peers.clone();
     let transport = Transport::start(
         id,
         listener,
@@ -464,6 +530,8 @@ pub fn start<M: StateMachine>(
     let status = Arc::new(Mutex::new(ReplicaStatus {
         id,
         cluster: options.transport.cluster.clone(),
+        peers: bootstrap_addrs.clone(),
+        incarnation: options.consensus.incarnation,
         // The membership is filled in by the driver's first publish_status, which also sets
         // its gauges.
         ..ReplicaStatus::default()
@@ -492,6 +560,10 @@ pub fn start<M: StateMachine>(
         forwarded: BTreeMap::new(),
         forwarded_reads: BTreeMap::new(),
         status_requests: BTreeMap::new(),
+        admin_requests: BTreeMap::new(),
+        admin_committing: Vec::new(),
+        peer_addrs: bootstrap_addrs.clone(),
+        bootstrap_addrs,
     };
     let thread = std::thread::Builder::new()
         .name(format!("paxkv-replica-{id}"))
@@ -593,6 +665,14 @@ struct Driver<M: StateMachine> {
     forwarded_reads: BTreeMap<u64, (NodeId, u64, u64)>,
     /// `peer_status` calls waiting for their peer, by context: (reply, deadline, peer).
     status_requests: BTreeMap<u64, StatusRequest>,
+    /// This replica's operators' membership requests, by context.
+    admin_requests: BTreeMap<u64, admin::PendingAdmin>,
+    /// As leader: membership changes proposed and not yet committed.
+    admin_committing: Vec<admin::Committing>,
+    /// The peers the transport connects to now (this replica included).
+    peer_addrs: BTreeMap<NodeId, SocketAddr>,
+    /// The config's members: the addresses of members the membership names none for.
+    bootstrap_addrs: BTreeMap<NodeId, SocketAddr>,
 }
 
 impl<M: StateMachine> Driver<M> {
@@ -653,6 +733,7 @@ impl<M: StateMachine> Driver<M> {
             Input::Snapshot { min_slot, reply } => self.on_snapshot_request(min_slot, reply),
             Input::SnapshotTaken { taken, elapsed } => self.on_snapshot_taken(taken, elapsed),
             Input::SnapshotFetched { fetched } => self.on_snapshot_fetched(fetched),
+            Input::Admin { request, reply } => self.on_admin(request, reply),
             Input::Stop => return false,
         }
         true
@@ -663,6 +744,7 @@ impl<M: StateMachine> Driver<M> {
         self.ticks += 1;
         self.expire_requests();
         self.dispatch_waiting();
+        self.tick_admin();
     }
 
     fn deadline(&self, timeout_ms: u64) -> u64 {
@@ -718,6 +800,8 @@ impl<M: StateMachine> Driver<M> {
             self.handle_ready(ready)?;
         }
         self.maybe_start_snapshot();
+        self.answer_admin_committed();
+        self.refresh_peers();
         self.publish_status();
         Ok(())
     }
@@ -783,6 +867,11 @@ impl<M: StateMachine> Driver<M> {
     }
 
     fn apply(&mut self, slot: Slot, value: &Value) -> Result<(), ApplyError> {
+        if let Value::Membership(membership) = value {
+            self.machine.apply_membership(slot, membership)?;
+            self.answer_reads_applied(slot);
+            return Ok(());
+        }
         let envelopes: Vec<Envelope> = value
             .commands()
             .iter()

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::driver::{ApplyError, Checkpointer, InstallInterrupted, StateMachine};
-use crate::consensus::Slot;
+use crate::consensus::{Membership, Slot};
 use crate::executor::{Error, KvStoreExecutor, WriteOutcome};
 
 impl StateMachine for KvStoreExecutor {
@@ -19,6 +19,24 @@ impl StateMachine for KvStoreExecutor {
         commands: &[&[u8]],
     ) -> Result<Vec<WriteOutcome>, ApplyError> {
         Ok(KvStoreExecutor::apply_slot(self, slot, commands)?)
+    }
+
+    fn apply_membership(&mut self, slot: Slot, membership: &Membership) -> Result<(), ApplyError> {
+        // JSON: stable across builds, and readable in a backup.
+        let encoded = serde_json::to_vec(membership)?;
+        Ok(KvStoreExecutor::apply_membership(self, slot, &encoded)?)
+    }
+
+    fn seed_membership(&mut self, membership: &Membership) -> Result<(), ApplyError> {
+        let encoded = serde_json::to_vec(membership)?;
+        Ok(KvStoreExecutor::seed_membership(self, &encoded)?)
+    }
+
+    fn membership(&self) -> Result<Option<Membership>, ApplyError> {
+        match KvStoreExecutor::membership(self)? {
+            None => Ok(None),
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+        }
     }
 
     fn checkpointer(&mut self) -> Option<Checkpointer> {

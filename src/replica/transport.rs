@@ -1,12 +1,15 @@
 //! Peer transport: TCP between replicas, carrying the frames of `crate::wire`. Outbound,
 //! one task per peer reconnects with backoff and drains a bounded queue; a full queue drops
-//! the message (consensus tolerates loss), so a dead peer never grows memory. Inbound, every connection opens with `Hello` naming a member and the
-//! cluster; one from another cluster or from no member is refused, logged and counted.
+//! the message (consensus tolerates loss), so a dead peer never grows memory. The peers follow
+//! the committed membership (`set_peers`). Inbound, every connection opens with `Hello`
+//! naming a member, the cluster and the sender's incarnation; one from another cluster or
+//! from no member is refused, logged and counted, and the incarnations announced are kept
+//! for operators adding a replica.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::io::{AsyncWriteExt, BufWriter};
@@ -32,6 +35,8 @@ pub struct TransportOptions {
     /// The cluster this replica belongs to (its `IDENTITY`): sent in every `Hello`, and
     /// required of every connection accepted.
     pub cluster: String,
+    /// This replica's member incarnation (its `IDENTITY`), sent in every `Hello`.
+    pub incarnation: u64,
     /// Counts connections refused, by `reason`; unregistered unless a node passes its own.
     pub refused: RefusedConnections,
 }
@@ -44,6 +49,7 @@ impl Default for TransportOptions {
             reconnect_backoff_min_ms: 20,
             reconnect_backoff_max_ms: 1_000,
             cluster: DEFAULT_CLUSTER.to_string(),
+            incarnation: 1,
             refused: RefusedConnections::unregistered(),
         }
     }
@@ -52,12 +58,25 @@ impl Default for TransportOptions {
 /// Where inbound peer messages go.
 pub type Deliver = Arc<dyn Fn(PeerMessage) + Send + Sync>;
 
-/// Handle for sending to peers. Cheap to clone.
+/// Handle for sending to peers. Cheap to clone. The peers change with the membership
+/// (`set_peers`).
 #[derive(Clone)]
 pub struct Transport {
-    queues: Arc<BTreeMap<NodeId, mpsc::Sender<PeerMessage>>>,
-    addresses: Arc<BTreeMap<NodeId, SocketAddr>>,
-    dropped: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    id: NodeId,
+    options: TransportOptions,
+    runtime: tokio::runtime::Handle,
+    shutdown: watch::Receiver<bool>,
+    /// Each peer's address and the queue its link task drains.
+    links: RwLock<BTreeMap<NodeId, (SocketAddr, mpsc::Sender<PeerMessage>)>>,
+    /// Who may open a connection to this replica (its peers), shared with the inbound side.
+    members: Arc<RwLock<BTreeSet<NodeId>>>,
+    /// The incarnation each replica announced in its latest `Hello`, member or not.
+    seen: Arc<Mutex<BTreeMap<NodeId, u64>>>,
+    dropped: AtomicU64,
 }
 
 impl Transport {
@@ -73,9 +92,11 @@ impl Transport {
         shutdown: watch::Receiver<bool>,
         snapshots: Option<stream::Sender>,
     ) -> Transport {
-        let members: Arc<Vec<NodeId>> = Arc::new(peers.keys().copied().collect());
+        let members = Arc::new(RwLock::new(BTreeSet::new()));
+        let seen = Arc::new(Mutex::new(BTreeMap::new()));
         let inbound = Inbound {
-            members,
+            members: members.clone(),
+            seen: seen.clone(),
             cluster: options.cluster.clone(),
             refused: options.refused.clone(),
             deliver,
@@ -83,42 +104,91 @@ impl Transport {
             frame_bytes_max: options.peer_frame_bytes_max,
         };
         tokio::spawn(accept_loop(listener, Arc::new(inbound), shutdown.clone()));
-        let mut queues = BTreeMap::new();
-        for (&peer, &address) in peers.iter().filter(|(&peer, _)| peer != id) {
-            let (sender, receiver) = mpsc::channel(options.peer_queue_messages_max);
-            queues.insert(peer, sender);
-            let link = Link {
+        let transport = Transport {
+            shared: Arc::new(Shared {
                 id,
+                options,
+                runtime: tokio::runtime::Handle::current(),
+                shutdown,
+                links: RwLock::new(BTreeMap::new()),
+                members,
+                seen,
+                dropped: AtomicU64::new(0),
+            }),
+        };
+        transport.set_peers(peers);
+        transport
+    }
+
+    /// Make `peers` (this replica, if named, excluded) the replicas this one connects to
+    /// and accepts connections from. A link to a peer that left, or moved, closes.
+    pub fn set_peers(&self, peers: BTreeMap<NodeId, SocketAddr>) {
+        let shared = &self.shared;
+        let mut links = shared.links.write().expect("links lock");
+        // Dropping a link's sender closes its queue, which ends its task.
+        links.retain(|peer, (address, _)| peers.get(peer) == Some(address));
+        for (&peer, &address) in peers.iter().filter(|(&peer, _)| peer != shared.id) {
+            if links.contains_key(&peer) {
+                continue;
+            }
+            let (sender, receiver) = mpsc::channel(shared.options.peer_queue_messages_max);
+            let link = Link {
+                id: shared.id,
                 address,
-                options: options.clone(),
+                options: shared.options.clone(),
             };
-            tokio::spawn(link.run(receiver, shutdown.clone()));
+            shared
+                .runtime
+                .spawn(link.run(receiver, shared.shutdown.clone()));
+            links.insert(peer, (address, sender));
         }
-        Transport {
-            queues: Arc::new(queues),
-            addresses: Arc::new(peers),
-            dropped: Arc::new(AtomicU64::new(0)),
-        }
+        let members = peers.keys().copied().filter(|&peer| peer != shared.id);
+        *shared.members.write().expect("members lock") = members.collect();
     }
 
     /// Where `peer` listens (or its link proxy does).
     pub fn address(&self, peer: NodeId) -> Option<SocketAddr> {
-        self.addresses.get(&peer).copied()
+        let links = self.shared.links.read().expect("links lock");
+        links.get(&peer).map(|(address, _)| *address)
+    }
+
+    /// Every peer and its address.
+    pub fn peers(&self) -> BTreeMap<NodeId, SocketAddr> {
+        let links = self.shared.links.read().expect("links lock");
+        (links.iter())
+            .map(|(&peer, (address, _))| (peer, *address))
+            .collect()
+    }
+
+    /// The incarnation `peer` announced when it last connected, member or not.
+    pub fn seen_incarnation(&self, peer: NodeId) -> Option<u64> {
+        self.shared
+            .seen
+            .lock()
+            .expect("seen lock")
+            .get(&peer)
+            .copied()
+    }
+
+    /// Every replica that connected, with the incarnation it announced last.
+    pub fn seen(&self) -> BTreeMap<NodeId, u64> {
+        self.shared.seen.lock().expect("seen lock").clone()
     }
 
     /// Queue a message for its peer; drops it if that peer's queue is full.
     pub fn send(&self, message: PeerMessage) {
-        let Some(queue) = self.queues.get(&message.to()) else {
+        let links = self.shared.links.read().expect("links lock");
+        let Some((_, queue)) = links.get(&message.to()) else {
             return;
         };
         if queue.try_send(message).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Messages dropped because a peer's queue was full or its link had stopped.
     pub fn dropped_total(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.shared.dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -146,6 +216,10 @@ impl Link {
                     tracing::debug!(peer = %self.address, %error, "peer link down; reconnecting");
                 }
             }
+            // The peer left the membership (or moved) while this link was down.
+            if queue.is_closed() {
+                return;
+            }
             tokio::select! {
                 _ = shutdown.wait_for(|stop| *stop) => return,
                 _ = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
@@ -158,10 +232,11 @@ impl Link {
         PeerFrame::Hello {
             from: self.id,
             cluster: self.options.cluster.clone(),
+            incarnation: self.options.incarnation,
         }
     }
 
-    /// Returns Ok only when the queue is closed (the replica is stopping).
+    /// Returns Ok only when the queue is closed (the replica is stopping, or the peer left).
     async fn connect_and_send(&self, queue: &mut mpsc::Receiver<PeerMessage>) -> Result<()> {
         let stream = TcpStream::connect(self.address).await?;
         stream.set_nodelay(true)?;
@@ -199,7 +274,8 @@ async fn write_message(
 
 /// What an inbound connection needs.
 struct Inbound {
-    members: Arc<Vec<NodeId>>,
+    members: Arc<RwLock<BTreeSet<NodeId>>>,
+    seen: Arc<Mutex<BTreeMap<NodeId, u64>>>,
     cluster: String,
     refused: RefusedConnections,
     deliver: Deliver,
@@ -245,7 +321,17 @@ impl Inbound {
     fn check(&self, first: &PeerFrame) -> Result<NodeId> {
         let refused = |reason, detail: String| Err(TransportError::Refused { reason, detail });
         let (from, cluster) = match first {
-            PeerFrame::Hello { from, cluster } => (*from, cluster),
+            PeerFrame::Hello {
+                from,
+                cluster,
+                incarnation,
+            } => {
+                if *cluster == self.cluster {
+                    let mut seen = self.seen.lock().expect("seen lock");
+                    seen.insert(*from, *incarnation);
+                }
+                (*from, cluster)
+            }
             PeerFrame::SnapshotFetch { from, cluster, .. } => (*from, cluster),
             other => return refused("member", format!("it opened with {}", other.kind())),
         };
@@ -256,7 +342,7 @@ impl Inbound {
             );
             return refused("cluster", detail);
         }
-        if !self.members.contains(&from) {
+        if !self.members.read().expect("members lock").contains(&from) {
             return refused("member", format!("replica {from} is not a member"));
         }
         Ok(from)
@@ -395,6 +481,7 @@ mod tests {
             let hello = PeerFrame::Hello {
                 from,
                 cluster: cluster.to_string(),
+                incarnation: 1,
             };
             stream
                 .write_all(&encode_frame(&hello, 1 << 20).unwrap())
@@ -418,6 +505,7 @@ mod tests {
         let hello = PeerFrame::Hello {
             from: 3,
             cluster: "prod".to_string(),
+            incarnation: 7,
         };
         stream
             .write_all(&encode_frame(&hello, 1 << 20).unwrap())
@@ -428,6 +516,26 @@ mod tests {
         let got = tokio::time::timeout(Duration::from_secs(5), inbox.recv()).await;
         assert_eq!(got.unwrap().unwrap(), heartbeat(3));
         assert!(inbox.try_recv().is_err(), "nothing refused was delivered");
+        // What each replica of this cluster announced is remembered, members or not.
+        assert_eq!(receiving.seen(), BTreeMap::from([(3, 7), (9, 1)]));
+        // A replica that joins the membership is taken from then on.
+        let mut peers = receiving.peers();
+        peers.insert(9, "127.0.0.1:1".parse().unwrap());
+        receiving.set_peers(peers);
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        let hello = PeerFrame::Hello {
+            from: 9,
+            cluster: "prod".to_string(),
+            incarnation: 1,
+        };
+        stream
+            .write_all(&encode_frame(&hello, 1 << 20).unwrap())
+            .await
+            .unwrap();
+        let frame = encode_frame(&PeerFrame::Peer(heartbeat(9)), 1 << 20).unwrap();
+        stream.write_all(&frame).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), inbox.recv()).await;
+        assert_eq!(got.unwrap().unwrap(), heartbeat(9));
         drop(receiving);
         stop.send(true).unwrap();
     }

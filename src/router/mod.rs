@@ -70,6 +70,9 @@ pub enum RouterError {
          new snapshot and start over"
     )]
     SnapshotGone { slot: u64 },
+    /// A membership request was not carried out (its reason is typed).
+    #[error("membership request refused ({}): {}", .0.reason.name(), .0.message)]
+    MembershipRefused(crate::wire::AdminRefusal),
 }
 
 pub type Result<T> = std::result::Result<T, RouterError>;
@@ -88,7 +91,8 @@ pub struct ClusterStatus {
     pub leader: Option<NodeId>,
     pub ballot: String,
     pub version: u64,
-    /// A leader is known and a majority of members answered.
+    /// A leader is known, a majority of members answered, and the membership names this
+    /// replica at the incarnation it runs.
     pub healthy: bool,
     /// The cluster's name, and the membership the answering replica knows committed.
     pub cluster: String,
@@ -390,8 +394,13 @@ impl PrimaryRouter {
     /// Every member's own view, asked over the peer channel; unreachable ones have none.
     pub async fn status(&self) -> ClusterStatus {
         let own = self.handle.status();
+        // The members the driver connects to now; the config's list until it knows them.
+        let peers = match own.peers.is_empty() {
+            true => self.peers.clone(),
+            false => own.peers.clone(),
+        };
         let mut asking = tokio::task::JoinSet::new();
-        for (&id, &peer_address) in &self.peers {
+        for (&id, &peer_address) in &peers {
             let handle = self.handle.clone();
             asking.spawn(async move {
                 let status = handle.peer_status(id).await.ok();
@@ -410,9 +419,12 @@ impl PrimaryRouter {
             leader: own.leader,
             ballot: own.ballot.to_string(),
             version: self.reader.applied().current_version,
+            // A replica the membership does not name at its incarnation (it lost its disk,
+            // or is new) is not healthy until an operator adds it.
             healthy: own.leader.is_some()
                 && own.stopped.is_none()
-                && answered * 2 > self.peers.len(),
+                && answered * 2 > peers.len()
+                && (own.membership.get(own.id)).is_some_and(|m| m.incarnation == own.incarnation),
             cluster: own.cluster,
             membership: own.membership,
         }
@@ -420,6 +432,19 @@ impl PrimaryRouter {
 
     pub fn id(&self) -> NodeId {
         self.handle.id()
+    }
+
+    /// An operator's membership request, carried out by the leader (see
+    /// `replica::driver`'s admin module).
+    pub async fn admin(
+        &self,
+        request: crate::wire::AdminRequest,
+    ) -> Result<crate::wire::MembershipView> {
+        match self.handle.admin(request).await {
+            Ok(Ok(view)) => Ok(view),
+            Ok(Err(refusal)) => Err(RouterError::MembershipRefused(refusal)),
+            Err(error) => Err(self.driver_error(error)),
+        }
     }
 
     pub fn role(&self) -> String {

@@ -510,6 +510,7 @@ pub struct ServerCluster {
     pub dir: PathBuf,
     pub endpoints: Vec<SocketAddr>,
     pub servers: Vec<Option<Process>>,
+    peers: Vec<SocketAddr>,
 }
 
 impl ServerCluster {
@@ -524,13 +525,23 @@ impl ServerCluster {
 
     /// Writes the configs and starts nothing.
     pub fn configure(dir: &Path, extra: &str) -> ServerCluster {
-        let addrs = free_addrs(6);
-        let (endpoints, peers) = (addrs[..3].to_vec(), addrs[3..].to_vec());
-        let members: Vec<String> = (peers.iter().enumerate())
-            .map(|(i, peer)| format!("  {{ id = {}, peer_addr = \"{peer}\" }},", i + 1))
-            .collect();
+        ServerCluster::configure_growable(dir, extra, 3)
+    }
+
+    /// Configs for three replicas that create the cluster, and for `total - 3` more that
+    /// may join it later (each of those lists the first three and itself, as
+    /// docs/operations.md says a joining replica's config does). Starts nothing.
+    pub fn configure_growable(dir: &Path, extra: &str, total: usize) -> ServerCluster {
+        assert!(total >= 3);
+        let addrs = free_addrs(2 * total);
+        let (endpoints, peers) = (addrs[..total].to_vec(), addrs[total..].to_vec());
+        let member = |i: usize| format!("  {{ id = {}, peer_addr = \"{}\" }},", i + 1, peers[i]);
         for (i, endpoint) in endpoints.iter().enumerate() {
             let id = i + 1;
+            let mut members: Vec<String> = (0..3).map(member).collect();
+            if i >= 3 {
+                members.push(member(i));
+            }
             let config = format!(
                 "id = {id}\ndata_dir = \"{}\"\nthrift_addr = \"{endpoint}\"\nmembers = [\n{}\n]\n{extra}\n",
                 dir.join(format!("node{id}")).display(),
@@ -541,8 +552,14 @@ impl ServerCluster {
         ServerCluster {
             dir: dir.to_path_buf(),
             endpoints,
-            servers: vec![None, None, None],
+            servers: (0..total).map(|_| None).collect(),
+            peers,
         }
+    }
+
+    /// Replica `i`'s peer address.
+    pub fn peer_addr(&self, i: usize) -> SocketAddr {
+        self.peers[i]
     }
 
     /// Replica `i`'s data directory.
@@ -581,7 +598,9 @@ impl ServerCluster {
     }
 
     pub fn wait_ready(&mut self) {
-        let live: Vec<usize> = (0..3).filter(|&i| self.servers[i].is_some()).collect();
+        let live: Vec<usize> = (0..self.servers.len())
+            .filter(|&i| self.servers[i].is_some())
+            .collect();
         for i in live {
             let endpoint = self.endpoints[i];
             let server = self.servers[i].as_mut().unwrap();

@@ -37,6 +37,7 @@ impl ErrorCode {
   pub const UNAVAILABLE: ErrorCode = ErrorCode(6);
   pub const INTERNAL: ErrorCode = ErrorCode(7);
   pub const SNAPSHOT_GONE: ErrorCode = ErrorCode(8);
+  pub const MEMBERSHIP_REFUSED: ErrorCode = ErrorCode(9);
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::INVALID_ARGUMENT,
     Self::LIMIT_EXCEEDED,
@@ -46,6 +47,7 @@ impl ErrorCode {
     Self::UNAVAILABLE,
     Self::INTERNAL,
     Self::SNAPSHOT_GONE,
+    Self::MEMBERSHIP_REFUSED,
   ];
 }
 
@@ -71,6 +73,7 @@ impl From<i32> for ErrorCode {
       6 => ErrorCode::UNAVAILABLE,
       7 => ErrorCode::INTERNAL,
       8 => ErrorCode::SNAPSHOT_GONE,
+      9 => ErrorCode::MEMBERSHIP_REFUSED,
       _ => ErrorCode(i)
     }
   }
@@ -1096,6 +1099,100 @@ impl From<SnapshotGone> for thrift::Error {
 impl Display for SnapshotGone {
   fn fmt(&self, f: &mut Formatter) -> fmt::Result {
     write!(f, "remote service threw SnapshotGone")
+  }
+}
+
+//
+// MembershipRefused
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct MembershipRefused {
+  pub code: ErrorCode,
+  pub reason: String,
+  pub message: String,
+}
+
+impl MembershipRefused {
+  pub fn new(code: ErrorCode, reason: String, message: String) -> MembershipRefused {
+    MembershipRefused {
+      code,
+      reason,
+      message,
+    }
+  }
+}
+
+impl TSerializable for MembershipRefused {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<MembershipRefused> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<ErrorCode> = None;
+    let mut f_2: Option<String> = None;
+    let mut f_3: Option<String> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = ErrorCode::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_string()?;
+          f_3 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("MembershipRefused.code", &f_1)?;
+    verify_required_field_exists("MembershipRefused.reason", &f_2)?;
+    verify_required_field_exists("MembershipRefused.message", &f_3)?;
+    let ret = MembershipRefused {
+      code: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      reason: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      message: f_3.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("MembershipRefused");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("code", TType::I32, 1))?;
+    self.code.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("reason", TType::String, 2))?;
+    o_prot.write_string(&self.reason)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("message", TType::String, 3))?;
+    o_prot.write_string(&self.message)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+impl Error for MembershipRefused {}
+
+impl From<MembershipRefused> for thrift::Error {
+  fn from(e: MembershipRefused) -> Self {
+    thrift::Error::User(Box::new(e))
+  }
+}
+
+impl Display for MembershipRefused {
+  fn fmt(&self, f: &mut Formatter) -> fmt::Result {
+    write!(f, "remote service threw MembershipRefused")
   }
 }
 
@@ -2269,10 +2366,11 @@ pub struct ReplicaStatus {
   pub reachable: bool,
   pub member: Option<String>,
   pub incarnation: Option<i64>,
+  pub running_incarnation: Option<i64>,
 }
 
 impl ReplicaStatus {
-  pub fn new<F7, F8>(id: i32, peer_address: String, role: String, committed_slot: i64, applied_slot: i64, reachable: bool, member: F7, incarnation: F8) -> ReplicaStatus where F7: Into<Option<String>>, F8: Into<Option<i64>> {
+  pub fn new<F7, F8, F9>(id: i32, peer_address: String, role: String, committed_slot: i64, applied_slot: i64, reachable: bool, member: F7, incarnation: F8, running_incarnation: F9) -> ReplicaStatus where F7: Into<Option<String>>, F8: Into<Option<i64>>, F9: Into<Option<i64>> {
     ReplicaStatus {
       id,
       peer_address,
@@ -2282,6 +2380,7 @@ impl ReplicaStatus {
       reachable,
       member: member.into(),
       incarnation: incarnation.into(),
+      running_incarnation: running_incarnation.into(),
     }
   }
 }
@@ -2297,6 +2396,7 @@ impl TSerializable for ReplicaStatus {
     let mut f_6: Option<bool> = None;
     let mut f_7: Option<String> = None;
     let mut f_8: Option<i64> = None;
+    let mut f_9: Option<i64> = None;
     loop {
       let field_ident = i_prot.read_field_begin()?;
       if field_ident.field_type == TType::Stop {
@@ -2336,6 +2436,10 @@ impl TSerializable for ReplicaStatus {
           let val = i_prot.read_i64()?;
           f_8 = Some(val);
         },
+        9 => {
+          let val = i_prot.read_i64()?;
+          f_9 = Some(val);
+        },
         _ => {
           i_prot.skip(field_ident.field_type)?;
         },
@@ -2358,6 +2462,7 @@ impl TSerializable for ReplicaStatus {
       reachable: f_6.expect("auto-generated code should have checked for presence of required fields"),
       member: f_7,
       incarnation: f_8,
+      running_incarnation: f_9,
     };
     Ok(ret)
   }
@@ -2389,6 +2494,379 @@ impl TSerializable for ReplicaStatus {
     }
     if let Some(fld_var) = self.incarnation {
       o_prot.write_field_begin(&TFieldIdentifier::new("incarnation", TType::I64, 8))?;
+      o_prot.write_i64(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(fld_var) = self.running_incarnation {
+      o_prot.write_field_begin(&TFieldIdentifier::new("running_incarnation", TType::I64, 9))?;
+      o_prot.write_i64(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// Member
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct Member {
+  pub id: i32,
+  pub kind: String,
+  pub incarnation: i64,
+  pub peer_address: String,
+  pub committed_slot: Option<i64>,
+}
+
+impl Member {
+  pub fn new<F5>(id: i32, kind: String, incarnation: i64, peer_address: String, committed_slot: F5) -> Member where F5: Into<Option<i64>> {
+    Member {
+      id,
+      kind,
+      incarnation,
+      peer_address,
+      committed_slot: committed_slot.into(),
+    }
+  }
+}
+
+impl TSerializable for Member {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<Member> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<i32> = None;
+    let mut f_2: Option<String> = None;
+    let mut f_3: Option<i64> = None;
+    let mut f_4: Option<String> = None;
+    let mut f_5: Option<i64> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_i32()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_i64()?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = i_prot.read_string()?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = i_prot.read_i64()?;
+          f_5 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("Member.id", &f_1)?;
+    verify_required_field_exists("Member.kind", &f_2)?;
+    verify_required_field_exists("Member.incarnation", &f_3)?;
+    verify_required_field_exists("Member.peer_address", &f_4)?;
+    let ret = Member {
+      id: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      kind: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      incarnation: f_3.expect("auto-generated code should have checked for presence of required fields"),
+      peer_address: f_4.expect("auto-generated code should have checked for presence of required fields"),
+      committed_slot: f_5,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("Member");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("id", TType::I32, 1))?;
+    o_prot.write_i32(self.id)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("kind", TType::String, 2))?;
+    o_prot.write_string(&self.kind)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("incarnation", TType::I64, 3))?;
+    o_prot.write_i64(self.incarnation)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("peer_address", TType::String, 4))?;
+    o_prot.write_string(&self.peer_address)?;
+    o_prot.write_field_end()?;
+    if let Some(fld_var) = self.committed_slot {
+      o_prot.write_field_begin(&TFieldIdentifier::new("committed_slot", TType::I64, 5))?;
+      o_prot.write_i64(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// Candidate
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct Candidate {
+  pub id: i32,
+  pub incarnation: i64,
+}
+
+impl Candidate {
+  pub fn new(id: i32, incarnation: i64) -> Candidate {
+    Candidate {
+      id,
+      incarnation,
+    }
+  }
+}
+
+impl TSerializable for Candidate {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<Candidate> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<i32> = None;
+    let mut f_2: Option<i64> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_i32()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_i64()?;
+          f_2 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("Candidate.id", &f_1)?;
+    verify_required_field_exists("Candidate.incarnation", &f_2)?;
+    let ret = Candidate {
+      id: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      incarnation: f_2.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("Candidate");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("id", TType::I32, 1))?;
+    o_prot.write_i32(self.id)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("incarnation", TType::I64, 2))?;
+    o_prot.write_i64(self.incarnation)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// Membership
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct Membership {
+  pub members: Vec<Member>,
+  pub leader: Option<i32>,
+  pub committed_slot: i64,
+  pub candidates: Vec<Candidate>,
+}
+
+impl Membership {
+  pub fn new<F2>(members: Vec<Member>, leader: F2, committed_slot: i64, candidates: Vec<Candidate>) -> Membership where F2: Into<Option<i32>> {
+    Membership {
+      members,
+      leader: leader.into(),
+      committed_slot,
+      candidates,
+    }
+  }
+}
+
+impl TSerializable for Membership {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<Membership> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<Vec<Member>> = None;
+    let mut f_2: Option<i32> = None;
+    let mut f_3: Option<i64> = None;
+    let mut f_4: Option<Vec<Candidate>> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let list_ident = i_prot.read_list_begin()?;
+          let mut val: Vec<Member> = Vec::with_capacity(list_ident.size as usize);
+          for _ in 0..list_ident.size {
+            let list_elem_7 = Member::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_7);
+          }
+          i_prot.read_list_end()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_i32()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_i64()?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let list_ident = i_prot.read_list_begin()?;
+          let mut val: Vec<Candidate> = Vec::with_capacity(list_ident.size as usize);
+          for _ in 0..list_ident.size {
+            let list_elem_8 = Candidate::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_8);
+          }
+          i_prot.read_list_end()?;
+          f_4 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("Membership.members", &f_1)?;
+    verify_required_field_exists("Membership.committed_slot", &f_3)?;
+    verify_required_field_exists("Membership.candidates", &f_4)?;
+    let ret = Membership {
+      members: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      leader: f_2,
+      committed_slot: f_3.expect("auto-generated code should have checked for presence of required fields"),
+      candidates: f_4.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("Membership");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("members", TType::List, 1))?;
+    o_prot.write_list_begin(&TListIdentifier::new(TType::Struct, self.members.len() as i32))?;
+    for e in &self.members {
+      e.write_to_out_protocol(o_prot)?;
+    }
+    o_prot.write_list_end()?;
+    o_prot.write_field_end()?;
+    if let Some(fld_var) = self.leader {
+      o_prot.write_field_begin(&TFieldIdentifier::new("leader", TType::I32, 2))?;
+      o_prot.write_i32(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_begin(&TFieldIdentifier::new("committed_slot", TType::I64, 3))?;
+    o_prot.write_i64(self.committed_slot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("candidates", TType::List, 4))?;
+    o_prot.write_list_begin(&TListIdentifier::new(TType::Struct, self.candidates.len() as i32))?;
+    for e in &self.candidates {
+      e.write_to_out_protocol(o_prot)?;
+    }
+    o_prot.write_list_end()?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// MemberAddRequest
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct MemberAddRequest {
+  pub id: i32,
+  pub peer_address: Option<String>,
+  pub incarnation: Option<i64>,
+}
+
+impl MemberAddRequest {
+  pub fn new<F2, F3>(id: i32, peer_address: F2, incarnation: F3) -> MemberAddRequest where F2: Into<Option<String>>, F3: Into<Option<i64>> {
+    MemberAddRequest {
+      id,
+      peer_address: peer_address.into(),
+      incarnation: incarnation.into(),
+    }
+  }
+}
+
+impl TSerializable for MemberAddRequest {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<MemberAddRequest> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<i32> = None;
+    let mut f_2: Option<String> = None;
+    let mut f_3: Option<i64> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_i32()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_i64()?;
+          f_3 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("MemberAddRequest.id", &f_1)?;
+    let ret = MemberAddRequest {
+      id: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      peer_address: f_2,
+      incarnation: f_3,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("MemberAddRequest");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("id", TType::I32, 1))?;
+    o_prot.write_i32(self.id)?;
+    o_prot.write_field_end()?;
+    if let Some(ref fld_var) = self.peer_address {
+      o_prot.write_field_begin(&TFieldIdentifier::new("peer_address", TType::String, 2))?;
+      o_prot.write_string(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(fld_var) = self.incarnation {
+      o_prot.write_field_begin(&TFieldIdentifier::new("incarnation", TType::I64, 3))?;
       o_prot.write_i64(fld_var)?;
       o_prot.write_field_end()?
     }
@@ -2444,8 +2922,8 @@ impl TSerializable for Status {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<ReplicaStatus> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_7 = ReplicaStatus::read_from_in_protocol(i_prot)?;
-            val.push(list_elem_7);
+            let list_elem_9 = ReplicaStatus::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_9);
           }
           i_prot.read_list_end()?;
           f_1 = Some(val);
@@ -3267,6 +3745,11 @@ pub trait TPaxkvSyncClient {
   fn watch(&mut self, request: WatchRequest) -> thrift::Result<WatchResult>;
   fn status(&mut self) -> thrift::Result<Status>;
   fn admin_snapshot(&mut self) -> thrift::Result<SnapshotInfo>;
+  fn admin_member_list(&mut self) -> thrift::Result<Membership>;
+  fn admin_member_add(&mut self, request: MemberAddRequest) -> thrift::Result<Membership>;
+  fn admin_member_promote(&mut self, id: i32) -> thrift::Result<Membership>;
+  fn admin_member_remove(&mut self, id: i32) -> thrift::Result<Membership>;
+  fn admin_transfer_leader(&mut self, id: i32) -> thrift::Result<Membership>;
   fn read_snapshot(&mut self, request: ReadSnapshotRequest) -> thrift::Result<SnapshotChunk>;
 }
 
@@ -3591,6 +4074,141 @@ impl <C: TThriftClient + TPaxkvSyncClientMarker> TPaxkvSyncClient for C {
       result.ok_or()
     }
   }
+  fn admin_member_list(&mut self) -> thrift::Result<Membership> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("adminMemberList", TMessageType::Call, self.sequence_number());
+        let call_args = PaxkvAdminMemberListArgs {  };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("adminMemberList", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = PaxkvAdminMemberListResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn admin_member_add(&mut self, request: MemberAddRequest) -> thrift::Result<Membership> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("adminMemberAdd", TMessageType::Call, self.sequence_number());
+        let call_args = PaxkvAdminMemberAddArgs { request };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("adminMemberAdd", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = PaxkvAdminMemberAddResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn admin_member_promote(&mut self, id: i32) -> thrift::Result<Membership> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("adminMemberPromote", TMessageType::Call, self.sequence_number());
+        let call_args = PaxkvAdminMemberPromoteArgs { id };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("adminMemberPromote", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = PaxkvAdminMemberPromoteResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn admin_member_remove(&mut self, id: i32) -> thrift::Result<Membership> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("adminMemberRemove", TMessageType::Call, self.sequence_number());
+        let call_args = PaxkvAdminMemberRemoveArgs { id };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("adminMemberRemove", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = PaxkvAdminMemberRemoveResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn admin_transfer_leader(&mut self, id: i32) -> thrift::Result<Membership> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("adminTransferLeader", TMessageType::Call, self.sequence_number());
+        let call_args = PaxkvAdminTransferLeaderArgs { id };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("adminTransferLeader", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = PaxkvAdminTransferLeaderResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
   fn read_snapshot(&mut self, request: ReadSnapshotRequest) -> thrift::Result<SnapshotChunk> {
     (
       {
@@ -3636,6 +4254,11 @@ pub trait PaxkvSyncHandler {
   fn handle_watch(&self, request: WatchRequest) -> thrift::Result<WatchResult>;
   fn handle_status(&self) -> thrift::Result<Status>;
   fn handle_admin_snapshot(&self) -> thrift::Result<SnapshotInfo>;
+  fn handle_admin_member_list(&self) -> thrift::Result<Membership>;
+  fn handle_admin_member_add(&self, request: MemberAddRequest) -> thrift::Result<Membership>;
+  fn handle_admin_member_promote(&self, id: i32) -> thrift::Result<Membership>;
+  fn handle_admin_member_remove(&self, id: i32) -> thrift::Result<Membership>;
+  fn handle_admin_transfer_leader(&self, id: i32) -> thrift::Result<Membership>;
   fn handle_read_snapshot(&self, request: ReadSnapshotRequest) -> thrift::Result<SnapshotChunk>;
 }
 
@@ -3681,6 +4304,21 @@ impl <H: PaxkvSyncHandler> PaxkvSyncProcessor<H> {
   }
   fn process_admin_snapshot(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
     TPaxkvProcessFunctions::process_admin_snapshot(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_admin_member_list(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TPaxkvProcessFunctions::process_admin_member_list(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_admin_member_add(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TPaxkvProcessFunctions::process_admin_member_add(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_admin_member_promote(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TPaxkvProcessFunctions::process_admin_member_promote(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_admin_member_remove(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TPaxkvProcessFunctions::process_admin_member_remove(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_admin_transfer_leader(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TPaxkvProcessFunctions::process_admin_transfer_leader(&self.handler, incoming_sequence_number, i_prot, o_prot)
   }
   fn process_read_snapshot(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
     TPaxkvProcessFunctions::process_read_snapshot(&self.handler, incoming_sequence_number, i_prot, o_prot)
@@ -4598,6 +5236,394 @@ impl TPaxkvProcessFunctions {
       },
     }
   }
+  pub fn process_admin_member_list<H: PaxkvSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let _ = PaxkvAdminMemberListArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_admin_member_list() {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("adminMemberList", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = PaxkvAdminMemberListResult { result_value: Some(handler_return), unavailable: None, internal: None, refused: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = PaxkvAdminMemberListResult{ result_value: None, unavailable: Some(*err), internal: None, refused: None };
+              let message_ident = TMessageIdentifier::new("adminMemberList", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = PaxkvAdminMemberListResult{ result_value: None, unavailable: None, internal: Some(*err), refused: None };
+              let message_ident = TMessageIdentifier::new("adminMemberList", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<MembershipRefused>().is_some() {
+              let err = usr_err.downcast::<MembershipRefused>().expect("downcast already checked");
+              let ret_err = PaxkvAdminMemberListResult{ result_value: None, unavailable: None, internal: None, refused: Some(*err) };
+              let message_ident = TMessageIdentifier::new("adminMemberList", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("adminMemberList", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("adminMemberList", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("adminMemberList", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_admin_member_add<H: PaxkvSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = PaxkvAdminMemberAddArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_admin_member_add(args.request) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("adminMemberAdd", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = PaxkvAdminMemberAddResult { result_value: Some(handler_return), invalid: None, unavailable: None, internal: None, refused: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<InvalidArgument>().is_some() {
+              let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
+              let ret_err = PaxkvAdminMemberAddResult{ result_value: None, invalid: Some(*err), unavailable: None, internal: None, refused: None };
+              let message_ident = TMessageIdentifier::new("adminMemberAdd", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = PaxkvAdminMemberAddResult{ result_value: None, invalid: None, unavailable: Some(*err), internal: None, refused: None };
+              let message_ident = TMessageIdentifier::new("adminMemberAdd", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = PaxkvAdminMemberAddResult{ result_value: None, invalid: None, unavailable: None, internal: Some(*err), refused: None };
+              let message_ident = TMessageIdentifier::new("adminMemberAdd", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<MembershipRefused>().is_some() {
+              let err = usr_err.downcast::<MembershipRefused>().expect("downcast already checked");
+              let ret_err = PaxkvAdminMemberAddResult{ result_value: None, invalid: None, unavailable: None, internal: None, refused: Some(*err) };
+              let message_ident = TMessageIdentifier::new("adminMemberAdd", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("adminMemberAdd", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("adminMemberAdd", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("adminMemberAdd", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_admin_member_promote<H: PaxkvSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = PaxkvAdminMemberPromoteArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_admin_member_promote(args.id) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("adminMemberPromote", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = PaxkvAdminMemberPromoteResult { result_value: Some(handler_return), unavailable: None, internal: None, refused: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = PaxkvAdminMemberPromoteResult{ result_value: None, unavailable: Some(*err), internal: None, refused: None };
+              let message_ident = TMessageIdentifier::new("adminMemberPromote", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = PaxkvAdminMemberPromoteResult{ result_value: None, unavailable: None, internal: Some(*err), refused: None };
+              let message_ident = TMessageIdentifier::new("adminMemberPromote", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<MembershipRefused>().is_some() {
+              let err = usr_err.downcast::<MembershipRefused>().expect("downcast already checked");
+              let ret_err = PaxkvAdminMemberPromoteResult{ result_value: None, unavailable: None, internal: None, refused: Some(*err) };
+              let message_ident = TMessageIdentifier::new("adminMemberPromote", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("adminMemberPromote", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("adminMemberPromote", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("adminMemberPromote", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_admin_member_remove<H: PaxkvSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = PaxkvAdminMemberRemoveArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_admin_member_remove(args.id) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("adminMemberRemove", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = PaxkvAdminMemberRemoveResult { result_value: Some(handler_return), unavailable: None, internal: None, refused: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = PaxkvAdminMemberRemoveResult{ result_value: None, unavailable: Some(*err), internal: None, refused: None };
+              let message_ident = TMessageIdentifier::new("adminMemberRemove", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = PaxkvAdminMemberRemoveResult{ result_value: None, unavailable: None, internal: Some(*err), refused: None };
+              let message_ident = TMessageIdentifier::new("adminMemberRemove", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<MembershipRefused>().is_some() {
+              let err = usr_err.downcast::<MembershipRefused>().expect("downcast already checked");
+              let ret_err = PaxkvAdminMemberRemoveResult{ result_value: None, unavailable: None, internal: None, refused: Some(*err) };
+              let message_ident = TMessageIdentifier::new("adminMemberRemove", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("adminMemberRemove", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("adminMemberRemove", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("adminMemberRemove", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_admin_transfer_leader<H: PaxkvSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = PaxkvAdminTransferLeaderArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_admin_transfer_leader(args.id) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("adminTransferLeader", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = PaxkvAdminTransferLeaderResult { result_value: Some(handler_return), unavailable: None, internal: None, refused: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = PaxkvAdminTransferLeaderResult{ result_value: None, unavailable: Some(*err), internal: None, refused: None };
+              let message_ident = TMessageIdentifier::new("adminTransferLeader", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = PaxkvAdminTransferLeaderResult{ result_value: None, unavailable: None, internal: Some(*err), refused: None };
+              let message_ident = TMessageIdentifier::new("adminTransferLeader", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<MembershipRefused>().is_some() {
+              let err = usr_err.downcast::<MembershipRefused>().expect("downcast already checked");
+              let ret_err = PaxkvAdminTransferLeaderResult{ result_value: None, unavailable: None, internal: None, refused: Some(*err) };
+              let message_ident = TMessageIdentifier::new("adminTransferLeader", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("adminTransferLeader", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("adminTransferLeader", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("adminTransferLeader", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
   pub fn process_read_snapshot<H: PaxkvSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
     let args = PaxkvReadSnapshotArgs::read_from_in_protocol(i_prot)?;
     match handler.handle_read_snapshot(args.request) {
@@ -4720,6 +5746,21 @@ impl <H: PaxkvSyncHandler> TProcessor for PaxkvSyncProcessor<H> {
       },
       "adminSnapshot" => {
         self.process_admin_snapshot(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "adminMemberList" => {
+        self.process_admin_member_list(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "adminMemberAdd" => {
+        self.process_admin_member_add(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "adminMemberPromote" => {
+        self.process_admin_member_promote(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "adminMemberRemove" => {
+        self.process_admin_member_remove(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "adminTransferLeader" => {
+        self.process_admin_transfer_leader(message_ident.sequence_number, i_prot, o_prot)
       },
       "readSnapshot" => {
         self.process_read_snapshot(message_ident.sequence_number, i_prot, o_prot)
@@ -6504,6 +7545,773 @@ impl PaxkvAdminSnapshotResult {
     }
     if let Some(ref fld_var) = self.internal {
       o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// PaxkvAdminMemberListArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct PaxkvAdminMemberListArgs {
+}
+
+impl PaxkvAdminMemberListArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<PaxkvAdminMemberListArgs> {
+    i_prot.read_struct_begin()?;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = PaxkvAdminMemberListArgs {};
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("adminMemberList_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// PaxkvAdminMemberListResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct PaxkvAdminMemberListResult {
+  result_value: Option<Membership>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  refused: Option<MembershipRefused>,
+}
+
+impl PaxkvAdminMemberListResult {
+  fn ok_or(self) -> thrift::Result<Membership> {
+    if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.refused.is_some() {
+      Err(thrift::Error::User(Box::new(self.refused.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for PaxkvAdminMemberList"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<PaxkvAdminMemberListResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<Membership> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_9: Option<MembershipRefused> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = Membership::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        9 => {
+          let val = MembershipRefused::read_from_in_protocol(i_prot)?;
+          f_9 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = PaxkvAdminMemberListResult {
+      result_value: f_0,
+      unavailable: f_4,
+      internal: f_5,
+      refused: f_9,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("PaxkvAdminMemberListResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.refused {
+      o_prot.write_field_begin(&TFieldIdentifier::new("refused", TType::Struct, 9))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// PaxkvAdminMemberAddArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct PaxkvAdminMemberAddArgs {
+  request: MemberAddRequest,
+}
+
+impl PaxkvAdminMemberAddArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<PaxkvAdminMemberAddArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<MemberAddRequest> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = MemberAddRequest::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("PaxkvAdminMemberAddArgs.request", &f_1)?;
+    let ret = PaxkvAdminMemberAddArgs {
+      request: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("adminMemberAdd_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1))?;
+    self.request.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// PaxkvAdminMemberAddResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct PaxkvAdminMemberAddResult {
+  result_value: Option<Membership>,
+  invalid: Option<InvalidArgument>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  refused: Option<MembershipRefused>,
+}
+
+impl PaxkvAdminMemberAddResult {
+  fn ok_or(self) -> thrift::Result<Membership> {
+    if self.invalid.is_some() {
+      Err(thrift::Error::User(Box::new(self.invalid.unwrap())))
+    } else if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.refused.is_some() {
+      Err(thrift::Error::User(Box::new(self.refused.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for PaxkvAdminMemberAdd"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<PaxkvAdminMemberAddResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<Membership> = None;
+    let mut f_1: Option<InvalidArgument> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_9: Option<MembershipRefused> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = Membership::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        1 => {
+          let val = InvalidArgument::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        9 => {
+          let val = MembershipRefused::read_from_in_protocol(i_prot)?;
+          f_9 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = PaxkvAdminMemberAddResult {
+      result_value: f_0,
+      invalid: f_1,
+      unavailable: f_4,
+      internal: f_5,
+      refused: f_9,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("PaxkvAdminMemberAddResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.invalid {
+      o_prot.write_field_begin(&TFieldIdentifier::new("invalid", TType::Struct, 1))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.refused {
+      o_prot.write_field_begin(&TFieldIdentifier::new("refused", TType::Struct, 9))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// PaxkvAdminMemberPromoteArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct PaxkvAdminMemberPromoteArgs {
+  id: i32,
+}
+
+impl PaxkvAdminMemberPromoteArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<PaxkvAdminMemberPromoteArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<i32> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_i32()?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("PaxkvAdminMemberPromoteArgs.id", &f_1)?;
+    let ret = PaxkvAdminMemberPromoteArgs {
+      id: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("adminMemberPromote_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("id", TType::I32, 1))?;
+    o_prot.write_i32(self.id)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// PaxkvAdminMemberPromoteResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct PaxkvAdminMemberPromoteResult {
+  result_value: Option<Membership>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  refused: Option<MembershipRefused>,
+}
+
+impl PaxkvAdminMemberPromoteResult {
+  fn ok_or(self) -> thrift::Result<Membership> {
+    if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.refused.is_some() {
+      Err(thrift::Error::User(Box::new(self.refused.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for PaxkvAdminMemberPromote"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<PaxkvAdminMemberPromoteResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<Membership> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_9: Option<MembershipRefused> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = Membership::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        9 => {
+          let val = MembershipRefused::read_from_in_protocol(i_prot)?;
+          f_9 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = PaxkvAdminMemberPromoteResult {
+      result_value: f_0,
+      unavailable: f_4,
+      internal: f_5,
+      refused: f_9,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("PaxkvAdminMemberPromoteResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.refused {
+      o_prot.write_field_begin(&TFieldIdentifier::new("refused", TType::Struct, 9))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// PaxkvAdminMemberRemoveArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct PaxkvAdminMemberRemoveArgs {
+  id: i32,
+}
+
+impl PaxkvAdminMemberRemoveArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<PaxkvAdminMemberRemoveArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<i32> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_i32()?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("PaxkvAdminMemberRemoveArgs.id", &f_1)?;
+    let ret = PaxkvAdminMemberRemoveArgs {
+      id: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("adminMemberRemove_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("id", TType::I32, 1))?;
+    o_prot.write_i32(self.id)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// PaxkvAdminMemberRemoveResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct PaxkvAdminMemberRemoveResult {
+  result_value: Option<Membership>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  refused: Option<MembershipRefused>,
+}
+
+impl PaxkvAdminMemberRemoveResult {
+  fn ok_or(self) -> thrift::Result<Membership> {
+    if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.refused.is_some() {
+      Err(thrift::Error::User(Box::new(self.refused.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for PaxkvAdminMemberRemove"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<PaxkvAdminMemberRemoveResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<Membership> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_9: Option<MembershipRefused> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = Membership::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        9 => {
+          let val = MembershipRefused::read_from_in_protocol(i_prot)?;
+          f_9 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = PaxkvAdminMemberRemoveResult {
+      result_value: f_0,
+      unavailable: f_4,
+      internal: f_5,
+      refused: f_9,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("PaxkvAdminMemberRemoveResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.refused {
+      o_prot.write_field_begin(&TFieldIdentifier::new("refused", TType::Struct, 9))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// PaxkvAdminTransferLeaderArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct PaxkvAdminTransferLeaderArgs {
+  id: i32,
+}
+
+impl PaxkvAdminTransferLeaderArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<PaxkvAdminTransferLeaderArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<i32> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_i32()?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("PaxkvAdminTransferLeaderArgs.id", &f_1)?;
+    let ret = PaxkvAdminTransferLeaderArgs {
+      id: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("adminTransferLeader_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("id", TType::I32, 1))?;
+    o_prot.write_i32(self.id)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// PaxkvAdminTransferLeaderResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct PaxkvAdminTransferLeaderResult {
+  result_value: Option<Membership>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  refused: Option<MembershipRefused>,
+}
+
+impl PaxkvAdminTransferLeaderResult {
+  fn ok_or(self) -> thrift::Result<Membership> {
+    if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.refused.is_some() {
+      Err(thrift::Error::User(Box::new(self.refused.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for PaxkvAdminTransferLeader"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<PaxkvAdminTransferLeaderResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<Membership> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_9: Option<MembershipRefused> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = Membership::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        9 => {
+          let val = MembershipRefused::read_from_in_protocol(i_prot)?;
+          f_9 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = PaxkvAdminTransferLeaderResult {
+      result_value: f_0,
+      unavailable: f_4,
+      internal: f_5,
+      refused: f_9,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("PaxkvAdminTransferLeaderResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.refused {
+      o_prot.write_field_begin(&TFieldIdentifier::new("refused", TType::Struct, 9))?;
       fld_var.write_to_out_protocol(o_prot)?;
       o_prot.write_field_end()?
     }

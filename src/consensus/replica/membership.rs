@@ -40,6 +40,15 @@ impl Replica {
             || self.latest_membership().is_voter_at(id, incarnation)
     }
 
+    /// As leader: each member's committed slot as last heard (its own too), for
+    /// operators; `None` elsewhere.
+    pub fn member_progress(&self) -> Option<std::collections::BTreeMap<NodeId, Slot>> {
+        let lead = self.lead.as_ref()?;
+        let mut progress = lead.peer_commit.clone();
+        progress.insert(self.id(), self.commit_index);
+        Some(progress)
+    }
+
     /// Messages dropped so far because their sender's incarnation is not the member's.
     pub fn refused_messages(&self) -> u64 {
         self.refused_messages

@@ -37,7 +37,7 @@ impl<M: StateMachine> Driver<M> {
         }
     }
 
-    fn send_router(&self, to: NodeId, body: RouterMessage) {
+    pub(super) fn send_router(&self, to: NodeId, body: RouterMessage) {
         self.transport.send(PeerMessage::Router {
             from: self.id,
             to,
@@ -244,8 +244,14 @@ impl<M: StateMachine> Driver<M> {
                 };
                 self.send_router(from, body);
             }
+            RouterMessage::Admin {
+                incarnation,
+                context,
+                request,
+            } => self.on_admin_request(from, incarnation, context, request),
             // Replies: only for this run of this replica.
             RouterMessage::ProposeRefused { incarnation, .. }
+            | RouterMessage::AdminReply { incarnation, .. }
             | RouterMessage::Outcome { incarnation, .. }
             | RouterMessage::ReadIndexRefused { incarnation, .. }
             | RouterMessage::ReadIndexReply { incarnation, .. }
@@ -265,6 +271,9 @@ impl<M: StateMachine> Driver<M> {
             RouterMessage::ReadIndexReply { context, index, .. } => {
                 self.on_read_index_known(context, index)
             }
+            RouterMessage::AdminReply {
+                context, result, ..
+            } => self.on_admin_reply(from, context, result),
             RouterMessage::StatusReply {
                 context, status, ..
             } => {

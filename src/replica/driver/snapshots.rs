@@ -384,7 +384,15 @@ impl<M: StateMachine> Driver<M> {
                 return;
             }
         };
-        self.replica.install_snapshot(slot);
+        let membership = match self.machine.membership() {
+            Ok(membership) => membership,
+            Err(error) => {
+                // The new state is installed but unreadable: stop, as for a failed apply.
+                self.snapshots.fatal = Some(format!("reading the installed membership: {error}"));
+                return;
+            }
+        };
+        self.replica.install_snapshot_with(slot, membership);
         let kept = if slot == info.slot {
             metrics.snapshot_installs.inc();
             tracing::info!(replica = self.id, slot, "snapshot installed");
