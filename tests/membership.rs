@@ -172,3 +172,34 @@ fn a_cluster_grows_from_three_to_five_and_back_one_change_at_a_time() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// A leader that removes itself answers the change, steps down, and what is sent next
+/// through a replica that still believes in it waits for the next leader instead of going
+/// to a replica it no longer has a link to.
+#[test]
+fn a_leader_removes_itself_and_the_next_requests_find_the_next_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = ServerCluster::start(dir.path());
+    let leader = cluster.leader(0);
+    let via = (leader + 1) % 3;
+    let mut client = Retrying::new(cluster.endpoints[via], CALLS);
+    let two = client.call(|c| c.admin_member_remove(leader as i32 + 1));
+    assert_eq!(two.members.len(), 2, "{two:?}");
+    // At once, before the others have elected anyone: a membership call and a write.
+    let listed = client.call(|c| c.admin_member_list());
+    assert_eq!(kinds(&listed), kinds(&two));
+    assert_ne!(listed.leader, Some(leader as i32 + 1));
+    let version = client.call(|c| c.put(put("after", "removal")));
+    let other = (leader + 2) % 3;
+    let mut reader = Retrying::new(cluster.endpoints[other], CALLS);
+    let request = GetRequest::new(b"after".to_vec(), None);
+    assert_eq!(
+        reader
+            .call(|c| c.get(request.clone()))
+            .kv
+            .unwrap()
+            .mod_version,
+        version
+    );
+    cluster.kill9(leader);
+}

@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 
 use tokio::sync::oneshot;
 
+use super::router::Target;
 use super::{Driver, StateMachine};
 use crate::consensus::{self, MembershipChange, MembershipError, NodeId, Role, Slot};
 use crate::wire::{AdminReason, AdminRefusal, AdminRequest, MembershipView, RouterMessage};
@@ -95,16 +96,16 @@ impl<M: StateMachine> Driver<M> {
 
     /// Sends a waiting request to the leader, or carries it out if this replica leads.
     fn dispatch_admin(&mut self, context: u64) {
-        let leader = self.replica.leader();
+        let target = self.target();
         let Some(pending) = self.admin_requests.get_mut(&context) else {
             return;
         };
-        match leader {
-            Some(leader) if leader == self.id && self.replica.role() == Role::Leader => {
+        match target {
+            Target::Local => {
                 let pending = self.admin_requests.remove(&context).expect("present");
                 self.carry_out(pending.request, AdminWaiter::Local(pending.reply));
             }
-            Some(leader) if leader != self.id => {
+            Target::Peer(leader) => {
                 pending.sent_to = Some(leader);
                 let body = RouterMessage::Admin {
                     incarnation: self.incarnation,
@@ -113,7 +114,7 @@ impl<M: StateMachine> Driver<M> {
                 };
                 self.send_router(leader, body);
             }
-            _ => {}
+            Target::Unknown => {}
         }
     }
 

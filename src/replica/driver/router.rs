@@ -21,18 +21,22 @@ use crate::consensus::{Ballot, NodeId, Role, Slot};
 use crate::wire::{PeerMessage, PeerStatus, Refusal, RouterMessage};
 
 /// Where requests go now.
-enum Target {
+pub(super) enum Target {
     Local,
     Peer(NodeId),
     Unknown,
 }
 
 impl<M: StateMachine> Driver<M> {
-    fn target(&self) -> Target {
+    /// A leader this replica has no link to (it committed its own removal, and no new one
+    /// is elected yet) is no target: what would be sent to it waits for the next leader.
+    pub(super) fn target(&self) -> Target {
         let soft = self.replica.soft_state();
         match soft.leader {
             Some(leader) if leader == self.id && soft.role == Role::Leader => Target::Local,
-            Some(leader) if leader != self.id => Target::Peer(leader),
+            Some(leader) if leader != self.id && self.peer_addrs.contains_key(&leader) => {
+                Target::Peer(leader)
+            }
             _ => Target::Unknown,
         }
     }
