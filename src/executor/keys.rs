@@ -30,6 +30,10 @@ pub const META_GC_PASS: &[u8] = b"gc_pass";
 /// The membership the log named last at `applied_slot`, as the driver encoded it; absent
 /// until the first membership slot is applied. Snapshots and backups carry it.
 pub const META_MEMBERSHIP: &[u8] = b"membership";
+/// The state digest at `applied_slot` (see `digest`), and the slot its chain starts after
+/// (0 for a database that applied every slot from the first).
+pub const META_DIGEST: &[u8] = b"digest";
+pub const META_DIGEST_BASE: &[u8] = b"digest_base";
 /// Bumped whenever the bytes below change meaning; open refuses any other value.
 pub const LAYOUT_VERSION: u64 = 1;
 

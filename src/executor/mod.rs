@@ -32,6 +32,7 @@
 
 mod apply;
 pub mod command;
+pub mod digest;
 pub mod error;
 mod gc;
 mod keys;
@@ -62,8 +63,8 @@ pub use watch::WatchPage;
 
 use keys::{
     decode_u64, CF_DATA, CF_META, COLUMN_FAMILIES, LAYOUT_VERSION, META_APPLIED_SLOT,
-    META_CURRENT_VERSION, META_GC_CURSOR, META_GC_PASS, META_LAYOUT, META_MEMBERSHIP,
-    META_OLDEST_VERSION,
+    META_CURRENT_VERSION, META_DIGEST, META_DIGEST_BASE, META_GC_CURSOR, META_GC_PASS, META_LAYOUT,
+    META_MEMBERSHIP, META_OLDEST_VERSION,
 };
 
 /// A position in the replicated log. Slot 1 is the first; slot 0 means "none".
@@ -148,6 +149,7 @@ pub struct KvStoreExecutor {
     current_version: u64,
     oldest_version: u64,
     gc: gc::GcState,
+    digest: digest::StateDigest,
     /// Fault point: build the next slot's batch, then fail before writing it.
     #[cfg(test)]
     crash_before_write: bool,
@@ -179,6 +181,7 @@ impl KvStoreExecutor {
             current_version: opened.current_version,
             oldest_version: opened.oldest_version,
             gc: opened.gc,
+            digest: opened.digest,
             #[cfg(test)]
             crash_before_write: false,
         };
@@ -236,6 +239,12 @@ impl KvStoreExecutor {
         let mut write_options = WriteOptions::default();
         write_options.set_sync(true);
         Ok(self.db.write_opt(batch, &write_options)?)
+    }
+
+    /// The state digest at `applied_slot()`: equal on two replicas at the same slot (and the
+    /// same chain base) exactly when they wrote the same bytes for every slot since.
+    pub fn digest(&self) -> digest::StateDigest {
+        self.digest
     }
 
     /// The membership recorded by the last `apply_membership`, or in the installed
@@ -305,12 +314,25 @@ impl KvStoreExecutor {
         if let Some(membership) = membership {
             batch.put_cf(cf(&self.db, CF_META), META_MEMBERSHIP, membership);
         }
+        #[cfg(feature = "chaos")]
+        if fail::eval("executor::apply_wrongly", |_| ()).is_some() && !commands.is_empty() {
+            // A deliberate divergence for the chaos suite: one record no other replica writes.
+            batch.put_cf(
+                cf(&self.db, CF_META),
+                b"chaos_divergence",
+                slot.to_be_bytes(),
+            );
+        }
+        // Everything the slot writes, then the digest of it (which the digest cannot cover).
+        let digest = self.digest.next(slot, batch.data());
+        batch.put_cf(cf(&self.db, CF_META), META_DIGEST, digest.value);
         self.write(batch)?;
 
         self.applied_slot = slot;
         self.current_version = current_version;
         self.oldest_version = oldest_version;
         self.gc = gc;
+        self.digest = digest;
         self.invariants();
         self.applied.send_replace(Applied {
             slot,
@@ -400,6 +422,7 @@ struct Opened {
     current_version: u64,
     oldest_version: u64,
     gc: gc::GcState,
+    digest: digest::StateDigest,
 }
 
 fn db_options() -> rocksdb::Options {
@@ -428,12 +451,25 @@ fn open_db(path: &Path) -> Result<Opened> {
     let oldest_version = meta_u64(&db, META_OLDEST_VERSION)?;
     let gc_cursor = db.get_cf(meta, META_GC_CURSOR)?.unwrap_or_default();
     let gc = gc::GcState::decode(gc_cursor, db.get_cf(meta, META_GC_PASS)?.as_deref())?;
+    let digest = match db.get_cf(meta, META_DIGEST)? {
+        Some(value) => digest::StateDigest::decode(&value, meta_u64(&db, META_DIGEST_BASE)?)?,
+        // A database from before digests: its chain starts here, written with the next slot.
+        None => {
+            let started = digest::StateDigest::start(applied_slot);
+            let mut batch = WriteBatch::default();
+            batch.put_cf(meta, META_DIGEST_BASE, applied_slot.to_be_bytes());
+            batch.put_cf(meta, META_DIGEST, started.value);
+            db.write(batch)?;
+            started
+        }
+    };
     Ok(Opened {
         db,
         applied_slot,
         current_version,
         oldest_version,
         gc,
+        digest,
     })
 }
 

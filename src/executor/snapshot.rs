@@ -164,6 +164,7 @@ impl KvStoreExecutor {
         self.current_version = opened.current_version;
         self.oldest_version = opened.oldest_version;
         self.gc = opened.gc;
+        self.digest = opened.digest;
         self.invariants();
         self.applied.send_replace(Applied {
             slot,

@@ -1188,6 +1188,45 @@ fn size_properties_sum_over_the_column_families() {
 // Snapshots: checkpoints and installs.
 
 #[test]
+fn digests_agree_on_equal_histories_survive_reopen_and_travel_in_checkpoints() {
+    let mut a = Node::new(options());
+    let mut b = Node::new(options());
+    assert_eq!(a.executor().digest(), b.executor().digest());
+    for n in 0..20u32 {
+        let command = put(format!("k{}", n % 7).as_bytes(), &n.to_be_bytes());
+        a.apply_one(command.clone());
+        b.apply_one(command);
+        assert_eq!(a.executor().digest(), b.executor().digest(), "slot {n}");
+    }
+    let slot = a.executor().applied_slot() + 1;
+    a.executor().apply_membership(slot, b"m").unwrap();
+    b.executor().apply_membership(slot, b"m").unwrap();
+    assert_eq!(a.executor().digest(), b.executor().digest());
+    // One different value: different from then on.
+    a.apply_one(put(b"x", b"1"));
+    b.apply_one(put(b"x", b"2"));
+    a.apply_one(put(b"y", b"1"));
+    b.apply_one(put(b"y", b"1"));
+    let (da, db) = (a.executor().digest(), b.executor().digest());
+    assert_ne!(da.value, db.value);
+    a.reopen();
+    assert_eq!(a.executor().digest(), da, "persisted with the slot");
+    // A checkpoint carries its digest and chain base.
+    let scratch = tempfile::tempdir().unwrap();
+    let checkpoint = scratch.path().join("checkpoint");
+    let take = a.executor().checkpointer();
+    take(&checkpoint).unwrap();
+    let mut c = Node::new(options());
+    let staged = c.executor().staging_dir();
+    std::fs::rename(&checkpoint, &staged).unwrap();
+    c.executor().install_checkpoint(&staged).unwrap();
+    assert_eq!(c.executor().digest(), da);
+    a.apply_one(put(b"z", b"1"));
+    c.apply_one(put(b"z", b"1"));
+    assert_eq!(c.executor().digest(), a.executor().digest());
+}
+
+#[test]
 fn a_membership_is_applied_with_its_slot_and_travels_in_checkpoints() {
     let mut leader = Node::new(options());
     assert_eq!(leader.executor().membership().unwrap(), None);

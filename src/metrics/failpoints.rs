@@ -1,5 +1,6 @@
 //! `/debug/failpoints` on a node's HTTP endpoint, in `chaos` builds only: sets, lists and
-//! removes the WAL's fault points (wal/src/disk.rs) while the node runs.
+//! removes the WAL's fault points (wal/src/disk.rs) and the executor's (a deliberate
+//! divergence, src/executor/mod.rs) while the node runs.
 //!
 //! - `PUT /debug/failpoints/<name>` with a `fail` action string as the body (`return`,
 //!   `return(torn)` for `wal::write`, `sleep(2000)`, `pause`, `off`, ...): 200, or 400 for
@@ -15,13 +16,16 @@ use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::routing::get;
 
-/// The fault points the WAL evaluates; a name outside this list would match nothing, so it
-/// is refused rather than silently set.
-pub const FAULT_POINTS: [&str; 4] = [
+/// The fault points the WAL and the executor evaluate; a name outside this list would match
+/// nothing, so it is refused rather than silently set. `executor::apply_wrongly` (any
+/// action but `off`) makes the replica write one extra record with every slot of commands
+/// it applies: its state then differs from its peers', which divergence detection catches.
+pub const FAULT_POINTS: [&str; 5] = [
     "wal::write",
     "wal::fsync",
     "wal::create_segment",
     "wal::dir_sync",
+    "executor::apply_wrongly",
 ];
 
 /// The routes, for any state: they read none.
