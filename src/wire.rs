@@ -149,6 +149,13 @@ pub enum RouterMessage {
         context: u64,
         result: std::result::Result<MembershipView, AdminRefusal>,
     },
+    /// The sender's newest state digests, one per slot from `first` (see
+    /// `replica::driver::divergence`); `base` names the chain they belong to.
+    Digests {
+        base: Slot,
+        first: Slot,
+        digests: Vec<[u8; 16]>,
+    },
 }
 
 /// What an operator asks of the membership (`paxkv admin member ...`). The leader carries

@@ -1,7 +1,8 @@
 //! The fault and debug hooks of `chaos` builds, on real 3-process clusters (`paxkv server`,
 //! one replica per process, so a fault point set over HTTP hits one replica alone):
 //! `/debug/failpoints` on the metrics endpoint, `[debug] unsafe_local_reads` and
-//! `[debug] unsafe_skip_fsync`.
+//! `[debug] unsafe_skip_fsync`, and divergence detection catching a replica made to apply
+//! wrongly (`executor::apply_wrongly`).
 
 // Without the feature these tests would compile to nothing and pass unseen.
 #[cfg(not(feature = "chaos"))]
@@ -281,6 +282,93 @@ fn a_failed_fsync_stops_its_replica_the_others_go_on_and_it_catches_up() {
             "{key} after restart"
         );
     }
+}
+
+/// A replica made to apply its slots wrongly (one extra record per slot: a state no other
+/// replica has) is found out by comparing state digests: it stops, names the first slot it
+/// applied wrongly, raises `paxkv_divergence_detected`, and refuses to start again; the
+/// two others report it and keep serving. Without the fault point the same writes leave
+/// every gauge at 0 while comparisons run, so the check is not one that never fires.
+#[test]
+fn a_replica_that_applies_wrongly_is_caught_stopped_and_kept_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Servers::new(dir.path());
+    for i in 0..3 {
+        cluster.configure(i, "");
+        cluster.start(i);
+    }
+    for i in 0..3 {
+        cluster.wait_ready(i);
+    }
+    let wrong = (cluster.leader(0) + 1) % 3;
+    let mut writer = Retrying::new(cluster.endpoints[(wrong + 1) % 3], CALLS);
+    for i in 0..20 {
+        writer.call(|c| c.put(put(&format!("before{i}"), "v")));
+    }
+    // Comparisons run and agree: every replica compares slots with its peers once a second.
+    let deadline = Deadline::after(READY);
+    for i in 0..3 {
+        loop {
+            let scrape = http_get(cluster.metrics[i], "/metrics").unwrap().1;
+            let compared = sample(&scrape, "paxkv_digest_comparisons_total", &[]);
+            if compared.unwrap_or(0.0) >= 20.0 {
+                assert_eq!(sample(&scrape, "paxkv_divergence_detected", &[]), Some(0.0));
+                assert_eq!(sample(&scrape, "paxkv_divergent_peers", &[]), Some(0.0));
+                break;
+            }
+            assert!(
+                !deadline.passed(),
+                "replica {i} compared no digests: {scrape}"
+            );
+            std::thread::sleep(POLL);
+        }
+    }
+
+    cluster.fault(wrong, "executor::apply_wrongly", "return");
+    for i in 0..5 {
+        writer.call(|c| c.put(put(&format!("after{i}"), "v")));
+    }
+    let ready = wait_for_ready_code(cluster.metrics[wrong], 503);
+    assert!(ready.contains("this replica has stopped"), "{ready}");
+    let scrape = http_get(cluster.metrics[wrong], "/metrics").unwrap().1;
+    assert_eq!(sample(&scrape, "paxkv_divergence_detected", &[]), Some(1.0));
+    let first = sample(&scrape, "paxkv_divergence_first_slot", &[]).unwrap();
+    let log = cluster.log_tail(wrong);
+    assert!(
+        log.contains("diverged: this replica's applied state differs"),
+        "{log}"
+    );
+    assert!(log.contains(&format!("first at slot {first}")), "{log}");
+    // The others say which replica differs, and go on serving.
+    let others: Vec<usize> = (0..3).filter(|&i| i != wrong).collect();
+    for &i in &others {
+        let deadline = Deadline::after(READY);
+        loop {
+            let scrape = http_get(cluster.metrics[i], "/metrics").unwrap().1;
+            if sample(&scrape, "paxkv_divergent_peers", &[]) == Some(1.0) {
+                assert_eq!(sample(&scrape, "paxkv_divergence_detected", &[]), Some(0.0));
+                break;
+            }
+            assert!(
+                !deadline.passed(),
+                "replica {i} did not report the divergence"
+            );
+            std::thread::sleep(POLL);
+        }
+        let log = cluster.log_tail(i);
+        let named = format!("the applied state of replica {} differs", wrong + 1);
+        assert!(log.contains(&named), "{log}");
+    }
+    writer.call(|c| c.put(put("still", "serving")));
+    // Restarted, it refuses to start: it must be rebuilt.
+    cluster.kill9(wrong);
+    cluster.start(wrong);
+    let mut refused = cluster.servers[wrong].take().unwrap();
+    let status = refused
+        .wait_exit(READY)
+        .expect("a diverged replica refuses to start");
+    assert!(!status.success());
+    assert!(refused.log_tail(20).contains("diverged from its peers"));
 }
 
 /// The route's answers to requests that set nothing: an unknown name, an action `fail`

@@ -146,6 +146,14 @@ pub struct ReplicaMetrics {
     /// Consensus messages dropped because their sender is a member at another incarnation
     /// (a replica that lost its disk, or an impostor).
     pub refused_messages: IntCounter,
+    /// 1 once this replica found its applied state differs from a majority's (it stopped).
+    pub divergence_detected: IntGauge,
+    /// Peers this replica found differing from a majority, and the first slot at which a
+    /// difference was seen (0: none).
+    pub divergent_peers: IntGauge,
+    pub divergence_first_slot: IntGauge,
+    /// Slots whose digest this replica compared with a peer's.
+    pub digest_comparisons: IntCounter,
 }
 
 impl ReplicaMetrics {
@@ -272,6 +280,26 @@ impl ReplicaMetrics {
                 registry,
                 "paxkv_consensus_messages_refused_total",
                 "Consensus messages dropped: their sender is a member at another incarnation",
+            ),
+            divergence_detected: gauge(
+                registry,
+                "paxkv_divergence_detected",
+                "1 if this replica's applied state differs from a majority of replicas' (it stopped)",
+            ),
+            divergent_peers: gauge(
+                registry,
+                "paxkv_divergent_peers",
+                "Peers whose applied state differs from a majority's, as this replica compared",
+            ),
+            divergence_first_slot: gauge(
+                registry,
+                "paxkv_divergence_first_slot",
+                "The first log slot at which a difference of applied state was seen; 0 if none",
+            ),
+            digest_comparisons: counter(
+                registry,
+                "paxkv_digest_comparisons_total",
+                "Applied slots whose state digest this replica compared with a peer's",
             ),
         }
     }

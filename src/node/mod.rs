@@ -46,6 +46,10 @@ pub enum NodeError {
     Server(#[from] api::Error),
 }
 
+/// Written into `data_dir` by a replica whose applied state diverged from a majority's;
+/// a start that finds it refuses.
+pub const DIVERGED_FILE: &str = "DIVERGED";
+
 /// How long stopping waits for the metrics endpoint's open requests.
 const METRICS_STOP_TIMEOUT_MS: u64 = 1_000;
 
@@ -117,6 +121,7 @@ impl Node {
             driver.consensus.members = Vec::new();
         }
         driver.bootstrap = opened == identity::Opened::Bootstrapped;
+        driver.divergence_marker = Some(config.data_dir.join(DIVERGED_FILE));
         driver.transport.cluster = identity.cluster.clone();
         driver.transport.refused = metrics.peers.refused.clone();
         driver.snapshot.stream.cluster = identity.cluster.clone();

@@ -32,6 +32,7 @@ use crate::wire::{AdminRefusal, AdminRequest, MembershipView, PeerMessage, PeerS
 use paxkv_wal::WalOptions;
 
 mod admin;
+mod divergence;
 mod router;
 mod snapshots;
 
@@ -56,6 +57,13 @@ pub trait StateMachine: Send + 'static {
     fn apply_membership(&mut self, slot: Slot, membership: &Membership) -> Result<(), ApplyError> {
         let _ = membership;
         self.apply_slot(slot, &[]).map(|_| ())
+    }
+
+    /// The digest of the machine's state at `applied_slot` and the slot its chain starts
+    /// after, if it keeps one: equal on replicas that applied the same slots the same way
+    /// (see `driver::divergence`).
+    fn digest(&self) -> Option<(Slot, divergence::Digest)> {
+        None
     }
 
     /// Record `membership` at the applied slot without applying a slot: only when a new
@@ -172,6 +180,10 @@ pub struct DriverOptions {
     /// This start creates the cluster (`--bootstrap`): the consensus config's members are
     /// the membership, whatever a restored state machine recorded.
     pub bootstrap: bool,
+    /// Where a replica whose state diverged from a majority's writes why, fsynced, before
+    /// it stops; a start that finds the file refuses (`StartError::Diverged`). `None`: no
+    /// file.
+    pub divergence_marker: Option<PathBuf>,
 }
 
 impl DriverOptions {
@@ -190,6 +202,7 @@ impl DriverOptions {
             unsafe_skip_fsync: false,
             snapshot: SnapshotOptions::default(),
             bootstrap: false,
+            divergence_marker: None,
         }
     }
 }
@@ -227,6 +240,12 @@ pub enum StartError {
     Spawn(std::io::Error),
     #[error("reading the state machine's membership: {0}")]
     Machine(ApplyError),
+    #[error(
+        "{path} says this replica's applied state diverged from its peers' ({reason}). It \
+         must not serve: rebuild it as a replica that lost its disk (docs/operations.md, \
+         Replacing a failed machine)"
+    )]
+    Diverged { path: String, reason: String },
 }
 
 /// A replica's view of itself, refreshed after every Ready.
@@ -478,6 +497,14 @@ pub fn start<M: StateMachine>(
     options: DriverOptions,
 ) -> Result<ReplicaNode<M::Outcome>, StartError> {
     let id = options.consensus.id;
+    if let Some(path) = &options.divergence_marker {
+        if let Ok(reason) = std::fs::read_to_string(path) {
+            return Err(StartError::Diverged {
+                path: path.display().to_string(),
+                reason: reason.trim().to_string(),
+            });
+        }
+    }
     let (store, state) = LogStore::open(data_dir, options.wal.clone())?;
     let incarnation = seed(id);
     // A new cluster from restored data takes its membership from the config, not from the
@@ -537,7 +564,12 @@ pub fn start<M: StateMachine>(
         ..ReplicaStatus::default()
     }));
     let catalog = snapshots.catalog.clone();
+    let mut divergence = divergence::Divergence::default();
+    if let Some(digest) = machine.digest() {
+        divergence.restart(machine.applied_slot(), digest);
+    }
     let driver = Driver {
+        divergence,
         id,
         incarnation,
         snapshots,
@@ -673,6 +705,8 @@ struct Driver<M: StateMachine> {
     peer_addrs: BTreeMap<NodeId, SocketAddr>,
     /// The config's members: the addresses of members the membership names none for.
     bootstrap_addrs: BTreeMap<NodeId, SocketAddr>,
+    /// Digests of the state applied lately, compared with peers'.
+    divergence: divergence::Divergence,
 }
 
 impl<M: StateMachine> Driver<M> {
@@ -745,6 +779,9 @@ impl<M: StateMachine> Driver<M> {
         self.expire_requests();
         self.dispatch_waiting();
         self.tick_admin();
+        if self.ticks % divergence::REPORT_EVERY_TICKS == 0 {
+            self.report_digests();
+        }
     }
 
     fn deadline(&self, timeout_ms: u64) -> u64 {
@@ -869,6 +906,7 @@ impl<M: StateMachine> Driver<M> {
     fn apply(&mut self, slot: Slot, value: &Value) -> Result<(), ApplyError> {
         if let Value::Membership(membership) = value {
             self.machine.apply_membership(slot, membership)?;
+            self.record_digest(slot);
             self.answer_reads_applied(slot);
             return Ok(());
         }
@@ -884,6 +922,7 @@ impl<M: StateMachine> Driver<M> {
         let commands: Vec<&[u8]> = envelopes.iter().map(|e| e.command.as_slice()).collect();
         let started = metrics_now();
         let outcomes = self.machine.apply_slot(slot, &commands)?;
+        self.record_digest(slot);
         self.record_applied(started, commands.len());
         assert_eq!(outcomes.len(), envelopes.len(), "one outcome per command");
         for (envelope, outcome) in envelopes.iter().zip(outcomes) {

@@ -27,6 +27,11 @@ impl StateMachine for KvStoreExecutor {
         Ok(KvStoreExecutor::apply_membership(self, slot, &encoded)?)
     }
 
+    fn digest(&self) -> Option<(Slot, [u8; 16])> {
+        let digest = KvStoreExecutor::digest(self);
+        Some((digest.base, digest.value))
+    }
+
     fn seed_membership(&mut self, membership: &Membership) -> Result<(), ApplyError> {
         let encoded = serde_json::to_vec(membership)?;
         Ok(KvStoreExecutor::seed_membership(self, &encoded)?)

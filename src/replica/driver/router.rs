@@ -253,6 +253,11 @@ impl<M: StateMachine> Driver<M> {
                 context,
                 request,
             } => self.on_admin_request(from, incarnation, context, request),
+            RouterMessage::Digests {
+                base,
+                first,
+                digests,
+            } => self.on_digests(from, base, first, &digests),
             // Replies: only for this run of this replica.
             RouterMessage::ProposeRefused { incarnation, .. }
             | RouterMessage::AdminReply { incarnation, .. }

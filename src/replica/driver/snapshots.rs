@@ -42,7 +42,7 @@ pub(super) struct Snapshots {
     /// A fetch is running for a snapshot at or after this slot.
     fetching: Option<Slot>,
     /// Set when an install failed half way: the driver stops.
-    fatal: Option<String>,
+    pub(super) fatal: Option<String>,
 }
 
 impl Snapshots {
@@ -393,6 +393,7 @@ impl<M: StateMachine> Driver<M> {
             }
         };
         self.replica.install_snapshot_with(slot, membership);
+        self.restart_digests(slot);
         let kept = if slot == info.slot {
             metrics.snapshot_installs.inc();
             tracing::info!(replica = self.id, slot, "snapshot installed");
