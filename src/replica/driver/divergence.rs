@@ -236,6 +236,9 @@ impl<M: StateMachine> Driver<M> {
                         tracing::error!(replica = self.id, %error, "writing {path}");
                     }
                 }
+                // A last report, so the peers see this replica's differing digests even
+                // when it found out before its next report was due.
+                self.report_digests();
                 self.snapshots.fatal = Some(reason);
             }
         }
