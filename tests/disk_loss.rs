@@ -108,7 +108,10 @@ fn a_replica_that_lost_its_disk_waits_as_a_learner_and_the_acknowledged_write_su
         .find(|line| line.starts_with(&format!("{wiped_id} ")))
         .unwrap_or_else(|| panic!("{promoted}"));
     assert!(
-        line.contains("voter") && line.contains(&candidate.incarnation.to_string()),
+        line.contains("voter")
+            && line.contains(&candidate.incarnation.to_string())
+            // Added without an address, it keeps none: each replica's config names it.
+            && line.contains("(config)"),
         "{line}"
     );
 

@@ -284,7 +284,9 @@ impl<M: StateMachine> Driver<M> {
             }
             None => (known.map(|member| member.addr))
                 .filter(|addr| !addr.is_empty())
-                .or_else(|| self.bootstrap_addrs.get(&id).map(ToString::to_string))
+                // In this replica's config: the empty address, so that every replica uses the
+                // one its own config names (each may reach it by another route).
+                .or_else(|| self.bootstrap_addrs.contains_key(&id).then(String::new))
                 .ok_or_else(|| {
                     let message = format!("replica {id} is new: give its peer address");
                     refusal(AdminReason::AddressRequired, message)
