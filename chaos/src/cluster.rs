@@ -9,6 +9,10 @@
 //! process (`PUT /debug/failpoints/NAME`, in builds with the `chaos` feature), and a
 //! replica can be started with a known bug switched on (`InjectedBug`).
 //!
+//! `lose_disk` deletes a killed replica's data directory, and `readmit` starts it again and
+//! makes it a voter once more (`paxkv admin member add`, then `promote`), as an operator
+//! replacing a failed disk does (docs/operations.md, "Replacing a failed machine").
+//!
 //! Each directed peer link (n * (n - 1) of them) goes through a `Proxy` (each replica's
 //! config names, as the other members' peer addresses, the proxies of its links to them),
 //! so `set_link_cut` can drop a link in one direction, `set_link_delay` slow it and
@@ -22,6 +26,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
+use paxkv::api::gen::paxkv::{MemberAddRequest, MembershipRefused};
 use paxkv::api::TPaxkvSyncClient;
 
 use crate::client::{connect, describe};
@@ -38,6 +43,21 @@ const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Connect, write and read timeout of one request to a metrics endpoint.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Timeout of one membership call (the server's own request timeout is shorter).
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Between membership calls that were told to try again.
+const ADMIN_RETRY: Duration = Duration::from_millis(200);
+/// Refusals of `add` and `promote` that a later try may not get: no leader yet, a change
+/// still committing, a replica not yet connected or caught up, an outcome lost with a
+/// leader, a replace refused while another fault has a voter down.
+const ADMIN_TRANSIENT: [&str; 6] = [
+    "NO_LEADER",
+    "OUTCOME_UNKNOWN",
+    "CHANGE_IN_PROGRESS",
+    "NOT_CONNECTED",
+    "MEMBER_BEHIND",
+    "WOULD_LOSE_QUORUM",
+];
 
 /// A known bug a server of a `chaos` build switches on from its config's `[debug]` table,
 /// to show that the checkers catch what it breaks.
@@ -112,9 +132,13 @@ struct Node {
     thrift_addr: SocketAddr,
     metrics_addr: SocketAddr,
     config: PathBuf,
+    data_dir: PathBuf,
     log: PathBuf,
     child: Option<Child>,
     paused: bool,
+    /// Started with `--bootstrap`: a member of the cluster as first created. False once its
+    /// disk was lost: from then on it starts as a replica that joins.
+    bootstrap: bool,
 }
 
 impl Node {
@@ -228,6 +252,7 @@ impl Cluster {
             };
             let data_dir = dir.join(format!("node{id}"));
             let text = config_text(id, &data_dir, &addrs, &setup.timing, &setup.bugs);
+
             std::fs::write(&config, text).map_err(|source| ChaosError::File {
                 path: config.clone(),
                 source,
@@ -238,9 +263,11 @@ impl Cluster {
                 thrift_addr,
                 metrics_addr: metrics[i],
                 config,
+                data_dir,
                 log,
                 child: None,
                 paused: false,
+                bootstrap: true,
             });
         }
         let mut cluster = Cluster {
@@ -298,11 +325,14 @@ impl Cluster {
         let stderr = log
             .try_clone()
             .map_err(|source| ChaosError::Spawn { id, source })?;
-        let child = Command::new(binary)
-            .arg("server")
-            // Every start: the directory of a replica that ran keeps its state, and the
-            // nemeses never delete one.
-            .arg("--bootstrap")
+        let mut command = Command::new(binary);
+        command.arg("server");
+        if node.bootstrap {
+            // Every start until its disk is lost: a directory that holds this cluster's
+            // identity keeps it whatever the flag says.
+            command.arg("--bootstrap");
+        }
+        let child = command
             .arg("--config")
             .arg(&node.config)
             .env("RUST_BACKTRACE", "1")
@@ -335,6 +365,133 @@ impl Cluster {
             return Err(wrong_state(node, "restart"));
         }
         self.spawn(id)
+    }
+
+    /// Disk loss: SIGKILL the replica (if it runs) and delete its data directory. Its next
+    /// start finds no state and joins as a new incarnation, which `readmit` makes a member.
+    pub fn lose_disk(&mut self, id: u32) -> Result<()> {
+        if self.state(id) != NodeState::Killed {
+            self.kill9(id)?;
+        }
+        let node = self.node_mut(id);
+        node.bootstrap = false;
+        match std::fs::remove_dir_all(&node.data_dir) {
+            Err(source) if source.kind() != std::io::ErrorKind::NotFound => {
+                let path = node.data_dir.clone();
+                Err(ChaosError::File { path, source })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Starts a replica that lost its disk and makes it a voter again through the other
+    /// replicas: `admin_member_add` at the incarnation its own status names (no address:
+    /// each replica's config names it), then `admin_member_promote` once it caught up. The
+    /// incarnation is given, not left to the leader, which may not yet have heard the new
+    /// one (its connection from before the loss announced the old). Each call is tried
+    /// again while the refusal says a later try may succeed, up to `timeout` in all; any
+    /// other refusal, or the timeout, is an error.
+    pub fn readmit(&mut self, id: u32, timeout: Duration) -> Result<()> {
+        self.restart(id)?;
+        let clock = Clock::start();
+        let own = self.node(id).thrift_addr;
+        let incarnation = loop {
+            let status = connect(own, ADMIN_TIMEOUT).and_then(|mut c| c.status());
+            let running = (status.as_ref().ok())
+                .and_then(|s| {
+                    s.replicas
+                        .iter()
+                        .find(|r| u32::try_from(r.id).ok() == Some(id))
+                })
+                .and_then(|r| r.running_incarnation);
+            if let Some(incarnation) = running {
+                break incarnation;
+            }
+            if clock.elapsed() >= timeout {
+                let last = format!("no incarnation in its status: {status:?}");
+                return Err(ChaosError::Readmit { id, last });
+            }
+            thread::sleep(ADMIN_RETRY);
+        };
+        let others: Vec<SocketAddr> = (self.nodes.iter())
+            .filter(|n| n.id != id)
+            .map(|n| n.thrift_addr)
+            .collect();
+        let member = i32::try_from(id).expect("small");
+        let (mut promoting, mut turn) = (false, 0);
+        loop {
+            let addr = others[turn % others.len()];
+            let called = connect(addr, ADMIN_TIMEOUT).and_then(|mut client| match promoting {
+                false => client
+                    .admin_member_add(MemberAddRequest::new(member, None, Some(incarnation)))
+                    .map(drop),
+                true => client.admin_member_promote(member).map(drop),
+            });
+            let error = match called {
+                Ok(()) if promoting => return Ok(()),
+                Ok(()) => {
+                    eprintln!("           replica {id} added as a learner, promoting it");
+                    promoting = true;
+                    continue;
+                }
+                Err(error) => error,
+            };
+            let refusal = match &error {
+                thrift::Error::User(user) => user.downcast_ref::<MembershipRefused>(),
+                _ => None,
+            };
+            let reason = refusal.map(|r| r.reason.as_str());
+            match reason {
+                Some("ALREADY_MEMBER") if !promoting => promoting = true,
+                Some("ALREADY_VOTER") if promoting => return Ok(()),
+                Some(reason) if !ADMIN_TRANSIENT.contains(&reason) => {
+                    return Err(ChaosError::Readmit {
+                        id,
+                        last: describe(&error),
+                    });
+                }
+                _ if clock.elapsed() >= timeout => {
+                    return Err(ChaosError::Readmit {
+                        id,
+                        last: format!("not a voter within {timeout:?}: {}", describe(&error)),
+                    });
+                }
+                // Not a refusal (no connection, another error): try the next replica.
+                None => turn += 1,
+                Some(_) => {}
+            }
+            thread::sleep(ADMIN_RETRY);
+        }
+    }
+
+    /// Per running replica: its `paxkv_divergence_detected` and `paxkv_divergent_peers`
+    /// gauges, or why they could not be read.
+    pub fn divergence(&self) -> Vec<DivergenceReading> {
+        (self.nodes.iter())
+            .filter(|n| n.state() == NodeState::Running)
+            .map(|node| {
+                let scraped = http_request(node.metrics_addr, "GET", "/metrics", "");
+                let (detected, peers, error) = match scraped {
+                    Ok((200, body)) => (
+                        gauge(&body, "paxkv_divergence_detected"),
+                        gauge(&body, "paxkv_divergent_peers"),
+                        None,
+                    ),
+                    Ok((code, body)) => (None, None, Some(format!("HTTP {code}: {body}"))),
+                    Err(error) => (None, None, Some(error.to_string())),
+                };
+                let error = error.or_else(|| {
+                    (detected.is_none() || peers.is_none())
+                        .then(|| "the divergence gauges are missing".to_string())
+                });
+                DivergenceReading {
+                    node: node.id,
+                    detected: detected.unwrap_or(0.0) != 0.0,
+                    divergent_peers: peers.unwrap_or(0.0),
+                    error,
+                }
+            })
+            .collect()
     }
 
     pub fn pause(&mut self, id: u32) -> Result<()> {
@@ -639,13 +796,45 @@ fn free_addrs(count: usize) -> Result<Vec<SocketAddr>> {
         .collect()
 }
 
-/// One `PUT` with a text body, on its own connection; the status code and the body.
+/// What one replica's divergence gauges said at the end of a run.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DivergenceReading {
+    pub node: u32,
+    /// `paxkv_divergence_detected`: it found its own state differs from a majority's.
+    pub detected: bool,
+    /// `paxkv_divergent_peers`: peers it found differing from a majority.
+    pub divergent_peers: f64,
+    /// The scrape failed or lacked a gauge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The value of the first sample of `name` (whatever its labels) in a Prometheus text
+/// exposition.
+fn gauge(exposition: &str, name: &str) -> Option<f64> {
+    (exposition.lines())
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.rsplit_once(' '))
+        .filter(|(series, _)| series.split('{').next() == Some(name))
+        .find_map(|(_, value)| value.trim().parse().ok())
+}
+
 fn http_put(addr: SocketAddr, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+    http_request(addr, "PUT", path, body)
+}
+
+/// One request with a text body, on its own connection; the status code and the body.
+fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)?;
     stream.set_read_timeout(Some(HTTP_TIMEOUT))?;
     stream.set_write_timeout(Some(HTTP_TIMEOUT))?;
     let request = format!(
-        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
          Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
@@ -707,6 +896,15 @@ fn config_text(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gauges_are_read_by_exact_name() {
+        let text = "# TYPE paxkv_divergent_peers gauge\npaxkv_divergent_peers 2\n\
+                    paxkv_divergence_detected_total 5\npaxkv_divergence_detected{replica=\"1\"} 0\n";
+        assert_eq!(gauge(text, "paxkv_divergent_peers"), Some(2.0));
+        assert_eq!(gauge(text, "paxkv_divergence_detected"), Some(0.0));
+        assert_eq!(gauge(text, "paxkv_divergence_first_slot"), None);
+    }
 
     #[test]
     fn config_names_every_member_and_the_timing() {

@@ -51,6 +51,8 @@ pub enum ChaosError {
     UnknownBug { name: String, known: String },
     #[error("unknown nemesis {name:?}; implemented: {implemented}")]
     UnknownNemesis { name: String, implemented: String },
+    #[error("replica {id} that lost its disk could not be made a voter again: {last}")]
+    Readmit { id: u32, last: String },
     #[error("a call of the runner itself (setup or final read) kept failing: {0}")]
     Setup(String),
 }

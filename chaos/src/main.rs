@@ -57,7 +57,7 @@ struct RunArgs {
               .map(|s| s.parse::<usize>().expect("3 or 5")))]
     replicas: usize,
     /// Faults to inject: a comma-separated list of kill, pause, disk (or its kinds
-    /// disk-stall, disk-fsync, disk-torn), partition (partition-isolate,
+    /// disk-stall, disk-fsync, disk-torn, disk-loss), partition (partition-isolate,
     /// partition-one-way, partition-slow, partition-split), link (link-lossy,
     /// link-reorder); or all, none.
     #[arg(long, default_value = "all")]

@@ -6,7 +6,7 @@
 //!   restart it on the same data directory.
 //! - `pause`: SIGSTOP a replica (the leader or one at random) for longer than the election
 //!   timeout, then SIGCONT. Its clients' calls hang until their timeout.
-//! - `disk` (three kinds, through the replica's fault points):
+//! - `disk` (four kinds; the first three through the replica's fault points):
 //!   - `disk-stall`: `wal::fsync` = `pause` blocks the replica's driver in its next
 //!     fdatasync for longer than the election timeout, then `off` lets it go on;
 //!   - `disk-fsync`: `wal::fsync` = `return` fails its next fdatasync, which stops the
@@ -14,7 +14,13 @@
 //!     process);
 //!   - `disk-torn`: `wal::write` = `return(torn)` writes half of its next WAL write and
 //!     fails, which stops the replica; then killed and restarted, it recovers a WAL with a
-//!     torn tail.
+//!     torn tail;
+//!   - `disk-loss`: SIGKILL the replica and delete its data directory, as a failed disk
+//!     replaced by an empty one; at the heal it starts on the empty directory (without
+//!     `--bootstrap`), joins as a new incarnation, and is added and promoted again through
+//!     the other replicas (`READMIT_TIMEOUT` at most). Until then the membership has one
+//!     voter fewer, so nothing else is faulty meanwhile with 3 replicas. A replica that
+//!     forgot what it promised and voted anyway would lose acknowledged writes here.
 //! - `partition` (four kinds, through the cluster's link proxies):
 //!   - `partition-isolate`: every link to and from the replica is cut (a minority of one;
 //!     on the leader, an isolated leader);
@@ -45,7 +51,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::{Cluster, NodeState};
+use crate::cluster::{Cluster, DivergenceReading, NodeState};
 use crate::error::{ChaosError, Result};
 use crate::history::Clock;
 use crate::proxy::{LinkCounts, LinkFaults};
@@ -58,6 +64,7 @@ pub enum FaultKind {
     DiskStall,
     DiskFsync,
     DiskTorn,
+    DiskLoss,
     PartitionIsolate,
     PartitionOneWay,
     PartitionSlow,
@@ -67,12 +74,13 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
-    pub const IMPLEMENTED: [FaultKind; 11] = [
+    pub const IMPLEMENTED: [FaultKind; 12] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::DiskStall,
         FaultKind::DiskFsync,
         FaultKind::DiskTorn,
+        FaultKind::DiskLoss,
         FaultKind::PartitionIsolate,
         FaultKind::PartitionOneWay,
         FaultKind::PartitionSlow,
@@ -80,10 +88,11 @@ impl FaultKind {
         FaultKind::LinkLossy,
         FaultKind::LinkReorder,
     ];
-    pub const DISK: [FaultKind; 3] = [
+    pub const DISK: [FaultKind; 4] = [
         FaultKind::DiskStall,
         FaultKind::DiskFsync,
         FaultKind::DiskTorn,
+        FaultKind::DiskLoss,
     ];
     pub const PARTITION: [FaultKind; 4] = [
         FaultKind::PartitionIsolate,
@@ -100,6 +109,7 @@ impl FaultKind {
             FaultKind::DiskStall => "disk-stall",
             FaultKind::DiskFsync => "disk-fsync",
             FaultKind::DiskTorn => "disk-torn",
+            FaultKind::DiskLoss => "disk-loss",
             FaultKind::PartitionIsolate => "partition-isolate",
             FaultKind::PartitionOneWay => "partition-one-way",
             FaultKind::PartitionSlow => "partition-slow",
@@ -133,7 +143,7 @@ impl FaultKind {
     }
 }
 
-/// Parses `kill,pause`, `disk` (its three kinds), `partition` (its four), `link` (its two),
+/// Parses `kill,pause`, `disk` (its four kinds), `partition` (its four), `link` (its two),
 /// `all` (every implemented fault) or `none`.
 pub fn parse(list: &str) -> Result<Vec<FaultKind>> {
     let mut kinds = Vec::new();
@@ -173,6 +183,9 @@ pub const SLOW_LINK_DELAY: Duration = Duration::from_millis(100);
 pub const LOSSY_LINK_LOSS: f64 = 0.2;
 /// The probability that a `link-reorder` link holds a frame back behind the next one.
 pub const REORDERING_LINK_PROBABILITY: f64 = 0.2;
+/// The longest a replica that lost its disk may take to be a voter again at its heal
+/// (started, added, caught up by snapshot, promoted).
+pub const READMIT_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// How long the nemesis waits between faults and how long each lasts.
 #[derive(Clone, Debug)]
@@ -228,6 +241,9 @@ pub struct NemesisLog {
     /// What the link proxies did to the frames over the whole run.
     #[serde(default)]
     pub links: LinkCounts,
+    /// Each running replica's divergence gauges once the run is over.
+    #[serde(default)]
+    pub divergence: Vec<DivergenceReading>,
 }
 
 /// A fault in progress.
@@ -362,7 +378,9 @@ fn heal_due(
     let due = |a: &Active| !in_time || a.end_at <= now;
     while let Some(index) = state.active.iter().position(due) {
         let fault = state.active.remove(index);
+        progress(clock, "heal", &fault);
         heal(cluster, &fault, &state.active)?;
+        progress(clock, "healed", &fault);
         state.log.faults.push(fault.finish(clock));
         if state.next_start.is_none() {
             state.next_start = Some(clock.elapsed() + quiet(schedule, rng));
@@ -410,6 +428,7 @@ fn maybe_start(
     };
     state.started += 1;
     state.next_start = Some(start + quiet(schedule, rng));
+    progress(clock, "inject", &fault);
     inject(cluster, &fault, &state.active)?;
     state.active.push(fault);
     Ok(())
@@ -420,6 +439,7 @@ fn inject(cluster: &mut Cluster, fault: &Active, others: &[Active]) -> Result<()
     match (fault.kind, fault.kind.failpoint()) {
         (FaultKind::Kill, _) => cluster.kill9(node),
         (FaultKind::Pause, _) => cluster.pause(node),
+        (FaultKind::DiskLoss, _) => cluster.lose_disk(node),
         (kind, _) if kind.on_links() => {
             apply_links(cluster, others.iter().chain([fault]));
             Ok(())
@@ -438,6 +458,7 @@ fn heal(cluster: &mut Cluster, fault: &Active, others: &[Active]) -> Result<()> 
         FaultKind::Kill => cluster.restart(node),
         FaultKind::Pause => cluster.resume(node),
         FaultKind::DiskStall => cluster.failpoint(node, "wal::fsync", "off"),
+        FaultKind::DiskLoss => cluster.readmit(node, READMIT_TIMEOUT),
         FaultKind::DiskFsync | FaultKind::DiskTorn => {
             cluster.kill9(node)?;
             cluster.restart(node)
@@ -521,6 +542,21 @@ fn sleep_until(
         }
         thread::sleep(STEP.min(wake - now));
     }
+}
+
+/// One line on stderr per step of a fault, so a long run shows where it is.
+fn progress(clock: Clock, step: &str, fault: &Active) {
+    let leader = if fault.was_leader {
+        " (the leader)"
+    } else {
+        ""
+    };
+    eprintln!(
+        "{:9.1} s  {step:<6} {} on replica {:?}{leader}",
+        clock.elapsed().as_secs_f64(),
+        fault.kind.name(),
+        fault.nodes
+    );
 }
 
 fn millis(duration: Duration) -> f64 {

@@ -11,6 +11,7 @@ use crate::check::linearizable::{self, RegisterResult};
 use crate::check::set::{self, SetResult};
 use crate::check::watch::{self, WatchResult};
 use crate::check::Verdict;
+use crate::cluster::DivergenceReading;
 use crate::error::{ChaosError, Result};
 use crate::history::{Call, History, Operation, Outcome};
 use crate::nemesis::{Crash, Fault, NemesisLog};
@@ -82,6 +83,10 @@ pub struct Report {
     /// Frames the peer link proxies forwarded, dropped and held back.
     #[serde(default)]
     pub links: LinkCounts,
+    /// Each running replica's divergence gauges at the end (none when checking a saved
+    /// history): a replica that diverged, or names a peer that did, is a violation.
+    #[serde(default)]
+    pub divergence: Vec<DivergenceReading>,
     pub unavailable: Vec<Window>,
     /// The longest time between two successful calls (watch polls left out).
     pub longest_gap_ms: f64,
@@ -92,7 +97,7 @@ pub struct Report {
     pub violations: usize,
     /// Checkers that could not decide.
     pub unknown: usize,
-    /// One line per violation (checker verdicts, crashes, unparsable replies).
+    /// One line per violation (checker verdicts, crashes, divergence, unparsable replies).
     pub problems: Vec<String>,
 }
 
@@ -124,6 +129,7 @@ impl Report {
             faults,
             crashes,
             links,
+            divergence,
         } = nemesis;
         let operations = history.operations()?;
         let checks = Checks::run(&operations, search_steps_max);
@@ -148,6 +154,19 @@ impl Report {
                 c.node, c.status, c.at_ms
             )
         }));
+        for reading in &divergence {
+            let node = reading.node;
+            if reading.detected {
+                problems.push(format!("replica {node} found its applied state diverged"));
+            }
+            if reading.divergent_peers > 0.0 {
+                let peers = reading.divergent_peers;
+                problems.push(format!("replica {node} names {peers} divergent peers"));
+            }
+            if let Some(error) = &reading.error {
+                problems.push(format!("replica {node}: divergence gauges unread: {error}"));
+            }
+        }
         if unparsable_replies > 0 {
             problems.push(format!(
                 "{unparsable_replies} replies held values never written"
@@ -166,6 +185,7 @@ impl Report {
             concurrent_faults_ms,
             crashes,
             links,
+            divergence,
             unavailable: unavailable_windows(&operations, UNAVAILABLE_GAP_MS_MIN),
             longest_gap_ms: (unavailable_windows(&operations, 0.0).iter())
                 .fold(0.0, |longest, w| f64::max(longest, w.to_ms - w.from_ms)),
@@ -270,6 +290,17 @@ impl Report {
             "violations: {}, lost acknowledged writes: {}, undecided checks: {}",
             self.violations, self.lost_writes, self.unknown
         );
+        if !self.divergence.is_empty() {
+            let diverged = (self.divergence.iter()).filter(|r| r.detected).count();
+            let naming = (self.divergence.iter())
+                .filter(|r| r.divergent_peers > 0.0)
+                .count();
+            let _ = writeln!(
+                out,
+                "divergence: {} replicas read, {diverged} diverged, {naming} name a divergent peer",
+                self.divergence.len()
+            );
+        }
         for problem in &self.problems {
             let _ = writeln!(out, "  {problem}");
         }
@@ -383,6 +414,37 @@ mod tests {
         assert!(report.checks.registers.verdict.is_violation());
         assert!(report.violations >= 1, "{report:?}");
         assert!(report.summary().contains("VIOLATION"));
+    }
+
+    #[test]
+    fn a_replica_that_diverged_or_names_one_that_did_is_a_violation() {
+        let reading = |node, detected, divergent_peers, error: Option<&str>| DivergenceReading {
+            node,
+            detected,
+            divergent_peers,
+            error: error.map(str::to_string),
+        };
+        let clean = NemesisLog {
+            divergence: vec![reading(1, false, 0.0, None), reading(2, false, 0.0, None)],
+            ..NemesisLog::default()
+        };
+        let report = Report::new(&history(Vec::new()), 1_000, None, clean).unwrap();
+        assert_eq!(report.violations, 0, "{report:?}");
+        assert!(report
+            .summary()
+            .contains("divergence: 2 replicas read, 0 diverged, 0 name"));
+        let diverged = NemesisLog {
+            divergence: vec![
+                reading(1, true, 0.0, None),
+                reading(2, false, 1.0, None),
+                reading(3, false, 0.0, Some("refused")),
+            ],
+            ..NemesisLog::default()
+        };
+        let report = Report::new(&history(Vec::new()), 1_000, None, diverged).unwrap();
+        assert_eq!(report.violations, 3, "{report:?}");
+        assert!(report.problems[0].contains("replica 1 found its applied state diverged"));
+        assert!(report.problems[1].contains("replica 2 names 1 divergent peers"));
     }
 
     fn fault(start_ms: f64, end_ms: f64) -> Fault {

@@ -82,7 +82,10 @@ pub fn run(options: &RunOptions) -> Result<Report> {
     // Saved even when the run failed part way, so what happened can be checked.
     let history = recorder.history();
     history.save(&options.out.join("history.json"))?;
-    let log = driven?;
+    let mut log = driven?;
+    // Every replica compared state digests with its peers throughout; a difference shows
+    // in its gauges even where no client read the state it made wrong.
+    log.divergence = cluster.divergence();
     let info = RunInfo {
         seed: options.seed,
         time_s: recorder.clock().elapsed().as_secs_f64(),
