@@ -47,7 +47,7 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Between membership calls that were told to try again.
 const ADMIN_RETRY: Duration = Duration::from_millis(200);
-/// Refusals of `add` and `promote` that a later try may not get: no leader yet, a change
+/// Refusals of `add` and `promote` that a later try may not meet: no leader yet, a change
 /// still committing, a replica not yet connected or caught up, an outcome lost with a
 /// leader, a replace refused while another fault has a voter down.
 const ADMIN_TRANSIENT: [&str; 6] = [
@@ -252,7 +252,6 @@ impl Cluster {
             };
             let data_dir = dir.join(format!("node{id}"));
             let text = config_text(id, &data_dir, &addrs, &setup.timing, &setup.bugs);
-
             std::fs::write(&config, text).map_err(|source| ChaosError::File {
                 path: config.clone(),
                 source,
