@@ -103,7 +103,7 @@ impl Transport {
             snapshots,
             frame_bytes_max: options.peer_frame_bytes_max,
         };
-        tokio::spawn(accept_loop(listener, Arc::new(inbound), shutdown.clone()));
+        let accept_shutdown = shutdown.clone();
         let transport = Transport {
             shared: Arc::new(Shared {
                 id,
@@ -117,6 +117,9 @@ impl Transport {
             }),
         };
         transport.set_peers(peers);
+        // Only once the members are known: a peer that connects at once is judged against
+        // them, not refused as a stranger because the set was still empty.
+        tokio::spawn(accept_loop(listener, Arc::new(inbound), accept_shutdown));
         transport
     }
 
