@@ -388,8 +388,8 @@ impl Cluster {
     /// each replica's config names it), then `admin_member_promote` once it caught up. The
     /// incarnation is given, not left to the leader, which may not yet have heard the new
     /// one (its connection from before the loss announced the old). Each call is tried
-    /// again while the refusal says a later try may succeed, up to `timeout` in all; any
-    /// other refusal, or the timeout, is an error.
+    /// again, on the next of the other replicas, while the refusal says a later try may
+    /// succeed, up to `timeout` in all; any other refusal, or the timeout, is an error.
     pub fn readmit(&mut self, id: u32, timeout: Duration) -> Result<()> {
         self.restart(id)?;
         let clock = Clock::start();
@@ -455,9 +455,11 @@ impl Cluster {
                         last: format!("not a voter within {timeout:?}: {}", describe(&error)),
                     });
                 }
-                // Not a refusal (no connection, another error): try the next replica.
-                None => turn += 1,
-                Some(_) => {}
+                // No answer, or a refusal a later try may not get: ask the next replica,
+                // since the one asked may be down or cut off from the others (NO_LEADER
+                // for as long as another fault isolates it, and that fault's heal waits
+                // for this one).
+                _ => turn += 1,
             }
             thread::sleep(ADMIN_RETRY);
         }
