@@ -9,6 +9,7 @@
 //! verification, 7 a local file operation of `backup` or `restore` failed, 8 a membership
 //! request was refused. Every failure prints one line to stderr.
 mod backup;
+mod doc;
 mod member;
 
 use std::fmt::Write as _;
@@ -20,9 +21,9 @@ use std::time::Duration;
 use clap::{Args, Subcommand, ValueEnum};
 use paxkv::api::gen::paxkv::{
     Compacted, Compare, CompareOp, CompareTarget, Conflict, DeleteRangeRequest, DeleteRequest,
-    Event, EventType, GetRangeRequest, GetRequest, InternalError, InvalidArgument, KeyRange,
-    KeyValue, LimitExceeded, MembershipRefused, Mutation, MutationType, PutRequest, ReplicaStatus,
-    Session, SnapshotGone, Status, TooOld, TxnRequest, Unavailable, WatchRequest,
+    DocumentError, Event, EventType, GetRangeRequest, GetRequest, InternalError, InvalidArgument,
+    KeyRange, KeyValue, LimitExceeded, MembershipRefused, Mutation, MutationType, PutRequest,
+    ReplicaStatus, Session, SnapshotGone, Status, TooOld, TxnRequest, Unavailable, WatchRequest,
 };
 use paxkv::api::{connect, Client, Protocol, TPaxkvSyncClient};
 
@@ -39,7 +40,8 @@ const EXIT_OUTPUT: u8 = 5;
 const EXIT_VERIFY: u8 = 6;
 /// A local file operation of `backup` or `restore` failed (create, write, fsync, rename).
 const EXIT_LOCAL: u8 = 7;
-/// A membership request was refused (`MembershipRefused`, other than for want of a leader).
+/// A request was refused: `MembershipRefused` (other than for want of a leader), or
+/// `DocumentError` (a version mismatch, a failed test, a patch that does not apply).
 const EXIT_REFUSED: u8 = 8;
 
 /// A watch reconnects after a lost connection, or retries after `Unavailable`, waiting
@@ -64,6 +66,9 @@ pub enum ClientCommand {
     Watch(WatchArgs),
     /// Print the cluster's replicas, leader and health; exit 4 if unhealthy.
     Status(StatusArgs),
+    /// JSON documents: write, patch (RFC 6902 or RFC 7396) and read them (by JSON Pointer).
+    #[command(subcommand)]
+    Doc(doc::DocCommand),
     /// Administrative calls to one replica.
     #[command(subcommand)]
     Admin(backup::AdminCommand),
@@ -83,6 +88,7 @@ pub fn run(command: ClientCommand) -> ExitCode {
         ClientCommand::Txn(args) => txn(args),
         ClientCommand::Watch(args) => watch(args),
         ClientCommand::Status(args) => status(args),
+        ClientCommand::Doc(command) => doc::doc(command),
         ClientCommand::Admin(command) => backup::admin(command),
         ClientCommand::Backup(args) => backup::backup(args),
         ClientCommand::Restore(args) => backup::restore(args),
@@ -397,6 +403,13 @@ fn typed_failure(user: &(dyn std::error::Error + Send + Sync + 'static)) -> Fail
             "Unavailable: {} (retry after {} ms)",
             e.message, e.retry_after_ms
         ));
+    }
+    if let Some(e) = user.downcast_ref::<DocumentError>() {
+        let mut line = format!("DocumentError {}: {}", e.reason, e.message);
+        if let Some(version) = e.current_version {
+            let _ = write!(line, " (current_version={version})");
+        }
+        return Failure::Refused(line);
     }
     if let Some(e) = user.downcast_ref::<MembershipRefused>() {
         let line = format!("MembershipRefused {}: {}", e.reason, e.message);

@@ -11,7 +11,8 @@ use std::thread;
 use std::time::Duration;
 
 use paxkv::api::gen::paxkv::{
-    CommitRequest, Conflict, GetRequest, KeyRange, Mutation, MutationType, PutRequest,
+    CommitRequest, Conflict, GetRequest, KeyRange, Mutation, MutationType, PutDocumentRequest,
+    PutRequest,
 };
 use paxkv::api::TPaxkvSyncClient;
 use support::{
@@ -312,7 +313,9 @@ fn every_metric_the_dashboard_uses_is_exported() {
     let mut client = Retrying::new(dev.endpoints[0], CALLS);
     client.call(|c| c.put(put("dashboard")));
     client.call(|c| c.get(GetRequest::new(b"dashboard".to_vec(), None)));
-    // Labelled series (by method, by peer) exist once something was recorded for them.
+    let document = PutDocumentRequest::new(b"doc".to_vec(), b"{}".to_vec(), None, None);
+    client.call(|c| c.put_document(document.clone()));
+    // Labelled series (by method, by peer, by form) exist once something was recorded for them.
     let exported = |text: &str, name: &str| {
         text.lines().any(|l| {
             l.strip_prefix(name)

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use paxkv::api::gen::paxkv::PutRequest;
+use paxkv::api::gen::paxkv::{PutDocumentRequest, PutRequest};
 use paxkv::api::TPaxkvSyncClient;
 use support::{free_addrs, free_port, http_get, wait_ready, Deadline, Process, Retrying};
 
@@ -199,6 +199,10 @@ fn start_writer(endpoint: SocketAddr, stop: Arc<AtomicBool>) -> thread::JoinHand
         while !stop.load(Ordering::Relaxed) && !deadline.passed() {
             let request = PutRequest::new(format!("k/{puts}").into_bytes(), b"v".to_vec(), None);
             client.call(|c| c.put(request.clone()));
+            // And a document, so the document panel has data.
+            let json = format!(r#"{{"puts":{puts}}}"#).into_bytes();
+            let document = PutDocumentRequest::new(b"doc".to_vec(), json, None, None);
+            client.call(|c| c.put_document(document.clone()));
             puts += 1;
         }
         puts

@@ -1,7 +1,7 @@
 //! A Python client, generated from the IDL by the pinned compiler (Apache Thrift 0.17.0),
 //! against a real `paxkv dev` cluster: tests/python/client_test.py checks a put/get round
-//! trip in both protocols, a transaction conflict, a CAS with `txn`, a watch and a typed
-//! exception.
+//! trip in both protocols, a transaction conflict, a CAS with `txn`, a watch, typed
+//! exceptions, and JSON documents (put, RFC 6902 patch with a test, pointer read).
 //!
 //! Needs the `thrift` compiler and /usr/bin/python3 with Debian's `python3-thrift` (both
 //! installed by scripts/test.sh). Without the Python runtime the test fails and says why.

@@ -115,6 +115,7 @@ fn check_key(key: &[u8]) -> thrift::Result<()> {
         return Err(user_error(InvalidArgument::new(
             ErrorCode::INVALID_ARGUMENT,
             message,
+            None,
         )));
     }
     if key.len() > KEY_BYTES_MAX {
@@ -173,6 +174,24 @@ impl PaxkvSyncHandler for MemoryHandler {
     }
     fn handle_delete_key(&self, _: DeleteRequest) -> thrift::Result<i64> {
         unsupported("deleteKey")
+    }
+    fn handle_put_document(
+        &self,
+        _: paxkv::api::gen::paxkv::PutDocumentRequest,
+    ) -> thrift::Result<paxkv::api::gen::paxkv::DocumentWriteResult> {
+        unsupported("putDocument")
+    }
+    fn handle_patch_document(
+        &self,
+        _: paxkv::api::gen::paxkv::PatchDocumentRequest,
+    ) -> thrift::Result<paxkv::api::gen::paxkv::DocumentWriteResult> {
+        unsupported("patchDocument")
+    }
+    fn handle_get_document(
+        &self,
+        _: paxkv::api::gen::paxkv::GetDocumentRequest,
+    ) -> thrift::Result<paxkv::api::gen::paxkv::DocumentResult> {
+        unsupported("getDocument")
     }
     fn handle_delete_range(&self, _: DeleteRangeRequest) -> thrift::Result<i64> {
         unsupported("deleteRange")

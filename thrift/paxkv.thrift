@@ -23,12 +23,15 @@ enum ErrorCode {
   INTERNAL = 7,
   SNAPSHOT_GONE = 8,
   MEMBERSHIP_REFUSED = 9,
+  DOCUMENT = 10,
 }
 
-// The request is malformed (for example an empty key, or begin > end).
+// The request is malformed (for example an empty key, or begin > end). For input that is
+// not JSON (a document, a patch), `offset` is the byte at which parsing failed.
 exception InvalidArgument {
   1: required ErrorCode code = ErrorCode.INVALID_ARGUMENT,
   2: required string message,
+  3: optional i64 offset,
 }
 
 // A configured limit was exceeded; `limit` names it (key_bytes_max, value_bytes_max,
@@ -101,6 +104,21 @@ exception MembershipRefused {
   1: required ErrorCode code = ErrorCode.MEMBERSHIP_REFUSED,
   2: required string reason,
   3: required string message,
+}
+
+// A document write, patch or read was not carried out; nothing was written. `reason` is
+// one of: VERSION_MISMATCH (expected_version is not the key's mod_version, which is
+// `current_version`; 0 when the key is absent), NO_DOCUMENT (a patch of an absent key),
+// NOT_A_DOCUMENT (the key's value is not JSON), TEST_FAILED (an RFC 6902 `test` operation
+// did not hold; `operation` is its index), PATCH_FAILED (an operation could not be applied,
+// for example a path that does not exist; `operation` is its index), NO_SUCH_PATH (a
+// getDocument pointer names nothing in the document).
+exception DocumentError {
+  1: required ErrorCode code = ErrorCode.DOCUMENT,
+  2: required string reason,
+  3: required string message,
+  4: optional i32 operation,
+  5: optional i64 current_version,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -360,6 +378,63 @@ struct DeleteRangeRequest {
   2: optional Session session,
 }
 
+// A JSON document (RFC 8259) for `key`. It is stored in canonical form: the same members in
+// the same order, no insignificant whitespace, numbers to every digit as written (an
+// exponent gains its sign: 1e3 is kept as 1e+3), strings as written (escapes resolved). When the key holds a document already and an RFC 6902 patch from it
+// is less than half the new document's size, the log carries the patch and the version it
+// applies to instead of the whole document (DocumentWriteResult.delta).
+struct PutDocumentRequest {
+  1: required binary key,
+  2: required binary json,
+  // Write only if the key's mod_version is this (0: only if the key is absent), else
+  // DocumentError VERSION_MISMATCH.
+  3: optional i64 expected_version,
+  4: optional Session session,
+}
+
+enum PatchFormat {
+  // RFC 6902: a JSON array of operations (add, remove, replace, move, copy, test), applied
+  // all or nothing; a failed `test` is DocumentError TEST_FAILED.
+  JSON_PATCH = 1,
+  // RFC 7396: a JSON value merged into the document (null removes a member).
+  MERGE_PATCH = 2,
+}
+
+struct PatchDocumentRequest {
+  1: required binary key,
+  2: required binary patch,
+  3: required PatchFormat format,
+  // Apply only if the key's mod_version is this, else DocumentError VERSION_MISMATCH.
+  4: optional i64 expected_version,
+  5: optional Session session,
+}
+
+struct DocumentWriteResult {
+  // The commit version.
+  1: required i64 version,
+  // The log carried a patch against the previous version rather than the whole document.
+  2: required bool delta,
+  // Bytes the log carries for this write (after zstd compression, when it applies).
+  3: required i64 logged_bytes,
+}
+
+struct GetDocumentRequest {
+  1: required binary key,
+  // An RFC 6901 JSON Pointer ("/services/0/name"): only that part of the document is
+  // returned. Absent or "": the whole document.
+  2: optional string pointer,
+  // Absent: a linearizable read. Present: a snapshot read at this version.
+  3: optional i64 read_version,
+}
+
+struct DocumentResult {
+  // The document (or the part `pointer` names) in canonical form; absent if the key is.
+  1: optional binary json,
+  2: required i64 mod_version,
+  3: required i64 create_version,
+  4: required i64 read_version,
+}
+
 struct WatchRequest {
   1: required KeyRange range,
   2: required i64 from_version,
@@ -459,6 +534,21 @@ service Paxkv {
   Membership adminTransferLeader(1: i32 id)
     throws (4: Unavailable unavailable, 5: InternalError internal,
             9: MembershipRefused refused),
+
+  // JSON documents (docs/api.md, "Documents").
+  DocumentWriteResult putDocument(1: PutDocumentRequest request)
+    throws (1: InvalidArgument invalid, 2: LimitExceeded limit, 4: Unavailable unavailable,
+            5: InternalError internal, 10: DocumentError document),
+
+  // Edits a document in place: the log carries the patch, never the document.
+  DocumentWriteResult patchDocument(1: PatchDocumentRequest request)
+    throws (1: InvalidArgument invalid, 2: LimitExceeded limit, 4: Unavailable unavailable,
+            5: InternalError internal, 10: DocumentError document),
+
+  DocumentResult getDocument(1: GetDocumentRequest request)
+    throws (1: InvalidArgument invalid, 2: LimitExceeded limit, 3: TooOld too_old,
+            4: Unavailable unavailable, 5: InternalError internal,
+            10: DocumentError document),
 
   // Bytes of this replica's snapshot file `slot` from `offset`. An offset beyond the file
   // is InvalidArgument; a file this replica no longer holds is SnapshotGone.

@@ -17,11 +17,16 @@ use super::gen::paxkv::{
     WatchRequest, WatchResult,
 };
 use super::gen::paxkv::{Candidate, MemberAddRequest, Membership, MembershipRefused};
+use super::gen::paxkv::{
+    DocumentError, DocumentResult, DocumentWriteResult, GetDocumentRequest, PatchDocumentRequest,
+    PutDocumentRequest,
+};
 use crate::executor::{
-    Compare, CompareOp, CompareTarget, EventKind, KeyRange, KeyValue, Mutation, SessionId,
+    Compare, CompareOp, CompareTarget, EventKind, KeyRange, KeyValue, Mutation, PatchFormat,
+    SessionId,
 };
 use crate::metrics::ApiMetrics;
-use crate::router::{PrimaryRouter, RouterError};
+use crate::router::{DocumentWritten, PrimaryRouter, RouterError};
 use crate::wire::{AdminRequest, MembershipView};
 
 /// Which exceptions a method declares, so an undeclared one becomes `InternalError`
@@ -34,6 +39,7 @@ struct Declares {
     invalid: bool,
     limit: bool,
     snapshot_gone: bool,
+    document: bool,
 }
 
 const WRITE: Declares = Declares {
@@ -43,6 +49,7 @@ const WRITE: Declares = Declares {
     invalid: true,
     limit: true,
     snapshot_gone: false,
+    document: false,
 };
 const READ: Declares = Declares {
     too_old: true,
@@ -63,6 +70,14 @@ const READ_VERSION: Declares = Declares {
     ..WRITE
 };
 const ADMIN_SNAPSHOT: Declares = READ_VERSION;
+const DOCUMENT_WRITE: Declares = Declares {
+    document: true,
+    ..WRITE
+};
+const DOCUMENT_READ: Declares = Declares {
+    document: true,
+    ..READ
+};
 const READ_SNAPSHOT: Declares = Declares {
     limit: false,
     snapshot_gone: true,
@@ -148,6 +163,49 @@ impl KvHandler {
         let put = self.router.put(request.key, request.value, session);
         let committed = self.block_on(put).map_err(|e| exception(e, WRITE))?;
         Ok(to_wire(committed.version))
+    }
+
+    fn put_document(&self, request: PutDocumentRequest) -> Wire<DocumentWriteResult> {
+        let expected = optional_version(request.expected_version, "expected_version")?;
+        let session = session(request.session);
+        let put = (self.router).put_document(request.key, &request.json, expected, session);
+        let written = self
+            .block_on(put)
+            .map_err(|e| exception(e, DOCUMENT_WRITE))?;
+        Ok(document_written(written))
+    }
+
+    fn patch_document(&self, request: PatchDocumentRequest) -> Wire<DocumentWriteResult> {
+        let expected = optional_version(request.expected_version, "expected_version")?;
+        let format = match request.format {
+            wire::PatchFormat::JSON_PATCH => PatchFormat::JsonPatch,
+            wire::PatchFormat::MERGE_PATCH => PatchFormat::MergePatch,
+            other => return Err(invalid(format!("unknown patch format {}", other.0))),
+        };
+        let session = session(request.session);
+        let patch =
+            (self.router).patch_document(request.key, format, &request.patch, expected, session);
+        let written = self
+            .block_on(patch)
+            .map_err(|e| exception(e, DOCUMENT_WRITE))?;
+        Ok(document_written(written))
+    }
+
+    fn get_document(&self, request: GetDocumentRequest) -> Wire<DocumentResult> {
+        let read_version = optional_version(request.read_version, "read_version")?;
+        let pointer = request.pointer.unwrap_or_default();
+        let read = self
+            .router
+            .get_document(&request.key, &pointer, read_version);
+        let read = self
+            .block_on(read)
+            .map_err(|e| exception(e, DOCUMENT_READ))?;
+        Ok(DocumentResult::new(
+            read.json,
+            to_wire(read.mod_version),
+            to_wire(read.create_version),
+            to_wire(read.read_version),
+        ))
     }
 
     fn delete_key(&self, request: DeleteRequest) -> Wire<i64> {
@@ -314,6 +372,15 @@ impl PaxkvSyncHandler for KvHandler {
     fn handle_put(&self, request: PutRequest) -> Wire<i64> {
         self.observed("put", || self.put(request))
     }
+    fn handle_put_document(&self, request: PutDocumentRequest) -> Wire<DocumentWriteResult> {
+        self.observed("put_document", || self.put_document(request))
+    }
+    fn handle_patch_document(&self, request: PatchDocumentRequest) -> Wire<DocumentWriteResult> {
+        self.observed("patch_document", || self.patch_document(request))
+    }
+    fn handle_get_document(&self, request: GetDocumentRequest) -> Wire<DocumentResult> {
+        self.observed("get_document", || self.get_document(request))
+    }
     fn handle_delete_key(&self, request: DeleteRequest) -> Wire<i64> {
         self.observed("delete_key", || self.delete_key(request))
     }
@@ -424,9 +491,19 @@ fn outcome<T>(result: &Wire<T>) -> &'static str {
         "internal_error"
     } else if user.is::<SnapshotGone>() {
         "snapshot_gone"
+    } else if user.is::<DocumentError>() {
+        "document_error"
     } else {
         "error"
     }
+}
+
+fn document_written(written: DocumentWritten) -> DocumentWriteResult {
+    DocumentWriteResult::new(
+        to_wire(written.version),
+        written.delta,
+        saturating_i64(written.logged_bytes),
+    )
 }
 
 fn to_wire(value: u64) -> i64 {
@@ -437,6 +514,7 @@ fn invalid(message: impl Into<String>) -> ThriftError {
     user(InvalidArgument::new(
         ErrorCode::INVALID_ARGUMENT,
         message.into(),
+        None,
     ))
 }
 
@@ -541,6 +619,20 @@ fn exception(error: RouterError, declares: Declares) -> ThriftError {
     let message = error.to_string();
     match error {
         RouterError::InvalidArgument(message) if declares.invalid => invalid(message),
+        RouterError::InvalidJson(json) if declares.invalid => user(InvalidArgument::new(
+            ErrorCode::INVALID_ARGUMENT,
+            message,
+            saturating_i64(json.offset),
+        )),
+        RouterError::Document(refusal) if declares.document => user(DocumentError::new(
+            ErrorCode::DOCUMENT,
+            refusal.reason.name().to_string(),
+            refusal.message,
+            refusal
+                .operation
+                .map(|op| i32::try_from(op).unwrap_or(i32::MAX)),
+            refusal.current_version.map(saturating_i64),
+        )),
         RouterError::LimitExceeded {
             limit,
             actual,

@@ -20,6 +20,7 @@ use tracing::{debug, error, info, warn};
 use super::codec::FRAME_BYTES_MAX_LIMIT;
 use super::connection::{Connection, Frame};
 use super::error::{Error, Result};
+use super::gen::paxkv as gen;
 use super::gen::paxkv::{
     CommitRequest, CommitResult, DeleteRangeRequest, DeleteRequest, GetRangeRequest, GetRequest,
     GetResult, MemberAddRequest, Membership, PaxkvSyncHandler, PaxkvSyncProcessor, PutRequest,
@@ -361,6 +362,24 @@ impl<H: PaxkvSyncHandler + ?Sized> PaxkvSyncHandler for Arc<H> {
     }
     fn handle_put(&self, request: PutRequest) -> thrift::Result<i64> {
         (**self).handle_put(request)
+    }
+    fn handle_put_document(
+        &self,
+        request: gen::PutDocumentRequest,
+    ) -> thrift::Result<gen::DocumentWriteResult> {
+        (**self).handle_put_document(request)
+    }
+    fn handle_patch_document(
+        &self,
+        request: gen::PatchDocumentRequest,
+    ) -> thrift::Result<gen::DocumentWriteResult> {
+        (**self).handle_patch_document(request)
+    }
+    fn handle_get_document(
+        &self,
+        request: gen::GetDocumentRequest,
+    ) -> thrift::Result<gen::DocumentResult> {
+        (**self).handle_get_document(request)
     }
     fn handle_delete_key(&self, request: DeleteRequest) -> thrift::Result<i64> {
         (**self).handle_delete_key(request)

@@ -482,7 +482,7 @@ mod tests {
                 }
                 Fault::Invalid => {
                     let message = "bad".to_string();
-                    let invalid = InvalidArgument::new(ErrorCode::INVALID_ARGUMENT, message);
+                    let invalid = InvalidArgument::new(ErrorCode::INVALID_ARGUMENT, message, None);
                     thrift::Error::User(Box::new(invalid))
                 }
             }

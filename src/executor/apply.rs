@@ -8,9 +8,10 @@ use std::ops::Bound;
 use rocksdb::{DBRawIterator, WriteBatch, DB};
 
 use super::command::{
-    decode_record, encode_record, Compare, Event, EventKind, KeyRange, KvCommand, Mutation,
-    SessionId, WriteOutcome, WriteRequest,
+    decode_record, encode_record, Compare, DocumentBody, Event, EventKind, KeyRange, KvCommand,
+    Mutation, SessionId, WriteOutcome, WriteRequest,
 };
+use super::document::{self, DocumentReason, DocumentRefusal, PatchFormat};
 use super::error::{Error, Result};
 use super::keys::{self, SessionRecord, Versioned, CF_CHANGES, CF_SESSIONS};
 use super::mutation::{evaluate_compare, little_endian_add, place_versionstamp};
@@ -40,6 +41,10 @@ fn rejected(reason: impl Into<String>) -> WriteOutcome {
 
 fn reject(reason: impl Into<String>) -> Abort {
     Abort::Outcome(rejected(reason))
+}
+
+fn refused(refusal: DocumentRefusal) -> Abort {
+    Abort::Outcome(WriteOutcome::DocumentRefused(refusal))
 }
 
 /// One command's writes before they are versioned. A BTreeMap: last write per key wins
@@ -123,7 +128,11 @@ impl<'a> SlotApplier<'a> {
             Err(Abort::Store(error)) => return Err(error),
         };
         if let Some(session) = session {
-            self.record_session(session, &outcome);
+            // A moved base wrote nothing: the proposer sends the write again under the
+            // same session, which must then apply rather than repeat this outcome.
+            if !matches!(outcome, WriteOutcome::BaseMoved { .. }) {
+                self.record_session(session, &outcome);
+            }
         }
         Ok(outcome)
     }
@@ -167,7 +176,81 @@ impl<'a> SlotApplier<'a> {
                 };
                 Ok(WriteOutcome::Txn { succeeded, version })
             }
+            WriteRequest::PutDocument {
+                key,
+                body,
+                expected_version,
+            } => {
+                let (current_version, current) = self.document_at(&key, expected_version)?;
+                let value = match body {
+                    DocumentBody::Full(value) => value,
+                    DocumentBody::Delta {
+                        base_version,
+                        patch,
+                    } => {
+                        let Some(base) = current.filter(|_| base_version == current_version) else {
+                            return Err(Abort::Outcome(WriteOutcome::BaseMoved {
+                                current_version,
+                            }));
+                        };
+                        self.patched(&base, PatchFormat::JsonPatch, &patch)?
+                    }
+                };
+                self.commit(vec![Mutation::Set { key, value }])
+            }
+            WriteRequest::PatchDocument {
+                key,
+                format,
+                patch,
+                expected_version,
+            } => {
+                let (_, current) = self.document_at(&key, expected_version)?;
+                let Some(base) = current else {
+                    let message = format!("key \"{}\" holds no document", key.escape_ascii());
+                    return Err(refused(DocumentRefusal::new(
+                        DocumentReason::NoDocument,
+                        message,
+                    )));
+                };
+                let value = self.patched(&base, format, &patch)?;
+                self.commit(vec![Mutation::Set { key, value }])
+            }
         }
+    }
+
+    /// The key's mod_version (0: absent) and value, refused unless the version is
+    /// `expected_version` (when given).
+    fn document_at(
+        &mut self,
+        key: &[u8],
+        expected_version: Option<u64>,
+    ) -> Step<(u64, Option<Vec<u8>>)> {
+        let newest = self.newest(key)?;
+        let live = newest.as_ref().and_then(Versioned::live);
+        let current_version = live.map_or(0, |live| live.mod_version);
+        if let Some(expected) = expected_version.filter(|&e| e != current_version) {
+            let refusal = DocumentRefusal::version_mismatch(key, expected, current_version);
+            return Err(refused(refusal));
+        }
+        let value = live.and_then(|live| live.value.clone());
+        Ok((current_version, value))
+    }
+
+    /// `base` patched, within `value_bytes_max`.
+    fn patched(&self, base: &[u8], format: PatchFormat, patch: &[u8]) -> Step<Vec<u8>> {
+        let value = document::apply(base, format, patch).map_err(refused)?;
+        let value_bytes_max = self.options.value_bytes_max;
+        if value.len() > value_bytes_max {
+            let message = format!(
+                "the patched document of {} bytes exceeds value_bytes_max {value_bytes_max}",
+                value.len()
+            );
+            return Err(refused(DocumentRefusal::new(
+                DocumentReason::TooLarge,
+                message,
+            )));
+        }
+        Ok(value)
     }
 
     fn commit(&mut self, mutations: Vec<Mutation>) -> Step<WriteOutcome> {

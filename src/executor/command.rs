@@ -5,6 +5,7 @@
 use bincode::Options;
 use serde::{Deserialize, Serialize};
 
+pub use super::document::{DocumentReason, DocumentRefusal, PatchFormat};
 use super::error::{Error, Result};
 
 /// Identifies one client request across retries, so that a retry after a leader change
@@ -50,6 +51,30 @@ pub enum WriteRequest {
         success: Vec<Mutation>,
         failure: Vec<Mutation>,
     },
+    /// A JSON document for `key`: applied only when the key's mod_version is
+    /// `expected_version` (0: absent), if given.
+    PutDocument {
+        key: Vec<u8>,
+        body: DocumentBody,
+        expected_version: Option<u64>,
+    },
+    /// `patch` applied to the document `key` holds, at `expected_version` if given.
+    PatchDocument {
+        key: Vec<u8>,
+        format: PatchFormat,
+        patch: Vec<u8>,
+        expected_version: Option<u64>,
+    },
+}
+
+/// How the log carries a document write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DocumentBody {
+    /// The whole document, canonical.
+    Full(Vec<u8>),
+    /// An RFC 6902 patch from the key's value at `base_version`; if the key has moved on,
+    /// nothing is written (`BaseMoved`) and the proposer tries again.
+    Delta { base_version: u64, patch: Vec<u8> },
 }
 
 /// [start, end); an empty `end` means to the end of the key space.
@@ -150,6 +175,14 @@ pub enum WriteOutcome {
     Rejected {
         reason: String,
     },
+    /// A document write or patch that did not apply; nothing was written.
+    DocumentRefused(DocumentRefusal),
+    /// A `Delta` whose base is no longer the key's newest version (`current_version`).
+    /// Nothing was written and no session records it, so its proposer may send the write
+    /// again, with a fresh base, under the same session.
+    BaseMoved {
+        current_version: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,6 +227,37 @@ pub fn encode(command: &KvCommand, command_bytes_max: usize) -> Result<Vec<u8>> 
         .map_err(|e| Error::MalformedCommand(e.to_string()))
 }
 
+/// The first four bytes of every zstd frame. A command encoded by `encode` never starts
+/// with them: its first four bytes are the little-endian index of its `KvCommand` variant.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
+
+/// zstd's default level: about 3x on JSON configuration at several hundred MB/s on one core
+/// (docs/benchmarks.md), so compressing costs less than the log, network and fsync it saves.
+const COMMAND_ZSTD_LEVEL: i32 = 3;
+
+/// `encoded` (from `encode`) as the log and the peer links carry it: one zstd frame when
+/// it is at least `compress_bytes_min` bytes and compressing makes it smaller, else as it
+/// is. `decode` takes either form, so logs written before compression still apply.
+pub fn compress(encoded: Vec<u8>, compress_bytes_min: usize) -> Vec<u8> {
+    if encoded.len() < compress_bytes_min {
+        return encoded;
+    }
+    // With a checksum of the content, so damage shows as an error, never as another command.
+    let compressed = zstd::bulk::Compressor::new(COMMAND_ZSTD_LEVEL).and_then(|mut zstd| {
+        zstd.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))?;
+        zstd.compress(&encoded)
+    });
+    match compressed {
+        Ok(compressed) if compressed.len() < encoded.len() => compressed,
+        _ => encoded,
+    }
+}
+
+/// Whether `bytes` (a logged command) is zstd-compressed.
+pub fn is_compressed(bytes: &[u8]) -> bool {
+    bytes.starts_with(&ZSTD_MAGIC)
+}
+
 pub fn decode(bytes: &[u8], command_bytes_max: usize) -> Result<KvCommand> {
     if bytes.len() > command_bytes_max {
         return Err(Error::CommandTooLarge {
@@ -201,6 +265,39 @@ pub fn decode(bytes: &[u8], command_bytes_max: usize) -> Result<KvCommand> {
             command_bytes_max,
         });
     }
+    if is_compressed(bytes) {
+        let plain = decompress(bytes, command_bytes_max)?;
+        return decode_plain(&plain, command_bytes_max);
+    }
+    decode_plain(bytes, command_bytes_max)
+}
+
+/// The frame's declared size bounds the allocation before anything is decompressed, so a
+/// hostile frame cannot claim more than `command_bytes_max`; a frame without a declared
+/// size, or whose content differs from it, is malformed.
+fn decompress(bytes: &[u8], command_bytes_max: usize) -> Result<Vec<u8>> {
+    let malformed = |why: &str| Error::MalformedCommand(format!("compressed command: {why}"));
+    let declared = match zstd::zstd_safe::get_frame_content_size(bytes) {
+        Ok(Some(declared)) => declared,
+        Ok(None) => return Err(malformed("no content size")),
+        Err(_) => return Err(malformed("bad frame header")),
+    };
+    let declared = usize::try_from(declared).unwrap_or(usize::MAX);
+    if declared > command_bytes_max {
+        return Err(Error::CommandTooLarge {
+            command_bytes: declared,
+            command_bytes_max,
+        });
+    }
+    let mut plain = vec![0; declared];
+    match zstd::bulk::decompress_to_buffer(bytes, &mut plain) {
+        Ok(written) if written == declared => Ok(plain),
+        Ok(_) => Err(malformed("content shorter than declared")),
+        Err(error) => Err(malformed(&error.to_string())),
+    }
+}
+
+fn decode_plain(bytes: &[u8], command_bytes_max: usize) -> Result<KvCommand> {
     wire_options(command_bytes_max as u64)
         .deserialize(bytes)
         .map_err(|e| Error::MalformedCommand(e.to_string()))
@@ -244,6 +341,60 @@ mod tests {
         let command = put(b"k");
         let bytes = encode(&command, 1024).unwrap();
         assert_eq!(decode(&bytes, 1024).unwrap(), command);
+    }
+
+    #[test]
+    fn large_commands_travel_compressed_and_decode_either_way() {
+        let json = br#"{"service":"billing","replicas":3,"region":"us-east-1"},"#.repeat(200);
+        let command = KvCommand::Write {
+            session: None,
+            request: WriteRequest::Put {
+                key: b"config/billing".to_vec(),
+                value: json,
+            },
+        };
+        let plain = encode(&command, 1 << 20).unwrap();
+        assert!(!is_compressed(&plain));
+        // Below the threshold: as it is.
+        assert_eq!(compress(plain.clone(), plain.len() + 1), plain);
+        let logged = compress(plain.clone(), 4096);
+        assert!(is_compressed(&logged));
+        assert!(logged.len() * 10 < plain.len(), "{} bytes", logged.len());
+        assert_eq!(decode(&logged, 1 << 20).unwrap(), command);
+        assert_eq!(decode(&plain, 1 << 20).unwrap(), command);
+        // Bytes that do not shrink never grow.
+        let noise: Vec<u8> = (0..8192u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        let small = encode(&put(&noise), 1 << 20).unwrap();
+        assert!(compress(small.clone(), 16).len() <= small.len());
+    }
+
+    #[test]
+    fn a_compressed_command_over_the_limit_or_damaged_is_refused_before_it_is_inflated() {
+        let command = put(&[b'a'; 100_000]);
+        let logged = compress(encode(&command, 1 << 20).unwrap(), 1024);
+        assert!(logged.len() < 1000);
+        // The declared size counts, not the compressed one.
+        assert!(matches!(
+            decode(&logged, 50_000),
+            Err(Error::CommandTooLarge { command_bytes, .. }) if command_bytes > 100_000
+        ));
+        let mut damaged = logged.clone();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0xFF;
+        assert!(matches!(
+            decode(&damaged, 1 << 20),
+            Err(Error::MalformedCommand(_))
+        ));
+        assert!(matches!(
+            decode(&logged[..logged.len() / 2], 1 << 20),
+            Err(Error::MalformedCommand(_))
+        ));
+        assert!(matches!(
+            decode(&ZSTD_MAGIC, 1 << 20),
+            Err(Error::MalformedCommand(_))
+        ));
     }
 
     #[test]

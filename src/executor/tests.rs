@@ -1332,3 +1332,154 @@ fn an_install_interrupted_before_active_changes_leaves_the_old_state() {
     assert!(matches!(error, Error::InvalidArgument(_)), "{error}");
     assert_eq!(follower.dump(), before);
 }
+
+// ---- documents ----------------------------------------------------------------------
+
+fn put_document(key: &[u8], body: DocumentBody, expected_version: Option<u64>) -> KvCommand {
+    write(WriteRequest::PutDocument {
+        key: key.to_vec(),
+        body,
+        expected_version,
+    })
+}
+
+fn patch_document(key: &[u8], format: PatchFormat, patch: &[u8]) -> KvCommand {
+    write(WriteRequest::PatchDocument {
+        key: key.to_vec(),
+        format,
+        patch: patch.to_vec(),
+        expected_version: None,
+    })
+}
+
+fn full(json: &[u8]) -> DocumentBody {
+    DocumentBody::Full(json.to_vec())
+}
+
+fn delta(base_version: u64, patch: &[u8]) -> DocumentBody {
+    DocumentBody::Delta {
+        base_version,
+        patch: patch.to_vec(),
+    }
+}
+
+fn refusal_reason(outcome: &WriteOutcome) -> DocumentReason {
+    match outcome {
+        WriteOutcome::DocumentRefused(refusal) => refusal.reason,
+        other => panic!("not a refusal: {other:?}"),
+    }
+}
+
+#[test]
+fn a_delta_applies_only_to_its_base_and_a_moved_base_writes_nothing() {
+    let mut node = Node::new(options());
+    let v1 = node.apply_one(put_document(b"d", full(br#"{"a":1,"b":[1,2]}"#), None));
+    assert_eq!(version_of(&v1), 1);
+    let replace = br#"[{"op":"replace","path":"/a","value":2}]"#;
+    assert_eq!(
+        version_of(&node.apply_one(put_document(b"d", delta(1, replace), None))),
+        2
+    );
+    assert_eq!(node.latest(b"d").unwrap().value, br#"{"a":2,"b":[1,2]}"#);
+
+    // Based on version 1, but the key is at 2: nothing written, and the session does not
+    // remember it, so the same request applies once sent again with the right base.
+    let stale = with_session(put_document(b"d", delta(1, replace), None), "c", 1);
+    assert_eq!(
+        node.apply_one(stale),
+        WriteOutcome::BaseMoved { current_version: 2 }
+    );
+    assert_eq!(node.executor().current_version(), 2);
+    let add = br#"[{"op":"add","path":"/b/-","value":3}]"#;
+    let fresh = with_session(put_document(b"d", delta(2, add), None), "c", 1);
+    assert_eq!(version_of(&node.apply_one(fresh.clone())), 3);
+    assert_eq!(
+        version_of(&node.apply_one(fresh)),
+        3,
+        "a retry returns the outcome"
+    );
+    assert_eq!(node.latest(b"d").unwrap().value, br#"{"a":2,"b":[1,2,3]}"#);
+    // A delta for a key that is gone.
+    node.apply_one(delete(b"d"));
+    assert_eq!(
+        node.apply_one(put_document(b"d", delta(3, add), None)),
+        WriteOutcome::BaseMoved { current_version: 0 }
+    );
+}
+
+#[test]
+fn document_writes_check_the_expected_version_and_patches_fail_whole() {
+    let mut node = Node::new(options());
+    let only_if_absent = put_document(b"d", full(br#"{"n":1}"#), Some(0));
+    assert_eq!(version_of(&node.apply_one(only_if_absent.clone())), 1);
+    let outcome = node.apply_one(only_if_absent);
+    assert_eq!(refusal_reason(&outcome), DocumentReason::VersionMismatch);
+    let WriteOutcome::DocumentRefused(refusal) = outcome else {
+        unreachable!()
+    };
+    assert_eq!(refusal.current_version, Some(1));
+
+    let test_fails =
+        br#"[{"op":"replace","path":"/n","value":5},{"op":"test","path":"/n","value":1}]"#;
+    let outcome = node.apply_one(patch_document(b"d", PatchFormat::JsonPatch, test_fails));
+    assert_eq!(refusal_reason(&outcome), DocumentReason::TestFailed);
+    assert_eq!(node.latest(b"d").unwrap().value, br#"{"n":1}"#);
+    assert_eq!(
+        node.executor().current_version(),
+        1,
+        "a refused patch takes no version"
+    );
+
+    let merge = br#"{"n":null,"m":{"x":true}}"#;
+    let outcome = node.apply_one(patch_document(b"d", PatchFormat::MergePatch, merge));
+    assert_eq!(version_of(&outcome), 2);
+    assert_eq!(node.latest(b"d").unwrap().value, br#"{"m":{"x":true}}"#);
+
+    let outcome = node.apply_one(patch_document(b"none", PatchFormat::MergePatch, b"{}"));
+    assert_eq!(refusal_reason(&outcome), DocumentReason::NoDocument);
+    node.apply_one(put(b"raw", b"\xff not json"));
+    let outcome = node.apply_one(patch_document(b"raw", PatchFormat::MergePatch, b"{}"));
+    assert_eq!(refusal_reason(&outcome), DocumentReason::NotADocument);
+}
+
+#[test]
+fn a_patch_that_would_outgrow_value_bytes_max_is_refused() {
+    let mut node = Node::new(ExecutorOptions {
+        value_bytes_max: 64,
+        ..options()
+    });
+    node.apply_one(put_document(b"d", full(br#"{"a":1}"#), None));
+    let big = format!(r#"{{"b":"{}"}}"#, "x".repeat(100));
+    let outcome = node.apply_one(patch_document(
+        b"d",
+        PatchFormat::MergePatch,
+        big.as_bytes(),
+    ));
+    assert_eq!(refusal_reason(&outcome), DocumentReason::TooLarge);
+    assert_eq!(node.latest(b"d").unwrap().value, br#"{"a":1}"#);
+}
+
+#[test]
+fn replicas_applying_the_same_document_log_hold_the_same_bytes() {
+    let doc = br#"{"services":[{"name":"a","port":1},{"name":"b","port":2}],"v":1.0}"#;
+    let log = [
+        put_document(b"d", full(doc), None),
+        patch_document(
+            b"d",
+            PatchFormat::JsonPatch,
+            br#"[{"op":"move","from":"/services/0","path":"/services/-"},{"op":"copy","from":"/v","path":"/w"}]"#,
+        ),
+        put_document(b"d", delta(2, br#"[{"op":"remove","path":"/w"}]"#), None),
+        patch_document(b"d", PatchFormat::MergePatch, br#"{"v":2.50}"#),
+    ];
+    let mut a = Node::new(options());
+    let mut b = Node::new(options());
+    for command in &log {
+        assert_eq!(a.apply_one(command.clone()), b.apply_one(command.clone()));
+    }
+    assert_eq!(
+        a.latest(b"d").unwrap().value,
+        br#"{"services":[{"name":"b","port":2},{"name":"a","port":1}],"v":2.50}"#
+    );
+    assert_eq!(a.dump(), b.dump());
+}

@@ -367,6 +367,17 @@ pub struct RouterMetrics {
     /// Commits (FoundationDB style) refused because a read conflict range was written.
     pub txn_conflicts: IntCounter,
     pub watches_open: IntGauge,
+    /// Bytes of the commands this replica's clients proposed, encoded, before compression.
+    pub command_bytes: IntCounter,
+    /// The same commands' bytes as the log and the peer links carry them.
+    pub command_logged_bytes: IntCounter,
+    /// Commands that went into the log zstd-compressed.
+    pub commands_compressed: IntCounter,
+    /// Document writes by how the log carried them: `full`, `delta` (a patch from the
+    /// previous version) or `patch` (the client's own).
+    pub document_writes: IntCounterVec,
+    /// Delta writes sent again because another write moved their base first.
+    pub document_base_moved: IntCounter,
 }
 
 impl RouterMetrics {
@@ -381,6 +392,32 @@ impl RouterMetrics {
                 registry,
                 "paxkv_watches_open",
                 "Watch long polls waiting on this replica",
+            ),
+            command_bytes: counter(
+                registry,
+                "paxkv_command_bytes_total",
+                "Bytes of the commands this replica's clients proposed, before compression",
+            ),
+            command_logged_bytes: counter(
+                registry,
+                "paxkv_command_logged_bytes_total",
+                "Bytes of the same commands as the log and peer links carry them",
+            ),
+            commands_compressed: counter(
+                registry,
+                "paxkv_commands_compressed_total",
+                "Commands proposed zstd-compressed (at least limits.compress_command_bytes_min)",
+            ),
+            document_writes: counter_vec(
+                registry,
+                "paxkv_document_writes_total",
+                "Document writes of this replica's clients, by how the log carried them",
+                &["form"],
+            ),
+            document_base_moved: counter(
+                registry,
+                "paxkv_document_base_moved_total",
+                "Document deltas sent again because a concurrent write moved their base",
             ),
         }
     }
@@ -525,6 +562,11 @@ fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
     register(registry, IntCounter::new(name, help).expect("valid metric"))
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let vec = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    register(registry, vec)
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {

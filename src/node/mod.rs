@@ -245,6 +245,7 @@ fn executor_options(config: &NodeConfig) -> ExecutorOptions {
         retention_versions: config.storage.retention_versions,
         // Above the router's limit, so the executor's own check never decides first.
         command_bytes_max: config.limits.command_bytes_max + 64 * 1024,
+        value_bytes_max: config.limits.value_bytes_max,
         ..ExecutorOptions::default()
     }
 }

@@ -27,6 +27,10 @@ pub struct Limits {
     pub watch_timeout_ms_max: u64,
     /// Bytes of snapshot file in one `readSnapshot` reply; larger requests get this many.
     pub snapshot_chunk_bytes_max: usize,
+    /// Encoded commands of at least this many bytes go into the log and over the peer links
+    /// zstd-compressed (when that makes them smaller). Not a limit on clients: they always
+    /// send and receive plain bytes. A value above `command_bytes_max` turns it off.
+    pub compress_command_bytes_min: usize,
 }
 
 /// What a `readSnapshot` reply carries besides its data (message header, field headers,
@@ -45,6 +49,7 @@ impl Default for Limits {
             client_id_bytes_max: 256,
             watch_timeout_ms_max: 60_000,
             snapshot_chunk_bytes_max: 4 * 1024 * 1024,
+            compress_command_bytes_min: 4096,
         }
     }
 }

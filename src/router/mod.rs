@@ -27,9 +27,10 @@ pub use limits::{Limits, SNAPSHOT_CHUNK_REPLY_OVERHEAD_BYTES};
 pub use snapshots::SnapshotChunk;
 
 use crate::consensus::{Membership, NodeId};
+use crate::executor::document::{self, InvalidJson};
 use crate::executor::{
-    self, Compare, KeyRange, KeyValue, KvCommand, KvReader, Mutation, RangePage, SessionId,
-    WatchPage, WriteOutcome, WriteRequest,
+    self, Compare, DocumentBody, DocumentRefusal, KeyRange, KeyValue, KvCommand, KvReader,
+    Mutation, PatchFormat, RangePage, SessionId, WatchPage, WriteOutcome, WriteRequest,
 };
 use crate::metrics::{GaugeGuard, RouterMetrics};
 use crate::replica::{role_name, DriverError, PeerStatus, ReplicaHandle};
@@ -73,6 +74,12 @@ pub enum RouterError {
     /// A membership request was not carried out (its reason is typed).
     #[error("membership request refused ({}): {}", .0.reason.name(), .0.message)]
     MembershipRefused(crate::wire::AdminRefusal),
+    /// A document or patch that is not JSON (InvalidArgument, with the offset).
+    #[error("{0}")]
+    InvalidJson(InvalidJson),
+    /// A document write, patch or read was not carried out (its reason is typed).
+    #[error("document refused ({}): {}", .0.reason.name(), .0.message)]
+    Document(DocumentRefusal),
 }
 
 pub type Result<T> = std::result::Result<T, RouterError>;
@@ -98,6 +105,30 @@ pub struct ClusterStatus {
     pub cluster: String,
     pub membership: Membership,
 }
+
+/// A document write's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DocumentWritten {
+    pub version: u64,
+    /// The log carried a patch from the previous version, not the whole document.
+    pub delta: bool,
+    /// Bytes the log carried for the write (compressed, when it was).
+    pub logged_bytes: u64,
+}
+
+/// A document as `get_document` reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentRead {
+    /// The document, or the part the pointer names; None when the key is absent.
+    pub json: Option<Vec<u8>>,
+    pub mod_version: u64,
+    pub create_version: u64,
+    pub read_version: u64,
+}
+
+/// How many times a document write is sent as a delta before it goes whole: each retry
+/// follows a concurrent write to the same key that moved its base.
+const DELTA_ATTEMPTS: usize = 3;
 
 /// A write's result: the commit version, and the 10-byte versionstamp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,6 +206,149 @@ impl PrimaryRouter {
         committed(outcome)
     }
 
+    /// Writes the JSON document `json` (validated, stored canonical). When the key holds
+    /// a document on this replica and an RFC 6902 patch from it is less than half the new
+    /// document, the log carries the patch and its base version; should the key have moved
+    /// on by the time it applies, nothing is written and the write is sent again from the
+    /// new base (whole, after `DELTA_ATTEMPTS`).
+    pub async fn put_document(
+        &self,
+        key: Vec<u8>,
+        json: &[u8],
+        expected_version: Option<u64>,
+        session: Option<SessionId>,
+    ) -> Result<DocumentWritten> {
+        self.limits.check_key(&key)?;
+        self.limits.check_value(json)?;
+        let value = document::parse(json).map_err(RouterError::InvalidJson)?;
+        let canonical = document::canonical(&value);
+        self.limits.check_value(&canonical)?;
+        for attempt in 1..=DELTA_ATTEMPTS + 1 {
+            let delta = match attempt <= DELTA_ATTEMPTS {
+                true => self.delta_from_local(&key, &value, &canonical)?,
+                false => None,
+            };
+            let (body, delta) = match delta {
+                Some((base_version, patch)) => (
+                    DocumentBody::Delta {
+                        base_version,
+                        patch,
+                    },
+                    true,
+                ),
+                None => (DocumentBody::Full(canonical.clone()), false),
+            };
+            let request = WriteRequest::PutDocument {
+                key: key.clone(),
+                body,
+                expected_version,
+            };
+            let (outcome, logged_bytes) = self.write_logged(session.clone(), request).await?;
+            match outcome {
+                WriteOutcome::BaseMoved { .. } => {
+                    self.metrics.document_base_moved.inc();
+                    continue;
+                }
+                outcome => {
+                    let version = document_committed(outcome)?.version;
+                    let form = if delta { "delta" } else { "full" };
+                    self.metrics
+                        .document_writes
+                        .with_label_values(&[form])
+                        .inc();
+                    return Ok(DocumentWritten {
+                        version,
+                        delta,
+                        logged_bytes,
+                    });
+                }
+            }
+        }
+        unreachable!("the last attempt is a full write, which never meets a moved base")
+    }
+
+    /// The key's newest version on this replica and the patch from it to `new`, when that
+    /// is worth sending (see `document::delta`). Not a linearizable read, and need not be:
+    /// the executor applies the patch only if the key is still at that version.
+    fn delta_from_local(
+        &self,
+        key: &[u8],
+        new: &serde_json::Value,
+        new_bytes: &[u8],
+    ) -> Result<Option<(u64, Vec<u8>)>> {
+        let applied = self.reader.applied().current_version;
+        let current = self.reader.get(key, applied);
+        let Some(current) = current.map_err(|e| self.executor_error(e))? else {
+            return Ok(None);
+        };
+        let Ok(base) = document::parse(&current.value) else {
+            return Ok(None);
+        };
+        let patch = document::delta(&base, new, new_bytes);
+        Ok(patch.map(|patch| (current.mod_version, patch)))
+    }
+
+    /// Applies `patch` (RFC 6902 or RFC 7396) to the document `key` holds; the log carries
+    /// the patch alone.
+    pub async fn patch_document(
+        &self,
+        key: Vec<u8>,
+        format: PatchFormat,
+        patch: &[u8],
+        expected_version: Option<u64>,
+        session: Option<SessionId>,
+    ) -> Result<DocumentWritten> {
+        self.limits.check_key(&key)?;
+        self.limits.check_value(patch)?;
+        let value = document::parse(patch).map_err(RouterError::InvalidJson)?;
+        if format == PatchFormat::JsonPatch {
+            document::json_patch_operations(value.clone())
+                .map_err(|message| RouterError::InvalidArgument(format!("patch: {message}")))?;
+        }
+        let request = WriteRequest::PatchDocument {
+            key,
+            format,
+            patch: document::canonical(&value),
+            expected_version,
+        };
+        let (outcome, logged_bytes) = self.write_logged(session, request).await?;
+        let version = document_committed(outcome)?.version;
+        self.metrics
+            .document_writes
+            .with_label_values(&["patch"])
+            .inc();
+        Ok(DocumentWritten {
+            version,
+            delta: true,
+            logged_bytes,
+        })
+    }
+
+    /// The document `key` holds, or the part RFC 6901 `pointer` names.
+    pub async fn get_document(
+        &self,
+        key: &[u8],
+        pointer: &str,
+        read_version: Option<u64>,
+    ) -> Result<DocumentRead> {
+        let (kv, read_version) = self.get(key, read_version).await?;
+        let Some(kv) = kv else {
+            return Ok(DocumentRead {
+                json: None,
+                mod_version: 0,
+                create_version: 0,
+                read_version,
+            });
+        };
+        let json = document::select(&kv.value, pointer).map_err(RouterError::Document)?;
+        Ok(DocumentRead {
+            json: Some(json),
+            mod_version: kv.mod_version,
+            create_version: kv.create_version,
+            read_version,
+        })
+    }
+
     pub async fn delete(&self, key: Vec<u8>, session: Option<SessionId>) -> Result<Committed> {
         self.limits.check_key(&key)?;
         committed(self.write(session, WriteRequest::Delete { key }).await?)
@@ -244,6 +418,15 @@ impl PrimaryRouter {
         session: Option<SessionId>,
         request: WriteRequest,
     ) -> Result<WriteOutcome> {
+        Ok(self.write_logged(session, request).await?.0)
+    }
+
+    /// `write`, and the bytes the log carried for it.
+    async fn write_logged(
+        &self,
+        session: Option<SessionId>,
+        request: WriteRequest,
+    ) -> Result<(WriteOutcome, u64)> {
         if let Some(session) = &session {
             self.limits.check_session(session)?;
         }
@@ -262,8 +445,19 @@ impl PrimaryRouter {
                     other => RouterError::InvalidArgument(other.to_string()),
                 },
             )?;
+        let plain_bytes = bytes.len();
+        let bytes = executor::compress(bytes, self.limits.compress_command_bytes_min);
+        self.metrics.command_bytes.inc_by(plain_bytes as u64);
+        self.metrics.command_logged_bytes.inc_by(bytes.len() as u64);
+        if executor::is_compressed(&bytes) {
+            self.metrics.commands_compressed.inc();
+        }
+        let logged_bytes = bytes.len() as u64;
         let outcome = self.handle.propose(bytes, retry_safe).await;
-        outcome.map_err(|error| self.driver_error(error))
+        Ok((
+            outcome.map_err(|error| self.driver_error(error))?,
+            logged_bytes,
+        ))
     }
 
     /// A linearizable read version: every write acknowledged before this call is visible
@@ -515,7 +709,14 @@ fn committed(outcome: WriteOutcome) -> Result<Committed> {
             oldest_version,
         }),
         WriteOutcome::Rejected { reason } => Err(RouterError::InvalidArgument(reason)),
-        other @ WriteOutcome::Txn { .. } => Err(unexpected(other)),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn document_committed(outcome: WriteOutcome) -> Result<Committed> {
+    match outcome {
+        WriteOutcome::DocumentRefused(refusal) => Err(RouterError::Document(refusal)),
+        outcome => committed(outcome),
     }
 }
 

@@ -38,6 +38,7 @@ impl ErrorCode {
   pub const INTERNAL: ErrorCode = ErrorCode(7);
   pub const SNAPSHOT_GONE: ErrorCode = ErrorCode(8);
   pub const MEMBERSHIP_REFUSED: ErrorCode = ErrorCode(9);
+  pub const DOCUMENT: ErrorCode = ErrorCode(10);
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::INVALID_ARGUMENT,
     Self::LIMIT_EXCEEDED,
@@ -48,6 +49,7 @@ impl ErrorCode {
     Self::INTERNAL,
     Self::SNAPSHOT_GONE,
     Self::MEMBERSHIP_REFUSED,
+    Self::DOCUMENT,
   ];
 }
 
@@ -74,6 +76,7 @@ impl From<i32> for ErrorCode {
       7 => ErrorCode::INTERNAL,
       8 => ErrorCode::SNAPSHOT_GONE,
       9 => ErrorCode::MEMBERSHIP_REFUSED,
+      10 => ErrorCode::DOCUMENT,
       _ => ErrorCode(i)
     }
   }
@@ -325,6 +328,57 @@ impl From<&EventType> for i32 {
   }
 }
 
+#[derive(Copy, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct PatchFormat(pub i32);
+
+impl PatchFormat {
+  pub const JSON_PATCH: PatchFormat = PatchFormat(1);
+  pub const MERGE_PATCH: PatchFormat = PatchFormat(2);
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::JSON_PATCH,
+    Self::MERGE_PATCH,
+  ];
+}
+
+impl TSerializable for PatchFormat {
+  #[allow(clippy::trivially_copy_pass_by_ref)]
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    o_prot.write_i32(self.0)
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<PatchFormat> {
+    let enum_value = i_prot.read_i32()?;
+    Ok(PatchFormat::from(enum_value))
+  }
+}
+
+impl From<i32> for PatchFormat {
+  fn from(i: i32) -> Self {
+    match i {
+      1 => PatchFormat::JSON_PATCH,
+      2 => PatchFormat::MERGE_PATCH,
+      _ => PatchFormat(i)
+    }
+  }
+}
+
+impl From<&i32> for PatchFormat {
+  fn from(i: &i32) -> Self {
+    PatchFormat::from(*i)
+  }
+}
+
+impl From<PatchFormat> for i32 {
+  fn from(e: PatchFormat) -> i32 {
+    e.0
+  }
+}
+
+impl From<&PatchFormat> for i32 {
+  fn from(e: &PatchFormat) -> i32 {
+    e.0
+  }
+}
+
 //
 // InvalidArgument
 //
@@ -333,13 +387,15 @@ impl From<&EventType> for i32 {
 pub struct InvalidArgument {
   pub code: ErrorCode,
   pub message: String,
+  pub offset: Option<i64>,
 }
 
 impl InvalidArgument {
-  pub fn new(code: ErrorCode, message: String) -> InvalidArgument {
+  pub fn new<F3>(code: ErrorCode, message: String, offset: F3) -> InvalidArgument where F3: Into<Option<i64>> {
     InvalidArgument {
       code,
       message,
+      offset: offset.into(),
     }
   }
 }
@@ -349,6 +405,7 @@ impl TSerializable for InvalidArgument {
     i_prot.read_struct_begin()?;
     let mut f_1: Option<ErrorCode> = None;
     let mut f_2: Option<String> = None;
+    let mut f_3: Option<i64> = None;
     loop {
       let field_ident = i_prot.read_field_begin()?;
       if field_ident.field_type == TType::Stop {
@@ -364,6 +421,10 @@ impl TSerializable for InvalidArgument {
           let val = i_prot.read_string()?;
           f_2 = Some(val);
         },
+        3 => {
+          let val = i_prot.read_i64()?;
+          f_3 = Some(val);
+        },
         _ => {
           i_prot.skip(field_ident.field_type)?;
         },
@@ -376,6 +437,7 @@ impl TSerializable for InvalidArgument {
     let ret = InvalidArgument {
       code: f_1.expect("auto-generated code should have checked for presence of required fields"),
       message: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      offset: f_3,
     };
     Ok(ret)
   }
@@ -388,6 +450,11 @@ impl TSerializable for InvalidArgument {
     o_prot.write_field_begin(&TFieldIdentifier::new("message", TType::String, 2))?;
     o_prot.write_string(&self.message)?;
     o_prot.write_field_end()?;
+    if let Some(fld_var) = self.offset {
+      o_prot.write_field_begin(&TFieldIdentifier::new("offset", TType::I64, 3))?;
+      o_prot.write_i64(fld_var)?;
+      o_prot.write_field_end()?
+    }
     o_prot.write_field_stop()?;
     o_prot.write_struct_end()
   }
@@ -1193,6 +1260,126 @@ impl From<MembershipRefused> for thrift::Error {
 impl Display for MembershipRefused {
   fn fmt(&self, f: &mut Formatter) -> fmt::Result {
     write!(f, "remote service threw MembershipRefused")
+  }
+}
+
+//
+// DocumentError
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct DocumentError {
+  pub code: ErrorCode,
+  pub reason: String,
+  pub message: String,
+  pub operation: Option<i32>,
+  pub current_version: Option<i64>,
+}
+
+impl DocumentError {
+  pub fn new<F4, F5>(code: ErrorCode, reason: String, message: String, operation: F4, current_version: F5) -> DocumentError where F4: Into<Option<i32>>, F5: Into<Option<i64>> {
+    DocumentError {
+      code,
+      reason,
+      message,
+      operation: operation.into(),
+      current_version: current_version.into(),
+    }
+  }
+}
+
+impl TSerializable for DocumentError {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<DocumentError> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<ErrorCode> = None;
+    let mut f_2: Option<String> = None;
+    let mut f_3: Option<String> = None;
+    let mut f_4: Option<i32> = None;
+    let mut f_5: Option<i64> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = ErrorCode::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_string()?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = i_prot.read_i32()?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = i_prot.read_i64()?;
+          f_5 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("DocumentError.code", &f_1)?;
+    verify_required_field_exists("DocumentError.reason", &f_2)?;
+    verify_required_field_exists("DocumentError.message", &f_3)?;
+    let ret = DocumentError {
+      code: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      reason: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      message: f_3.expect("auto-generated code should have checked for presence of required fields"),
+      operation: f_4,
+      current_version: f_5,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("DocumentError");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("code", TType::I32, 1))?;
+    self.code.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("reason", TType::String, 2))?;
+    o_prot.write_string(&self.reason)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("message", TType::String, 3))?;
+    o_prot.write_string(&self.message)?;
+    o_prot.write_field_end()?;
+    if let Some(fld_var) = self.operation {
+      o_prot.write_field_begin(&TFieldIdentifier::new("operation", TType::I32, 4))?;
+      o_prot.write_i32(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(fld_var) = self.current_version {
+      o_prot.write_field_begin(&TFieldIdentifier::new("current_version", TType::I64, 5))?;
+      o_prot.write_i64(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+impl Error for DocumentError {}
+
+impl From<DocumentError> for thrift::Error {
+  fn from(e: DocumentError) -> Self {
+    thrift::Error::User(Box::new(e))
+  }
+}
+
+impl Display for DocumentError {
+  fn fmt(&self, f: &mut Formatter) -> fmt::Result {
+    write!(f, "remote service threw DocumentError")
   }
 }
 
@@ -3570,6 +3757,461 @@ impl TSerializable for DeleteRangeRequest {
 }
 
 //
+// PutDocumentRequest
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct PutDocumentRequest {
+  pub key: Vec<u8>,
+  pub json: Vec<u8>,
+  pub expected_version: Option<i64>,
+  pub session: Option<Session>,
+}
+
+impl PutDocumentRequest {
+  pub fn new<F3, F4>(key: Vec<u8>, json: Vec<u8>, expected_version: F3, session: F4) -> PutDocumentRequest where F3: Into<Option<i64>>, F4: Into<Option<Session>> {
+    PutDocumentRequest {
+      key,
+      json,
+      expected_version: expected_version.into(),
+      session: session.into(),
+    }
+  }
+}
+
+impl TSerializable for PutDocumentRequest {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<PutDocumentRequest> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<Vec<u8>> = None;
+    let mut f_2: Option<Vec<u8>> = None;
+    let mut f_3: Option<i64> = None;
+    let mut f_4: Option<Session> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_bytes()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_bytes()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_i64()?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = Session::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("PutDocumentRequest.key", &f_1)?;
+    verify_required_field_exists("PutDocumentRequest.json", &f_2)?;
+    let ret = PutDocumentRequest {
+      key: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      json: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      expected_version: f_3,
+      session: f_4,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("PutDocumentRequest");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("key", TType::String, 1))?;
+    o_prot.write_bytes(&self.key)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("json", TType::String, 2))?;
+    o_prot.write_bytes(&self.json)?;
+    o_prot.write_field_end()?;
+    if let Some(fld_var) = self.expected_version {
+      o_prot.write_field_begin(&TFieldIdentifier::new("expected_version", TType::I64, 3))?;
+      o_prot.write_i64(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.session {
+      o_prot.write_field_begin(&TFieldIdentifier::new("session", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// PatchDocumentRequest
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct PatchDocumentRequest {
+  pub key: Vec<u8>,
+  pub patch: Vec<u8>,
+  pub format: PatchFormat,
+  pub expected_version: Option<i64>,
+  pub session: Option<Session>,
+}
+
+impl PatchDocumentRequest {
+  pub fn new<F4, F5>(key: Vec<u8>, patch: Vec<u8>, format: PatchFormat, expected_version: F4, session: F5) -> PatchDocumentRequest where F4: Into<Option<i64>>, F5: Into<Option<Session>> {
+    PatchDocumentRequest {
+      key,
+      patch,
+      format,
+      expected_version: expected_version.into(),
+      session: session.into(),
+    }
+  }
+}
+
+impl TSerializable for PatchDocumentRequest {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<PatchDocumentRequest> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<Vec<u8>> = None;
+    let mut f_2: Option<Vec<u8>> = None;
+    let mut f_3: Option<PatchFormat> = None;
+    let mut f_4: Option<i64> = None;
+    let mut f_5: Option<Session> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_bytes()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_bytes()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = PatchFormat::read_from_in_protocol(i_prot)?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = i_prot.read_i64()?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = Session::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("PatchDocumentRequest.key", &f_1)?;
+    verify_required_field_exists("PatchDocumentRequest.patch", &f_2)?;
+    verify_required_field_exists("PatchDocumentRequest.format", &f_3)?;
+    let ret = PatchDocumentRequest {
+      key: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      patch: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      format: f_3.expect("auto-generated code should have checked for presence of required fields"),
+      expected_version: f_4,
+      session: f_5,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("PatchDocumentRequest");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("key", TType::String, 1))?;
+    o_prot.write_bytes(&self.key)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("patch", TType::String, 2))?;
+    o_prot.write_bytes(&self.patch)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("format", TType::I32, 3))?;
+    self.format.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    if let Some(fld_var) = self.expected_version {
+      o_prot.write_field_begin(&TFieldIdentifier::new("expected_version", TType::I64, 4))?;
+      o_prot.write_i64(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.session {
+      o_prot.write_field_begin(&TFieldIdentifier::new("session", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// DocumentWriteResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct DocumentWriteResult {
+  pub version: i64,
+  pub delta: bool,
+  pub logged_bytes: i64,
+}
+
+impl DocumentWriteResult {
+  pub fn new(version: i64, delta: bool, logged_bytes: i64) -> DocumentWriteResult {
+    DocumentWriteResult {
+      version,
+      delta,
+      logged_bytes,
+    }
+  }
+}
+
+impl TSerializable for DocumentWriteResult {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<DocumentWriteResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<i64> = None;
+    let mut f_2: Option<bool> = None;
+    let mut f_3: Option<i64> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_i64()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_bool()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_i64()?;
+          f_3 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("DocumentWriteResult.version", &f_1)?;
+    verify_required_field_exists("DocumentWriteResult.delta", &f_2)?;
+    verify_required_field_exists("DocumentWriteResult.logged_bytes", &f_3)?;
+    let ret = DocumentWriteResult {
+      version: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      delta: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      logged_bytes: f_3.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("DocumentWriteResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("version", TType::I64, 1))?;
+    o_prot.write_i64(self.version)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("delta", TType::Bool, 2))?;
+    o_prot.write_bool(self.delta)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("logged_bytes", TType::I64, 3))?;
+    o_prot.write_i64(self.logged_bytes)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// GetDocumentRequest
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct GetDocumentRequest {
+  pub key: Vec<u8>,
+  pub pointer: Option<String>,
+  pub read_version: Option<i64>,
+}
+
+impl GetDocumentRequest {
+  pub fn new<F2, F3>(key: Vec<u8>, pointer: F2, read_version: F3) -> GetDocumentRequest where F2: Into<Option<String>>, F3: Into<Option<i64>> {
+    GetDocumentRequest {
+      key,
+      pointer: pointer.into(),
+      read_version: read_version.into(),
+    }
+  }
+}
+
+impl TSerializable for GetDocumentRequest {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<GetDocumentRequest> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<Vec<u8>> = None;
+    let mut f_2: Option<String> = None;
+    let mut f_3: Option<i64> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_bytes()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_i64()?;
+          f_3 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("GetDocumentRequest.key", &f_1)?;
+    let ret = GetDocumentRequest {
+      key: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      pointer: f_2,
+      read_version: f_3,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("GetDocumentRequest");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("key", TType::String, 1))?;
+    o_prot.write_bytes(&self.key)?;
+    o_prot.write_field_end()?;
+    if let Some(ref fld_var) = self.pointer {
+      o_prot.write_field_begin(&TFieldIdentifier::new("pointer", TType::String, 2))?;
+      o_prot.write_string(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(fld_var) = self.read_version {
+      o_prot.write_field_begin(&TFieldIdentifier::new("read_version", TType::I64, 3))?;
+      o_prot.write_i64(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// DocumentResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct DocumentResult {
+  pub json: Option<Vec<u8>>,
+  pub mod_version: i64,
+  pub create_version: i64,
+  pub read_version: i64,
+}
+
+impl DocumentResult {
+  pub fn new<F1>(json: F1, mod_version: i64, create_version: i64, read_version: i64) -> DocumentResult where F1: Into<Option<Vec<u8>>> {
+    DocumentResult {
+      json: json.into(),
+      mod_version,
+      create_version,
+      read_version,
+    }
+  }
+}
+
+impl TSerializable for DocumentResult {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<DocumentResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<Vec<u8>> = None;
+    let mut f_2: Option<i64> = None;
+    let mut f_3: Option<i64> = None;
+    let mut f_4: Option<i64> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_bytes()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_i64()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_i64()?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = i_prot.read_i64()?;
+          f_4 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("DocumentResult.mod_version", &f_2)?;
+    verify_required_field_exists("DocumentResult.create_version", &f_3)?;
+    verify_required_field_exists("DocumentResult.read_version", &f_4)?;
+    let ret = DocumentResult {
+      json: f_1,
+      mod_version: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      create_version: f_3.expect("auto-generated code should have checked for presence of required fields"),
+      read_version: f_4.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("DocumentResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.json {
+      o_prot.write_field_begin(&TFieldIdentifier::new("json", TType::String, 1))?;
+      o_prot.write_bytes(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_begin(&TFieldIdentifier::new("mod_version", TType::I64, 2))?;
+    o_prot.write_i64(self.mod_version)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("create_version", TType::I64, 3))?;
+    o_prot.write_i64(self.create_version)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("read_version", TType::I64, 4))?;
+    o_prot.write_i64(self.read_version)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
 // WatchRequest
 //
 
@@ -3750,6 +4392,9 @@ pub trait TPaxkvSyncClient {
   fn admin_member_promote(&mut self, id: i32) -> thrift::Result<Membership>;
   fn admin_member_remove(&mut self, id: i32) -> thrift::Result<Membership>;
   fn admin_transfer_leader(&mut self, id: i32) -> thrift::Result<Membership>;
+  fn put_document(&mut self, request: PutDocumentRequest) -> thrift::Result<DocumentWriteResult>;
+  fn patch_document(&mut self, request: PatchDocumentRequest) -> thrift::Result<DocumentWriteResult>;
+  fn get_document(&mut self, request: GetDocumentRequest) -> thrift::Result<DocumentResult>;
   fn read_snapshot(&mut self, request: ReadSnapshotRequest) -> thrift::Result<SnapshotChunk>;
 }
 
@@ -4209,6 +4854,87 @@ impl <C: TThriftClient + TPaxkvSyncClientMarker> TPaxkvSyncClient for C {
       result.ok_or()
     }
   }
+  fn put_document(&mut self, request: PutDocumentRequest) -> thrift::Result<DocumentWriteResult> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("putDocument", TMessageType::Call, self.sequence_number());
+        let call_args = PaxkvPutDocumentArgs { request };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("putDocument", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = PaxkvPutDocumentResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn patch_document(&mut self, request: PatchDocumentRequest) -> thrift::Result<DocumentWriteResult> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("patchDocument", TMessageType::Call, self.sequence_number());
+        let call_args = PaxkvPatchDocumentArgs { request };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("patchDocument", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = PaxkvPatchDocumentResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn get_document(&mut self, request: GetDocumentRequest) -> thrift::Result<DocumentResult> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("getDocument", TMessageType::Call, self.sequence_number());
+        let call_args = PaxkvGetDocumentArgs { request };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("getDocument", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = PaxkvGetDocumentResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
   fn read_snapshot(&mut self, request: ReadSnapshotRequest) -> thrift::Result<SnapshotChunk> {
     (
       {
@@ -4259,6 +4985,9 @@ pub trait PaxkvSyncHandler {
   fn handle_admin_member_promote(&self, id: i32) -> thrift::Result<Membership>;
   fn handle_admin_member_remove(&self, id: i32) -> thrift::Result<Membership>;
   fn handle_admin_transfer_leader(&self, id: i32) -> thrift::Result<Membership>;
+  fn handle_put_document(&self, request: PutDocumentRequest) -> thrift::Result<DocumentWriteResult>;
+  fn handle_patch_document(&self, request: PatchDocumentRequest) -> thrift::Result<DocumentWriteResult>;
+  fn handle_get_document(&self, request: GetDocumentRequest) -> thrift::Result<DocumentResult>;
   fn handle_read_snapshot(&self, request: ReadSnapshotRequest) -> thrift::Result<SnapshotChunk>;
 }
 
@@ -4319,6 +5048,15 @@ impl <H: PaxkvSyncHandler> PaxkvSyncProcessor<H> {
   }
   fn process_admin_transfer_leader(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
     TPaxkvProcessFunctions::process_admin_transfer_leader(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_put_document(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TPaxkvProcessFunctions::process_put_document(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_patch_document(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TPaxkvProcessFunctions::process_patch_document(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_get_document(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TPaxkvProcessFunctions::process_get_document(&self.handler, incoming_sequence_number, i_prot, o_prot)
   }
   fn process_read_snapshot(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
     TPaxkvProcessFunctions::process_read_snapshot(&self.handler, incoming_sequence_number, i_prot, o_prot)
@@ -5624,6 +6362,290 @@ impl TPaxkvProcessFunctions {
       },
     }
   }
+  pub fn process_put_document<H: PaxkvSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = PaxkvPutDocumentArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_put_document(args.request) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("putDocument", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = PaxkvPutDocumentResult { result_value: Some(handler_return), invalid: None, limit: None, unavailable: None, internal: None, document: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<InvalidArgument>().is_some() {
+              let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
+              let ret_err = PaxkvPutDocumentResult{ result_value: None, invalid: Some(*err), limit: None, unavailable: None, internal: None, document: None };
+              let message_ident = TMessageIdentifier::new("putDocument", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<LimitExceeded>().is_some() {
+              let err = usr_err.downcast::<LimitExceeded>().expect("downcast already checked");
+              let ret_err = PaxkvPutDocumentResult{ result_value: None, invalid: None, limit: Some(*err), unavailable: None, internal: None, document: None };
+              let message_ident = TMessageIdentifier::new("putDocument", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = PaxkvPutDocumentResult{ result_value: None, invalid: None, limit: None, unavailable: Some(*err), internal: None, document: None };
+              let message_ident = TMessageIdentifier::new("putDocument", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = PaxkvPutDocumentResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: Some(*err), document: None };
+              let message_ident = TMessageIdentifier::new("putDocument", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<DocumentError>().is_some() {
+              let err = usr_err.downcast::<DocumentError>().expect("downcast already checked");
+              let ret_err = PaxkvPutDocumentResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, document: Some(*err) };
+              let message_ident = TMessageIdentifier::new("putDocument", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("putDocument", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("putDocument", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("putDocument", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_patch_document<H: PaxkvSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = PaxkvPatchDocumentArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_patch_document(args.request) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("patchDocument", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = PaxkvPatchDocumentResult { result_value: Some(handler_return), invalid: None, limit: None, unavailable: None, internal: None, document: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<InvalidArgument>().is_some() {
+              let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
+              let ret_err = PaxkvPatchDocumentResult{ result_value: None, invalid: Some(*err), limit: None, unavailable: None, internal: None, document: None };
+              let message_ident = TMessageIdentifier::new("patchDocument", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<LimitExceeded>().is_some() {
+              let err = usr_err.downcast::<LimitExceeded>().expect("downcast already checked");
+              let ret_err = PaxkvPatchDocumentResult{ result_value: None, invalid: None, limit: Some(*err), unavailable: None, internal: None, document: None };
+              let message_ident = TMessageIdentifier::new("patchDocument", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = PaxkvPatchDocumentResult{ result_value: None, invalid: None, limit: None, unavailable: Some(*err), internal: None, document: None };
+              let message_ident = TMessageIdentifier::new("patchDocument", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = PaxkvPatchDocumentResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: Some(*err), document: None };
+              let message_ident = TMessageIdentifier::new("patchDocument", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<DocumentError>().is_some() {
+              let err = usr_err.downcast::<DocumentError>().expect("downcast already checked");
+              let ret_err = PaxkvPatchDocumentResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, document: Some(*err) };
+              let message_ident = TMessageIdentifier::new("patchDocument", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("patchDocument", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("patchDocument", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("patchDocument", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_get_document<H: PaxkvSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = PaxkvGetDocumentArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_get_document(args.request) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("getDocument", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = PaxkvGetDocumentResult { result_value: Some(handler_return), invalid: None, limit: None, too_old: None, unavailable: None, internal: None, document: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<InvalidArgument>().is_some() {
+              let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
+              let ret_err = PaxkvGetDocumentResult{ result_value: None, invalid: Some(*err), limit: None, too_old: None, unavailable: None, internal: None, document: None };
+              let message_ident = TMessageIdentifier::new("getDocument", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<LimitExceeded>().is_some() {
+              let err = usr_err.downcast::<LimitExceeded>().expect("downcast already checked");
+              let ret_err = PaxkvGetDocumentResult{ result_value: None, invalid: None, limit: Some(*err), too_old: None, unavailable: None, internal: None, document: None };
+              let message_ident = TMessageIdentifier::new("getDocument", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<TooOld>().is_some() {
+              let err = usr_err.downcast::<TooOld>().expect("downcast already checked");
+              let ret_err = PaxkvGetDocumentResult{ result_value: None, invalid: None, limit: None, too_old: Some(*err), unavailable: None, internal: None, document: None };
+              let message_ident = TMessageIdentifier::new("getDocument", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = PaxkvGetDocumentResult{ result_value: None, invalid: None, limit: None, too_old: None, unavailable: Some(*err), internal: None, document: None };
+              let message_ident = TMessageIdentifier::new("getDocument", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = PaxkvGetDocumentResult{ result_value: None, invalid: None, limit: None, too_old: None, unavailable: None, internal: Some(*err), document: None };
+              let message_ident = TMessageIdentifier::new("getDocument", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<DocumentError>().is_some() {
+              let err = usr_err.downcast::<DocumentError>().expect("downcast already checked");
+              let ret_err = PaxkvGetDocumentResult{ result_value: None, invalid: None, limit: None, too_old: None, unavailable: None, internal: None, document: Some(*err) };
+              let message_ident = TMessageIdentifier::new("getDocument", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("getDocument", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("getDocument", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("getDocument", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
   pub fn process_read_snapshot<H: PaxkvSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
     let args = PaxkvReadSnapshotArgs::read_from_in_protocol(i_prot)?;
     match handler.handle_read_snapshot(args.request) {
@@ -5761,6 +6783,15 @@ impl <H: PaxkvSyncHandler> TProcessor for PaxkvSyncProcessor<H> {
       },
       "adminTransferLeader" => {
         self.process_admin_transfer_leader(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "putDocument" => {
+        self.process_put_document(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "patchDocument" => {
+        self.process_patch_document(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "getDocument" => {
+        self.process_get_document(message_ident.sequence_number, i_prot, o_prot)
       },
       "readSnapshot" => {
         self.process_read_snapshot(message_ident.sequence_number, i_prot, o_prot)
@@ -8312,6 +9343,563 @@ impl PaxkvAdminTransferLeaderResult {
     }
     if let Some(ref fld_var) = self.refused {
       o_prot.write_field_begin(&TFieldIdentifier::new("refused", TType::Struct, 9))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// PaxkvPutDocumentArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct PaxkvPutDocumentArgs {
+  request: PutDocumentRequest,
+}
+
+impl PaxkvPutDocumentArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<PaxkvPutDocumentArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<PutDocumentRequest> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = PutDocumentRequest::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("PaxkvPutDocumentArgs.request", &f_1)?;
+    let ret = PaxkvPutDocumentArgs {
+      request: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("putDocument_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1))?;
+    self.request.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// PaxkvPutDocumentResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct PaxkvPutDocumentResult {
+  result_value: Option<DocumentWriteResult>,
+  invalid: Option<InvalidArgument>,
+  limit: Option<LimitExceeded>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  document: Option<DocumentError>,
+}
+
+impl PaxkvPutDocumentResult {
+  fn ok_or(self) -> thrift::Result<DocumentWriteResult> {
+    if self.invalid.is_some() {
+      Err(thrift::Error::User(Box::new(self.invalid.unwrap())))
+    } else if self.limit.is_some() {
+      Err(thrift::Error::User(Box::new(self.limit.unwrap())))
+    } else if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.document.is_some() {
+      Err(thrift::Error::User(Box::new(self.document.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for PaxkvPutDocument"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<PaxkvPutDocumentResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<DocumentWriteResult> = None;
+    let mut f_1: Option<InvalidArgument> = None;
+    let mut f_2: Option<LimitExceeded> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_10: Option<DocumentError> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = DocumentWriteResult::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        1 => {
+          let val = InvalidArgument::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = LimitExceeded::read_from_in_protocol(i_prot)?;
+          f_2 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        10 => {
+          let val = DocumentError::read_from_in_protocol(i_prot)?;
+          f_10 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = PaxkvPutDocumentResult {
+      result_value: f_0,
+      invalid: f_1,
+      limit: f_2,
+      unavailable: f_4,
+      internal: f_5,
+      document: f_10,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("PaxkvPutDocumentResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.invalid {
+      o_prot.write_field_begin(&TFieldIdentifier::new("invalid", TType::Struct, 1))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.limit {
+      o_prot.write_field_begin(&TFieldIdentifier::new("limit", TType::Struct, 2))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.document {
+      o_prot.write_field_begin(&TFieldIdentifier::new("document", TType::Struct, 10))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// PaxkvPatchDocumentArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct PaxkvPatchDocumentArgs {
+  request: PatchDocumentRequest,
+}
+
+impl PaxkvPatchDocumentArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<PaxkvPatchDocumentArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<PatchDocumentRequest> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = PatchDocumentRequest::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("PaxkvPatchDocumentArgs.request", &f_1)?;
+    let ret = PaxkvPatchDocumentArgs {
+      request: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("patchDocument_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1))?;
+    self.request.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// PaxkvPatchDocumentResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct PaxkvPatchDocumentResult {
+  result_value: Option<DocumentWriteResult>,
+  invalid: Option<InvalidArgument>,
+  limit: Option<LimitExceeded>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  document: Option<DocumentError>,
+}
+
+impl PaxkvPatchDocumentResult {
+  fn ok_or(self) -> thrift::Result<DocumentWriteResult> {
+    if self.invalid.is_some() {
+      Err(thrift::Error::User(Box::new(self.invalid.unwrap())))
+    } else if self.limit.is_some() {
+      Err(thrift::Error::User(Box::new(self.limit.unwrap())))
+    } else if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.document.is_some() {
+      Err(thrift::Error::User(Box::new(self.document.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for PaxkvPatchDocument"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<PaxkvPatchDocumentResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<DocumentWriteResult> = None;
+    let mut f_1: Option<InvalidArgument> = None;
+    let mut f_2: Option<LimitExceeded> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_10: Option<DocumentError> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = DocumentWriteResult::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        1 => {
+          let val = InvalidArgument::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = LimitExceeded::read_from_in_protocol(i_prot)?;
+          f_2 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        10 => {
+          let val = DocumentError::read_from_in_protocol(i_prot)?;
+          f_10 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = PaxkvPatchDocumentResult {
+      result_value: f_0,
+      invalid: f_1,
+      limit: f_2,
+      unavailable: f_4,
+      internal: f_5,
+      document: f_10,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("PaxkvPatchDocumentResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.invalid {
+      o_prot.write_field_begin(&TFieldIdentifier::new("invalid", TType::Struct, 1))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.limit {
+      o_prot.write_field_begin(&TFieldIdentifier::new("limit", TType::Struct, 2))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.document {
+      o_prot.write_field_begin(&TFieldIdentifier::new("document", TType::Struct, 10))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// PaxkvGetDocumentArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct PaxkvGetDocumentArgs {
+  request: GetDocumentRequest,
+}
+
+impl PaxkvGetDocumentArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<PaxkvGetDocumentArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<GetDocumentRequest> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = GetDocumentRequest::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("PaxkvGetDocumentArgs.request", &f_1)?;
+    let ret = PaxkvGetDocumentArgs {
+      request: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("getDocument_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1))?;
+    self.request.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// PaxkvGetDocumentResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct PaxkvGetDocumentResult {
+  result_value: Option<DocumentResult>,
+  invalid: Option<InvalidArgument>,
+  limit: Option<LimitExceeded>,
+  too_old: Option<TooOld>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  document: Option<DocumentError>,
+}
+
+impl PaxkvGetDocumentResult {
+  fn ok_or(self) -> thrift::Result<DocumentResult> {
+    if self.invalid.is_some() {
+      Err(thrift::Error::User(Box::new(self.invalid.unwrap())))
+    } else if self.limit.is_some() {
+      Err(thrift::Error::User(Box::new(self.limit.unwrap())))
+    } else if self.too_old.is_some() {
+      Err(thrift::Error::User(Box::new(self.too_old.unwrap())))
+    } else if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.document.is_some() {
+      Err(thrift::Error::User(Box::new(self.document.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for PaxkvGetDocument"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<PaxkvGetDocumentResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<DocumentResult> = None;
+    let mut f_1: Option<InvalidArgument> = None;
+    let mut f_2: Option<LimitExceeded> = None;
+    let mut f_3: Option<TooOld> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_10: Option<DocumentError> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = DocumentResult::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        1 => {
+          let val = InvalidArgument::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = LimitExceeded::read_from_in_protocol(i_prot)?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = TooOld::read_from_in_protocol(i_prot)?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        10 => {
+          let val = DocumentError::read_from_in_protocol(i_prot)?;
+          f_10 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = PaxkvGetDocumentResult {
+      result_value: f_0,
+      invalid: f_1,
+      limit: f_2,
+      too_old: f_3,
+      unavailable: f_4,
+      internal: f_5,
+      document: f_10,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("PaxkvGetDocumentResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.invalid {
+      o_prot.write_field_begin(&TFieldIdentifier::new("invalid", TType::Struct, 1))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.limit {
+      o_prot.write_field_begin(&TFieldIdentifier::new("limit", TType::Struct, 2))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.too_old {
+      o_prot.write_field_begin(&TFieldIdentifier::new("too_old", TType::Struct, 3))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.document {
+      o_prot.write_field_begin(&TFieldIdentifier::new("document", TType::Struct, 10))?;
       fld_var.write_to_out_protocol(o_prot)?;
       o_prot.write_field_end()?
     }
