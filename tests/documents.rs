@@ -277,3 +277,56 @@ fn bad_documents_and_patches_get_typed_errors_and_the_server_keeps_serving() {
     );
     dev.process.assert_running();
 }
+
+/// `[limits]` and `[server]` for documents of up to 48 MiB.
+const LARGE: &str = "[limits]\nvalue_bytes_max = 50331648\ncommand_bytes_max = 52428800\n";
+
+/// Three `paxkv server` processes configured for large values: a 40 MB document put through
+/// a follower reads back byte-identical through every replica; a replica that was down
+/// while large documents and deltas were written catches up from the log and serves them.
+#[test]
+fn large_documents_replicate_and_a_replica_that_missed_them_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = support::ServerCluster::start_with(dir.path(), LARGE);
+    cluster.wait_ready();
+    let leader = cluster.leader(0);
+    let follower = (leader + 1) % 3;
+    let down = (leader + 2) % 3;
+    let mut client = Retrying::new(cluster.endpoints[follower], CALLS);
+
+    let big = config(240_000, 1);
+    let big_bytes = bytes(&big);
+    assert!(big_bytes.len() > 40_000_000, "{} bytes", big_bytes.len());
+    let written = client.call(|c| c.put_document(put_document(b"big", &big_bytes)));
+    for &endpoint in &cluster.endpoints {
+        let mut reader = Retrying::new(endpoint, CALLS);
+        let request = GetRequest::new(b"big".to_vec(), Some(written.version));
+        assert!(reader.call(|c| c.get(request.clone())).kv.unwrap().value == big_bytes);
+    }
+
+    // Replica `down` misses a whole document and two edits of the big one.
+    cluster.kill9(down);
+    let other = config(30_000, 2);
+    client.call(|c| c.put_document(put_document(b"other", &bytes(&other))));
+    let mut edited = big.clone();
+    edited["services"][99_999]["port"] = json!(1);
+    let edit = client.call(|c| c.put_document(put_document(b"big", &bytes(&edited))));
+    assert!(edit.delta && edit.logged_bytes < 1024, "{edit:?}");
+    let patch = br#"[{"op":"replace","path":"/owner","value":"sre"}]"#;
+    let request = PatchDocumentRequest::new(
+        b"big".to_vec(),
+        patch.to_vec(),
+        PatchFormat::JSON_PATCH,
+        None,
+        None,
+    );
+    let last = client.call(|c| c.patch_document(request.clone()));
+    edited["owner"] = json!("sre");
+
+    cluster.start_server(down);
+    let mut late = Retrying::new(cluster.endpoints[down], CALLS);
+    let read = GetRequest::new(b"big".to_vec(), Some(last.version));
+    assert!(late.call(|c| c.get(read.clone())).kv.unwrap().value == bytes(&edited));
+    let read = GetRequest::new(b"other".to_vec(), Some(last.version));
+    assert!(late.call(|c| c.get(read.clone())).kv.unwrap().value == bytes(&other));
+}

@@ -357,6 +357,10 @@ impl NodeConfig {
         self.limits
             .check_snapshot_chunk_fits(self.server.frame_bytes_max)
             .map_err(|reason| invalid("limits.snapshot_chunk_bytes_max", reason))?;
+        // Every value the API accepts can be sent to it and read back.
+        self.limits
+            .check_values_fit(self.server.frame_bytes_max)
+            .map_err(|reason| invalid("server.frame_bytes_max", reason))?;
         let timing = &self.timing;
         if timing.tick_ms == 0 || timing.heartbeat_interval_ticks == 0 {
             return Err(invalid(
@@ -479,13 +483,41 @@ key_bytes_max = 2048
             error.contains("invalid setting limits.snapshot_chunk_bytes_max"),
             "{error}"
         );
-        let chunk = "key_bytes_max = 2048\nsnapshot_chunk_bytes_max = 65536";
+        let chunk =
+            "key_bytes_max = 2048\nsnapshot_chunk_bytes_max = 65536\nvalue_bytes_max = 524288";
         let (_dir, path) = write(&format!(
             "{}[server]\nframe_bytes_max = 1048576\n",
             NODE.replace("key_bytes_max = 2048", chunk)
         ));
         let node = NodeConfig::load(&path).unwrap();
         assert_eq!(node.limits.snapshot_chunk_bytes_max, 65536);
+
+        // A value the frames could not carry, or beyond what any bound is derived for.
+        let (_dir, path) = write(&format!(
+            "{}[server]\nframe_bytes_max = 1048576\n",
+            NODE.replace(
+                "key_bytes_max = 2048",
+                "key_bytes_max = 2048\nsnapshot_chunk_bytes_max = 65536"
+            )
+        ));
+        let error = NodeConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            error.contains("invalid setting server.frame_bytes_max"),
+            "{error}"
+        );
+        let huge =
+            "key_bytes_max = 2048\nvalue_bytes_max = 1073741824\ncommand_bytes_max = 1100000000";
+        let (_dir, path) = write(&NODE.replace("key_bytes_max = 2048", huge));
+        let error = NodeConfig::load(&path).unwrap_err().to_string();
+        assert!(error.contains("value_bytes_max"), "{error}");
+        let large =
+            "key_bytes_max = 2048\nvalue_bytes_max = 268435456\ncommand_bytes_max = 270000000";
+        let (_dir, path) = write(&format!(
+            "{}[server]\nframe_bytes_max = 280000000\n",
+            NODE.replace("key_bytes_max = 2048", large)
+        ));
+        let node = NodeConfig::load(&path).unwrap();
+        assert_eq!(node.limits.value_bytes_max, 256 << 20);
 
         // 2 streams of 1 MiB frames at 100 kB/s: over 20 s between frames, against 5 s.
         let slow = format!("{NODE}[snapshot]\ntransfer_bytes_per_sec = 100000\n");

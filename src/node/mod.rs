@@ -255,11 +255,20 @@ fn driver_options(config: &NodeConfig) -> DriverOptions {
     let mut consensus = Config::new(config.id, members);
     consensus.heartbeat_interval_ticks = config.timing.heartbeat_interval_ticks;
     consensus.election_timeout_ticks = config.timing.election_timeout_ticks;
-    // One command (plus its envelope) must fit in a slot.
-    consensus.slot_bytes_max = consensus
-        .slot_bytes_max
-        .max(config.limits.command_bytes_max + 128 * 1024);
+    // Every bound a command passes derives from command_bytes_max (itself at least a
+    // full-size key and value), so any write the API accepts can be committed, logged,
+    // replicated and caught up: a slot holds one command and its envelope; the proposal
+    // queue two slots; a WAL record one slot; a peer frame one slot (an Accept, a catch-up
+    // reply, which sends at least one slot whatever catch_up_bytes_max says).
+    let slot_bytes = config.limits.command_bytes_max + 128 * 1024;
+    consensus.slot_bytes_max = consensus.slot_bytes_max.max(slot_bytes);
+    consensus.pending_bytes_max = (consensus.pending_bytes_max).max(2 * consensus.slot_bytes_max);
     let mut options = DriverOptions::new(config.id, Vec::new());
+    let record_bytes = u32::try_from(consensus.slot_bytes_max + 64 * 1024)
+        .expect("command_bytes_max is validated far below 4 GiB");
+    options.wal.record_bytes_max = options.wal.record_bytes_max.max(record_bytes);
+    options.transport.peer_frame_bytes_max =
+        (options.transport.peer_frame_bytes_max).max(record_bytes + (1 << 20));
     options.consensus = consensus;
     options.tick_ms = config.timing.tick_ms;
     options.request_timeout_ms = config.timing.request_timeout_ms;

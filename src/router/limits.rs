@@ -33,6 +33,20 @@ pub struct Limits {
     pub compress_command_bytes_min: usize,
 }
 
+/// The largest `value_bytes_max` a node accepts. Every bound a value passes on its way
+/// (command, slot, WAL record, peer frame) is derived from it with room to spare, and the
+/// largest of them stays well inside a frame length's 31 bits.
+pub const VALUE_BYTES_MAX_LIMIT: usize = 512 << 20;
+
+/// The largest `command_bytes_max` a node accepts (a value of `VALUE_BYTES_MAX_LIMIT`, its
+/// key and a transaction's envelope fit).
+pub const COMMAND_BYTES_MAX_LIMIT: usize = VALUE_BYTES_MAX_LIMIT + (16 << 20);
+
+/// What a request or reply carrying one full-size key and value holds besides them (message
+/// and field headers, a session, versions), rounded up generously: a full-size `put` and
+/// `get` reply fit in a Thrift frame of `key_bytes_max + value_bytes_max` plus this.
+pub const VALUE_FRAME_OVERHEAD_BYTES: usize = 64 * 1024;
+
 /// What a `readSnapshot` reply carries besides its data (message header, field headers,
 /// `totalBytes`), rounded up generously: a chunk plus this must fit in one Thrift frame.
 pub const SNAPSHOT_CHUNK_REPLY_OVERHEAD_BYTES: usize = 1024;
@@ -87,13 +101,44 @@ impl Limits {
         if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(format!("limits.{name} must be positive"));
         }
+        if self.value_bytes_max > VALUE_BYTES_MAX_LIMIT {
+            return Err(format!(
+                "limits.value_bytes_max ({}) must not exceed {VALUE_BYTES_MAX_LIMIT}",
+                self.value_bytes_max
+            ));
+        }
+        if self.command_bytes_max > COMMAND_BYTES_MAX_LIMIT {
+            return Err(format!(
+                "limits.command_bytes_max ({}) must not exceed {COMMAND_BYTES_MAX_LIMIT}",
+                self.command_bytes_max
+            ));
+        }
         if self.key_bytes_max + self.value_bytes_max + 1024 > self.command_bytes_max {
             return Err(format!(
                 "limits.command_bytes_max ({}) must exceed key_bytes_max + value_bytes_max + 1024",
                 self.command_bytes_max
             ));
         }
-        self.check_snapshot_chunk_fits(crate::api::FRAME_BYTES_MAX_LIMIT)
+        self.check_snapshot_chunk_fits(crate::api::FRAME_BYTES_MAX_LIMIT)?;
+        self.check_values_fit(crate::api::FRAME_BYTES_MAX_LIMIT)
+    }
+
+    /// A request with a full-size key and value (a `put`), and a reply with them (a `get`),
+    /// fit in a frame of `frame_bytes_max`. `validate` checks it against the largest frame
+    /// Thrift allows; a node checks it against its `[server].frame_bytes_max` too.
+    pub fn check_values_fit(&self, frame_bytes_max: u32) -> std::result::Result<(), String> {
+        let frame_bytes = (self.key_bytes_max)
+            .saturating_add(self.value_bytes_max)
+            .saturating_add(VALUE_FRAME_OVERHEAD_BYTES);
+        if frame_bytes > frame_bytes_max as usize {
+            return Err(format!(
+                "limits.key_bytes_max + value_bytes_max ({}) + {VALUE_FRAME_OVERHEAD_BYTES} \
+                 must not exceed the frame limit ({frame_bytes_max}): a full-size put could \
+                 not be sent",
+                self.key_bytes_max + self.value_bytes_max
+            ));
+        }
+        Ok(())
     }
 
     /// A full snapshot chunk and its reply's overhead fit in a frame of `frame_bytes_max`.
