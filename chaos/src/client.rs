@@ -6,7 +6,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use paxkv::api::gen::paxkv::{
-    Compacted, Conflict, InternalError, InvalidArgument, LimitExceeded, TooOld, Unavailable,
+    Compacted, Conflict, DocumentError, InternalError, InvalidArgument, LimitExceeded, TooOld,
+    Unavailable,
 };
 use paxkv::api::{client_on, Client, Protocol};
 
@@ -84,7 +85,8 @@ pub fn classify(error: &thrift::Error) -> Failure {
         || user.is::<InvalidArgument>()
         || user.is::<LimitExceeded>()
         || user.is::<TooOld>()
-        || user.is::<Compacted>();
+        || user.is::<Compacted>()
+        || user.is::<DocumentError>();
     definite(rejected)
 }
 

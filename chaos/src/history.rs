@@ -39,6 +39,12 @@ pub enum Call {
     SetAdd { element: u64 },
     /// Reads the whole set in one snapshot.
     SetRead,
+    /// Adds one element to the `items` array of a JSON document (`doc/N`): with an RFC 6902
+    /// patch, or (`whole`) by reading the document and writing it back whole at the version
+    /// read, which the server logs as a delta from it.
+    DocAdd { element: u64, whole: bool },
+    /// Reads every document in one snapshot; the elements of all their `items`.
+    DocRead,
     /// One long poll of a watcher on `[start_key, end_key)` from `from_version`.
     Watch {
         watcher: u32,
@@ -55,6 +61,7 @@ impl Call {
             Call::Read { .. } | Call::Write { .. } | Call::Cas { .. } => Workload::Register,
             Call::BankInit { .. } | Call::Transfer { .. } | Call::BankRead { .. } => Workload::Bank,
             Call::SetAdd { .. } | Call::SetRead => Workload::Set,
+            Call::DocAdd { .. } | Call::DocRead => Workload::Documents,
             Call::Watch { .. } => Workload::Watch,
         }
     }
@@ -67,6 +74,7 @@ pub enum Workload {
     Bank,
     Set,
     Watch,
+    Documents,
 }
 
 /// One change a watcher received.

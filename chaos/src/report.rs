@@ -28,6 +28,14 @@ pub struct Checks {
     pub bank: BankResult,
     pub set: SetResult,
     pub watch: WatchResult,
+    /// The documents workload, checked as a set (`check::set::check_documents`).
+    #[serde(default = "no_documents")]
+    pub documents: SetResult,
+}
+
+/// A history saved before the documents workload existed has none to check.
+fn no_documents() -> SetResult {
+    set::check_documents(&[])
 }
 
 impl Checks {
@@ -37,15 +45,17 @@ impl Checks {
             bank: bank::check(operations),
             set: set::check(operations),
             watch: watch::check(operations),
+            documents: set::check_documents(operations),
         }
     }
 
-    pub fn verdicts(&self) -> [(&'static str, &Verdict); 4] {
+    pub fn verdicts(&self) -> [(&'static str, &Verdict); 5] {
         [
             ("registers (linearizable)", &self.registers.verdict),
             ("bank", &self.bank.verdict),
             ("set", &self.set.verdict),
             ("watch", &self.watch.verdict),
+            ("documents", &self.documents.verdict),
         ]
     }
 }

@@ -162,13 +162,18 @@ fn drive(
     finished.map(|(log, _)| log)
 }
 
-/// Step 4 once the writers stopped: a leader, the final set and bank reads, and the
+/// Step 4 once the writers stopped: a leader, the final set, documents and bank reads, and the
 /// version the watchers must pass (every acknowledged write lies at or below it).
 fn finish(cluster: &mut Cluster, runner: &mut Runner) -> Result<i64> {
     cluster.wait_for_leader(READY_TIMEOUT)?;
     runner.call_until_ok(&Call::SetRead, |client| {
         Ok(Reply::Elements {
             elements: workload::read_set(client)?,
+        })
+    })?;
+    runner.call_until_ok(&Call::DocRead, |client| {
+        Ok(Reply::Elements {
+            elements: workload::read_documents(client)?,
         })
     })?;
     let final_read = Call::BankRead {

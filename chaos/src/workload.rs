@@ -10,7 +10,11 @@
 //!   at a read version, commit with a read conflict range over all accounts), and reads of
 //!   all accounts in one snapshot;
 //! - set: adds of distinct elements (one key each under `set/`) and reads of the whole set;
-//! - watch: long polls on the register range, resuming from the last `next_version`.
+//! - watch: long polls on the register range, resuming from the last `next_version`;
+//! - documents: adds of distinct elements to the `items` arrays of JSON documents under
+//!   `doc/` (the clients share two at a time), as RFC 6902 patches or as whole documents
+//!   written back at the version read (which the server logs as deltas), and reads of
+//!   every document in one snapshot.
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
@@ -18,8 +22,9 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use paxkv::api::gen::paxkv::{
-    Compare, CompareOp, CompareTarget, GetRangeRequest, GetRequest, KeyRange, KeyValue, Mutation,
-    MutationType, PutRequest, TxnRequest, WatchRequest,
+    Compare, CompareOp, CompareTarget, DocumentError, GetDocumentRequest, GetRangeRequest,
+    GetRequest, KeyRange, KeyValue, Mutation, MutationType, PatchDocumentRequest, PatchFormat,
+    PutDocumentRequest, PutRequest, TxnRequest, WatchRequest,
 };
 use paxkv::api::{Client, TPaxkvSyncClient};
 use rand::rngs::StdRng;
@@ -43,6 +48,17 @@ const SET_END: &str = "set0";
 const SET_READ_ONE_IN: u32 = 100;
 /// Pages of one set read, at most (the server caps a page).
 const SET_READ_PAGES_MAX: usize = 10_000;
+const DOC_START: &str = "doc/";
+const DOC_END: &str = "doc0";
+/// Each client's adds number 1, 2, ...; add `n` goes to document
+/// `doc/<n / DOC_ADDS_PER_GENERATION>/<n % 2>`, so every client writes the same two
+/// documents at a time (they contend) and documents stay small (a few KiB) however long
+/// the run.
+const DOC_ADDS_PER_GENERATION: u64 = 400;
+/// One call in this many is a read of every document.
+const DOC_READ_ONE_IN: u32 = 50;
+/// One add in this many reads the document and writes it back whole.
+const DOC_WHOLE_ONE_IN: u32 = 3;
 /// A watch long poll's server-side timeout.
 const WATCH_POLL_MS: i32 = 500;
 /// Pause after a call failed, when the server gave no hint.
@@ -516,6 +532,135 @@ impl Workload for Set {
 }
 
 // ---------------------------------------------------------------------------------------
+// Documents.
+
+pub struct Documents {
+    thread: u32,
+    counter: u64,
+}
+
+impl Documents {
+    pub fn new(thread: u32) -> Documents {
+        Documents { thread, counter: 0 }
+    }
+}
+
+fn doc_key(add: u64) -> Vec<u8> {
+    let generation = add / DOC_ADDS_PER_GENERATION;
+    format!("{DOC_START}{generation:010}/{}", add % 2).into_bytes()
+}
+
+/// The elements of a document's `items`.
+fn doc_items(json: &[u8]) -> Result<Vec<u64>, CallError> {
+    let document: serde_json::Value = serde_json::from_slice(json).map_err(|_| bad_value(json))?;
+    let items = document["items"]
+        .as_array()
+        .ok_or_else(|| bad_value(json))?;
+    (items.iter())
+        .map(|item| item.as_u64().ok_or_else(|| bad_value(json)))
+        .collect()
+}
+
+fn doc_json(items: &[u64]) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({ "items": items })).expect("serializes")
+}
+
+/// Adds `element` to document `key` as an RFC 6902 patch; a document that does not exist
+/// yet is created holding it (only if it still does not).
+fn doc_patch_add(client: &mut Client, key: Vec<u8>, element: u64) -> Result<Reply, CallError> {
+    let patch = format!(r#"[{{"op":"add","path":"/items/-","value":{element}}}]"#);
+    let request = PatchDocumentRequest::new(
+        key.clone(),
+        patch.into_bytes(),
+        PatchFormat::JSON_PATCH,
+        None,
+        None,
+    );
+    match client.patch_document(request) {
+        Ok(written) => Ok(Reply::Written {
+            version: written.version,
+        }),
+        Err(thrift::Error::User(user))
+            if user
+                .downcast_ref::<DocumentError>()
+                .is_some_and(|e| e.reason == "NO_DOCUMENT") =>
+        {
+            let create = PutDocumentRequest::new(key, doc_json(&[element]), Some(0), None);
+            let written = client.put_document(create)?;
+            Ok(Reply::Written {
+                version: written.version,
+            })
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Reads document `key`, appends `element`, and writes it back whole at the version read.
+fn doc_whole_add(client: &mut Client, key: Vec<u8>, element: u64) -> Result<Reply, CallError> {
+    let read = client.get_document(GetDocumentRequest::new(key.clone(), None, None))?;
+    let mut items = match &read.json {
+        Some(json) => doc_items(json)?,
+        None => Vec::new(),
+    };
+    items.push(element);
+    let put = PutDocumentRequest::new(key, doc_json(&items), Some(read.mod_version), None);
+    let written = client.put_document(put)?;
+    Ok(Reply::Written {
+        version: written.version,
+    })
+}
+
+/// Every document's items, in one snapshot: the first page's read version is kept.
+pub fn read_documents(client: &mut Client) -> Result<Vec<u64>, CallError> {
+    let range = KeyRange::new(DOC_START.into(), DOC_END.into());
+    let (mut elements, mut read_version, mut continuation) = (Vec::new(), None, None);
+    for _ in 0..SET_READ_PAGES_MAX {
+        let request = GetRangeRequest::new(range.clone(), 0, false, read_version, continuation);
+        let page = client.get_range(request)?;
+        for KeyValue { value, .. } in &page.kvs {
+            elements.extend(doc_items(value)?);
+        }
+        if !page.more {
+            return Ok(elements);
+        }
+        read_version = Some(page.read_version);
+        continuation = page.continuation;
+    }
+    Err(CallError::Refused(
+        "documents read exceeded its page bound".into(),
+    ))
+}
+
+impl Workload for Documents {
+    fn next_call(&mut self, rng: &mut StdRng) -> Call {
+        if rng.gen_ratio(1, DOC_READ_ONE_IN) {
+            return Call::DocRead;
+        }
+        self.counter += 1;
+        Call::DocAdd {
+            element: (u64::from(self.thread) + 1) * 1_000_000_000 + self.counter,
+            whole: rng.gen_ratio(1, DOC_WHOLE_ONE_IN),
+        }
+    }
+
+    fn execute(&mut self, client: &mut Client, call: &Call) -> Result<Reply, CallError> {
+        match call {
+            Call::DocAdd { element, whole } => {
+                let key = doc_key(element % 1_000_000_000);
+                match whole {
+                    false => doc_patch_add(client, key, *element),
+                    true => doc_whole_add(client, key, *element),
+                }
+            }
+            Call::DocRead => Ok(Reply::Elements {
+                elements: read_documents(client)?,
+            }),
+            other => panic!("not a documents call: {other:?}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Watch.
 
 /// A watcher on the register range. It stops once told to and it has passed `drain_to`
@@ -664,6 +809,7 @@ pub struct Clients {
     pub bank: u32,
     pub set: u32,
     pub watchers: u32,
+    pub documents: u32,
 }
 
 impl Default for Clients {
@@ -673,13 +819,14 @@ impl Default for Clients {
             bank: 3,
             set: 2,
             watchers: 2,
+            documents: 2,
         }
     }
 }
 
 impl Clients {
     pub fn total(&self) -> u32 {
-        self.registers + self.bank + self.set + self.watchers
+        self.registers + self.bank + self.set + self.watchers + self.documents
     }
 }
 
@@ -723,6 +870,11 @@ pub fn start(
         let id = next_id();
         let workload = Set::new(id.thread);
         writers.push(spawn(format!("set-{n}"), shared, id, seed, workload));
+    }
+    for n in 0..clients.documents {
+        let id = next_id();
+        let workload = Documents::new(id.thread);
+        writers.push(spawn(format!("documents-{n}"), shared, id, seed, workload));
     }
     let watchers = (0..clients.watchers)
         .map(|n| {

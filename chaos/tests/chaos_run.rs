@@ -84,6 +84,38 @@ fn checkers_catch_faults_planted_in(history: &History) {
     assert!(set.verdict.is_violation(), "{set:?}");
     assert_eq!(set.lost, 1);
 
+    // The documents workload: an acknowledged element missing from the final read, and an
+    // element that appears twice (a patch applied twice, or to the wrong base).
+    let mut lost = history.clone();
+    let acknowledged_adds: Vec<u64> = (lost.events.iter())
+        .filter_map(|e| match (&e.call, e.kind) {
+            (Call::DocAdd { element, .. }, EventKind::Ok) => Some(*element),
+            _ => None,
+        })
+        .collect();
+    let final_read = (lost.events.iter_mut().rev())
+        .find(|e| e.kind == EventKind::Ok && e.call == Call::DocRead)
+        .unwrap();
+    let Some(Reply::Elements { elements }) = &mut final_read.reply else {
+        panic!("a documents read replies with elements");
+    };
+    let mut twice = elements.clone();
+    let at = (elements.iter())
+        .position(|e| acknowledged_adds.contains(e))
+        .unwrap();
+    elements.remove(at);
+    let documents = verdicts(&lost).documents;
+    assert!(documents.verdict.is_violation(), "{documents:?}");
+    assert_eq!(documents.lost, 1);
+    twice.push(twice[0]);
+    let mut repeated = history.clone();
+    let final_read = (repeated.events.iter_mut().rev())
+        .find(|e| e.kind == EventKind::Ok && e.call == Call::DocRead)
+        .unwrap();
+    final_read.reply = Some(Reply::Elements { elements: twice });
+    let documents = verdicts(&repeated).documents;
+    assert!(documents.verdict.is_violation(), "{documents:?}");
+
     let mut torn = history.clone();
     let bank_read = (torn.events.iter_mut())
         .find(|e| matches!(e.reply, Some(Reply::Balances { .. })))

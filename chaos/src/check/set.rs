@@ -8,6 +8,11 @@
 //!   definitely failed.
 //!
 //! Adds with unknown outcome may be present or absent anywhere.
+//!
+//! The documents workload is checked the same way (`check_documents`): its adds append to
+//! the `items` of JSON documents, its reads read every document in one snapshot. There an
+//! element that appears twice is also a violation (counted with the phantoms): no add is
+//! retried, so only an add applied twice, or a patch applied to the wrong base, repeats one.
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
@@ -50,13 +55,43 @@ enum AddOutcome {
     Unknown,
 }
 
-pub fn check(operations: &[Operation]) -> SetResult {
-    let adds = collect_adds(operations);
-    let reads: Vec<(&Operation, &Vec<u64>)> = (operations.iter())
-        .filter_map(|op| match op.reply() {
-            Some(Reply::Elements { elements }) => Some((op, elements)),
+/// Which workload's adds and reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Set,
+    Documents,
+}
+
+impl Kind {
+    fn add(self, call: &Call) -> Option<u64> {
+        match (self, call) {
+            (Kind::Set, Call::SetAdd { element }) => Some(*element),
+            (Kind::Documents, Call::DocAdd { element, .. }) => Some(*element),
             _ => None,
-        })
+        }
+    }
+
+    fn read(self, operation: &Operation) -> Option<&Vec<u64>> {
+        match (self, &operation.call, operation.reply()) {
+            (Kind::Set, Call::SetRead, Some(Reply::Elements { elements })) => Some(elements),
+            (Kind::Documents, Call::DocRead, Some(Reply::Elements { elements })) => Some(elements),
+            _ => None,
+        }
+    }
+}
+
+pub fn check(operations: &[Operation]) -> SetResult {
+    check_kind(operations, Kind::Set)
+}
+
+pub fn check_documents(operations: &[Operation]) -> SetResult {
+    check_kind(operations, Kind::Documents)
+}
+
+fn check_kind(operations: &[Operation], kind: Kind) -> SetResult {
+    let adds = collect_adds(operations, kind);
+    let reads: Vec<(&Operation, &Vec<u64>)> = (operations.iter())
+        .filter_map(|op| kind.read(op).map(|elements| (op, elements)))
         .collect();
     let count = |outcome: AddOutcome| adds.values().filter(|a| a.outcome == outcome).count();
     let mut result = SetResult {
@@ -74,15 +109,15 @@ pub fn check(operations: &[Operation]) -> SetResult {
         witness: Vec::new(),
     };
     check_phantoms_and_staleness(&adds, &reads, &mut result);
-    check_final_read(operations, &adds, &reads, &mut result);
+    check_final_read(operations, kind, &adds, &reads, &mut result);
     result.verdict = result.verdict.clone().worst(summary(&result));
     result
 }
 
-fn collect_adds(operations: &[Operation]) -> BTreeMap<u64, Add> {
+fn collect_adds(operations: &[Operation], kind: Kind) -> BTreeMap<u64, Add> {
     let mut adds = BTreeMap::new();
     for operation in operations {
-        let Call::SetAdd { element } = operation.call else {
+        let Some(element) = kind.add(&operation.call) else {
             continue;
         };
         let outcome = match operation.outcome {
@@ -110,6 +145,19 @@ fn check_phantoms_and_staleness(
     let mut phantoms = BTreeSet::new();
     for (read, elements) in reads {
         let present: BTreeSet<u64> = elements.iter().copied().collect();
+        if present.len() < elements.len() {
+            // One element twice: the set workload's keys cannot repeat, a document's can.
+            let mut seen = BTreeSet::new();
+            let twice = elements.iter().find(|element| !seen.insert(**element));
+            if let Some(&element) = twice {
+                phantoms.insert(element);
+                if result.witness.len() < ELEMENTS_LISTED_MAX {
+                    result
+                        .witness
+                        .push(format!("read op {} holds {element} twice", read.id));
+                }
+            }
+        }
         for element in &present {
             let never = adds
                 .get(element)
@@ -139,6 +187,7 @@ fn check_phantoms_and_staleness(
 
 fn check_final_read(
     operations: &[Operation],
+    kind: Kind,
     adds: &BTreeMap<u64, Add>,
     reads: &[(&Operation, &Vec<u64>)],
     result: &mut SetResult,
@@ -148,7 +197,7 @@ fn check_final_read(
         return;
     };
     let adds_end = (operations.iter())
-        .filter(|op| matches!(op.call, Call::SetAdd { .. }))
+        .filter(|op| kind.add(&op.call).is_some())
         .filter_map(|op| op.complete_ns)
         .max()
         .unwrap_or(0);

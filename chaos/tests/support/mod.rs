@@ -95,6 +95,7 @@ pub fn assert_a_valid_run(
     }
     assert!(report.ops["register"].ok >= 100, "{summary}");
     assert!(report.checks.set.adds_ok >= 100, "{summary}");
+    assert!(report.checks.documents.adds_ok >= 20, "{summary}");
     std::fs::remove_dir_all(&out).unwrap();
     report
 }
