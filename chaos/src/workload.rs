@@ -481,27 +481,40 @@ fn element_key(element: u64) -> String {
     format!("{SET_START}{element:020}")
 }
 
-/// The whole set in one snapshot: the first page's read version is kept for the rest.
-pub fn read_set(client: &mut Client) -> Result<Vec<u64>, CallError> {
-    let range = KeyRange::new(SET_START.into(), SET_END.into());
-    let (mut elements, mut read_version, mut continuation) = (Vec::new(), None, None);
+/// Every pair in `[start, end)` in one snapshot (the first page's read version is kept for
+/// the rest), each handed to `each`.
+fn read_range_snapshot(
+    client: &mut Client,
+    (start, end): (&str, &str),
+    what: &str,
+    mut each: impl FnMut(&KeyValue) -> Result<(), CallError>,
+) -> Result<(), CallError> {
+    let range = KeyRange::new(start.into(), end.into());
+    let (mut read_version, mut continuation) = (None, None);
     for _ in 0..SET_READ_PAGES_MAX {
         let request = GetRangeRequest::new(range.clone(), 0, false, read_version, continuation);
         let page = client.get_range(request)?;
-        for KeyValue { key, .. } in &page.kvs {
-            let text = String::from_utf8_lossy(&key[SET_START.len()..]).into_owned();
-            let element = text.parse().map_err(|_| bad_value(key))?;
-            elements.push(element);
-        }
+        page.kvs.iter().try_for_each(&mut each)?;
         if !page.more {
-            return Ok(elements);
+            return Ok(());
         }
         read_version = Some(page.read_version);
         continuation = page.continuation;
     }
-    Err(CallError::Refused(
-        "set read exceeded its page bound".into(),
-    ))
+    Err(CallError::Refused(format!(
+        "{what} read exceeded its page bound"
+    )))
+}
+
+/// The whole set in one snapshot.
+pub fn read_set(client: &mut Client) -> Result<Vec<u64>, CallError> {
+    let mut elements = Vec::new();
+    read_range_snapshot(client, (SET_START, SET_END), "set", |kv| {
+        let text = String::from_utf8_lossy(&kv.key[SET_START.len()..]).into_owned();
+        elements.push(text.parse().map_err(|_| bad_value(&kv.key))?);
+        Ok(())
+    })?;
+    Ok(elements)
 }
 
 impl Workload for Set {
@@ -610,25 +623,14 @@ fn doc_whole_add(client: &mut Client, key: Vec<u8>, element: u64) -> Result<Repl
     })
 }
 
-/// Every document's items, in one snapshot: the first page's read version is kept.
+/// Every document's items, in one snapshot.
 pub fn read_documents(client: &mut Client) -> Result<Vec<u64>, CallError> {
-    let range = KeyRange::new(DOC_START.into(), DOC_END.into());
-    let (mut elements, mut read_version, mut continuation) = (Vec::new(), None, None);
-    for _ in 0..SET_READ_PAGES_MAX {
-        let request = GetRangeRequest::new(range.clone(), 0, false, read_version, continuation);
-        let page = client.get_range(request)?;
-        for KeyValue { value, .. } in &page.kvs {
-            elements.extend(doc_items(value)?);
-        }
-        if !page.more {
-            return Ok(elements);
-        }
-        read_version = Some(page.read_version);
-        continuation = page.continuation;
-    }
-    Err(CallError::Refused(
-        "documents read exceeded its page bound".into(),
-    ))
+    let mut elements = Vec::new();
+    read_range_snapshot(client, (DOC_START, DOC_END), "documents", |kv| {
+        elements.extend(doc_items(&kv.value)?);
+        Ok(())
+    })?;
+    Ok(elements)
 }
 
 impl Workload for Documents {

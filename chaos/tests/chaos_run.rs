@@ -115,6 +115,7 @@ fn checkers_catch_faults_planted_in(history: &History) {
     final_read.reply = Some(Reply::Elements { elements: twice });
     let documents = verdicts(&repeated).documents;
     assert!(documents.verdict.is_violation(), "{documents:?}");
+    assert_eq!(documents.duplicates, 1);
 
     let mut torn = history.clone();
     let bank_read = (torn.events.iter_mut())
