@@ -66,6 +66,14 @@ enum Kind {
 }
 
 impl Kind {
+    /// What a verdict calls this workload's reads.
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Set => "set",
+            Kind::Documents => "documents",
+        }
+    }
+
     fn add(self, call: &Call) -> Option<u64> {
         match (self, call) {
             (Kind::Set, Call::SetAdd { element }) => Some(*element),
@@ -197,7 +205,7 @@ fn check_final_read(
     result: &mut SetResult,
 ) {
     let Some((last, elements)) = reads.last() else {
-        result.verdict = Verdict::Unknown("no successful set read".into());
+        result.verdict = Verdict::Unknown(format!("no successful {} read", kind.name()));
         return;
     };
     let adds_end = (operations.iter())
@@ -206,8 +214,10 @@ fn check_final_read(
         .max()
         .unwrap_or(0);
     if last.invoke_ns < adds_end {
-        result.verdict =
-            Verdict::Unknown("the last set read started before every add had finished".into());
+        result.verdict = Verdict::Unknown(format!(
+            "the last {} read started before every add had finished",
+            kind.name()
+        ));
         return;
     }
     let present: BTreeSet<u64> = elements.iter().copied().collect();
