@@ -32,15 +32,21 @@ fn kinds(membership: &Membership) -> Vec<(i32, String)> {
 }
 
 /// Promotes `id`, asking again while it is still catching up.
-fn promote(client: &mut Retrying, id: i32) -> Membership {
+/// `call`, tried again while it is refused for `reason` (a state a moment will end), up to
+/// `CALLS`; any other error fails the test.
+fn until_not_refused(
+    client: &mut Retrying,
+    reason: &str,
+    mut call: impl FnMut(&mut paxkv::api::Client) -> thrift::Result<Membership>,
+) -> Membership {
     let deadline = Deadline::after(CALLS);
     loop {
-        match client.try_call(|c| c.admin_member_promote(id)) {
+        match client.try_call(&mut call) {
             Ok(membership) => return membership,
             Err(error) if !deadline.passed() => {
                 let refusal = support::user_error::<MembershipRefused>(&error);
                 assert!(
-                    refusal.is_some_and(|r| r.reason == "MEMBER_BEHIND"),
+                    refusal.is_some_and(|r| r.reason == reason),
                     "{}",
                     support::describe(&error)
                 );
@@ -51,26 +57,24 @@ fn promote(client: &mut Retrying, id: i32) -> Membership {
     }
 }
 
+/// Promotes `id` once it has caught up.
+fn promote(client: &mut Retrying, id: i32) -> Membership {
+    until_not_refused(client, "MEMBER_BEHIND", |c| c.admin_member_promote(id))
+}
+
 /// Adds `id` once it has connected to the leader (it was just started).
 fn add(client: &mut Retrying, cluster: &ServerCluster, id: i32) -> Membership {
     let addr = cluster.peer_addr(id as usize - 1).to_string();
-    let deadline = Deadline::after(CALLS);
-    loop {
-        let request = MemberAddRequest::new(id, Some(addr.clone()), None);
-        match client.try_call(|c| c.admin_member_add(request.clone())) {
-            Ok(membership) => return membership,
-            Err(error) if !deadline.passed() => {
-                let refusal = support::user_error::<MembershipRefused>(&error);
-                assert!(
-                    refusal.is_some_and(|r| r.reason == "NOT_CONNECTED"),
-                    "{}",
-                    support::describe(&error)
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(error) => panic!("{}", support::describe(&error)),
-        }
-    }
+    let request = MemberAddRequest::new(id, Some(addr), None);
+    until_not_refused(client, "NOT_CONNECTED", |c| {
+        c.admin_member_add(request.clone())
+    })
+}
+
+/// Removes `id` once the leader hears enough of the voters that remain (replicas just
+/// restarted answer it a moment after they are ready).
+fn remove(client: &mut Retrying, id: i32) -> Membership {
+    until_not_refused(client, "WOULD_LOSE_QUORUM", |c| c.admin_member_remove(id))
 }
 
 #[test]
@@ -136,8 +140,8 @@ fn a_cluster_grows_from_three_to_five_and_back_one_change_at_a_time() {
 
     // And back to three: remove the two that joined, one at a time.
     let mut client = Retrying::new(cluster.endpoints[0], CALLS);
-    client.call(|c| c.admin_member_remove(5));
-    let three = client.call(|c| c.admin_member_remove(4));
+    remove(&mut client, 5);
+    let three = remove(&mut client, 4);
     assert_eq!(
         kinds(&three),
         (1..=3)
