@@ -10,6 +10,7 @@
 //! request was refused. Every failure prints one line to stderr.
 mod backup;
 mod doc;
+mod file;
 mod member;
 
 use std::fmt::Write as _;
@@ -136,7 +137,15 @@ pub struct SessionArgs {
 #[derive(Args, Debug)]
 pub struct PutArgs {
     key: String,
-    value: String,
+    #[arg(required_unless_present = "file", conflicts_with = "file")]
+    value: Option<String>,
+    /// The value is this file's bytes, sent in chunks when it is larger than one (with a
+    /// progress bar on a terminal for anything over 4 MiB).
+    #[arg(long, value_name = "PATH")]
+    file: Option<std::path::PathBuf>,
+    /// Bytes per chunk of --file (at most the server's limits.chunk_bytes_max).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_CHUNK_BYTES)]
+    chunk_bytes: usize,
     #[command(flatten)]
     session: SessionArgs,
     #[command(flatten)]
@@ -155,9 +164,20 @@ pub struct GetArgs {
     /// Print the value as lowercase hex.
     #[arg(long)]
     hex: bool,
+    /// Write the value to this file instead, read range by range at one version (with a
+    /// progress bar on a terminal for anything over 4 MiB); prints `OK bytes=N
+    /// read_version=N`.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["hex", "verbose"])]
+    out: Option<std::path::PathBuf>,
+    /// Bytes per range read of --out (the server caps it at limits.chunk_bytes_max).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_CHUNK_BYTES)]
+    chunk_bytes: usize,
     #[command(flatten)]
     connection: ConnectionArgs,
 }
+
+/// The server's default limits.chunk_bytes_max.
+const DEFAULT_CHUNK_BYTES: usize = 4 << 20;
 
 #[derive(Args, Debug)]
 pub struct DelArgs {
@@ -463,10 +483,25 @@ fn server_error_line(user: &(dyn std::error::Error + Send + Sync + 'static)) -> 
 type Outcome<T = u8> = Result<T, Failure>;
 
 fn put(args: PutArgs) -> Outcome {
+    if args.chunk_bytes == 0 || args.chunk_bytes > i32::MAX as usize {
+        return Err(Failure::Invalid(
+            "--chunk-bytes must be from 1 to 2^31 - 1".into(),
+        ));
+    }
+    if let Some(path) = &args.file {
+        return file::put_file(
+            args.key,
+            path,
+            args.chunk_bytes,
+            &args.session,
+            &args.connection,
+        );
+    }
     let mut client = args.connection.connect()?;
+    let value = args.value.expect("clap requires VALUE unless --file");
     let request = PutRequest::new(
         args.key.into_bytes(),
-        args.value.into_bytes(),
+        value.into_bytes(),
         args.session.session(),
     );
     let version = client.put(request)?;
@@ -475,6 +510,20 @@ fn put(args: PutArgs) -> Outcome {
 }
 
 fn get(args: GetArgs) -> Outcome {
+    if args.chunk_bytes == 0 || args.chunk_bytes > i32::MAX as usize {
+        return Err(Failure::Invalid(
+            "--chunk-bytes must be from 1 to 2^31 - 1".into(),
+        ));
+    }
+    if let Some(path) = &args.out {
+        return file::get_file(
+            args.key,
+            path,
+            args.version,
+            args.chunk_bytes,
+            &args.connection,
+        );
+    }
     let mut client = args.connection.connect()?;
     let result = client.get(GetRequest::new(args.key.into_bytes(), args.version))?;
     let Some(kv) = result.kv else {

@@ -135,14 +135,14 @@ fn an_oversized_value_is_reported_as_limit_exceeded() {
     let mut cluster = dev(dir.path());
     cluster.wait_ready(READY_TIMEOUT);
     let endpoint = cluster.endpoints[0].to_string();
-    // Over the default value_bytes_max of 1 MiB.
+    // Over the default value_bytes_max of 128 MiB.
     let json = bench(&[
         "--endpoint",
         &endpoint,
         "--workload",
         "large",
         "--value-size",
-        "2000000",
+        "134217729",
         "--ops",
         "3",
     ]);

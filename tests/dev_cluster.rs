@@ -166,7 +166,8 @@ fn bad_input_gets_a_typed_error_and_the_server_keeps_serving() {
     assert_eq!(limit.maximum, 10 * 1024);
     assert_serves(&mut client, b"after-oversized");
 
-    let big_value = PutRequest::new(b"k".to_vec(), vec![0; 1024 * 1024 + 1], None);
+    // Over the default value_bytes_max of 128 MiB.
+    let big_value = PutRequest::new(b"k".to_vec(), vec![0; (128 << 20) + 1], None);
     let error = client.put(big_value).unwrap_err();
     assert_eq!(
         user_error::<LimitExceeded>(&error).unwrap().limit,

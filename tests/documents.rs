@@ -209,7 +209,8 @@ fn bad_documents_and_patches_get_typed_errors_and_the_server_keeps_serving() {
     let invalid = user_error::<InvalidArgument>(&error).expect("InvalidArgument");
     assert_eq!(invalid.offset, Some(12), "{}", invalid.message);
 
-    let huge = format!("[\"{}\"]", "x".repeat(2 << 20));
+    // Over the default value_bytes_max of 128 MiB.
+    let huge = format!("[\"{}\"]", "x".repeat(128 << 20));
     let error = client
         .try_call(|c| c.put_document(put_document(b"bad", huge.as_bytes())))
         .unwrap_err();

@@ -193,6 +193,30 @@ impl PaxkvSyncHandler for MemoryHandler {
     ) -> thrift::Result<paxkv::api::gen::paxkv::DocumentResult> {
         unsupported("getDocument")
     }
+    fn handle_upload_chunk(
+        &self,
+        _: paxkv::api::gen::paxkv::UploadChunkRequest,
+    ) -> thrift::Result<paxkv::api::gen::paxkv::UploadChunkResult> {
+        unsupported("uploadChunk")
+    }
+    fn handle_commit_uploads(
+        &self,
+        _: paxkv::api::gen::paxkv::CommitUploadsRequest,
+    ) -> thrift::Result<paxkv::api::gen::paxkv::CommitUploadsResult> {
+        unsupported("commitUploads")
+    }
+    fn handle_abort_upload(
+        &self,
+        _: paxkv::api::gen::paxkv::AbortUploadRequest,
+    ) -> thrift::Result<bool> {
+        unsupported("abortUpload")
+    }
+    fn handle_get_value_range(
+        &self,
+        _: paxkv::api::gen::paxkv::GetValueRangeRequest,
+    ) -> thrift::Result<paxkv::api::gen::paxkv::ValueRangeResult> {
+        unsupported("getValueRange")
+    }
     fn handle_delete_range(&self, _: DeleteRangeRequest) -> thrift::Result<i64> {
         unsupported("deleteRange")
     }

@@ -435,6 +435,81 @@ struct DocumentResult {
   4: required i64 read_version,
 }
 
+// Large values in pieces (docs/api.md, "Large values"). An upload is staged chunk by
+// chunk, each chunk its own log entry, and becomes the value of a key only when committed;
+// readers never see part of it. An upload that receives no chunk for limits.upload_ttl_ms
+// is reclaimed.
+struct UploadChunkRequest {
+  // Absent or empty for the first chunk (offset 0): the replica starts an upload and
+  // returns its id. Otherwise the id UploadChunkResult returned: 32 hexadecimal digits.
+  1: optional string upload_id,
+  // Where the chunk starts: 0, then the bytes_staged the previous chunk returned. Any
+  // other offset is InvalidArgument naming the one expected, so a client that lost a reply
+  // resumes from there.
+  2: required i64 offset,
+  // At most limits.chunk_bytes_max bytes; the upload in all at most value_bytes_max.
+  3: required binary data,
+  4: optional Session session,
+}
+
+struct UploadChunkResult {
+  1: required string upload_id,
+  2: required i64 bytes_staged,
+  // Milliseconds since the epoch (the clock of the replica that proposed the chunk) after
+  // which the upload is reclaimed unless another chunk comes first.
+  3: required i64 expires_at_ms,
+}
+
+struct UploadCommit {
+  1: required binary key,
+  2: required string upload_id,
+  // The upload's size (the last bytes_staged): a check that nothing is missing.
+  3: required i64 bytes,
+  // Commit only if the key's mod_version is this (0: only if the key is absent).
+  4: optional i64 expected_version,
+}
+
+struct CommitUploadsRequest {
+  // Each upload becomes the value of its key, all in one transaction with `mutations`:
+  // all of it or none of it. Each upload is committed once; it is then no longer staged.
+  1: required list<UploadCommit> uploads,
+  2: optional list<Mutation> mutations,
+  3: optional Session session,
+}
+
+struct CommitUploadsResult {
+  // False: an expected_version did not hold, nothing was written and the uploads are
+  // still staged.
+  1: required bool committed,
+  // The commit version (the current version when not committed).
+  2: required i64 version,
+}
+
+struct AbortUploadRequest {
+  1: required string upload_id,
+  2: optional Session session,
+}
+
+struct GetValueRangeRequest {
+  1: required binary key,
+  // Bytes from `offset` (at most limits.chunk_bytes_max; fewer at the value's end).
+  2: required i64 offset,
+  3: required i32 length,
+  // Absent: a linearizable read. Present: a snapshot read at this version; read the rest
+  // of a value at the read_version of its first range to get one consistent value.
+  4: optional i64 read_version,
+}
+
+struct ValueRangeResult {
+  // Absent if the key is.
+  1: optional binary data,
+  // The size of the whole value.
+  2: required i64 total_bytes,
+  3: required i64 mod_version,
+  4: required i64 create_version,
+  5: required i64 read_version,
+}
+
 struct WatchRequest {
   1: required KeyRange range,
   2: required i64 from_version,
@@ -549,6 +624,24 @@ service Paxkv {
     throws (1: InvalidArgument invalid, 2: LimitExceeded limit, 3: TooOld too_old,
             4: Unavailable unavailable, 5: InternalError internal,
             10: DocumentError document),
+
+  // Large values in pieces (docs/api.md, "Large values").
+  UploadChunkResult uploadChunk(1: UploadChunkRequest request)
+    throws (1: InvalidArgument invalid, 2: LimitExceeded limit, 4: Unavailable unavailable,
+            5: InternalError internal),
+
+  CommitUploadsResult commitUploads(1: CommitUploadsRequest request)
+    throws (1: InvalidArgument invalid, 2: LimitExceeded limit, 4: Unavailable unavailable,
+            5: InternalError internal),
+
+  // Returns whether the upload was staged (false: committed, aborted or expired already).
+  bool abortUpload(1: AbortUploadRequest request)
+    throws (1: InvalidArgument invalid, 4: Unavailable unavailable,
+            5: InternalError internal),
+
+  ValueRangeResult getValueRange(1: GetValueRangeRequest request)
+    throws (1: InvalidArgument invalid, 2: LimitExceeded limit, 3: TooOld too_old,
+            4: Unavailable unavailable, 5: InternalError internal),
 
   // Bytes of this replica's snapshot file `slot` from `offset`. An offset beyond the file
   // is InvalidArgument; a file this replica no longer holds is SnapshotGone.

@@ -16,17 +16,22 @@ use super::gen::paxkv::{
     SnapshotChunk, SnapshotGone, SnapshotInfo, Status, TooOld, TxnRequest, TxnResult, Unavailable,
     WatchRequest, WatchResult,
 };
+use super::gen::paxkv::{
+    AbortUploadRequest, CommitUploadsRequest, CommitUploadsResult, GetValueRangeRequest,
+    UploadChunkRequest, UploadChunkResult, ValueRangeResult,
+};
 use super::gen::paxkv::{Candidate, MemberAddRequest, Membership, MembershipRefused};
 use super::gen::paxkv::{
     DocumentError, DocumentResult, DocumentWriteResult, GetDocumentRequest, PatchDocumentRequest,
     PutDocumentRequest,
 };
+use crate::executor::blob::{self, UploadId};
 use crate::executor::{
     Compare, CompareOp, CompareTarget, EventKind, KeyRange, KeyValue, Mutation, PatchFormat,
     SessionId,
 };
 use crate::metrics::ApiMetrics;
-use crate::router::{DocumentWritten, PrimaryRouter, RouterError};
+use crate::router::{DocumentWritten, PrimaryRouter, RouterError, UploadCommit};
 use crate::wire::{AdminRequest, MembershipView};
 
 /// Which exceptions a method declares, so an undeclared one becomes `InternalError`
@@ -208,6 +213,68 @@ impl KvHandler {
         ))
     }
 
+    fn upload_chunk(&self, request: UploadChunkRequest) -> Wire<UploadChunkResult> {
+        let upload = match request.upload_id.as_deref() {
+            None | Some("") => None,
+            Some(id) => Some(upload_id(id)?),
+        };
+        let offset = version(request.offset, "offset")?;
+        let session = session(request.session);
+        let chunk = (self.router).upload_chunk(upload, offset, request.data, session);
+        let staged = self.block_on(chunk).map_err(|e| exception(e, WRITE))?;
+        Ok(UploadChunkResult::new(
+            blob::hex(&staged.upload),
+            to_wire(staged.bytes),
+            saturating_i64(staged.expires_at_ms),
+        ))
+    }
+
+    fn commit_uploads(&self, request: CommitUploadsRequest) -> Wire<CommitUploadsResult> {
+        let uploads = (request.uploads.into_iter())
+            .map(|commit| {
+                Ok(UploadCommit {
+                    key: commit.key,
+                    upload: upload_id(&commit.upload_id)?,
+                    bytes: version(commit.bytes, "bytes")?,
+                    expected_version: optional_version(
+                        commit.expected_version,
+                        "expected_version",
+                    )?,
+                })
+            })
+            .collect::<Wire<Vec<_>>>()?;
+        let extra = mutations(request.mutations.unwrap_or_default())?;
+        let session = session(request.session);
+        let commit = self.router.commit_uploads(uploads, extra, session);
+        let (committed, version) = self.block_on(commit).map_err(|e| exception(e, WRITE))?;
+        Ok(CommitUploadsResult::new(committed, to_wire(version)))
+    }
+
+    fn abort_upload(&self, request: AbortUploadRequest) -> Wire<bool> {
+        let upload = upload_id(&request.upload_id)?;
+        let abort = self.router.abort_upload(upload, session(request.session));
+        self.block_on(abort).map_err(|e| exception(e, WRITE))
+    }
+
+    fn get_value_range(&self, request: GetValueRangeRequest) -> Wire<ValueRangeResult> {
+        let read_version = optional_version(request.read_version, "read_version")?;
+        let offset = version(request.offset, "offset")?;
+        let length =
+            u64::try_from(request.length).map_err(|_| invalid("length must not be negative"))?;
+        let read = (self.router).get_value_range(&request.key, offset, length, read_version);
+        let (range, read_version) = self.block_on(read).map_err(|e| exception(e, READ))?;
+        Ok(match range {
+            Some(range) => ValueRangeResult::new(
+                range.data,
+                to_wire(range.total_bytes),
+                to_wire(range.mod_version),
+                to_wire(range.create_version),
+                to_wire(read_version),
+            ),
+            None => ValueRangeResult::new(None, 0, 0, 0, to_wire(read_version)),
+        })
+    }
+
     fn delete_key(&self, request: DeleteRequest) -> Wire<i64> {
         let session = session(request.session);
         let delete = self.router.delete(request.key, session);
@@ -264,7 +331,7 @@ impl KvHandler {
         let page = self.block_on(watch).map_err(|e| exception(e, WATCH))?;
         let events = page.events.into_iter().map(|event| {
             let kind = match event.kind {
-                EventKind::Put => wire::EventType::PUT,
+                EventKind::Put | EventKind::PutBlob => wire::EventType::PUT,
                 EventKind::Delete => wire::EventType::DELETE,
             };
             wire::Event::new(kind, event.key, event.value, to_wire(event.version))
@@ -380,6 +447,18 @@ impl PaxkvSyncHandler for KvHandler {
     }
     fn handle_get_document(&self, request: GetDocumentRequest) -> Wire<DocumentResult> {
         self.observed("get_document", || self.get_document(request))
+    }
+    fn handle_upload_chunk(&self, request: UploadChunkRequest) -> Wire<UploadChunkResult> {
+        self.observed("upload_chunk", || self.upload_chunk(request))
+    }
+    fn handle_commit_uploads(&self, request: CommitUploadsRequest) -> Wire<CommitUploadsResult> {
+        self.observed("commit_uploads", || self.commit_uploads(request))
+    }
+    fn handle_abort_upload(&self, request: AbortUploadRequest) -> Wire<bool> {
+        self.observed("abort_upload", || self.abort_upload(request))
+    }
+    fn handle_get_value_range(&self, request: GetValueRangeRequest) -> Wire<ValueRangeResult> {
+        self.observed("get_value_range", || self.get_value_range(request))
     }
     fn handle_delete_key(&self, request: DeleteRequest) -> Wire<i64> {
         self.observed("delete_key", || self.delete_key(request))
@@ -528,6 +607,11 @@ fn version(value: i64, name: &str) -> Wire<u64> {
 
 fn optional_version(value: Option<i64>, name: &str) -> Wire<Option<u64>> {
     value.map(|v| version(v, name)).transpose()
+}
+
+fn upload_id(text: &str) -> Wire<UploadId> {
+    blob::parse_upload_id(text)
+        .ok_or_else(|| invalid(format!("upload_id {text:?} is not 32 hexadecimal digits")))
 }
 
 fn session(session: Option<wire::Session>) -> Option<SessionId> {

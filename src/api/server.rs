@@ -381,6 +381,27 @@ impl<H: PaxkvSyncHandler + ?Sized> PaxkvSyncHandler for Arc<H> {
     ) -> thrift::Result<gen::DocumentResult> {
         (**self).handle_get_document(request)
     }
+    fn handle_upload_chunk(
+        &self,
+        request: gen::UploadChunkRequest,
+    ) -> thrift::Result<gen::UploadChunkResult> {
+        (**self).handle_upload_chunk(request)
+    }
+    fn handle_commit_uploads(
+        &self,
+        request: gen::CommitUploadsRequest,
+    ) -> thrift::Result<gen::CommitUploadsResult> {
+        (**self).handle_commit_uploads(request)
+    }
+    fn handle_abort_upload(&self, request: gen::AbortUploadRequest) -> thrift::Result<bool> {
+        (**self).handle_abort_upload(request)
+    }
+    fn handle_get_value_range(
+        &self,
+        request: gen::GetValueRangeRequest,
+    ) -> thrift::Result<gen::ValueRangeResult> {
+        (**self).handle_get_value_range(request)
+    }
     fn handle_delete_key(&self, request: DeleteRequest) -> thrift::Result<i64> {
         (**self).handle_delete_key(request)
     }

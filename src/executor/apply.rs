@@ -2,18 +2,19 @@
 //! command's own staged writes, the slot's overlay (writes of earlier commands in the slot,
 //! which are only in the batch), and RocksDB as of before the slot.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
 use rocksdb::{DBRawIterator, WriteBatch, DB};
 
+use super::blob::{self, BlobRef, UploadId, UploadRecord, CF_BLOBS, CF_UPLOADS, META_UPLOAD_CLOCK};
 use super::command::{
-    decode_record, encode_record, Compare, DocumentBody, Event, EventKind, KeyRange, KvCommand,
-    Mutation, SessionId, WriteOutcome, WriteRequest,
+    decode_record, encode_record, Compare, CompareTarget, DocumentBody, Event, EventKind, KeyRange,
+    KvCommand, Mutation, SessionId, WriteOutcome, WriteRequest,
 };
 use super::document::{self, DocumentReason, DocumentRefusal, PatchFormat};
 use super::error::{Error, Result};
-use super::keys::{self, SessionRecord, Versioned, CF_CHANGES, CF_SESSIONS};
+use super::keys::{self, SessionRecord, Versioned, CF_CHANGES, CF_META, CF_SESSIONS};
 use super::mutation::{evaluate_compare, little_endian_add, place_versionstamp};
 use super::read::{scan_newest, seek_visible, ScanEnd};
 use super::{cf, data_cf, ExecutorOptions};
@@ -47,11 +48,20 @@ fn refused(refusal: DocumentRefusal) -> Abort {
     Abort::Outcome(WriteOutcome::DocumentRefused(refusal))
 }
 
+/// A value a command writes: bytes, or a committed upload's chunks.
+#[derive(Clone)]
+enum Stored {
+    Bytes(Vec<u8>),
+    Blob(BlobRef),
+}
+
 /// One command's writes before they are versioned. A BTreeMap: last write per key wins
 /// (as in a FoundationDB transaction) and flush order is key order on every replica.
 #[derive(Default)]
 struct Staged {
-    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    writes: BTreeMap<Vec<u8>, Option<Stored>>,
+    /// Uploads the command's `SetUpload`s commit (each at most once).
+    consumed: BTreeSet<UploadId>,
 }
 
 pub(super) struct SlotApplier<'a> {
@@ -68,6 +78,12 @@ pub(super) struct SlotApplier<'a> {
     current_version: u64,
     /// Fixed for the slot: this slot's GC runs after its commands.
     oldest_version: u64,
+    /// Uploads created, extended or dropped earlier in this slot (None: dropped).
+    uploads: BTreeMap<UploadId, Option<UploadRecord>>,
+    /// Chunks staged earlier in this slot, which only the batch holds, in offset order.
+    slot_chunks: BTreeMap<UploadId, Vec<(u64, Vec<u8>)>>,
+    /// The upload clock, once this slot has read or moved it.
+    upload_clock: Option<u64>,
 }
 
 impl<'a> SlotApplier<'a> {
@@ -87,6 +103,9 @@ impl<'a> SlotApplier<'a> {
             keys_scanned: 0,
             current_version,
             oldest_version,
+            uploads: BTreeMap::new(),
+            slot_chunks: BTreeMap::new(),
+            upload_clock: None,
         }
     }
 
@@ -215,7 +234,195 @@ impl<'a> SlotApplier<'a> {
                 let value = self.patched(&base, format, &patch)?;
                 self.commit(vec![Mutation::Set { key, value }])
             }
+            WriteRequest::UploadChunk {
+                upload,
+                offset,
+                data,
+                now_ms,
+                ttl_ms,
+            } => self.upload_chunk(upload, offset, data, now_ms, ttl_ms),
+            WriteRequest::AbortUpload { upload } => {
+                let existed = self.pending_upload(&upload)?.is_some();
+                if existed {
+                    self.drop_upload(&upload);
+                }
+                Ok(WriteOutcome::UploadsDropped {
+                    count: u32::from(existed),
+                })
+            }
+            WriteRequest::ReclaimUploads { now_ms } => {
+                let count = self.advance_upload_clock(now_ms)?;
+                Ok(WriteOutcome::UploadsDropped { count })
+            }
         }
+    }
+
+    fn upload_chunk(
+        &mut self,
+        upload: UploadId,
+        offset: u64,
+        data: Vec<u8>,
+        now_ms: u64,
+        ttl_ms: u64,
+    ) -> Step<WriteOutcome> {
+        let clock = self.upload_clock()?.max(now_ms);
+        self.advance_upload_clock(clock)?;
+        let id = blob::hex(&upload);
+        let staged = match (self.pending_upload(&upload)?, offset) {
+            (None, 0) => {
+                let pending = self.pending_uploads()?.len();
+                if pending >= self.options.uploads_max {
+                    return Err(reject(format!(
+                        "{pending} uploads are staged, the most uploads_max {} allows: \
+                         commit or abort one, or wait for one to expire",
+                        self.options.uploads_max
+                    )));
+                }
+                0
+            }
+            (None, _) => {
+                return Err(reject(format!(
+                    "upload {id} is not staged (never started, committed, aborted or expired)"
+                )))
+            }
+            (Some(record), _) if record.bytes != offset => {
+                return Err(reject(format!(
+                    "upload {id} holds {} bytes: the next chunk starts at offset {}, not {offset}",
+                    record.bytes, record.bytes
+                )))
+            }
+            (Some(record), _) => record.bytes,
+        };
+        let bytes = staged + data.len() as u64;
+        let value_bytes_max = self.options.value_bytes_max as u64;
+        if bytes > value_bytes_max {
+            return Err(reject(format!(
+                "upload {id} of {bytes} bytes exceeds value_bytes_max {value_bytes_max}"
+            )));
+        }
+        let record = UploadRecord {
+            bytes,
+            expires_at_ms: clock.saturating_add(ttl_ms),
+        };
+        self.batch
+            .put_cf(cf(self.db, CF_UPLOADS), upload, encode_record(&record));
+        if !data.is_empty() {
+            let chunk_key = blob::chunk_key(&upload, offset);
+            self.batch.put_cf(cf(self.db, CF_BLOBS), chunk_key, &data);
+            self.slot_chunks
+                .entry(upload)
+                .or_default()
+                .push((offset, data));
+        }
+        self.uploads.insert(upload, Some(record));
+        Ok(WriteOutcome::Staged {
+            upload,
+            bytes,
+            expires_at_ms: record.expires_at_ms,
+        })
+    }
+
+    fn upload_clock(&mut self) -> Result<u64> {
+        if let Some(clock) = self.upload_clock {
+            return Ok(clock);
+        }
+        let stored = self.db.get_cf(cf(self.db, CF_META), META_UPLOAD_CLOCK)?;
+        let clock = match stored {
+            Some(bytes) => keys::decode_u64(&bytes, "upload clock")?,
+            None => 0,
+        };
+        self.upload_clock = Some(clock);
+        Ok(clock)
+    }
+
+    /// Moves the upload clock to `now_ms` if that is later, and drops every upload that
+    /// expired before the clock. Returns how many it dropped.
+    fn advance_upload_clock(&mut self, now_ms: u64) -> Result<u32> {
+        let clock = self.upload_clock()?;
+        if now_ms > clock {
+            self.upload_clock = Some(now_ms);
+            self.batch.put_cf(
+                cf(self.db, CF_META),
+                META_UPLOAD_CLOCK,
+                now_ms.to_be_bytes(),
+            );
+        }
+        let clock = clock.max(now_ms);
+        let expired: Vec<UploadId> = self
+            .pending_uploads()?
+            .into_iter()
+            .filter(|(_, record)| record.expires_at_ms < clock)
+            .map(|(upload, _)| upload)
+            .collect();
+        for upload in &expired {
+            self.drop_upload(upload);
+        }
+        Ok(expired.len() as u32)
+    }
+
+    /// The staged uploads as of this point in the slot.
+    fn pending_uploads(&self) -> Result<BTreeMap<UploadId, UploadRecord>> {
+        let mut pending = BTreeMap::new();
+        let mut iter = self.db.raw_iterator_cf(cf(self.db, CF_UPLOADS));
+        iter.seek_to_first();
+        while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+            let upload: UploadId = key
+                .try_into()
+                .map_err(|_| Error::Corrupt("upload id is not 16 bytes".into()))?;
+            pending.insert(upload, decode_record(value, "upload record")?);
+            iter.next();
+        }
+        iter.status()?;
+        for (upload, record) in &self.uploads {
+            match record {
+                Some(record) => pending.insert(*upload, *record),
+                None => pending.remove(upload),
+            };
+        }
+        Ok(pending)
+    }
+
+    fn pending_upload(&self, upload: &UploadId) -> Result<Option<UploadRecord>> {
+        if let Some(record) = self.uploads.get(upload) {
+            return Ok(*record);
+        }
+        let stored = self.db.get_cf(cf(self.db, CF_UPLOADS), upload)?;
+        stored
+            .map(|bytes| decode_record(&bytes, "upload record"))
+            .transpose()
+    }
+
+    /// Deletes a staged upload's record and chunks.
+    fn drop_upload(&mut self, upload: &UploadId) {
+        self.forget_upload(upload);
+        let (start, end) = blob::chunk_range(upload);
+        self.batch
+            .delete_range_cf(cf(self.db, CF_BLOBS), start, end);
+        self.slot_chunks.remove(upload);
+    }
+
+    /// Deletes a staged upload's record only: its chunks now belong to a value.
+    fn forget_upload(&mut self, upload: &UploadId) {
+        self.batch.delete_cf(cf(self.db, CF_UPLOADS), upload);
+        self.uploads.insert(*upload, None);
+    }
+
+    /// `versioned` with a blob's bytes read into `value`.
+    fn resolved(&self, mut versioned: Versioned) -> Result<Versioned> {
+        if let Some(blob) = versioned.blob.take() {
+            versioned.value = Some(self.blob_bytes(&blob)?);
+        }
+        Ok(versioned)
+    }
+
+    fn blob_bytes(&self, blob: &BlobRef) -> Result<Vec<u8>> {
+        let pending: Vec<(u64, &[u8])> = (self.slot_chunks.get(&blob.upload))
+            .into_iter()
+            .flatten()
+            .map(|(offset, chunk)| (*offset, chunk.as_slice()))
+            .collect();
+        let mut iter = self.db.raw_iterator_cf(cf(self.db, CF_BLOBS));
+        blob::read(&mut iter, blob, 0, blob.bytes, &pending)
     }
 
     /// The key's mod_version (0: absent) and value, refused unless the version is
@@ -225,7 +432,7 @@ impl<'a> SlotApplier<'a> {
         key: &[u8],
         expected_version: Option<u64>,
     ) -> Step<(u64, Option<Vec<u8>>)> {
-        let newest = self.newest(key)?;
+        let newest = self.newest(key)?.map(|v| self.resolved(v)).transpose()?;
         let live = newest.as_ref().and_then(Versioned::live);
         let current_version = live.map_or(0, |live| live.mod_version);
         if let Some(expected) = expected_version.filter(|&e| e != current_version) {
@@ -324,7 +531,10 @@ impl<'a> SlotApplier<'a> {
     fn evaluate_compares(&mut self, compares: &[Compare]) -> Step<bool> {
         let mut all_hold = true;
         for compare in compares {
-            let newest = self.newest(&compare.key)?;
+            let mut newest = self.newest(&compare.key)?;
+            if compare.target == CompareTarget::Value {
+                newest = newest.map(|v| self.resolved(v)).transpose()?;
+            }
             all_hold &= evaluate_compare(compare, newest.as_ref()).map_err(reject)?;
         }
         Ok(all_hold)
@@ -341,6 +551,15 @@ impl<'a> SlotApplier<'a> {
         for mutation in mutations {
             self.stage(&mut staged, mutation, &stamp)?;
         }
+        for upload in std::mem::take(&mut staged.consumed) {
+            let committed = (staged.writes.values())
+                .any(|write| matches!(write, Some(Stored::Blob(b)) if b.upload == upload));
+            match committed {
+                true => self.forget_upload(&upload),
+                // Overwritten later in the same command: its bytes belong to nothing.
+                false => self.drop_upload(&upload),
+            }
+        }
         self.flush(staged, version)?;
         self.current_version = version;
         Ok(version)
@@ -349,7 +568,27 @@ impl<'a> SlotApplier<'a> {
     fn stage(&mut self, staged: &mut Staged, mutation: Mutation, stamp: &[u8; 10]) -> Step<()> {
         match mutation {
             Mutation::Set { key, value } => {
-                staged.writes.insert(key, Some(value));
+                staged.writes.insert(key, Some(Stored::Bytes(value)));
+            }
+            Mutation::SetUpload { key, upload, bytes } => {
+                let id = blob::hex(&upload);
+                if !staged.consumed.insert(upload) {
+                    return Err(reject(format!("upload {id} is committed twice")));
+                }
+                let Some(record) = self.pending_upload(&upload)? else {
+                    return Err(reject(format!(
+                        "upload {id} is not staged (never started, committed, aborted or expired)"
+                    )));
+                };
+                if record.bytes != bytes {
+                    return Err(reject(format!(
+                        "upload {id} holds {} bytes, not {bytes}",
+                        record.bytes
+                    )));
+                }
+                staged
+                    .writes
+                    .insert(key, Some(Stored::Blob(BlobRef { upload, bytes })));
             }
             Mutation::Clear { key } => {
                 staged.writes.insert(key, None);
@@ -359,19 +598,24 @@ impl<'a> SlotApplier<'a> {
             }
             Mutation::Add { key, param } => {
                 let existing = match staged.writes.get(&key) {
-                    Some(write) => write.clone(),
-                    None => self.newest(&key)?.and_then(|newest| newest.value),
+                    Some(Some(Stored::Bytes(value))) => Some(value.clone()),
+                    Some(Some(Stored::Blob(blob))) => Some(self.blob_bytes(blob)?),
+                    Some(None) => None,
+                    None => match self.newest(&key)? {
+                        Some(newest) => self.resolved(newest)?.value,
+                        None => None,
+                    },
                 };
                 let sum = little_endian_add(existing.as_deref(), &param);
-                staged.writes.insert(key, Some(sum));
+                staged.writes.insert(key, Some(Stored::Bytes(sum)));
             }
             Mutation::SetVersionstampedKey { key, value } => {
                 let key = place_versionstamp(&key, stamp).map_err(reject)?;
-                staged.writes.insert(key, Some(value));
+                staged.writes.insert(key, Some(Stored::Bytes(value)));
             }
             Mutation::SetVersionstampedValue { key, value } => {
                 let value = place_versionstamp(&value, stamp).map_err(reject)?;
-                staged.writes.insert(key, Some(value));
+                staged.writes.insert(key, Some(Stored::Bytes(value)));
             }
         }
         Ok(())
@@ -419,30 +663,48 @@ impl<'a> SlotApplier<'a> {
         for (key, write) in staged.writes {
             let before = self.newest(&key)?;
             let before_live = before.as_ref().and_then(Versioned::live);
+            let create_version = before_live.map_or(version, |live| live.create_version);
             let after = match (write, before_live) {
                 (None, None) => continue, // Clearing an absent key changes nothing.
                 (None, Some(_)) => Versioned {
                     mod_version: version,
                     create_version: 0,
                     value: None,
+                    blob: None,
                 },
-                (Some(value), live) => Versioned {
+                (Some(Stored::Bytes(value)), _) => Versioned {
                     mod_version: version,
-                    create_version: live.map_or(version, |live| live.create_version),
+                    create_version,
                     value: Some(value),
+                    blob: None,
+                },
+                (Some(Stored::Blob(blob)), _) => Versioned {
+                    mod_version: version,
+                    create_version,
+                    value: Some(Vec::new()),
+                    blob: Some(blob),
                 },
             };
-            let encoded = keys::encode_value(after.value.as_deref(), after.create_version);
+            let (encoded, event) = match (&after.value, &after.blob) {
+                (_, Some(blob)) => (
+                    keys::encode_blob(blob, after.create_version),
+                    (EventKind::PutBlob, Some(blob.encode().to_vec())),
+                ),
+                (Some(value), None) => (
+                    keys::encode_value(Some(value), after.create_version),
+                    (EventKind::Put, Some(value.clone())),
+                ),
+                (None, None) => (
+                    keys::encode_value(None, after.create_version),
+                    (EventKind::Delete, None),
+                ),
+            };
             self.batch
                 .put_cf(data, keys::data_key(&key, version), encoded);
             events.push(Event {
-                kind: if after.value.is_some() {
-                    EventKind::Put
-                } else {
-                    EventKind::Delete
-                },
+                kind: event.0,
                 key: key.clone(),
-                value: after.value.clone(),
+                value: event.1,
                 version,
             });
             self.overlay.insert(key, after);

@@ -5,6 +5,7 @@
 use bincode::Options;
 use serde::{Deserialize, Serialize};
 
+pub use super::blob::UploadId;
 pub use super::document::{DocumentReason, DocumentRefusal, PatchFormat};
 use super::error::{Error, Result};
 
@@ -65,6 +66,27 @@ pub enum WriteRequest {
         patch: Vec<u8>,
         expected_version: Option<u64>,
     },
+    /// Stages `data` at `offset` of `upload` (offset 0 starts it; every other chunk must
+    /// start where the staged bytes end). `now_ms` is the proposer's clock: it advances
+    /// the upload clock, and the upload expires `ttl_ms` after it unless another chunk
+    /// comes first. Takes no version: staged bytes are invisible until committed with
+    /// `Mutation::SetUpload`.
+    UploadChunk {
+        upload: UploadId,
+        offset: u64,
+        data: Vec<u8>,
+        now_ms: u64,
+        ttl_ms: u64,
+    },
+    /// Drops a staged upload and its chunks.
+    AbortUpload {
+        upload: UploadId,
+    },
+    /// Advances the upload clock to `now_ms` (the proposer's clock), reclaiming every
+    /// upload that expired by then.
+    ReclaimUploads {
+        now_ms: u64,
+    },
 }
 
 /// How the log carries a document write.
@@ -123,6 +145,13 @@ pub enum Mutation {
     SetVersionstampedValue {
         key: Vec<u8>,
         value: Vec<u8>,
+    },
+    /// The staged upload becomes the value of `key`; `bytes` must be its staged size.
+    /// The upload is consumed: committed once, it cannot be committed again.
+    SetUpload {
+        key: Vec<u8>,
+        upload: UploadId,
+        bytes: u64,
     },
 }
 
@@ -183,12 +212,26 @@ pub enum WriteOutcome {
     BaseMoved {
         current_version: u64,
     },
+    /// An upload chunk was staged: the upload now holds `bytes` bytes and expires at
+    /// upload clock `expires_at_ms` unless another chunk comes first.
+    Staged {
+        upload: UploadId,
+        bytes: u64,
+        expires_at_ms: u64,
+    },
+    /// Uploads dropped by `AbortUpload` (0 or 1) or `ReclaimUploads`.
+    UploadsDropped {
+        count: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventKind {
     Put,
     Delete,
+    /// A put whose value is stored as a blob: the event's value is its `BlobRef`, and the
+    /// change-log reader turns it into a `Put` with the bytes.
+    PutBlob,
 }
 
 /// One key's change at one version, as recorded in the change log.

@@ -5,13 +5,16 @@
 
 use rocksdb::{DBRawIterator, WriteBatch, DB};
 
+use super::blob::{self, CF_BLOBS};
 use super::error::Result;
 use super::keys::{self, CF_CHANGES};
 use super::{cf, data_cf};
 
 /// Older versions of one key deleted one by one up to this many; beyond it one range
-/// delete covers them, so a hot key costs O(1) per visit. Point deletes below it because
-/// many small range tombstones slow RocksDB reads until compaction.
+/// delete covers them, so a hot key costs one tombstone per visit. (The walk still reads
+/// each doomed version once, for the blobs it may refer to: once per write, amortised.)
+/// Point deletes below it because many small range tombstones slow RocksDB reads until
+/// compaction.
 const POINT_DELETES_PER_KEY_MAX: usize = 8;
 
 /// Change-log versions deleted one by one per slot before one range delete is cheaper.
@@ -139,20 +142,32 @@ fn collect_key(
     }
     let data = data_cf(db);
     let mut doomed: Vec<Vec<u8>> = Vec::new();
+    let mut ranged = false;
     while let Some(data_key) = iter
         .key()
         .filter(|data_key| keys::is_version_of(data_key, &escaped))
     {
-        if doomed.len() == POINT_DELETES_PER_KEY_MAX {
-            batch.delete_range_cf(data, doomed[0].as_slice(), keys::past_key(key).as_slice());
-            return Ok(());
+        // A version stored as a blob takes its chunks with it. The walk goes on past the
+        // point deletes only to find those: the versions themselves go in one range.
+        let value = iter.value().expect("a valid iterator has a value");
+        if let Some(blob) = keys::blob_of(value)? {
+            let (start, end) = blob::chunk_range(&blob.upload);
+            batch.delete_range_cf(cf(db, CF_BLOBS), start, end);
         }
-        doomed.push(data_key.to_vec());
+        if doomed.len() == POINT_DELETES_PER_KEY_MAX && !ranged {
+            batch.delete_range_cf(data, doomed[0].as_slice(), keys::past_key(key).as_slice());
+            ranged = true;
+        }
+        if !ranged {
+            doomed.push(data_key.to_vec());
+        }
         iter.next();
     }
     iter.status()?;
-    for data_key in doomed {
-        batch.delete_cf(data, data_key);
+    if !ranged {
+        for data_key in doomed {
+            batch.delete_cf(data, data_key);
+        }
     }
     Ok(())
 }

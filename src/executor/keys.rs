@@ -2,13 +2,15 @@
 //! replica writes the same bytes.
 //!
 //! data CF:  escape(user_key) ++ TERMINATOR ++ (u64::MAX - version) big-endian
-//!           → tag (0 tombstone, 1 value) ++ create_version u64 BE ++ value bytes
+//!           → tag (0 tombstone, 1 value, 2 blob) ++ create_version u64 BE ++ value bytes
+//!           (for a blob: its `BlobRef`; the bytes are in the blobs CF, see `blob`)
 //! meta CF:  fixed ASCII names → u64 BE (or the raw GC cursor key)
 //! changes:  version u64 BE → encode_record(Vec<Event>)
 //! sessions: client_id bytes → encode_record(SessionRecord)
 
 use serde::{Deserialize, Serialize};
 
+use super::blob::BlobRef;
 use super::command::WriteOutcome;
 use super::error::{Error, Result};
 
@@ -16,7 +18,15 @@ pub const CF_DATA: &str = "data";
 pub const CF_META: &str = "meta";
 pub const CF_CHANGES: &str = "changes";
 pub const CF_SESSIONS: &str = "sessions";
-pub const COLUMN_FAMILIES: [&str; 4] = [CF_DATA, CF_META, CF_CHANGES, CF_SESSIONS];
+pub use super::blob::{CF_BLOBS, CF_UPLOADS};
+pub const COLUMN_FAMILIES: [&str; 6] = [
+    CF_DATA,
+    CF_META,
+    CF_CHANGES,
+    CF_SESSIONS,
+    CF_UPLOADS,
+    CF_BLOBS,
+];
 
 pub const META_LAYOUT: &[u8] = b"layout";
 pub const META_APPLIED_SLOT: &[u8] = b"applied_slot";
@@ -47,14 +57,17 @@ const SUFFIX_BYTES: usize = TERMINATOR.len() + VERSION_BYTES;
 
 const TAG_TOMBSTONE: u8 = 0;
 const TAG_VALUE: u8 = 1;
+const TAG_BLOB: u8 = 2;
 const VALUE_HEADER_BYTES: usize = 1 + 8;
 
-/// A stored version of one user key. `value == None` is a tombstone.
+/// A stored version of one user key. `value == None` is a tombstone. A value stored as a
+/// blob has `blob` set and an empty `value`: read it with `blob::read`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Versioned {
     pub mod_version: u64,
     pub create_version: u64,
     pub value: Option<Vec<u8>>,
+    pub blob: Option<BlobRef>,
 }
 
 impl Versioned {
@@ -142,20 +155,41 @@ pub fn encode_value(value: Option<&[u8]>, create_version: u64) -> Vec<u8> {
     out
 }
 
+pub fn encode_blob(blob: &BlobRef, create_version: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(VALUE_HEADER_BYTES + 24);
+    out.push(TAG_BLOB);
+    out.extend_from_slice(&create_version.to_be_bytes());
+    out.extend_from_slice(&blob.encode());
+    out
+}
+
+/// The blob a stored data value refers to, if it is one (without decoding the rest).
+pub fn blob_of(bytes: &[u8]) -> Result<Option<BlobRef>> {
+    match bytes.first() {
+        Some(&TAG_BLOB) => BlobRef::decode(&bytes[VALUE_HEADER_BYTES.min(bytes.len())..]).map(Some),
+        _ => Ok(None),
+    }
+}
+
 pub fn decode_value(bytes: &[u8], mod_version: u64) -> Result<Versioned> {
     if bytes.len() < VALUE_HEADER_BYTES {
         return Err(Error::Corrupt("data value shorter than its header".into()));
     }
     let create_version = u64::from_be_bytes(bytes[1..VALUE_HEADER_BYTES].try_into().expect("8"));
-    let value = match bytes[0] {
-        TAG_TOMBSTONE => None,
-        TAG_VALUE => Some(bytes[VALUE_HEADER_BYTES..].to_vec()),
+    let (value, blob) = match bytes[0] {
+        TAG_TOMBSTONE => (None, None),
+        TAG_VALUE => (Some(bytes[VALUE_HEADER_BYTES..].to_vec()), None),
+        TAG_BLOB => (
+            Some(Vec::new()),
+            Some(BlobRef::decode(&bytes[VALUE_HEADER_BYTES..])?),
+        ),
         tag => return Err(Error::Corrupt(format!("data value tag {tag}"))),
     };
     Ok(Versioned {
         mod_version,
         create_version,
         value,
+        blob,
     })
 }
 
@@ -214,10 +248,23 @@ mod tests {
             Versioned {
                 mod_version: 7,
                 create_version: 3,
-                value: Some(b"xy".to_vec())
+                value: Some(b"xy".to_vec()),
+                blob: None,
             }
         );
         assert_eq!(decode_value(&encode_value(None, 0), 7).unwrap().value, None);
+        let blob = BlobRef {
+            upload: [7; 16],
+            bytes: 1 << 33,
+        };
+        let stored = encode_blob(&blob, 3);
+        assert_eq!(blob_of(&stored).unwrap(), Some(blob));
+        assert_eq!(blob_of(&encode_value(Some(b"xy"), 3)).unwrap(), None);
+        let decoded = decode_value(&stored, 7).unwrap();
+        assert_eq!(
+            (decoded.blob, decoded.value),
+            (Some(blob), Some(Vec::new()))
+        );
         assert!(decode_value(&[1, 2], 7).is_err());
         assert!(split_data_key(b"a\0\x02aaaaaaaa").is_err());
     }

@@ -31,6 +31,7 @@
 //! long-lived and few, e.g. one per client process.
 
 mod apply;
+pub mod blob;
 pub mod command;
 pub mod digest;
 pub mod document;
@@ -58,8 +59,8 @@ pub use command::{
     SessionId, WriteOutcome, WriteRequest,
 };
 pub use error::{Error, Result};
-pub use read::{KeyValue, RangePage};
-pub use reader::{Applied, KvReader};
+pub use read::{KeyValue, RangePage, ValueRange};
+pub use reader::{Applied, KvReader, UploadsStaged};
 pub use snapshot::{read_checkpoint, Checkpointer};
 pub use watch::WatchPage;
 
@@ -95,6 +96,9 @@ pub struct ExecutorOptions {
     pub watch_events_max: usize,
     /// Change-log versions one `watch_events` page may examine before it returns early.
     pub watch_versions_scanned_max: usize,
+    /// State-affecting. Uploads staged at once; a chunk that would start another is
+    /// `Rejected`.
+    pub uploads_max: usize,
     /// fsync every slot. Off by default: the consensus log replays what a crash lost.
     pub sync_writes: bool,
 }
@@ -111,6 +115,7 @@ impl Default for ExecutorOptions {
             range_keys_scanned_max: 100_000,
             watch_events_max: 10_000,
             watch_versions_scanned_max: 100_000,
+            uploads_max: 64,
             sync_writes: false,
         }
     }
@@ -130,6 +135,7 @@ impl ExecutorOptions {
                 "watch_versions_scanned_max",
                 self.watch_versions_scanned_max,
             ),
+            ("uploads_max", self.uploads_max),
         ];
         match positive.iter().find(|(_, value)| *value == 0) {
             Some((name, _)) => Err(Error::InvalidOptions(format!("{name} must be positive"))),

@@ -2,6 +2,7 @@
 
 use rocksdb::{DBRawIterator, SnapshotWithThreadMode, DB};
 
+use super::blob::{self, BlobRef};
 use super::command::KeyRange;
 use super::error::{Error, Result};
 use super::keys::{self, Versioned};
@@ -11,6 +12,16 @@ use super::ExecutorOptions;
 pub struct KeyValue {
     pub key: Vec<u8>,
     pub value: Vec<u8>,
+    pub mod_version: u64,
+    pub create_version: u64,
+}
+
+/// Part of one value, as `get_value_range` reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueRange {
+    pub data: Vec<u8>,
+    /// The size of the whole value.
+    pub total_bytes: u64,
     pub mod_version: u64,
     pub create_version: u64,
 }
@@ -52,7 +63,73 @@ impl View<'_> {
         self.check_read_version(read_version)?;
         let mut iter = self.iterator(super::keys::CF_DATA);
         let visible = seek_visible(&mut iter, key, read_version)?;
-        Ok(visible.and_then(|visible| key_value(key.to_vec(), visible)))
+        match visible {
+            Some(visible) => self.key_value(key.to_vec(), visible),
+            None => Ok(None),
+        }
+    }
+
+    /// `length` bytes of `key`'s value from `offset` (fewer at its end) as of
+    /// `read_version`; None when the key is absent. A value stored as a blob is read
+    /// chunk by chunk: only the chunks that hold the range.
+    pub fn get_value_range(
+        &self,
+        key: &[u8],
+        read_version: u64,
+        offset: u64,
+        length: u64,
+    ) -> Result<Option<ValueRange>> {
+        self.check_read_version(read_version)?;
+        let mut iter = self.iterator(super::keys::CF_DATA);
+        let Some(visible) = seek_visible(&mut iter, key, read_version)? else {
+            return Ok(None);
+        };
+        let Some(value) = visible.value else {
+            return Ok(None);
+        };
+        let (data, total_bytes) = match visible.blob {
+            Some(blob) => {
+                let mut chunks = self.iterator(super::keys::CF_BLOBS);
+                (
+                    blob::read(&mut chunks, &blob, offset, length, &[])?,
+                    blob.bytes,
+                )
+            }
+            None => {
+                let total = value.len() as u64;
+                let start = offset.min(total) as usize;
+                let end = offset.saturating_add(length).min(total) as usize;
+                (value[start..end].to_vec(), total)
+            }
+        };
+        Ok(Some(ValueRange {
+            data,
+            total_bytes,
+            mod_version: visible.mod_version,
+            create_version: visible.create_version,
+        }))
+    }
+
+    /// `visible` as a client sees it (None for a tombstone), with a blob's bytes read.
+    fn key_value(&self, key: Vec<u8>, visible: Versioned) -> Result<Option<KeyValue>> {
+        let Some(value) = visible.value else {
+            return Ok(None);
+        };
+        let value = match visible.blob {
+            Some(blob) => self.blob_bytes(&blob)?,
+            None => value,
+        };
+        Ok(Some(KeyValue {
+            key,
+            value,
+            mod_version: visible.mod_version,
+            create_version: visible.create_version,
+        }))
+    }
+
+    pub(super) fn blob_bytes(&self, blob: &BlobRef) -> Result<Vec<u8>> {
+        let mut chunks = self.iterator(super::keys::CF_BLOBS);
+        blob::read(&mut chunks, blob, 0, blob.bytes, &[])
     }
 
     /// One page of the live keys in `range` (empty `end`: no upper bound) as of
@@ -129,7 +206,11 @@ impl View<'_> {
             }
             keys_scanned += 1;
             let visible = seek_visible(iter, &key, read_version)?;
-            if let Some(kv) = visible.and_then(|visible| key_value(key.clone(), visible)) {
+            let kv = match visible {
+                Some(visible) => self.key_value(key.clone(), visible)?,
+                None => None,
+            };
+            if let Some(kv) = kv {
                 if kvs.len() == limit {
                     return Ok(continue_at(kvs, reverse, key));
                 }
@@ -187,15 +268,6 @@ fn parse_continuation(token: &[u8], reverse: bool, range: &KeyRange) -> Result<V
             "continuation is not from this range and direction".into(),
         )),
     }
-}
-
-fn key_value(key: Vec<u8>, visible: Versioned) -> Option<KeyValue> {
-    Some(KeyValue {
-        key,
-        value: visible.value?,
-        mod_version: visible.mod_version,
-        create_version: visible.create_version,
-    })
 }
 
 /// The newest stored version of `key` at or below `read_version`, tombstones included.

@@ -7,13 +7,22 @@ use std::sync::Arc;
 use rocksdb::DB;
 use tokio::sync::watch;
 
-use super::command::KeyRange;
+use super::blob::{UploadRecord, CF_UPLOADS};
+use super::command::{decode_record, KeyRange};
 use super::error::{Error, Result};
 use super::keys::{
     decode_u64, CF_META, COLUMN_FAMILIES, META_CURRENT_VERSION, META_OLDEST_VERSION,
 };
 use super::read::View;
-use super::{cf, ExecutorOptions, KeyValue, RangePage, Slot, WatchPage};
+use super::{cf, ExecutorOptions, KeyValue, RangePage, Slot, ValueRange, WatchPage};
+
+/// Uploads being staged, as `KvReader::uploads` counts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UploadsStaged {
+    pub count: u64,
+    pub bytes: u64,
+    pub first_expiry_ms: Option<u64>,
+}
 
 /// Where the executor stands after its last applied slot; published after every slot.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -64,6 +73,42 @@ impl KvReader {
         let db = self.db.current();
         let got = self.view(&db)?.get(key, read_version);
         got
+    }
+
+    pub fn get_value_range(
+        &self,
+        key: &[u8],
+        read_version: u64,
+        offset: u64,
+        length: u64,
+    ) -> Result<Option<ValueRange>> {
+        let db = self.db.current();
+        let got = self
+            .view(&db)?
+            .get_value_range(key, read_version, offset, length);
+        got
+    }
+
+    /// The uploads staged as of the last applied slot (count and bytes), and the earliest
+    /// expiry among them (upload clock time; None with none staged).
+    pub fn uploads(&self) -> Result<UploadsStaged> {
+        let db = self.db.current();
+        let mut staged = UploadsStaged::default();
+        let mut iter = db.raw_iterator_cf(cf(&db, CF_UPLOADS));
+        iter.seek_to_first();
+        while let Some(value) = iter.value() {
+            let record: UploadRecord = decode_record(value, "upload record")?;
+            staged.count += 1;
+            staged.bytes += record.bytes;
+            staged.first_expiry_ms = Some(
+                staged
+                    .first_expiry_ms
+                    .map_or(record.expires_at_ms, |e| e.min(record.expires_at_ms)),
+            );
+            iter.next();
+        }
+        iter.status()?;
+        Ok(staged)
     }
 
     pub fn get_range(

@@ -1483,3 +1483,5 @@ fn replicas_applying_the_same_document_log_hold_the_same_bytes() {
     );
     assert_eq!(a.dump(), b.dump());
 }
+
+mod uploads;

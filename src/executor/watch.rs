@@ -1,6 +1,7 @@
 //! Reading the change log: the events of every version, in version order.
 
-use super::command::{decode_record, Event, KeyRange};
+use super::blob::BlobRef;
+use super::command::{decode_record, Event, EventKind, KeyRange};
 use super::error::{Error, Result};
 use super::keys::{self, CF_CHANGES};
 use super::read::View;
@@ -52,11 +53,16 @@ impl View<'_> {
             let value = iter.value().expect("a valid iterator has a value");
             let logged: Vec<Event> = decode_record(value, "change log entry")?;
             let before = events.len();
-            events.extend(
-                logged
-                    .into_iter()
-                    .filter(|event| range.contains(&event.key)),
-            );
+            for mut event in logged.into_iter().filter(|e| range.contains(&e.key)) {
+                if event.kind == EventKind::PutBlob {
+                    // The change log keeps only versions the collector keeps, so the
+                    // version's chunks are still there.
+                    let blob = BlobRef::decode(event.value.as_deref().unwrap_or_default())?;
+                    event.kind = EventKind::Put;
+                    event.value = Some(self.blob_bytes(&blob)?);
+                }
+                events.push(event);
+            }
             let added = events.len() - before;
             if before > 0 && events.len() > events_max {
                 events.truncate(before); // This version goes whole to the next page.

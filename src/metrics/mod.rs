@@ -378,6 +378,15 @@ pub struct RouterMetrics {
     pub document_writes: IntCounterVec,
     /// Delta writes sent again because another write moved their base first.
     pub document_base_moved: IntCounter,
+    /// Bytes staged by this replica's clients' upload chunks.
+    pub upload_chunk_bytes: IntCounter,
+    /// Uploads this replica's clients committed to keys.
+    pub uploads_committed: IntCounter,
+    /// Expired uploads this replica reclaimed while it led.
+    pub uploads_reclaimed: IntCounter,
+    /// Uploads staged in the store, and their bytes (as of this replica's applied state).
+    pub uploads_staged: IntGauge,
+    pub upload_staged_bytes: IntGauge,
 }
 
 impl RouterMetrics {
@@ -418,6 +427,31 @@ impl RouterMetrics {
                 registry,
                 "paxkv_document_base_moved_total",
                 "Document deltas sent again because a concurrent write moved their base",
+            ),
+            upload_chunk_bytes: counter(
+                registry,
+                "paxkv_upload_chunk_bytes_total",
+                "Bytes of upload chunks this replica's clients staged",
+            ),
+            uploads_committed: counter(
+                registry,
+                "paxkv_uploads_committed_total",
+                "Uploads this replica's clients committed as values",
+            ),
+            uploads_reclaimed: counter(
+                registry,
+                "paxkv_uploads_reclaimed_total",
+                "Expired uploads reclaimed by this replica's proposals while it led",
+            ),
+            uploads_staged: gauge(
+                registry,
+                "paxkv_uploads_staged",
+                "Uploads staged and not yet committed, aborted or reclaimed",
+            ),
+            upload_staged_bytes: gauge(
+                registry,
+                "paxkv_upload_staged_bytes",
+                "Bytes of the uploads staged and not yet committed, aborted or reclaimed",
             ),
         }
     }

@@ -113,12 +113,16 @@ impl Default for Timing {
 pub struct Storage {
     /// Versions kept readable behind the newest; must be equal on every replica.
     pub retention_versions: u64,
+    /// Uploads staged at once (a chunk that would start another is refused); must be
+    /// equal on every replica.
+    pub uploads_max: usize,
 }
 
 impl Default for Storage {
     fn default() -> Self {
         Storage {
             retention_versions: 1_000_000,
+            uploads_max: 64,
         }
     }
 }
@@ -376,6 +380,9 @@ impl NodeConfig {
         }
         if timing.request_timeout_ms == 0 {
             return Err(invalid("timing.request_timeout_ms", "must be positive"));
+        }
+        if self.storage.uploads_max == 0 {
+            return Err(invalid("storage.uploads_max", "must be positive"));
         }
         if self.storage.retention_versions == 0 {
             return Err(invalid("storage.retention_versions", "must be positive"));

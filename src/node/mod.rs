@@ -178,6 +178,7 @@ impl Node {
                 metrics::peers::sample_peers(store.handle(), peers, metrics.peers.clone());
             tokio::spawn(sampling)
         });
+        let reclaimer = tokio::spawn(router.clone().reclaim_uploads());
         let (stop_http, stopped_http) = tokio::sync::oneshot::channel::<()>();
         let http = metrics_listener.map(|listener| {
             let endpoint = metrics::http::Endpoint::new(metrics.clone(), router, store.reader());
@@ -190,6 +191,7 @@ impl Node {
         if let Some(sampler) = sampler {
             sampler.abort();
         }
+        reclaimer.abort();
         let _ = stop_http.send(());
         if let Some(http) = http {
             let timeout = Duration::from_millis(METRICS_STOP_TIMEOUT_MS);
@@ -246,6 +248,7 @@ fn executor_options(config: &NodeConfig) -> ExecutorOptions {
         // Above the router's limit, so the executor's own check never decides first.
         command_bytes_max: config.limits.command_bytes_max + 64 * 1024,
         value_bytes_max: config.limits.value_bytes_max,
+        uploads_max: config.storage.uploads_max,
         ..ExecutorOptions::default()
     }
 }

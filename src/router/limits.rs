@@ -31,6 +31,13 @@ pub struct Limits {
     /// zstd-compressed (when that makes them smaller). Not a limit on clients: they always
     /// send and receive plain bytes. A value above `command_bytes_max` turns it off.
     pub compress_command_bytes_min: usize,
+    /// Bytes in one `uploadChunk` and in one `getValueRange` reply: how a value larger
+    /// than a comfortable frame travels in pieces. Neither exceeds `value_bytes_max`
+    /// either, so a chunk always fits in a command and a frame.
+    pub chunk_bytes_max: usize,
+    /// A staged upload that receives no chunk for this long is reclaimed (its proposer's
+    /// clock, carried in the log).
+    pub upload_ttl_ms: u64,
 }
 
 /// The largest `value_bytes_max` a node accepts. Every bound a value passes on its way
@@ -55,15 +62,17 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             key_bytes_max: 10 * 1024,
-            value_bytes_max: 1024 * 1024,
+            value_bytes_max: 128 * 1024 * 1024,
             mutations_per_txn_max: 10_000,
             read_conflict_ranges_max: 10_000,
             compares_per_txn_max: 1_000,
-            command_bytes_max: 4 * 1024 * 1024,
+            command_bytes_max: 144 * 1024 * 1024,
             client_id_bytes_max: 256,
             watch_timeout_ms_max: 60_000,
             snapshot_chunk_bytes_max: 4 * 1024 * 1024,
             compress_command_bytes_min: 4096,
+            chunk_bytes_max: 4 * 1024 * 1024,
+            upload_ttl_ms: 3_600_000,
         }
     }
 }
@@ -97,6 +106,8 @@ impl Limits {
             ("client_id_bytes_max", self.client_id_bytes_max),
             ("watch_timeout_ms_max", self.watch_timeout_ms_max as usize),
             ("snapshot_chunk_bytes_max", self.snapshot_chunk_bytes_max),
+            ("chunk_bytes_max", self.chunk_bytes_max),
+            ("upload_ttl_ms", self.upload_ttl_ms as usize),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(format!("limits.{name} must be positive"));
@@ -219,7 +230,7 @@ impl Limits {
                     self.check_key(key)?;
                     self.check_value(param)?;
                 }
-                Mutation::Clear { key } => self.check_key(key)?,
+                Mutation::Clear { key } | Mutation::SetUpload { key, .. } => self.check_key(key)?,
                 Mutation::ClearRange { start, end } => self.check_range(&KeyRange {
                     start: start.clone(),
                     end: end.clone(),

@@ -18,6 +18,7 @@
 
 mod limits;
 mod snapshots;
+mod uploads;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ use std::time::Duration;
 
 pub use limits::{Limits, SNAPSHOT_CHUNK_REPLY_OVERHEAD_BYTES};
 pub use snapshots::SnapshotChunk;
+pub use uploads::{UploadCommit, UploadStaged};
 
 use crate::consensus::{Membership, NodeId};
 use crate::executor::document::{self, InvalidJson};

@@ -25,12 +25,14 @@ from paxkv.ttypes import (
     CompareOp,
     CompareTarget,
     CommitRequest,
+    CommitUploadsRequest,
     Conflict,
     DocumentError,
     ErrorCode,
     EventType,
     GetDocumentRequest,
     GetRequest,
+    GetValueRangeRequest,
     InvalidArgument,
     KeyRange,
     LimitExceeded,
@@ -43,6 +45,8 @@ from paxkv.ttypes import (
     Session,
     TxnRequest,
     Unavailable,
+    UploadChunkRequest,
+    UploadCommit,
     WatchRequest,
 )
 
@@ -258,6 +262,38 @@ def check_documents(client):
     print("ok: documents put, patched (RFC 6902 with a test), read by pointer; typed errors")
 
 
+def check_upload(client):
+    key = b"python/upload-%d" % os.getpid()
+    value = bytes(range(256)) * 4096  # 1 MiB, sent as 4 chunks of 256 KiB
+    upload_id, offset = None, 0
+    for start in range(0, len(value), 256 * 1024):
+        chunk = value[start:start + 256 * 1024]
+        staged = client.uploadChunk(UploadChunkRequest(
+            upload_id=upload_id, offset=offset, data=chunk, session=session()))
+        upload_id, offset = staged.upload_id, staged.bytes_staged
+    check(offset == len(value), "staged %d bytes" % offset)
+    try:
+        client.uploadChunk(UploadChunkRequest(upload_id=upload_id, offset=1, data=b"x"))
+        raise AssertionError("a chunk at the wrong offset was staged")
+    except InvalidArgument as error:
+        check("starts at offset %d" % len(value) in error.message, error.message)
+    committed = client.commitUploads(CommitUploadsRequest(
+        uploads=[UploadCommit(key=key, upload_id=upload_id, bytes=offset, expected_version=0)],
+        session=session()))
+    check(committed.committed, "commitUploads: %r" % committed)
+    got, read_version = b"", None
+    while True:
+        part = client.getValueRange(GetValueRangeRequest(
+            key=key, offset=len(got), length=300_000, read_version=read_version))
+        read_version = part.read_version
+        got += part.data
+        if len(got) >= part.total_bytes:
+            break
+    check(got == value, "the value read by ranges differs")
+    print("ok: a 1 MiB upload in 4 chunks, committed, read back in ranges at version %d"
+          % read_version)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--endpoint", default="127.0.0.1:9091", help="HOST:PORT")
@@ -274,6 +310,7 @@ def main():
         check_watch(binary)
         check_limit_exceeded(binary)
         check_documents(compact)
+        check_upload(binary)
     except Exception:  # noqa: BLE001 - any failure, reported with its traceback
         traceback.print_exc()
         print("FAILED", file=sys.stderr)

@@ -4212,6 +4212,710 @@ impl TSerializable for DocumentResult {
 }
 
 //
+// UploadChunkRequest
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct UploadChunkRequest {
+  pub upload_id: Option<String>,
+  pub offset: i64,
+  pub data: Vec<u8>,
+  pub session: Option<Session>,
+}
+
+impl UploadChunkRequest {
+  pub fn new<F1, F4>(upload_id: F1, offset: i64, data: Vec<u8>, session: F4) -> UploadChunkRequest where F1: Into<Option<String>>, F4: Into<Option<Session>> {
+    UploadChunkRequest {
+      upload_id: upload_id.into(),
+      offset,
+      data,
+      session: session.into(),
+    }
+  }
+}
+
+impl TSerializable for UploadChunkRequest {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<UploadChunkRequest> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<String> = None;
+    let mut f_2: Option<i64> = None;
+    let mut f_3: Option<Vec<u8>> = None;
+    let mut f_4: Option<Session> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_string()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_i64()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_bytes()?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = Session::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("UploadChunkRequest.offset", &f_2)?;
+    verify_required_field_exists("UploadChunkRequest.data", &f_3)?;
+    let ret = UploadChunkRequest {
+      upload_id: f_1,
+      offset: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      data: f_3.expect("auto-generated code should have checked for presence of required fields"),
+      session: f_4,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("UploadChunkRequest");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.upload_id {
+      o_prot.write_field_begin(&TFieldIdentifier::new("upload_id", TType::String, 1))?;
+      o_prot.write_string(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_begin(&TFieldIdentifier::new("offset", TType::I64, 2))?;
+    o_prot.write_i64(self.offset)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("data", TType::String, 3))?;
+    o_prot.write_bytes(&self.data)?;
+    o_prot.write_field_end()?;
+    if let Some(ref fld_var) = self.session {
+      o_prot.write_field_begin(&TFieldIdentifier::new("session", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// UploadChunkResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct UploadChunkResult {
+  pub upload_id: String,
+  pub bytes_staged: i64,
+  pub expires_at_ms: i64,
+}
+
+impl UploadChunkResult {
+  pub fn new(upload_id: String, bytes_staged: i64, expires_at_ms: i64) -> UploadChunkResult {
+    UploadChunkResult {
+      upload_id,
+      bytes_staged,
+      expires_at_ms,
+    }
+  }
+}
+
+impl TSerializable for UploadChunkResult {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<UploadChunkResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<String> = None;
+    let mut f_2: Option<i64> = None;
+    let mut f_3: Option<i64> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_string()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_i64()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_i64()?;
+          f_3 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("UploadChunkResult.upload_id", &f_1)?;
+    verify_required_field_exists("UploadChunkResult.bytes_staged", &f_2)?;
+    verify_required_field_exists("UploadChunkResult.expires_at_ms", &f_3)?;
+    let ret = UploadChunkResult {
+      upload_id: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      bytes_staged: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      expires_at_ms: f_3.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("UploadChunkResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("upload_id", TType::String, 1))?;
+    o_prot.write_string(&self.upload_id)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("bytes_staged", TType::I64, 2))?;
+    o_prot.write_i64(self.bytes_staged)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("expires_at_ms", TType::I64, 3))?;
+    o_prot.write_i64(self.expires_at_ms)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// UploadCommit
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct UploadCommit {
+  pub key: Vec<u8>,
+  pub upload_id: String,
+  pub bytes: i64,
+  pub expected_version: Option<i64>,
+}
+
+impl UploadCommit {
+  pub fn new<F4>(key: Vec<u8>, upload_id: String, bytes: i64, expected_version: F4) -> UploadCommit where F4: Into<Option<i64>> {
+    UploadCommit {
+      key,
+      upload_id,
+      bytes,
+      expected_version: expected_version.into(),
+    }
+  }
+}
+
+impl TSerializable for UploadCommit {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<UploadCommit> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<Vec<u8>> = None;
+    let mut f_2: Option<String> = None;
+    let mut f_3: Option<i64> = None;
+    let mut f_4: Option<i64> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_bytes()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_i64()?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = i_prot.read_i64()?;
+          f_4 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("UploadCommit.key", &f_1)?;
+    verify_required_field_exists("UploadCommit.upload_id", &f_2)?;
+    verify_required_field_exists("UploadCommit.bytes", &f_3)?;
+    let ret = UploadCommit {
+      key: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      upload_id: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      bytes: f_3.expect("auto-generated code should have checked for presence of required fields"),
+      expected_version: f_4,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("UploadCommit");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("key", TType::String, 1))?;
+    o_prot.write_bytes(&self.key)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("upload_id", TType::String, 2))?;
+    o_prot.write_string(&self.upload_id)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("bytes", TType::I64, 3))?;
+    o_prot.write_i64(self.bytes)?;
+    o_prot.write_field_end()?;
+    if let Some(fld_var) = self.expected_version {
+      o_prot.write_field_begin(&TFieldIdentifier::new("expected_version", TType::I64, 4))?;
+      o_prot.write_i64(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// CommitUploadsRequest
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct CommitUploadsRequest {
+  pub uploads: Vec<UploadCommit>,
+  pub mutations: Option<Vec<Mutation>>,
+  pub session: Option<Session>,
+}
+
+impl CommitUploadsRequest {
+  pub fn new<F2, F3>(uploads: Vec<UploadCommit>, mutations: F2, session: F3) -> CommitUploadsRequest where F2: Into<Option<Vec<Mutation>>>, F3: Into<Option<Session>> {
+    CommitUploadsRequest {
+      uploads,
+      mutations: mutations.into(),
+      session: session.into(),
+    }
+  }
+}
+
+impl TSerializable for CommitUploadsRequest {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<CommitUploadsRequest> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<Vec<UploadCommit>> = None;
+    let mut f_2: Option<Vec<Mutation>> = None;
+    let mut f_3: Option<Session> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let list_ident = i_prot.read_list_begin()?;
+          let mut val: Vec<UploadCommit> = Vec::with_capacity(list_ident.size as usize);
+          for _ in 0..list_ident.size {
+            let list_elem_10 = UploadCommit::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_10);
+          }
+          i_prot.read_list_end()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let list_ident = i_prot.read_list_begin()?;
+          let mut val: Vec<Mutation> = Vec::with_capacity(list_ident.size as usize);
+          for _ in 0..list_ident.size {
+            let list_elem_11 = Mutation::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_11);
+          }
+          i_prot.read_list_end()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = Session::read_from_in_protocol(i_prot)?;
+          f_3 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("CommitUploadsRequest.uploads", &f_1)?;
+    let ret = CommitUploadsRequest {
+      uploads: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      mutations: f_2,
+      session: f_3,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("CommitUploadsRequest");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("uploads", TType::List, 1))?;
+    o_prot.write_list_begin(&TListIdentifier::new(TType::Struct, self.uploads.len() as i32))?;
+    for e in &self.uploads {
+      e.write_to_out_protocol(o_prot)?;
+    }
+    o_prot.write_list_end()?;
+    o_prot.write_field_end()?;
+    if let Some(ref fld_var) = self.mutations {
+      o_prot.write_field_begin(&TFieldIdentifier::new("mutations", TType::List, 2))?;
+      o_prot.write_list_begin(&TListIdentifier::new(TType::Struct, fld_var.len() as i32))?;
+      for e in fld_var {
+        e.write_to_out_protocol(o_prot)?;
+      }
+      o_prot.write_list_end()?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.session {
+      o_prot.write_field_begin(&TFieldIdentifier::new("session", TType::Struct, 3))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// CommitUploadsResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct CommitUploadsResult {
+  pub committed: bool,
+  pub version: i64,
+}
+
+impl CommitUploadsResult {
+  pub fn new(committed: bool, version: i64) -> CommitUploadsResult {
+    CommitUploadsResult {
+      committed,
+      version,
+    }
+  }
+}
+
+impl TSerializable for CommitUploadsResult {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<CommitUploadsResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<bool> = None;
+    let mut f_2: Option<i64> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_bool()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_i64()?;
+          f_2 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("CommitUploadsResult.committed", &f_1)?;
+    verify_required_field_exists("CommitUploadsResult.version", &f_2)?;
+    let ret = CommitUploadsResult {
+      committed: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      version: f_2.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("CommitUploadsResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("committed", TType::Bool, 1))?;
+    o_prot.write_bool(self.committed)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("version", TType::I64, 2))?;
+    o_prot.write_i64(self.version)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// AbortUploadRequest
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct AbortUploadRequest {
+  pub upload_id: String,
+  pub session: Option<Session>,
+}
+
+impl AbortUploadRequest {
+  pub fn new<F2>(upload_id: String, session: F2) -> AbortUploadRequest where F2: Into<Option<Session>> {
+    AbortUploadRequest {
+      upload_id,
+      session: session.into(),
+    }
+  }
+}
+
+impl TSerializable for AbortUploadRequest {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<AbortUploadRequest> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<String> = None;
+    let mut f_2: Option<Session> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_string()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = Session::read_from_in_protocol(i_prot)?;
+          f_2 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("AbortUploadRequest.upload_id", &f_1)?;
+    let ret = AbortUploadRequest {
+      upload_id: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      session: f_2,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("AbortUploadRequest");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("upload_id", TType::String, 1))?;
+    o_prot.write_string(&self.upload_id)?;
+    o_prot.write_field_end()?;
+    if let Some(ref fld_var) = self.session {
+      o_prot.write_field_begin(&TFieldIdentifier::new("session", TType::Struct, 2))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// GetValueRangeRequest
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct GetValueRangeRequest {
+  pub key: Vec<u8>,
+  pub offset: i64,
+  pub length: i32,
+  pub read_version: Option<i64>,
+}
+
+impl GetValueRangeRequest {
+  pub fn new<F4>(key: Vec<u8>, offset: i64, length: i32, read_version: F4) -> GetValueRangeRequest where F4: Into<Option<i64>> {
+    GetValueRangeRequest {
+      key,
+      offset,
+      length,
+      read_version: read_version.into(),
+    }
+  }
+}
+
+impl TSerializable for GetValueRangeRequest {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<GetValueRangeRequest> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<Vec<u8>> = None;
+    let mut f_2: Option<i64> = None;
+    let mut f_3: Option<i32> = None;
+    let mut f_4: Option<i64> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_bytes()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_i64()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_i32()?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = i_prot.read_i64()?;
+          f_4 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("GetValueRangeRequest.key", &f_1)?;
+    verify_required_field_exists("GetValueRangeRequest.offset", &f_2)?;
+    verify_required_field_exists("GetValueRangeRequest.length", &f_3)?;
+    let ret = GetValueRangeRequest {
+      key: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      offset: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      length: f_3.expect("auto-generated code should have checked for presence of required fields"),
+      read_version: f_4,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("GetValueRangeRequest");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("key", TType::String, 1))?;
+    o_prot.write_bytes(&self.key)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("offset", TType::I64, 2))?;
+    o_prot.write_i64(self.offset)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("length", TType::I32, 3))?;
+    o_prot.write_i32(self.length)?;
+    o_prot.write_field_end()?;
+    if let Some(fld_var) = self.read_version {
+      o_prot.write_field_begin(&TFieldIdentifier::new("read_version", TType::I64, 4))?;
+      o_prot.write_i64(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ValueRangeResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct ValueRangeResult {
+  pub data: Option<Vec<u8>>,
+  pub total_bytes: i64,
+  pub mod_version: i64,
+  pub create_version: i64,
+  pub read_version: i64,
+}
+
+impl ValueRangeResult {
+  pub fn new<F1>(data: F1, total_bytes: i64, mod_version: i64, create_version: i64, read_version: i64) -> ValueRangeResult where F1: Into<Option<Vec<u8>>> {
+    ValueRangeResult {
+      data: data.into(),
+      total_bytes,
+      mod_version,
+      create_version,
+      read_version,
+    }
+  }
+}
+
+impl TSerializable for ValueRangeResult {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ValueRangeResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<Vec<u8>> = None;
+    let mut f_2: Option<i64> = None;
+    let mut f_3: Option<i64> = None;
+    let mut f_4: Option<i64> = None;
+    let mut f_5: Option<i64> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_bytes()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_i64()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_i64()?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = i_prot.read_i64()?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = i_prot.read_i64()?;
+          f_5 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ValueRangeResult.total_bytes", &f_2)?;
+    verify_required_field_exists("ValueRangeResult.mod_version", &f_3)?;
+    verify_required_field_exists("ValueRangeResult.create_version", &f_4)?;
+    verify_required_field_exists("ValueRangeResult.read_version", &f_5)?;
+    let ret = ValueRangeResult {
+      data: f_1,
+      total_bytes: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      mod_version: f_3.expect("auto-generated code should have checked for presence of required fields"),
+      create_version: f_4.expect("auto-generated code should have checked for presence of required fields"),
+      read_version: f_5.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ValueRangeResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.data {
+      o_prot.write_field_begin(&TFieldIdentifier::new("data", TType::String, 1))?;
+      o_prot.write_bytes(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_begin(&TFieldIdentifier::new("total_bytes", TType::I64, 2))?;
+    o_prot.write_i64(self.total_bytes)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("mod_version", TType::I64, 3))?;
+    o_prot.write_i64(self.mod_version)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("create_version", TType::I64, 4))?;
+    o_prot.write_i64(self.create_version)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("read_version", TType::I64, 5))?;
+    o_prot.write_i64(self.read_version)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
 // WatchRequest
 //
 
@@ -4395,6 +5099,10 @@ pub trait TPaxkvSyncClient {
   fn put_document(&mut self, request: PutDocumentRequest) -> thrift::Result<DocumentWriteResult>;
   fn patch_document(&mut self, request: PatchDocumentRequest) -> thrift::Result<DocumentWriteResult>;
   fn get_document(&mut self, request: GetDocumentRequest) -> thrift::Result<DocumentResult>;
+  fn upload_chunk(&mut self, request: UploadChunkRequest) -> thrift::Result<UploadChunkResult>;
+  fn commit_uploads(&mut self, request: CommitUploadsRequest) -> thrift::Result<CommitUploadsResult>;
+  fn abort_upload(&mut self, request: AbortUploadRequest) -> thrift::Result<bool>;
+  fn get_value_range(&mut self, request: GetValueRangeRequest) -> thrift::Result<ValueRangeResult>;
   fn read_snapshot(&mut self, request: ReadSnapshotRequest) -> thrift::Result<SnapshotChunk>;
 }
 
@@ -4935,6 +5643,114 @@ impl <C: TThriftClient + TPaxkvSyncClientMarker> TPaxkvSyncClient for C {
       result.ok_or()
     }
   }
+  fn upload_chunk(&mut self, request: UploadChunkRequest) -> thrift::Result<UploadChunkResult> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("uploadChunk", TMessageType::Call, self.sequence_number());
+        let call_args = PaxkvUploadChunkArgs { request };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("uploadChunk", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = PaxkvUploadChunkResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn commit_uploads(&mut self, request: CommitUploadsRequest) -> thrift::Result<CommitUploadsResult> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("commitUploads", TMessageType::Call, self.sequence_number());
+        let call_args = PaxkvCommitUploadsArgs { request };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("commitUploads", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = PaxkvCommitUploadsResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn abort_upload(&mut self, request: AbortUploadRequest) -> thrift::Result<bool> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("abortUpload", TMessageType::Call, self.sequence_number());
+        let call_args = PaxkvAbortUploadArgs { request };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("abortUpload", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = PaxkvAbortUploadResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn get_value_range(&mut self, request: GetValueRangeRequest) -> thrift::Result<ValueRangeResult> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("getValueRange", TMessageType::Call, self.sequence_number());
+        let call_args = PaxkvGetValueRangeArgs { request };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("getValueRange", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = PaxkvGetValueRangeResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
   fn read_snapshot(&mut self, request: ReadSnapshotRequest) -> thrift::Result<SnapshotChunk> {
     (
       {
@@ -4988,6 +5804,10 @@ pub trait PaxkvSyncHandler {
   fn handle_put_document(&self, request: PutDocumentRequest) -> thrift::Result<DocumentWriteResult>;
   fn handle_patch_document(&self, request: PatchDocumentRequest) -> thrift::Result<DocumentWriteResult>;
   fn handle_get_document(&self, request: GetDocumentRequest) -> thrift::Result<DocumentResult>;
+  fn handle_upload_chunk(&self, request: UploadChunkRequest) -> thrift::Result<UploadChunkResult>;
+  fn handle_commit_uploads(&self, request: CommitUploadsRequest) -> thrift::Result<CommitUploadsResult>;
+  fn handle_abort_upload(&self, request: AbortUploadRequest) -> thrift::Result<bool>;
+  fn handle_get_value_range(&self, request: GetValueRangeRequest) -> thrift::Result<ValueRangeResult>;
   fn handle_read_snapshot(&self, request: ReadSnapshotRequest) -> thrift::Result<SnapshotChunk>;
 }
 
@@ -5057,6 +5877,18 @@ impl <H: PaxkvSyncHandler> PaxkvSyncProcessor<H> {
   }
   fn process_get_document(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
     TPaxkvProcessFunctions::process_get_document(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_upload_chunk(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TPaxkvProcessFunctions::process_upload_chunk(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_commit_uploads(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TPaxkvProcessFunctions::process_commit_uploads(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_abort_upload(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TPaxkvProcessFunctions::process_abort_upload(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_get_value_range(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TPaxkvProcessFunctions::process_get_value_range(&self.handler, incoming_sequence_number, i_prot, o_prot)
   }
   fn process_read_snapshot(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
     TPaxkvProcessFunctions::process_read_snapshot(&self.handler, incoming_sequence_number, i_prot, o_prot)
@@ -6646,6 +7478,342 @@ impl TPaxkvProcessFunctions {
       },
     }
   }
+  pub fn process_upload_chunk<H: PaxkvSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = PaxkvUploadChunkArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_upload_chunk(args.request) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("uploadChunk", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = PaxkvUploadChunkResult { result_value: Some(handler_return), invalid: None, limit: None, unavailable: None, internal: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<InvalidArgument>().is_some() {
+              let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
+              let ret_err = PaxkvUploadChunkResult{ result_value: None, invalid: Some(*err), limit: None, unavailable: None, internal: None };
+              let message_ident = TMessageIdentifier::new("uploadChunk", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<LimitExceeded>().is_some() {
+              let err = usr_err.downcast::<LimitExceeded>().expect("downcast already checked");
+              let ret_err = PaxkvUploadChunkResult{ result_value: None, invalid: None, limit: Some(*err), unavailable: None, internal: None };
+              let message_ident = TMessageIdentifier::new("uploadChunk", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = PaxkvUploadChunkResult{ result_value: None, invalid: None, limit: None, unavailable: Some(*err), internal: None };
+              let message_ident = TMessageIdentifier::new("uploadChunk", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = PaxkvUploadChunkResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: Some(*err) };
+              let message_ident = TMessageIdentifier::new("uploadChunk", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("uploadChunk", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("uploadChunk", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("uploadChunk", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_commit_uploads<H: PaxkvSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = PaxkvCommitUploadsArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_commit_uploads(args.request) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("commitUploads", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = PaxkvCommitUploadsResult { result_value: Some(handler_return), invalid: None, limit: None, unavailable: None, internal: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<InvalidArgument>().is_some() {
+              let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
+              let ret_err = PaxkvCommitUploadsResult{ result_value: None, invalid: Some(*err), limit: None, unavailable: None, internal: None };
+              let message_ident = TMessageIdentifier::new("commitUploads", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<LimitExceeded>().is_some() {
+              let err = usr_err.downcast::<LimitExceeded>().expect("downcast already checked");
+              let ret_err = PaxkvCommitUploadsResult{ result_value: None, invalid: None, limit: Some(*err), unavailable: None, internal: None };
+              let message_ident = TMessageIdentifier::new("commitUploads", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = PaxkvCommitUploadsResult{ result_value: None, invalid: None, limit: None, unavailable: Some(*err), internal: None };
+              let message_ident = TMessageIdentifier::new("commitUploads", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = PaxkvCommitUploadsResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: Some(*err) };
+              let message_ident = TMessageIdentifier::new("commitUploads", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("commitUploads", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("commitUploads", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("commitUploads", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_abort_upload<H: PaxkvSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = PaxkvAbortUploadArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_abort_upload(args.request) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("abortUpload", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = PaxkvAbortUploadResult { result_value: Some(handler_return), invalid: None, unavailable: None, internal: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<InvalidArgument>().is_some() {
+              let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
+              let ret_err = PaxkvAbortUploadResult{ result_value: None, invalid: Some(*err), unavailable: None, internal: None };
+              let message_ident = TMessageIdentifier::new("abortUpload", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = PaxkvAbortUploadResult{ result_value: None, invalid: None, unavailable: Some(*err), internal: None };
+              let message_ident = TMessageIdentifier::new("abortUpload", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = PaxkvAbortUploadResult{ result_value: None, invalid: None, unavailable: None, internal: Some(*err) };
+              let message_ident = TMessageIdentifier::new("abortUpload", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("abortUpload", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("abortUpload", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("abortUpload", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_get_value_range<H: PaxkvSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = PaxkvGetValueRangeArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_get_value_range(args.request) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("getValueRange", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = PaxkvGetValueRangeResult { result_value: Some(handler_return), invalid: None, limit: None, too_old: None, unavailable: None, internal: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<InvalidArgument>().is_some() {
+              let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
+              let ret_err = PaxkvGetValueRangeResult{ result_value: None, invalid: Some(*err), limit: None, too_old: None, unavailable: None, internal: None };
+              let message_ident = TMessageIdentifier::new("getValueRange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<LimitExceeded>().is_some() {
+              let err = usr_err.downcast::<LimitExceeded>().expect("downcast already checked");
+              let ret_err = PaxkvGetValueRangeResult{ result_value: None, invalid: None, limit: Some(*err), too_old: None, unavailable: None, internal: None };
+              let message_ident = TMessageIdentifier::new("getValueRange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<TooOld>().is_some() {
+              let err = usr_err.downcast::<TooOld>().expect("downcast already checked");
+              let ret_err = PaxkvGetValueRangeResult{ result_value: None, invalid: None, limit: None, too_old: Some(*err), unavailable: None, internal: None };
+              let message_ident = TMessageIdentifier::new("getValueRange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = PaxkvGetValueRangeResult{ result_value: None, invalid: None, limit: None, too_old: None, unavailable: Some(*err), internal: None };
+              let message_ident = TMessageIdentifier::new("getValueRange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = PaxkvGetValueRangeResult{ result_value: None, invalid: None, limit: None, too_old: None, unavailable: None, internal: Some(*err) };
+              let message_ident = TMessageIdentifier::new("getValueRange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("getValueRange", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("getValueRange", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("getValueRange", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
   pub fn process_read_snapshot<H: PaxkvSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
     let args = PaxkvReadSnapshotArgs::read_from_in_protocol(i_prot)?;
     match handler.handle_read_snapshot(args.request) {
@@ -6792,6 +7960,18 @@ impl <H: PaxkvSyncHandler> TProcessor for PaxkvSyncProcessor<H> {
       },
       "getDocument" => {
         self.process_get_document(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "uploadChunk" => {
+        self.process_upload_chunk(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "commitUploads" => {
+        self.process_commit_uploads(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "abortUpload" => {
+        self.process_abort_upload(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "getValueRange" => {
+        self.process_get_value_range(message_ident.sequence_number, i_prot, o_prot)
       },
       "readSnapshot" => {
         self.process_read_snapshot(message_ident.sequence_number, i_prot, o_prot)
@@ -9900,6 +11080,674 @@ impl PaxkvGetDocumentResult {
     }
     if let Some(ref fld_var) = self.document {
       o_prot.write_field_begin(&TFieldIdentifier::new("document", TType::Struct, 10))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// PaxkvUploadChunkArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct PaxkvUploadChunkArgs {
+  request: UploadChunkRequest,
+}
+
+impl PaxkvUploadChunkArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<PaxkvUploadChunkArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<UploadChunkRequest> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = UploadChunkRequest::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("PaxkvUploadChunkArgs.request", &f_1)?;
+    let ret = PaxkvUploadChunkArgs {
+      request: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("uploadChunk_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1))?;
+    self.request.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// PaxkvUploadChunkResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct PaxkvUploadChunkResult {
+  result_value: Option<UploadChunkResult>,
+  invalid: Option<InvalidArgument>,
+  limit: Option<LimitExceeded>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+}
+
+impl PaxkvUploadChunkResult {
+  fn ok_or(self) -> thrift::Result<UploadChunkResult> {
+    if self.invalid.is_some() {
+      Err(thrift::Error::User(Box::new(self.invalid.unwrap())))
+    } else if self.limit.is_some() {
+      Err(thrift::Error::User(Box::new(self.limit.unwrap())))
+    } else if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for PaxkvUploadChunk"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<PaxkvUploadChunkResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<UploadChunkResult> = None;
+    let mut f_1: Option<InvalidArgument> = None;
+    let mut f_2: Option<LimitExceeded> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = UploadChunkResult::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        1 => {
+          let val = InvalidArgument::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = LimitExceeded::read_from_in_protocol(i_prot)?;
+          f_2 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = PaxkvUploadChunkResult {
+      result_value: f_0,
+      invalid: f_1,
+      limit: f_2,
+      unavailable: f_4,
+      internal: f_5,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("PaxkvUploadChunkResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.invalid {
+      o_prot.write_field_begin(&TFieldIdentifier::new("invalid", TType::Struct, 1))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.limit {
+      o_prot.write_field_begin(&TFieldIdentifier::new("limit", TType::Struct, 2))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// PaxkvCommitUploadsArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct PaxkvCommitUploadsArgs {
+  request: CommitUploadsRequest,
+}
+
+impl PaxkvCommitUploadsArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<PaxkvCommitUploadsArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<CommitUploadsRequest> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = CommitUploadsRequest::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("PaxkvCommitUploadsArgs.request", &f_1)?;
+    let ret = PaxkvCommitUploadsArgs {
+      request: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("commitUploads_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1))?;
+    self.request.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// PaxkvCommitUploadsResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct PaxkvCommitUploadsResult {
+  result_value: Option<CommitUploadsResult>,
+  invalid: Option<InvalidArgument>,
+  limit: Option<LimitExceeded>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+}
+
+impl PaxkvCommitUploadsResult {
+  fn ok_or(self) -> thrift::Result<CommitUploadsResult> {
+    if self.invalid.is_some() {
+      Err(thrift::Error::User(Box::new(self.invalid.unwrap())))
+    } else if self.limit.is_some() {
+      Err(thrift::Error::User(Box::new(self.limit.unwrap())))
+    } else if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for PaxkvCommitUploads"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<PaxkvCommitUploadsResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<CommitUploadsResult> = None;
+    let mut f_1: Option<InvalidArgument> = None;
+    let mut f_2: Option<LimitExceeded> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = CommitUploadsResult::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        1 => {
+          let val = InvalidArgument::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = LimitExceeded::read_from_in_protocol(i_prot)?;
+          f_2 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = PaxkvCommitUploadsResult {
+      result_value: f_0,
+      invalid: f_1,
+      limit: f_2,
+      unavailable: f_4,
+      internal: f_5,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("PaxkvCommitUploadsResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.invalid {
+      o_prot.write_field_begin(&TFieldIdentifier::new("invalid", TType::Struct, 1))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.limit {
+      o_prot.write_field_begin(&TFieldIdentifier::new("limit", TType::Struct, 2))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// PaxkvAbortUploadArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct PaxkvAbortUploadArgs {
+  request: AbortUploadRequest,
+}
+
+impl PaxkvAbortUploadArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<PaxkvAbortUploadArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<AbortUploadRequest> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = AbortUploadRequest::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("PaxkvAbortUploadArgs.request", &f_1)?;
+    let ret = PaxkvAbortUploadArgs {
+      request: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("abortUpload_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1))?;
+    self.request.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// PaxkvAbortUploadResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct PaxkvAbortUploadResult {
+  result_value: Option<bool>,
+  invalid: Option<InvalidArgument>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+}
+
+impl PaxkvAbortUploadResult {
+  fn ok_or(self) -> thrift::Result<bool> {
+    if self.invalid.is_some() {
+      Err(thrift::Error::User(Box::new(self.invalid.unwrap())))
+    } else if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for PaxkvAbortUpload"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<PaxkvAbortUploadResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<bool> = None;
+    let mut f_1: Option<InvalidArgument> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = i_prot.read_bool()?;
+          f_0 = Some(val);
+        },
+        1 => {
+          let val = InvalidArgument::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = PaxkvAbortUploadResult {
+      result_value: f_0,
+      invalid: f_1,
+      unavailable: f_4,
+      internal: f_5,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("PaxkvAbortUploadResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Bool, 0))?;
+      o_prot.write_bool(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.invalid {
+      o_prot.write_field_begin(&TFieldIdentifier::new("invalid", TType::Struct, 1))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// PaxkvGetValueRangeArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct PaxkvGetValueRangeArgs {
+  request: GetValueRangeRequest,
+}
+
+impl PaxkvGetValueRangeArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<PaxkvGetValueRangeArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<GetValueRangeRequest> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = GetValueRangeRequest::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("PaxkvGetValueRangeArgs.request", &f_1)?;
+    let ret = PaxkvGetValueRangeArgs {
+      request: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("getValueRange_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1))?;
+    self.request.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// PaxkvGetValueRangeResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct PaxkvGetValueRangeResult {
+  result_value: Option<ValueRangeResult>,
+  invalid: Option<InvalidArgument>,
+  limit: Option<LimitExceeded>,
+  too_old: Option<TooOld>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+}
+
+impl PaxkvGetValueRangeResult {
+  fn ok_or(self) -> thrift::Result<ValueRangeResult> {
+    if self.invalid.is_some() {
+      Err(thrift::Error::User(Box::new(self.invalid.unwrap())))
+    } else if self.limit.is_some() {
+      Err(thrift::Error::User(Box::new(self.limit.unwrap())))
+    } else if self.too_old.is_some() {
+      Err(thrift::Error::User(Box::new(self.too_old.unwrap())))
+    } else if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for PaxkvGetValueRange"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<PaxkvGetValueRangeResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<ValueRangeResult> = None;
+    let mut f_1: Option<InvalidArgument> = None;
+    let mut f_2: Option<LimitExceeded> = None;
+    let mut f_3: Option<TooOld> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = ValueRangeResult::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        1 => {
+          let val = InvalidArgument::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = LimitExceeded::read_from_in_protocol(i_prot)?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = TooOld::read_from_in_protocol(i_prot)?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = PaxkvGetValueRangeResult {
+      result_value: f_0,
+      invalid: f_1,
+      limit: f_2,
+      too_old: f_3,
+      unavailable: f_4,
+      internal: f_5,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("PaxkvGetValueRangeResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.invalid {
+      o_prot.write_field_begin(&TFieldIdentifier::new("invalid", TType::Struct, 1))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.limit {
+      o_prot.write_field_begin(&TFieldIdentifier::new("limit", TType::Struct, 2))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.too_old {
+      o_prot.write_field_begin(&TFieldIdentifier::new("too_old", TType::Struct, 3))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
       fld_var.write_to_out_protocol(o_prot)?;
       o_prot.write_field_end()?
     }

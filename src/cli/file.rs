@@ -1,0 +1,204 @@
+//! `paxkv put KEY --file PATH` and `paxkv get KEY --out PATH`: values of any size up to
+//! `value_bytes_max`, sent as an upload of chunks and read back by byte ranges, so neither
+//! side holds one frame of the whole value (docs/api.md, "Large values").
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::thread;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use paxkv::api::gen::paxkv::{
+    CommitUploadsRequest, GetValueRangeRequest, PutRequest, Session, UploadChunkRequest,
+    UploadCommit,
+};
+use paxkv::api::{Client, TPaxkvSyncClient};
+
+use super::{ConnectionArgs, Failure, Outcome, SessionArgs, EXIT_NEGATIVE, EXIT_SUCCESS};
+
+/// A value at least this large shows a progress bar (on a terminal).
+const PROGRESS_BYTES_MIN: u64 = 4 << 20;
+/// Attempts of one call that found the cluster unavailable or lost its connection.
+const ATTEMPTS: u32 = 10;
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+fn progress(total: u64, verb: &str) -> ProgressBar {
+    if total < PROGRESS_BYTES_MIN {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    let template = format!(
+        "{verb} [{{bar:40}}] {{bytes}}/{{total_bytes}} {{binary_bytes_per_sec}} eta {{eta}}"
+    );
+    if let Ok(style) = ProgressStyle::with_template(&template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// Runs `call` on a connection, reconnecting and calling again (the same request: with a
+/// session, so a write applies once) while the answer is `Unavailable` or the connection
+/// is lost.
+fn with_retries<T>(
+    connection: &ConnectionArgs,
+    client: &mut Client,
+    mut call: impl FnMut(&mut Client) -> Result<T, Failure>,
+) -> Result<T, Failure> {
+    let mut backoff = BACKOFF_MIN;
+    for attempt in 1.. {
+        match call(client) {
+            Err(Failure::Unavailable(_)) if attempt < ATTEMPTS => {
+                thread::sleep(backoff);
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                if let Ok(fresh) = connection.connect() {
+                    *client = fresh;
+                }
+            }
+            result => return result,
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+/// A session for every call of one upload: the given client id, or a new one.
+fn upload_session(session: &SessionArgs) -> Result<(String, i64), Failure> {
+    if let Some(Session {
+        client_id,
+        request_id,
+    }) = session.session()
+    {
+        return Ok((client_id, request_id));
+    }
+    let mut id = [0u8; 8];
+    getrandom::getrandom(&mut id)
+        .map_err(|error| Failure::Local(format!("no random session id: {error}")))?;
+    let hex: String = id.iter().map(|byte| format!("{byte:02x}")).collect();
+    Ok((format!("paxkv-cli-upload-{hex}"), 1))
+}
+
+/// `put KEY --file PATH`: a file up to one chunk goes as one put; a larger one as an
+/// upload, committed at the end. Prints `OK version=N`.
+pub fn put_file(
+    key: String,
+    path: &Path,
+    chunk_bytes: usize,
+    session: &SessionArgs,
+    connection: &ConnectionArgs,
+) -> Outcome {
+    let open =
+        |error: io::Error| Failure::Invalid(format!("cannot read {}: {error}", path.display()));
+    let mut file = File::open(path).map_err(open)?;
+    let total = file.metadata().map_err(open)?.len();
+    let mut client = connection.connect()?;
+    let (client_id, mut request_id) = upload_session(session)?;
+    let mut next_session = || {
+        let session = Session::new(client_id.clone(), request_id);
+        request_id += 1;
+        Some(session)
+    };
+    if total <= chunk_bytes as u64 {
+        let mut value = Vec::with_capacity(total as usize);
+        file.read_to_end(&mut value).map_err(open)?;
+        let session = next_session();
+        let version = with_retries(connection, &mut client, |client| {
+            let request = PutRequest::new(key.clone().into_bytes(), value.clone(), session.clone());
+            Ok(client.put(request)?)
+        })?;
+        writeln!(io::stdout().lock(), "OK version={version}")?;
+        return Ok(EXIT_SUCCESS);
+    }
+    let bar = progress(total, "upload");
+    let mut upload_id: Option<String> = None;
+    let mut offset = 0u64;
+    let mut chunk = vec![0u8; chunk_bytes];
+    while offset < total {
+        let want = (chunk_bytes as u64).min(total - offset) as usize;
+        file.read_exact(&mut chunk[..want]).map_err(open)?;
+        let session = next_session();
+        let staged = with_retries(connection, &mut client, |client| {
+            let request = UploadChunkRequest::new(
+                upload_id.clone(),
+                offset as i64,
+                chunk[..want].to_vec(),
+                session.clone(),
+            );
+            Ok(client.upload_chunk(request)?)
+        })?;
+        upload_id = Some(staged.upload_id);
+        offset = staged.bytes_staged as u64;
+        bar.set_position(offset);
+    }
+    bar.finish_and_clear();
+    let upload_id = upload_id.expect("a file over one chunk took at least one");
+    let session = next_session();
+    let result = with_retries(connection, &mut client, |client| {
+        let commit = UploadCommit::new(
+            key.clone().into_bytes(),
+            upload_id.clone(),
+            total as i64,
+            None,
+        );
+        let request = CommitUploadsRequest::new(vec![commit], None, session.clone());
+        Ok(client.commit_uploads(request)?)
+    })?;
+    writeln!(io::stdout().lock(), "OK version={}", result.version)?;
+    Ok(EXIT_SUCCESS)
+}
+
+/// `get KEY --out PATH`: the value read range by range, all at the version of the first
+/// range (one consistent value), written to PATH through a temporary file that is synced
+/// and renamed into place. Exit 1 if the key is absent.
+pub fn get_file(
+    key: String,
+    path: &Path,
+    version: Option<i64>,
+    chunk_bytes: usize,
+    connection: &ConnectionArgs,
+) -> Outcome {
+    let mut client = connection.connect()?;
+    let local =
+        |error: io::Error| Failure::Local(format!("cannot write {}: {error}", path.display()));
+    let temporary = path.with_extension("paxkv-partial");
+    let mut out = File::create(&temporary).map_err(local)?;
+    let mut read_version = version;
+    let mut offset = 0u64;
+    let mut bar: Option<ProgressBar> = None;
+    loop {
+        let range = with_retries(connection, &mut client, |client| {
+            let request = GetValueRangeRequest::new(
+                key.clone().into_bytes(),
+                offset as i64,
+                chunk_bytes as i32,
+                read_version,
+            );
+            Ok(client.get_value_range(request)?)
+        })?;
+        let Some(data) = range.data else {
+            drop(out);
+            let _ = fs::remove_file(&temporary);
+            eprintln!("paxkv: not found (read_version={})", range.read_version);
+            return Ok(EXIT_NEGATIVE);
+        };
+        read_version = Some(range.read_version);
+        let total = range.total_bytes as u64;
+        let bar = bar.get_or_insert_with(|| progress(total, "download"));
+        out.write_all(&data).map_err(local)?;
+        offset += data.len() as u64;
+        bar.set_position(offset);
+        if offset >= total || data.is_empty() {
+            bar.finish_and_clear();
+            break;
+        }
+    }
+    out.sync_all().map_err(local)?;
+    drop(out);
+    fs::rename(&temporary, path).map_err(local)?;
+    writeln!(
+        io::stdout().lock(),
+        "OK bytes={offset} read_version={}",
+        read_version.unwrap_or_default()
+    )?;
+    Ok(EXIT_SUCCESS)
+}
