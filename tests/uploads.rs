@@ -226,3 +226,81 @@ fn a_leader_killed_mid_upload_leaves_the_old_value_and_the_upload_goes_on_and_ab
     let whole = GetRequest::new(b"big".to_vec(), Some(committed.version));
     assert!(late.call(|c| c.get(whole.clone())).kv.unwrap().value == value);
 }
+
+/// Snapshot files in a replica's data directory, by slot.
+fn snapshot_slots(data_dir: &Path) -> Vec<u64> {
+    let Ok(entries) = std::fs::read_dir(data_dir.join("snapshots")) else {
+        return Vec::new();
+    };
+    let mut slots: Vec<u64> = entries
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("snap-")?
+                .strip_suffix(".pxs")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    slots.sort();
+    slots
+}
+
+#[test]
+fn a_replica_that_missed_large_uploads_catches_up_and_serves_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let snapshots = "[snapshot]\ninterval_slots = 60\nretain_slots = 10\nretain_bytes = 1048576\n";
+    let mut cluster = ServerCluster::start_with(dir.path(), snapshots);
+    let leader = cluster.leader(0);
+    let behind = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    let mut client = Retrying::new(cluster.endpoints[leader], CALLS);
+    let mut request_id = 0;
+    cluster.kill9(behind);
+
+    // Three 6 MB values as uploads (6 chunk slots each), then small writes until both live
+    // replicas have snapshotted, and compacted, well past the stopped one. A snapshot file
+    // appears before its replica compacts the log; a replica takes its next snapshot only
+    // after that, so the one before the newest is known to be compacted below.
+    let values: Vec<Vec<u8>> = (0..3).map(|i| noise(6_000_000, 10 + i)).collect();
+    let mut version = 0;
+    for (i, value) in values.iter().enumerate() {
+        let (upload, bytes) = stage(&mut client, None, 0, value, &mut request_id);
+        request_id += 1;
+        let key = format!("large/{i}").into_bytes();
+        let commit = UploadCommit::new(key, upload, bytes as i64, None);
+        let commit = CommitUploadsRequest::new(vec![commit], None, session(request_id));
+        version = client.call(|c| c.commit_uploads(commit.clone())).version;
+    }
+    let deadline = Deadline::after(CALLS);
+    let mut n = 0;
+    while [leader, other].iter().any(|&i| {
+        let slots = snapshot_slots(&cluster.data_dir(i));
+        slots.iter().rev().nth(1).is_none_or(|&slot| slot < 80)
+    }) {
+        assert!(!deadline.passed(), "no compaction past slot 80");
+        request_id += 1;
+        let put = PutRequest::new(format!("small/{n}").into_bytes(), b"v".to_vec(), None);
+        client.call(|c| c.put(put.clone()));
+        n += 1;
+    }
+
+    cluster.start_server(behind);
+    let mut late = Retrying::new(cluster.endpoints[behind], CALLS);
+    for (i, value) in values.iter().enumerate() {
+        let key = format!("large/{i}").into_bytes();
+        let read = GetRequest::new(key.clone(), Some(version));
+        assert!(
+            late.call(|c| c.get(read.clone())).kv.unwrap().value == *value,
+            "large/{i}"
+        );
+        let range = GetValueRangeRequest::new(key, 2_500_000, 1_000_000, Some(version));
+        let range = late.call(|c| c.get_value_range(range.clone()));
+        assert!(range.data.unwrap() == value[2_500_000..3_500_000]);
+    }
+    // The leader compacted its log below what the restarted replica holds, so this is
+    // usually a snapshot install; a replica can also get the slots it lacks from a peer
+    // that still holds them, which is as good.
+    let log = std::fs::read_to_string(cluster.dir.join(format!("node{}.log", behind + 1)));
+    let installed = log.unwrap_or_default().contains("snapshot installed");
+    eprintln!("caught up by snapshot: {installed}");
+}

@@ -451,8 +451,31 @@ fn db_options() -> rocksdb::Options {
     db_options
 }
 
+/// The blobs column family holds upload chunks of up to `chunk_bytes_max` each: in RocksDB's
+/// blob files (written once at flush, never rewritten by compaction, whose files are
+/// garbage-collected as chunks are deleted), zstd-compressed, with a small memtable so
+/// that chunks do not pile up in memory before they are flushed.
+fn blobs_options() -> rocksdb::Options {
+    let mut options = db_options();
+    options.set_enable_blob_files(true);
+    options.set_min_blob_size(0);
+    options.set_blob_compression_type(rocksdb::DBCompressionType::Zstd);
+    options.set_enable_blob_gc(true);
+    options.set_write_buffer_size(BLOBS_WRITE_BUFFER_BYTES);
+    options
+}
+
+const BLOBS_WRITE_BUFFER_BYTES: usize = 16 << 20;
+
 fn open_db(path: &Path) -> Result<Opened> {
-    let db = DB::open_cf(&db_options(), path, COLUMN_FAMILIES)?;
+    let families = COLUMN_FAMILIES.iter().map(|&name| {
+        let options = match name {
+            keys::CF_BLOBS => blobs_options(),
+            _ => db_options(),
+        };
+        rocksdb::ColumnFamilyDescriptor::new(name, options)
+    });
+    let db = DB::open_cf_descriptors(&db_options(), path, families)?;
     let meta = cf(&db, CF_META);
     let layout = db.get_cf(meta, META_LAYOUT)?;
     if layout.is_none() {

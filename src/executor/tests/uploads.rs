@@ -277,3 +277,30 @@ fn replicas_applying_the_same_upload_slots_hold_the_same_bytes() {
     assert_eq!(a.executor().digest(), b.executor().digest());
     assert_eq!(entries(a, CF_UPLOADS), 0);
 }
+
+#[test]
+fn blobs_and_staged_uploads_travel_in_checkpoints() {
+    let mut leader = Node::new(options());
+    let value = stage_abc(&mut leader, A);
+    leader.apply_one(txn(vec![], vec![set_upload(b"k", A, 29)], vec![]));
+    leader.apply_one(chunk(B, 0, b"half", 10));
+    // Flushed, so the chunks are in blob files rather than the memtable.
+    let db = &leader.executor().db;
+    db.flush_cf(cf(db, CF_BLOBS)).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let checkpoint = scratch.path().join("checkpoint");
+    let take = leader.executor().checkpointer();
+    take(&checkpoint).unwrap();
+    let mut follower = Node::new(options());
+    let staged = follower.executor().staging_dir();
+    std::fs::rename(&checkpoint, &staged).unwrap();
+    follower.executor().install_checkpoint(&staged).unwrap();
+    assert_eq!(follower.latest(b"k").unwrap().value, value);
+    // The staged upload goes on from where it stood.
+    let outcome = follower.apply_one(chunk(B, 4, b"-done", 10));
+    assert_eq!(staged_bytes(&outcome), 9);
+    leader.apply_one(chunk(B, 4, b"-done", 10));
+    assert_eq!(follower.executor().digest(), leader.executor().digest());
+    follower.reopen();
+    assert_eq!(follower.latest(b"k").unwrap().value, value);
+}
