@@ -278,7 +278,6 @@ fn a_replica_that_missed_large_uploads_catches_up_and_serves_them() {
         slots.iter().rev().nth(1).is_none_or(|&slot| slot < 80)
     }) {
         assert!(!deadline.passed(), "no compaction past slot 80");
-        request_id += 1;
         let put = PutRequest::new(format!("small/{n}").into_bytes(), b"v".to_vec(), None);
         client.call(|c| c.put(put.clone()));
         n += 1;
