@@ -41,8 +41,14 @@ pub enum Call {
     SetRead,
     /// Adds one element to the `items` array of a JSON document (`doc/N`): with an RFC 6902
     /// patch, or (`whole`) by reading the document and writing it back whole at the version
-    /// read, which the server logs as a delta from it.
-    DocAdd { element: u64, whole: bool },
+    /// read, which the server logs as a delta from it, or (`upload`) by writing it back as
+    /// an upload of small chunks committed at the version read.
+    DocAdd {
+        element: u64,
+        whole: bool,
+        #[serde(default)]
+        upload: bool,
+    },
     /// Reads every document in one snapshot; the elements of all their `items`.
     DocRead,
     /// One long poll of a watcher on `[start_key, end_key)` from `from_version`.

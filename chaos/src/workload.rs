@@ -13,14 +13,16 @@
 //! - watch: long polls on the register range, resuming from the last `next_version`;
 //! - documents: adds of distinct elements to the `items` arrays of JSON documents under
 //!   `doc/` (the clients share two at a time), as RFC 6902 patches or as whole documents
-//!   written back at the version read (which the server logs as deltas), and reads of
-//!   every document in one snapshot.
+//!   written back at the version read (which the server logs as deltas) or as uploads of
+//!   small chunks committed at the version read, and reads of every document in one
+//!   snapshot.
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
+use paxkv::api::gen::paxkv::{CommitUploadsRequest, UploadChunkRequest, UploadCommit};
 use paxkv::api::gen::paxkv::{
     Compare, CompareOp, CompareTarget, DocumentError, GetDocumentRequest, GetRangeRequest,
     GetRequest, KeyRange, KeyValue, Mutation, MutationType, PatchDocumentRequest, PatchFormat,
@@ -59,6 +61,10 @@ const DOC_ADDS_PER_GENERATION: u64 = 400;
 const DOC_READ_ONE_IN: u32 = 50;
 /// One add in this many reads the document and writes it back whole.
 const DOC_WHOLE_ONE_IN: u32 = 3;
+/// One whole write in this many goes as an upload, in chunks of this many bytes (so that
+/// even a small document travels in several).
+const DOC_UPLOAD_ONE_IN: u32 = 2;
+const DOC_UPLOAD_CHUNK_BYTES: usize = 512;
 /// A watch long poll's server-side timeout.
 const WATCH_POLL_MS: i32 = 500;
 /// Pause after a call failed, when the server gave no hint.
@@ -623,6 +629,38 @@ fn doc_whole_add(client: &mut Client, key: Vec<u8>, element: u64) -> Result<Repl
     })
 }
 
+/// Reads document `key`, appends `element`, and writes it back as an upload of small
+/// chunks, committed only if the key is still at the version read. A commit whose version
+/// no longer holds wrote nothing (a definite failure); the upload it leaves is reclaimed.
+fn doc_upload_add(client: &mut Client, key: Vec<u8>, element: u64) -> Result<Reply, CallError> {
+    let read = client.get_document(GetDocumentRequest::new(key.clone(), None, None))?;
+    let mut items = match &read.json {
+        Some(json) => doc_items(json)?,
+        None => Vec::new(),
+    };
+    items.push(element);
+    let json = doc_json(&items);
+    let mut upload_id = None;
+    let mut offset = 0i64;
+    for chunk in json.chunks(DOC_UPLOAD_CHUNK_BYTES) {
+        let request = UploadChunkRequest::new(upload_id.clone(), offset, chunk.to_vec(), None);
+        let staged = client.upload_chunk(request)?;
+        upload_id = Some(staged.upload_id);
+        offset = staged.bytes_staged;
+    }
+    let upload_id = upload_id.expect("a document has at least one byte");
+    let commit = UploadCommit::new(key, upload_id, offset, Some(read.mod_version));
+    let committed = client.commit_uploads(CommitUploadsRequest::new(vec![commit], None, None))?;
+    if !committed.committed {
+        return Err(CallError::Refused(
+            "the document moved before the upload committed".into(),
+        ));
+    }
+    Ok(Reply::Written {
+        version: committed.version,
+    })
+}
+
 /// Every document's items, in one snapshot.
 pub fn read_documents(client: &mut Client) -> Result<Vec<u64>, CallError> {
     let mut elements = Vec::new();
@@ -639,19 +677,26 @@ impl Workload for Documents {
             return Call::DocRead;
         }
         self.counter += 1;
+        let whole = rng.gen_ratio(1, DOC_WHOLE_ONE_IN);
         Call::DocAdd {
             element: (u64::from(self.thread) + 1) * 1_000_000_000 + self.counter,
-            whole: rng.gen_ratio(1, DOC_WHOLE_ONE_IN),
+            whole,
+            upload: whole && rng.gen_ratio(1, DOC_UPLOAD_ONE_IN),
         }
     }
 
     fn execute(&mut self, client: &mut Client, call: &Call) -> Result<Reply, CallError> {
         match call {
-            Call::DocAdd { element, whole } => {
+            Call::DocAdd {
+                element,
+                whole,
+                upload,
+            } => {
                 let key = doc_key(element % 1_000_000_000);
-                match whole {
-                    false => doc_patch_add(client, key, *element),
-                    true => doc_whole_add(client, key, *element),
+                match (whole, upload) {
+                    (_, true) => doc_upload_add(client, key, *element),
+                    (false, false) => doc_patch_add(client, key, *element),
+                    (true, false) => doc_whole_add(client, key, *element),
                 }
             }
             Call::DocRead => Ok(Reply::Elements {
