@@ -23,8 +23,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use paxkv::api::gen::paxkv::{
     Compacted, Compare, CompareOp, CompareTarget, Conflict, DeleteRangeRequest, DeleteRequest,
     DocumentError, Event, EventType, GetRangeRequest, GetRequest, InternalError, InvalidArgument,
-    KeyRange, KeyValue, LimitExceeded, MembershipRefused, Mutation, MutationType, PutRequest,
-    ReplicaStatus, Session, SnapshotGone, Status, TooOld, TxnRequest, Unavailable, WatchRequest,
+    KeyRange, KeyValue, LimitExceeded, MembershipRefused, Mutation, MutationType, PatchFormat,
+    PutRequest, ReplicaStatus, Session, SnapshotGone, Status, TooOld, TxnRequest, Unavailable,
+    WatchRequest,
 };
 use paxkv::api::{connect, Client, Protocol, TPaxkvSyncClient};
 
@@ -264,6 +265,10 @@ pub struct WatchArgs {
     /// Print keys and values as lowercase hex.
     #[arg(long)]
     hex: bool,
+    /// For document writes the log carried as patches, print `PATCH key format patch
+    /// version` (format `json-patch` or `merge-patch`) instead of the whole new value.
+    #[arg(long)]
+    patches: bool,
     #[command(flatten)]
     connection: ConnectionArgs,
 }
@@ -660,7 +665,8 @@ fn watch(args: WatchArgs) -> Outcome {
     let range = args.range.key_range();
     let mut out = io::stdout().lock();
     while remaining > 0 {
-        let request = WatchRequest::new(range.clone(), from, args.timeout_ms);
+        let patches = args.patches.then_some(true);
+        let request = WatchRequest::new(range.clone(), from, args.timeout_ms, patches);
         let batch = calls.call(|client| client.watch(request.clone()))?;
         for event in batch
             .events
@@ -678,6 +684,17 @@ fn watch(args: WatchArgs) -> Outcome {
 
 fn write_event(out: &mut impl Write, event: &Event, hex: bool) -> io::Result<()> {
     let is_put = event.type_ == EventType::PUT;
+    if let (true, Some(patch)) = (is_put, &event.patch) {
+        out.write_all(b"PATCH ")?;
+        write_bytes(out, &event.key, hex)?;
+        let format = match event.patch_format {
+            Some(PatchFormat::MERGE_PATCH) => "merge-patch",
+            _ => "json-patch",
+        };
+        write!(out, " {format} ")?;
+        write_bytes(out, patch, hex)?;
+        return writeln!(out, " {}", event.version);
+    }
     out.write_all(if is_put { b"PUT " } else { b"DELETE " })?;
     write_bytes(out, &event.key, hex)?;
     if is_put {

@@ -213,7 +213,7 @@ fn watch_until(endpoints: &[SocketAddr], done: &AtomicBool) -> Vec<(String, i64)
                 }
             },
         };
-        let request = WatchRequest::new(range("w/", "w0"), from_version, 200);
+        let request = WatchRequest::new(range("w/", "w0"), from_version, 200, None);
         match connected.watch(request) {
             Ok(page) => {
                 for event in page.events {

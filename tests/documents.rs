@@ -10,8 +10,8 @@ use std::thread;
 use std::time::Duration;
 
 use paxkv::api::gen::paxkv::{
-    DocumentError, GetDocumentRequest, GetRequest, InvalidArgument, LimitExceeded,
-    PatchDocumentRequest, PatchFormat, PutDocumentRequest,
+    DocumentError, GetDocumentRequest, GetRequest, InvalidArgument, KeyRange, LimitExceeded,
+    PatchDocumentRequest, PatchFormat, PutDocumentRequest, WatchRequest,
 };
 use paxkv::api::TPaxkvSyncClient;
 use serde_json::{json, Value};
@@ -330,4 +330,39 @@ fn large_documents_replicate_and_a_replica_that_missed_them_catches_up() {
     assert!(late.call(|c| c.get(read.clone())).kv.unwrap().value == bytes(&edited));
     let read = GetRequest::new(b"other".to_vec(), Some(last.version));
     assert!(late.call(|c| c.get(read.clone())).kv.unwrap().value == bytes(&other));
+}
+
+/// A watcher that asks for patches receives a document edit's few operations, not the
+/// whole document; one that does not, the whole new value.
+#[test]
+fn watchers_may_receive_document_edits_as_patches() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut dev = support::dev(dir.path());
+    dev.wait_ready(READY);
+    let mut client = Retrying::new(dev.endpoints[0], CALLS);
+    let big = bytes(&config(2_000, 1));
+    let first = client.call(|c| c.put_document(put_document(b"w/doc", &big)));
+    let patch = br#"[{"op":"replace","path":"/owner","value":"sre"}]"#;
+    let request = PatchDocumentRequest::new(
+        b"w/doc".to_vec(),
+        patch.to_vec(),
+        PatchFormat::JSON_PATCH,
+        None,
+        None,
+    );
+    let edited = client.call(|c| c.patch_document(request.clone()));
+    let range = KeyRange::new(b"w/".to_vec(), b"w0".to_vec());
+    let watch = |patches| WatchRequest::new(range.clone(), first.version + 1, 1_000, Some(patches));
+    let mut watcher = Retrying::new(dev.endpoints[2], CALLS);
+    let with = watcher.call(|c| c.watch(watch(true)));
+    let event = &with.events[0];
+    assert_eq!(event.version, edited.version);
+    assert_eq!(event.value, None);
+    assert_eq!(event.patch.as_deref(), Some(patch.as_slice()));
+    assert_eq!(event.patch_format, Some(PatchFormat::JSON_PATCH));
+    let without = watcher.call(|c| c.watch(watch(false)));
+    let mut expected = config(2_000, 1);
+    expected["owner"] = json!("sre");
+    assert!(without.events[0].value.as_deref() == Some(bytes(&expected).as_slice()));
+    assert_eq!(without.events[0].patch, None);
 }

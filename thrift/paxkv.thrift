@@ -244,11 +244,26 @@ enum EventType {
   DELETE = 2,
 }
 
+enum PatchFormat {
+  // RFC 6902: a JSON array of operations (add, remove, replace, move, copy, test), applied
+  // all or nothing; a failed `test` is DocumentError TEST_FAILED.
+  JSON_PATCH = 1,
+  // RFC 7396: a JSON value merged into the document (null removes a member).
+  MERGE_PATCH = 2,
+}
+
 struct Event {
   1: required EventType type,
   2: required binary key,
+  // The new value of a PUT. Absent for a DELETE, and for a document write the log carried
+  // as a patch when the watch asked for patches (then `patch` is set instead).
   3: optional binary value,
   4: required i64 version,
+  // With WatchRequest.patches, for a document write the log carried as a patch (a
+  // putDocument delta, or a patchDocument): the patch that turns the key's previous value
+  // (its value at the previous event of this key) into the new one.
+  5: optional binary patch,
+  6: optional PatchFormat patch_format,
 }
 
 struct WatchResult {
@@ -392,13 +407,6 @@ struct PutDocumentRequest {
   4: optional Session session,
 }
 
-enum PatchFormat {
-  // RFC 6902: a JSON array of operations (add, remove, replace, move, copy, test), applied
-  // all or nothing; a failed `test` is DocumentError TEST_FAILED.
-  JSON_PATCH = 1,
-  // RFC 7396: a JSON value merged into the document (null removes a member).
-  MERGE_PATCH = 2,
-}
 
 struct PatchDocumentRequest {
   1: required binary key,
@@ -514,6 +522,9 @@ struct WatchRequest {
   1: required KeyRange range,
   2: required i64 from_version,
   3: required i32 timeout_ms,
+  // Events of document writes the log carried as patches carry the patch instead of the
+  // whole new value: a consumer of a 50 MB document receives the few operations of an edit.
+  4: optional bool patches,
 }
 
 struct ReadSnapshotRequest {

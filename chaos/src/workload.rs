@@ -754,7 +754,7 @@ impl Workload for Watcher {
             panic!("not a watch call: {call:?}");
         };
         let range = KeyRange::new(start_key.clone().into_bytes(), end_key.clone().into_bytes());
-        let page = client.watch(WatchRequest::new(range, *from_version, WATCH_POLL_MS))?;
+        let page = client.watch(WatchRequest::new(range, *from_version, WATCH_POLL_MS, None))?;
         let events = (page.events.iter())
             .map(|e| {
                 Ok(WatchedEvent {

@@ -325,16 +325,22 @@ impl KvHandler {
         let timeout_ms = u64::try_from(request.timeout_ms)
             .map_err(|_| invalid("timeout_ms must not be negative"))?;
         let range = key_range(request.range);
+        let patches = request.patches.unwrap_or(false);
         let watch = self
             .router
             .watch(&range, from_version, Duration::from_millis(timeout_ms));
         let page = self.block_on(watch).map_err(|e| exception(e, WATCH))?;
         let events = page.events.into_iter().map(|event| {
             let kind = match event.kind {
-                EventKind::Put | EventKind::PutBlob => wire::EventType::PUT,
+                EventKind::Put | EventKind::PutBlob | EventKind::PutPatched => wire::EventType::PUT,
                 EventKind::Delete => wire::EventType::DELETE,
             };
-            wire::Event::new(kind, event.key, event.value, to_wire(event.version))
+            let (value, patch, format) = match event.patch.filter(|_| patches) {
+                Some((format, patch)) => (None, Some(patch), Some(wire_patch_format(format))),
+                None => (event.value, None, None),
+            };
+            let version = to_wire(event.version);
+            wire::Event::new(kind, event.key, value, version, patch, format)
         });
         Ok(WatchResult::new(
             events.collect(),
@@ -607,6 +613,13 @@ fn version(value: i64, name: &str) -> Wire<u64> {
 
 fn optional_version(value: Option<i64>, name: &str) -> Wire<Option<u64>> {
     value.map(|v| version(v, name)).transpose()
+}
+
+fn wire_patch_format(format: PatchFormat) -> wire::PatchFormat {
+    match format {
+        PatchFormat::JsonPatch => wire::PatchFormat::JSON_PATCH,
+        PatchFormat::MergePatch => wire::PatchFormat::MERGE_PATCH,
+    }
 }
 
 fn upload_id(text: &str) -> Wire<UploadId> {

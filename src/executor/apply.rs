@@ -84,6 +84,8 @@ pub(super) struct SlotApplier<'a> {
     slot_chunks: BTreeMap<UploadId, Vec<(u64, Vec<u8>)>>,
     /// The upload clock, once this slot has read or moved it.
     upload_clock: Option<u64>,
+    /// The patch the command being applied carried, for its change-log event.
+    patch: Option<(PatchFormat, Vec<u8>)>,
 }
 
 impl<'a> SlotApplier<'a> {
@@ -106,6 +108,7 @@ impl<'a> SlotApplier<'a> {
             uploads: BTreeMap::new(),
             slot_chunks: BTreeMap::new(),
             upload_clock: None,
+            patch: None,
         }
     }
 
@@ -132,6 +135,7 @@ impl<'a> SlotApplier<'a> {
         };
         let KvCommand::Write { session, request } = command;
         self.keys_scanned = 0;
+        self.patch = None;
         if let Some(session) = &session {
             if let Some(record) = self.session_record(&session.client_id)? {
                 if session.request_id == record.request_id {
@@ -212,7 +216,9 @@ impl<'a> SlotApplier<'a> {
                                 current_version,
                             }));
                         };
-                        self.patched(&base, PatchFormat::JsonPatch, &patch)?
+                        let value = self.patched(&base, PatchFormat::JsonPatch, &patch)?;
+                        self.patch = Some((PatchFormat::JsonPatch, patch));
+                        value
                     }
                 };
                 self.commit(vec![Mutation::Set { key, value }])
@@ -232,6 +238,7 @@ impl<'a> SlotApplier<'a> {
                     )));
                 };
                 let value = self.patched(&base, format, &patch)?;
+                self.patch = Some((format, patch));
                 self.commit(vec![Mutation::Set { key, value }])
             }
             WriteRequest::UploadChunk {
@@ -692,7 +699,14 @@ impl<'a> SlotApplier<'a> {
                 ),
                 (Some(value), None) => (
                     keys::encode_value(Some(value), after.create_version),
-                    (EventKind::Put, Some(value.clone())),
+                    match self.patch.take() {
+                        // A document write writes one key: the patch is that key's.
+                        Some((format, patch)) => (
+                            EventKind::PutPatched,
+                            Some(encode_record(&(value, format, patch))),
+                        ),
+                        None => (EventKind::Put, Some(value.clone())),
+                    },
                 ),
                 (None, None) => (
                     keys::encode_value(None, after.create_version),
@@ -706,6 +720,7 @@ impl<'a> SlotApplier<'a> {
                 key: key.clone(),
                 value: event.1,
                 version,
+                patch: None,
             });
             self.overlay.insert(key, after);
         }

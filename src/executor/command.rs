@@ -232,6 +232,10 @@ pub enum EventKind {
     /// A put whose value is stored as a blob: the event's value is its `BlobRef`, and the
     /// change-log reader turns it into a `Put` with the bytes.
     PutBlob,
+    /// A document write the log carried as a patch: the stored value is
+    /// `encode_record(&(value, format, patch))`, and the change-log reader turns it into a
+    /// `Put` with the value and `patch` set.
+    PutPatched,
 }
 
 /// One key's change at one version, as recorded in the change log.
@@ -242,6 +246,11 @@ pub struct Event {
     /// The new value for `Put`; `None` for `Delete`.
     pub value: Option<Vec<u8>>,
     pub version: u64,
+    /// For a document write the log carried as a patch (a delta, or `patchDocument`): the
+    /// patch, which turns the key's previous value into `value`. Not stored in this field:
+    /// the change-log reader fills it in from a `PutPatched` event.
+    #[serde(skip)]
+    pub patch: Option<(PatchFormat, Vec<u8>)>,
 }
 
 /// The one bincode configuration of the wire: fixed-width little-endian integers, a byte

@@ -1485,3 +1485,61 @@ fn replicas_applying_the_same_document_log_hold_the_same_bytes() {
 }
 
 mod uploads;
+
+#[test]
+fn watch_events_of_document_writes_carried_as_patches_hold_the_patch() {
+    let mut node = Node::new(options());
+    node.apply_one(write(WriteRequest::PutDocument {
+        key: b"d".to_vec(),
+        body: DocumentBody::Full(br#"{"a":1,"b":[1]}"#.to_vec()),
+        expected_version: None,
+    }));
+    let patch = br#"[{"op":"add","path":"/b/-","value":2}]"#.to_vec();
+    node.apply_one(write(WriteRequest::PatchDocument {
+        key: b"d".to_vec(),
+        format: PatchFormat::JsonPatch,
+        patch: patch.clone(),
+        expected_version: None,
+    }));
+    let delta = br#"[{"op":"replace","path":"/a","value":5}]"#.to_vec();
+    node.apply_one(write(WriteRequest::PutDocument {
+        key: b"d".to_vec(),
+        body: DocumentBody::Delta {
+            base_version: 2,
+            patch: delta.clone(),
+        },
+        expected_version: None,
+    }));
+    let merge = br#"{"c":true}"#.to_vec();
+    node.apply_one(write(WriteRequest::PatchDocument {
+        key: b"d".to_vec(),
+        format: PatchFormat::MergePatch,
+        patch: merge.clone(),
+        expected_version: None,
+    }));
+    let page = node.reader().watch_events(&range(b"", b""), 1, 10).unwrap();
+    let seen: Vec<_> = (page.events.iter())
+        .map(|e| (e.kind, e.value.clone().unwrap(), e.patch.clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (EventKind::Put, br#"{"a":1,"b":[1]}"#.to_vec(), None),
+            (
+                EventKind::Put,
+                br#"{"a":1,"b":[1,2]}"#.to_vec(),
+                Some((PatchFormat::JsonPatch, patch))
+            ),
+            (
+                EventKind::Put,
+                br#"{"a":5,"b":[1,2]}"#.to_vec(),
+                Some((PatchFormat::JsonPatch, delta))
+            ),
+            (
+                EventKind::Put,
+                br#"{"a":5,"b":[1,2],"c":true}"#.to_vec(),
+                Some((PatchFormat::MergePatch, merge))
+            ),
+        ]
+    );
+}

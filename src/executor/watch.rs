@@ -1,7 +1,7 @@
 //! Reading the change log: the events of every version, in version order.
 
 use super::blob::BlobRef;
-use super::command::{decode_record, Event, EventKind, KeyRange};
+use super::command::{decode_record, Event, EventKind, KeyRange, PatchFormat};
 use super::error::{Error, Result};
 use super::keys::{self, CF_CHANGES};
 use super::read::View;
@@ -54,6 +54,14 @@ impl View<'_> {
             let logged: Vec<Event> = decode_record(value, "change log entry")?;
             let before = events.len();
             for mut event in logged.into_iter().filter(|e| range.contains(&e.key)) {
+                if event.kind == EventKind::PutPatched {
+                    let logged = event.value.as_deref().unwrap_or_default();
+                    let (value, format, patch): (Vec<u8>, PatchFormat, Vec<u8>) =
+                        decode_record(logged, "patched event")?;
+                    event.kind = EventKind::Put;
+                    event.value = Some(value);
+                    event.patch = Some((format, patch));
+                }
                 if event.kind == EventKind::PutBlob {
                     // The change log keeps only versions the collector keeps, so the
                     // version's chunks are still there.

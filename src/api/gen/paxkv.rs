@@ -2378,15 +2378,19 @@ pub struct Event {
   pub key: Vec<u8>,
   pub value: Option<Vec<u8>>,
   pub version: i64,
+  pub patch: Option<Vec<u8>>,
+  pub patch_format: Option<PatchFormat>,
 }
 
 impl Event {
-  pub fn new<F3>(type_: EventType, key: Vec<u8>, value: F3, version: i64) -> Event where F3: Into<Option<Vec<u8>>> {
+  pub fn new<F3, F5, F6>(type_: EventType, key: Vec<u8>, value: F3, version: i64, patch: F5, patch_format: F6) -> Event where F3: Into<Option<Vec<u8>>>, F5: Into<Option<Vec<u8>>>, F6: Into<Option<PatchFormat>> {
     Event {
       type_,
       key,
       value: value.into(),
       version,
+      patch: patch.into(),
+      patch_format: patch_format.into(),
     }
   }
 }
@@ -2398,6 +2402,8 @@ impl TSerializable for Event {
     let mut f_2: Option<Vec<u8>> = None;
     let mut f_3: Option<Vec<u8>> = None;
     let mut f_4: Option<i64> = None;
+    let mut f_5: Option<Vec<u8>> = None;
+    let mut f_6: Option<PatchFormat> = None;
     loop {
       let field_ident = i_prot.read_field_begin()?;
       if field_ident.field_type == TType::Stop {
@@ -2421,6 +2427,14 @@ impl TSerializable for Event {
           let val = i_prot.read_i64()?;
           f_4 = Some(val);
         },
+        5 => {
+          let val = i_prot.read_bytes()?;
+          f_5 = Some(val);
+        },
+        6 => {
+          let val = PatchFormat::read_from_in_protocol(i_prot)?;
+          f_6 = Some(val);
+        },
         _ => {
           i_prot.skip(field_ident.field_type)?;
         },
@@ -2436,6 +2450,8 @@ impl TSerializable for Event {
       key: f_2.expect("auto-generated code should have checked for presence of required fields"),
       value: f_3,
       version: f_4.expect("auto-generated code should have checked for presence of required fields"),
+      patch: f_5,
+      patch_format: f_6,
     };
     Ok(ret)
   }
@@ -2456,6 +2472,16 @@ impl TSerializable for Event {
     o_prot.write_field_begin(&TFieldIdentifier::new("version", TType::I64, 4))?;
     o_prot.write_i64(self.version)?;
     o_prot.write_field_end()?;
+    if let Some(ref fld_var) = self.patch {
+      o_prot.write_field_begin(&TFieldIdentifier::new("patch", TType::String, 5))?;
+      o_prot.write_bytes(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.patch_format {
+      o_prot.write_field_begin(&TFieldIdentifier::new("patch_format", TType::I32, 6))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
     o_prot.write_field_stop()?;
     o_prot.write_struct_end()
   }
@@ -4924,14 +4950,16 @@ pub struct WatchRequest {
   pub range: KeyRange,
   pub from_version: i64,
   pub timeout_ms: i32,
+  pub patches: Option<bool>,
 }
 
 impl WatchRequest {
-  pub fn new(range: KeyRange, from_version: i64, timeout_ms: i32) -> WatchRequest {
+  pub fn new<F4>(range: KeyRange, from_version: i64, timeout_ms: i32, patches: F4) -> WatchRequest where F4: Into<Option<bool>> {
     WatchRequest {
       range,
       from_version,
       timeout_ms,
+      patches: patches.into(),
     }
   }
 }
@@ -4942,6 +4970,7 @@ impl TSerializable for WatchRequest {
     let mut f_1: Option<KeyRange> = None;
     let mut f_2: Option<i64> = None;
     let mut f_3: Option<i32> = None;
+    let mut f_4: Option<bool> = None;
     loop {
       let field_ident = i_prot.read_field_begin()?;
       if field_ident.field_type == TType::Stop {
@@ -4961,6 +4990,10 @@ impl TSerializable for WatchRequest {
           let val = i_prot.read_i32()?;
           f_3 = Some(val);
         },
+        4 => {
+          let val = i_prot.read_bool()?;
+          f_4 = Some(val);
+        },
         _ => {
           i_prot.skip(field_ident.field_type)?;
         },
@@ -4975,6 +5008,7 @@ impl TSerializable for WatchRequest {
       range: f_1.expect("auto-generated code should have checked for presence of required fields"),
       from_version: f_2.expect("auto-generated code should have checked for presence of required fields"),
       timeout_ms: f_3.expect("auto-generated code should have checked for presence of required fields"),
+      patches: f_4,
     };
     Ok(ret)
   }
@@ -4990,6 +5024,11 @@ impl TSerializable for WatchRequest {
     o_prot.write_field_begin(&TFieldIdentifier::new("timeout_ms", TType::I32, 3))?;
     o_prot.write_i32(self.timeout_ms)?;
     o_prot.write_field_end()?;
+    if let Some(fld_var) = self.patches {
+      o_prot.write_field_begin(&TFieldIdentifier::new("patches", TType::Bool, 4))?;
+      o_prot.write_bool(fld_var)?;
+      o_prot.write_field_end()?
+    }
     o_prot.write_field_stop()?;
     o_prot.write_struct_end()
   }
