@@ -118,6 +118,20 @@ fn workloads_against_a_dev_cluster() {
     for workload in ["put", "txn", "ycsb-a"] {
         run_workload("paxkv", &endpoints, workload);
     }
+    // 3-field edits of a 2 MB document: a few hundred bytes of log each, whatever its size.
+    let edits = bench(&[
+        "--endpoint",
+        &cluster.endpoints[0].to_string(),
+        "--workload",
+        "doc-edit",
+        "--value-size",
+        "2000000",
+        "--ops",
+        "5",
+    ]);
+    assert_eq!(count(&edits, "ops"), 5, "{edits}");
+    let logged = edits["logged_bytes_per_op"].as_f64().unwrap();
+    assert!(logged > 100.0 && logged < 1024.0, "{edits}");
     let cas = run_workload("paxkv", &endpoints, "cas");
     let first = cluster.endpoints[0].to_string();
     let total: u64 = (0..CAS_KEYS).map(|i| paxkv_counter(&first, i)).sum();

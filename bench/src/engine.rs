@@ -47,6 +47,9 @@ pub fn run<T: Target>(target: &T, config: &BenchConfig) -> Result<Report> {
     if config.preload {
         preload(target, &connections, config)?;
     }
+    if config.workload == Workload::DocEdit {
+        write_document(target, &connections[0], config)?;
+    }
     let chooser = KeyChooser::new(config.distribution, config.key_space);
     let mut clients = Vec::with_capacity(config.clients);
     for index in 0..config.clients {
@@ -69,6 +72,7 @@ pub fn run<T: Target>(target: &T, config: &BenchConfig) -> Result<Report> {
         conflicts: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         finished: AtomicBool::new(false),
+        logged_bytes: AtomicU64::new(0),
     };
     let results = thread::scope(|scope| {
         let handles: Vec<_> = clients
@@ -91,11 +95,59 @@ pub fn run<T: Target>(target: &T, config: &BenchConfig) -> Result<Report> {
     });
     let mut report = merge(target, config, &shared, results);
     report.load_ops = shared.load_ops.load(Ordering::Relaxed);
+    if config.workload == Workload::DocEdit && report.ops > 0 {
+        let logged = shared.logged_bytes.load(Ordering::Relaxed);
+        report.logged_bytes_per_op = Some(logged as f64 / report.ops as f64);
+    }
     report.client_cpu_s = match (cpu_at_start, process_cpu_seconds()) {
         (Some(before), Some(after)) => after - before,
         _ => 0.0,
     };
     Ok(report)
+}
+
+/// The doc-edit workload's document: about `value_size` bytes of JSON configuration
+/// (services with names, ports, replicas and regions), so that an edit's three `/port`
+/// paths exist.
+pub fn doc_edit_document(value_size: usize) -> (Vec<u8>, u64) {
+    let service = |i: u64| {
+        format!(
+            r#"{{"name":"service-{i:06}","port":{},"replicas":{},"regions":["us-east-1","eu-west-1"],"owner":"team-{}"}}"#,
+            8000 + i % 50_000,
+            1 + i % 5,
+            i % 97
+        )
+    };
+    let mut json = String::from(r#"{"owner":"platform","services":["#);
+    let mut services = 0u64;
+    while json.len() < value_size || services == 0 {
+        if services > 0 {
+            json.push(',');
+        }
+        json.push_str(&service(services));
+        services += 1;
+    }
+    json.push_str("]}");
+    (json.into_bytes(), services)
+}
+
+pub const DOC_EDIT_KEY: &[u8] = b"bench/doc";
+
+fn write_document<T: Target>(
+    target: &T,
+    connection: &Arc<T::Connection>,
+    config: &BenchConfig,
+) -> Result<()> {
+    let (json, _) = doc_edit_document(config.value_size);
+    let mut client = target
+        .client(connection)
+        .map_err(|source| BenchError::Connect {
+            endpoint: endpoint_of(config, 0),
+            source,
+        })?;
+    client
+        .put_document(DOC_EDIT_KEY, &json)
+        .map_err(|source| BenchError::Preload { keys: 1, source })
 }
 
 fn endpoint_of(config: &BenchConfig, connection: usize) -> String {
@@ -190,6 +242,8 @@ struct Shared {
     conflicts: AtomicU64,
     errors: AtomicU64,
     finished: AtomicBool,
+    /// doc-edit: bytes the log carried for the measured edits.
+    logged_bytes: AtomicU64,
 }
 
 struct ClientResult {
@@ -209,6 +263,9 @@ struct ClientRun<'a, C> {
     value: Vec<u8>,
     /// `snapshot-get`'s read version and when it was taken.
     snapshot: Option<(i64, Instant)>,
+    /// doc-edit: services in the document, and the log bytes of the last edit.
+    doc_services: u64,
+    logged: u64,
     latencies: Histogram<u64>,
     conflicts: u64,
     errors: Errors,
@@ -231,6 +288,11 @@ impl<'a, C: BenchClient> ClientRun<'a, C> {
             rng: Rng::new(config.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
             value: vec![b'v'; config.value_size],
             snapshot: None,
+            doc_services: match config.workload {
+                Workload::DocEdit => doc_edit_document(config.value_size).1,
+                _ => 0,
+            },
+            logged: 0,
             latencies: latency_histogram(),
             conflicts: 0,
             errors: Errors::new(),
@@ -254,6 +316,12 @@ impl<'a, C: BenchClient> ClientRun<'a, C> {
             });
             self.shared.load_ops.fetch_add(1, Ordering::Relaxed);
             if measuring {
+                if result.is_ok() {
+                    let logged = std::mem::take(&mut self.logged);
+                    self.shared
+                        .logged_bytes
+                        .fetch_add(logged, Ordering::Relaxed);
+                }
                 self.record(result);
             } else if let Err(error) = result {
                 self.maybe_pause(&error);
@@ -343,6 +411,20 @@ impl<'a, C: BenchClient> ClientRun<'a, C> {
             Workload::Cas => {
                 let key = cas_key(self.rng.below(self.config.cas_keys));
                 self.client.cas_increment(&key)
+            }
+            Workload::DocEdit => {
+                let services = self.doc_services;
+                let ops: Vec<String> = (0..3)
+                    .map(|_| {
+                        let at = self.rng.below(services);
+                        let port = 1024 + self.rng.below(60_000);
+                        format!(r#"{{"op":"replace","path":"/services/{at}/port","value":{port}}}"#)
+                    })
+                    .collect();
+                let patch = format!("[{}]", ops.join(","));
+                let logged = self.client.patch_document(DOC_EDIT_KEY, patch.as_bytes())?;
+                self.logged = logged;
+                Ok(Outcome::Done)
             }
             // Put, Large, and the local floors (whose clients treat a put as their probe).
             _ => {

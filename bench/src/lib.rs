@@ -54,6 +54,9 @@ pub enum Workload {
     Cas,
     /// Put with large values (`--value-size`, 1 MiB by default).
     Large,
+    /// 3-field RFC 6902 edits of one JSON document of about `--value-size` bytes (50 MB by
+    /// default), written once before the run; reports the bytes the log carried per edit.
+    DocEdit,
     /// YCSB A: 50 % linearizable reads, 50 % updates.
     YcsbA,
     /// YCSB B: 95 % reads, 5 % updates.
@@ -75,6 +78,7 @@ impl Workload {
             Workload::Txn => "txn",
             Workload::Cas => "cas",
             Workload::Large => "large",
+            Workload::DocEdit => "doc-edit",
             Workload::YcsbA => "ycsb-a",
             Workload::YcsbB => "ycsb-b",
             Workload::YcsbC => "ycsb-c",
@@ -114,6 +118,7 @@ impl Workload {
     pub fn default_value_size(self) -> usize {
         match self {
             Workload::Large => 1 << 20,
+            Workload::DocEdit => 50_000_000,
             Workload::Fsync => 4096,
             Workload::TcpRtt => 64,
             _ => 256,
@@ -327,6 +332,17 @@ pub trait BenchClient: Send {
     /// Reads the decimal counter at `key` (absent is 0) and sets it to one more, on the
     /// condition that it still holds what was read.
     fn cas_increment(&mut self, key: &[u8]) -> std::result::Result<Outcome, OpError>;
+
+    /// Writes the JSON document `json` to `key` (the doc-edit workload's setup).
+    fn put_document(&mut self, _key: &[u8], _json: &[u8]) -> std::result::Result<(), OpError> {
+        Err(OpError::new(ErrorKind::Unsupported, "no JSON documents"))
+    }
+
+    /// Applies the RFC 6902 `patch` to the document at `key`; returns the bytes the
+    /// target's log carried for it.
+    fn patch_document(&mut self, _key: &[u8], _patch: &[u8]) -> std::result::Result<u64, OpError> {
+        Err(OpError::new(ErrorKind::Unsupported, "no JSON documents"))
+    }
 }
 
 /// Where load goes: connections to endpoints, and clients that use them.

@@ -108,6 +108,9 @@ pub struct Report {
     /// CPU seconds the load generator used over the load phase: with `load_ops`, its own
     /// cost per operation, to tell apart from the server's.
     pub client_cpu_s: f64,
+    /// doc-edit: bytes the log carried per measured edit, as the target reported them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logged_bytes_per_op: Option<f64>,
 }
 
 impl Report {
@@ -146,6 +149,7 @@ impl Report {
             max_us: if ops == 0 { 0 } else { latencies.max() },
             load_ops: ops + conflicts,
             client_cpu_s: 0.0,
+            logged_bytes_per_op: None,
         }
     }
 
@@ -188,6 +192,9 @@ impl Report {
             "latency us: mean {:.0} p50 {} p90 {} p99 {} p999 {} max {}",
             self.mean_us, self.p50_us, self.p90_us, self.p99_us, self.p999_us, self.max_us
         );
+        if let Some(logged) = self.logged_bytes_per_op {
+            let _ = writeln!(text, "log bytes per operation: {logged:.0}");
+        }
         for (kind, tally) in &self.errors_by_kind {
             let _ = writeln!(text, "  {kind}: {} (first: {})", tally.count, tally.example);
         }

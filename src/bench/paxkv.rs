@@ -11,6 +11,7 @@ use crate::api::gen::paxkv::{
     InvalidArgument, KeyRange, LimitExceeded, Mutation, MutationType, PutRequest, TooOld,
     TxnRequest, Unavailable,
 };
+use crate::api::gen::paxkv::{PatchDocumentRequest, PatchFormat, PutDocumentRequest};
 use crate::api::{connect, Client, Protocol, TPaxkvSyncClient};
 
 use paxkv_bench::{BenchClient, ErrorKind, OpError, Outcome, Target};
@@ -198,6 +199,23 @@ impl BenchClient for PaxkvClient {
                 Outcome::Conflict
             })
         })
+    }
+
+    fn put_document(&mut self, key: &[u8], json: &[u8]) -> Result<(), OpError> {
+        let request = PutDocumentRequest::new(key.to_vec(), json.to_vec(), None, None);
+        self.with(|c| c.put_document(request.clone())).map(|_| ())
+    }
+
+    fn patch_document(&mut self, key: &[u8], patch: &[u8]) -> Result<u64, OpError> {
+        let request = PatchDocumentRequest::new(
+            key.to_vec(),
+            patch.to_vec(),
+            PatchFormat::JSON_PATCH,
+            None,
+            None,
+        );
+        let written = self.with(|c| c.patch_document(request.clone()))?;
+        Ok(written.logged_bytes as u64)
     }
 }
 

@@ -86,6 +86,8 @@ pub(super) struct SlotApplier<'a> {
     upload_clock: Option<u64>,
     /// The patch the command being applied carried, for its change-log event.
     patch: Option<(PatchFormat, Vec<u8>)>,
+    /// The command being applied is a document call: the value it writes is canonical JSON.
+    document: bool,
 }
 
 impl<'a> SlotApplier<'a> {
@@ -109,6 +111,7 @@ impl<'a> SlotApplier<'a> {
             slot_chunks: BTreeMap::new(),
             upload_clock: None,
             patch: None,
+            document: false,
         }
     }
 
@@ -136,6 +139,7 @@ impl<'a> SlotApplier<'a> {
         let KvCommand::Write { session, request } = command;
         self.keys_scanned = 0;
         self.patch = None;
+        self.document = false;
         if let Some(session) = &session {
             if let Some(record) = self.session_record(&session.client_id)? {
                 if session.request_id == record.request_id {
@@ -204,7 +208,8 @@ impl<'a> SlotApplier<'a> {
                 body,
                 expected_version,
             } => {
-                let (current_version, current) = self.document_at(&key, expected_version)?;
+                let (current_version, current, canonical) =
+                    self.document_at(&key, expected_version)?;
                 let value = match body {
                     DocumentBody::Full(value) => value,
                     DocumentBody::Delta {
@@ -216,11 +221,13 @@ impl<'a> SlotApplier<'a> {
                                 current_version,
                             }));
                         };
-                        let value = self.patched(&base, PatchFormat::JsonPatch, &patch)?;
+                        let value =
+                            self.patched(&base, canonical, PatchFormat::JsonPatch, &patch)?;
                         self.patch = Some((PatchFormat::JsonPatch, patch));
                         value
                     }
                 };
+                self.document = true;
                 self.commit(vec![Mutation::Set { key, value }])
             }
             WriteRequest::PatchDocument {
@@ -229,7 +236,7 @@ impl<'a> SlotApplier<'a> {
                 patch,
                 expected_version,
             } => {
-                let (_, current) = self.document_at(&key, expected_version)?;
+                let (_, current, canonical) = self.document_at(&key, expected_version)?;
                 let Some(base) = current else {
                     let message = format!("key \"{}\" holds no document", key.escape_ascii());
                     return Err(refused(DocumentRefusal::new(
@@ -237,8 +244,9 @@ impl<'a> SlotApplier<'a> {
                         message,
                     )));
                 };
-                let value = self.patched(&base, format, &patch)?;
+                let value = self.patched(&base, canonical, format, &patch)?;
                 self.patch = Some((format, patch));
+                self.document = true;
                 self.commit(vec![Mutation::Set { key, value }])
             }
             WriteRequest::UploadChunk {
@@ -438,7 +446,7 @@ impl<'a> SlotApplier<'a> {
         &mut self,
         key: &[u8],
         expected_version: Option<u64>,
-    ) -> Step<(u64, Option<Vec<u8>>)> {
+    ) -> Step<(u64, Option<Vec<u8>>, bool)> {
         let newest = self.newest(key)?.map(|v| self.resolved(v)).transpose()?;
         let live = newest.as_ref().and_then(Versioned::live);
         let current_version = live.map_or(0, |live| live.mod_version);
@@ -447,12 +455,27 @@ impl<'a> SlotApplier<'a> {
             return Err(refused(refusal));
         }
         let value = live.and_then(|live| live.value.clone());
-        Ok((current_version, value))
+        let canonical = live.is_some_and(|live| live.document);
+        Ok((current_version, value, canonical))
     }
 
-    /// `base` patched, within `value_bytes_max`.
-    fn patched(&self, base: &[u8], format: PatchFormat, patch: &[u8]) -> Step<Vec<u8>> {
-        let value = document::apply(base, format, patch).map_err(refused)?;
+    /// `base` patched, within `value_bytes_max`. A canonical document edited by `replace`
+    /// operations alone is edited in place, without parsing it (`document::apply_replaces`).
+    fn patched(
+        &self,
+        base: &[u8],
+        canonical: bool,
+        format: PatchFormat,
+        patch: &[u8],
+    ) -> Step<Vec<u8>> {
+        let fast = match (canonical, format) {
+            (true, PatchFormat::JsonPatch) => document::apply_replaces(base, patch),
+            _ => None,
+        };
+        let value = match fast {
+            Some(value) => value,
+            None => document::apply(base, format, patch).map_err(refused)?,
+        };
         let value_bytes_max = self.options.value_bytes_max;
         if value.len() > value_bytes_max {
             let message = format!(
@@ -678,18 +701,21 @@ impl<'a> SlotApplier<'a> {
                     create_version: 0,
                     value: None,
                     blob: None,
+                    document: false,
                 },
                 (Some(Stored::Bytes(value)), _) => Versioned {
                     mod_version: version,
                     create_version,
                     value: Some(value),
                     blob: None,
+                    document: self.document,
                 },
                 (Some(Stored::Blob(blob)), _) => Versioned {
                     mod_version: version,
                     create_version,
                     value: Some(Vec::new()),
                     blob: Some(blob),
+                    document: false,
                 },
             };
             let (encoded, event) = match (&after.value, &after.blob) {
@@ -698,13 +724,14 @@ impl<'a> SlotApplier<'a> {
                     (EventKind::PutBlob, Some(blob.encode().to_vec())),
                 ),
                 (Some(value), None) => (
-                    keys::encode_value(Some(value), after.create_version),
+                    keys::encode_tagged(Some(value), after.create_version, after.document),
                     match self.patch.take() {
-                        // A document write writes one key: the patch is that key's.
-                        Some((format, patch)) => (
-                            EventKind::PutPatched,
-                            Some(encode_record(&(value, format, patch))),
-                        ),
+                        // A document write writes one key: the patch is that key's. The
+                        // event holds only the patch: the reader takes the value from the
+                        // data at the event's version, which it keeps as long as the event.
+                        Some((format, patch)) => {
+                            (EventKind::PutPatched, Some(encode_record(&(format, patch))))
+                        }
                         None => (EventKind::Put, Some(value.clone())),
                     },
                 ),

@@ -233,8 +233,8 @@ pub enum EventKind {
     /// change-log reader turns it into a `Put` with the bytes.
     PutBlob,
     /// A document write the log carried as a patch: the stored value is
-    /// `encode_record(&(value, format, patch))`, and the change-log reader turns it into a
-    /// `Put` with the value and `patch` set.
+    /// `encode_record(&(format, patch))`, and the change-log reader turns it into a `Put`
+    /// with the value (read from the data at the event's version) and `patch` set.
     PutPatched,
 }
 

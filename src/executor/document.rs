@@ -173,6 +173,146 @@ pub fn apply(base: &[u8], format: PatchFormat, patch: &[u8]) -> Result<Vec<u8>, 
     Ok(canonical(&document))
 }
 
+/// `apply` of an RFC 6902 patch of `replace` operations only, on a document known to be in
+/// canonical form (written by a document call), without parsing it: each path is found by
+/// scanning the bytes, and the canonical new value spliced in. A replace keeps a member's
+/// place, and a sub-value of a canonical document is canonical, so the result is the bytes
+/// `apply` produces; None whenever that is not certain (another operation, a path this
+/// scan does not resolve), and the caller applies the patch the slow way.
+pub fn apply_replaces(canonical_base: &[u8], patch: &[u8]) -> Option<Vec<u8>> {
+    let patch: Value = serde_json::from_slice(patch).ok()?;
+    let operations = patch.as_array()?;
+    let mut document = canonical_base.to_vec();
+    for operation in operations {
+        let operation = operation.as_object()?;
+        if operation.len() != 3 || operation.get("op")?.as_str()? != "replace" {
+            return None;
+        }
+        let pointer = operation.get("path")?.as_str()?;
+        let value = canonical(operation.get("value")?);
+        let span = locate(&document, pointer)?;
+        document.splice(span, value);
+    }
+    Some(document)
+}
+
+/// The byte range of the value RFC 6901 `pointer` names in canonical JSON `document`;
+/// None if it names nothing or the scan cannot tell (then parse instead). Only the
+/// siblings before each step and the named value itself are scanned.
+pub fn locate(document: &[u8], pointer: &str) -> Option<std::ops::Range<usize>> {
+    if pointer.is_empty() {
+        return Some(0..document.len());
+    }
+    let mut at = 0;
+    for token in pointer.strip_prefix('/')?.split('/') {
+        let token = token.replace("~1", "/").replace("~0", "~");
+        at = match document.get(at)? {
+            b'{' => member(document, at, &token)?,
+            b'[' => element(document, at, &token)?,
+            _ => return None,
+        };
+    }
+    Some(at..skip_value(document, at)?)
+}
+
+/// Where the value of member `name` of the object at `at` starts.
+fn member(document: &[u8], at: usize, name: &str) -> Option<usize> {
+    let quoted = serde_json::to_vec(name).ok()?;
+    let mut pos = at + 1;
+    if document.get(pos) == Some(&b'}') {
+        return None;
+    }
+    loop {
+        let key_end = skip_string(document, pos)?;
+        if document.get(key_end) != Some(&b':') {
+            return None;
+        }
+        // Canonical objects hold each name once, escaped as serde_json escapes it.
+        if document[pos..key_end] == quoted[..] {
+            return Some(key_end + 1);
+        }
+        let value_end = skip_value(document, key_end + 1)?;
+        match document.get(value_end)? {
+            b',' => pos = value_end + 1,
+            _ => return None,
+        }
+    }
+}
+
+/// Where element `index` (decimal, no leading zero) of the array at `at` starts.
+fn element(document: &[u8], at: usize, index: &str) -> Option<usize> {
+    if index.is_empty() || (index.len() > 1 && index.starts_with('0')) {
+        return None;
+    }
+    let index: usize = index.parse().ok()?;
+    let mut pos = at + 1;
+    if document.get(pos) == Some(&b']') {
+        return None;
+    }
+    for _ in 0..index {
+        let end = skip_value(document, pos)?;
+        match document.get(end)? {
+            b',' => pos = end + 1,
+            _ => return None,
+        }
+    }
+    Some(pos)
+}
+
+/// The end of the canonical JSON value that starts at `pos`.
+fn skip_value(document: &[u8], pos: usize) -> Option<usize> {
+    match *document.get(pos)? {
+        b'"' => skip_string(document, pos),
+        b'{' | b'[' => {
+            // Brackets nest; strings may hold brackets, so they are skipped whole.
+            let mut depth = 0usize;
+            let mut i = pos;
+            while i < document.len() {
+                match document[i] {
+                    b'"' => {
+                        i = skip_string(document, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            None
+        }
+        _ => {
+            // A number or a literal: up to the next delimiter.
+            let rest = &document[pos..];
+            let len = rest
+                .iter()
+                .position(|b| matches!(b, b',' | b']' | b'}'))
+                .unwrap_or(rest.len());
+            (len > 0).then_some(pos + len)
+        }
+    }
+}
+
+/// The end (past the closing quote) of the string that starts at `pos`.
+fn skip_string(document: &[u8], pos: usize) -> Option<usize> {
+    if document.get(pos) != Some(&b'"') {
+        return None;
+    }
+    let mut i = pos + 1;
+    loop {
+        i += memchr::memchr2(b'"', b'\\', document.get(i..)?)?;
+        match document[i] {
+            b'"' => return Some(i + 1),
+            _ => i += 2, // An escape: its next byte is never the closing quote.
+        }
+    }
+}
+
 /// Reads an RFC 6902 patch: an array of operations.
 pub fn json_patch_operations(patch: Value) -> Result<json_patch::Patch, String> {
     if !patch.is_array() {
@@ -252,6 +392,77 @@ pub fn select(document: &[u8], pointer: &str) -> Result<Vec<u8>, DocumentRefusal
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| serde_json::json!(n)),
+            "[a-z\"\\/ ,{}\\[\\]é~]{0,6}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 40, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::vec(("[a-c/~\"]{0,3}", inner), 0..5)
+                    .prop_map(|members| { Value::Object(members.into_iter().collect()) }),
+            ]
+        })
+    }
+
+    /// Every pointer that names something in `value`, and some that do not.
+    fn pointers(value: &Value, at: String, out: &mut Vec<String>) {
+        out.push(at.clone());
+        match value {
+            Value::Object(members) => {
+                out.push(format!("{at}/missing"));
+                for (name, member) in members {
+                    let token = name.replace('~', "~0").replace('/', "~1");
+                    pointers(member, format!("{at}/{token}"), out);
+                }
+            }
+            Value::Array(elements) => {
+                out.push(format!("{at}/{}", elements.len()));
+                out.push(format!("{at}/01"));
+                for (i, element) in elements.iter().enumerate() {
+                    pointers(element, format!("{at}/{i}"), out);
+                }
+            }
+            _ => out.push(format!("{at}/0")),
+        }
+    }
+
+    proptest! {
+        /// Editing a canonical document in place gives the bytes parsing, patching and
+        /// serializing it gives, or defers to that; a pointer it locates is the part
+        /// `select` returns.
+        #[test]
+        fn replaces_in_place_equal_the_parsed_patch(
+            document in json_value(),
+            picks in prop::collection::vec((any::<prop::sample::Index>(), json_value()), 1..4),
+        ) {
+            let base = canonical(&document);
+            let mut all = Vec::new();
+            pointers(&document, String::new(), &mut all);
+            for pointer in &all {
+                if let Some(span) = locate(&base, pointer) {
+                    let selected = select(&base, pointer).unwrap();
+                    prop_assert_eq!(&base[span], selected.as_slice());
+                }
+            }
+            let operations: Vec<Value> = picks
+                .iter()
+                .map(|(index, value)| serde_json::json!({
+                    "op": "replace", "path": index.get(&all), "value": value
+                }))
+                .collect();
+            let patch = serde_json::to_vec(&operations).unwrap();
+            if let Some(fast) = apply_replaces(&base, &patch) {
+                let slow = apply(&base, PatchFormat::JsonPatch, &patch);
+                prop_assert_eq!(Ok(fast), slow);
+            }
+        }
+    }
 
     #[test]
     fn canonical_form_keeps_order_and_numbers_and_drops_whitespace() {

@@ -2,7 +2,7 @@
 //! replica writes the same bytes.
 //!
 //! data CF:  escape(user_key) ++ TERMINATOR ++ (u64::MAX - version) big-endian
-//!           → tag (0 tombstone, 1 value, 2 blob) ++ create_version u64 BE ++ value bytes
+//!           → tag (0 tombstone, 1 value, 2 blob, 3 canonical JSON document) ++ create_version u64 BE ++ value bytes
 //!           (for a blob: its `BlobRef`; the bytes are in the blobs CF, see `blob`)
 //! meta CF:  fixed ASCII names → u64 BE (or the raw GC cursor key)
 //! changes:  version u64 BE → encode_record(Vec<Event>)
@@ -58,6 +58,8 @@ const SUFFIX_BYTES: usize = TERMINATOR.len() + VERSION_BYTES;
 const TAG_TOMBSTONE: u8 = 0;
 const TAG_VALUE: u8 = 1;
 const TAG_BLOB: u8 = 2;
+/// A value written by a document call: canonical JSON (`document::canonical`).
+const TAG_DOCUMENT: u8 = 3;
 const VALUE_HEADER_BYTES: usize = 1 + 8;
 
 /// A stored version of one user key. `value == None` is a tombstone. A value stored as a
@@ -68,6 +70,8 @@ pub struct Versioned {
     pub create_version: u64,
     pub value: Option<Vec<u8>>,
     pub blob: Option<BlobRef>,
+    /// The value is a canonical JSON document (written by a document call).
+    pub document: bool,
 }
 
 impl Versioned {
@@ -143,12 +147,17 @@ pub fn is_version_of(data_key: &[u8], escaped: &[u8]) -> bool {
 }
 
 pub fn encode_value(value: Option<&[u8]>, create_version: u64) -> Vec<u8> {
+    encode_tagged(value, create_version, false)
+}
+
+/// `encode_value`, tagged as a canonical document when `document`.
+pub fn encode_tagged(value: Option<&[u8]>, create_version: u64, document: bool) -> Vec<u8> {
     let body = value.unwrap_or_default();
     let mut out = Vec::with_capacity(VALUE_HEADER_BYTES + body.len());
-    out.push(if value.is_some() {
-        TAG_VALUE
-    } else {
-        TAG_TOMBSTONE
+    out.push(match (value.is_some(), document) {
+        (false, _) => TAG_TOMBSTONE,
+        (true, false) => TAG_VALUE,
+        (true, true) => TAG_DOCUMENT,
     });
     out.extend_from_slice(&create_version.to_be_bytes());
     out.extend_from_slice(body);
@@ -176,9 +185,10 @@ pub fn decode_value(bytes: &[u8], mod_version: u64) -> Result<Versioned> {
         return Err(Error::Corrupt("data value shorter than its header".into()));
     }
     let create_version = u64::from_be_bytes(bytes[1..VALUE_HEADER_BYTES].try_into().expect("8"));
+    let body = || Some(bytes[VALUE_HEADER_BYTES..].to_vec());
     let (value, blob) = match bytes[0] {
         TAG_TOMBSTONE => (None, None),
-        TAG_VALUE => (Some(bytes[VALUE_HEADER_BYTES..].to_vec()), None),
+        TAG_VALUE | TAG_DOCUMENT => (body(), None),
         TAG_BLOB => (
             Some(Vec::new()),
             Some(BlobRef::decode(&bytes[VALUE_HEADER_BYTES..])?),
@@ -190,6 +200,7 @@ pub fn decode_value(bytes: &[u8], mod_version: u64) -> Result<Versioned> {
         create_version,
         value,
         blob,
+        document: bytes[0] == TAG_DOCUMENT,
     })
 }
 
@@ -250,6 +261,7 @@ mod tests {
                 create_version: 3,
                 value: Some(b"xy".to_vec()),
                 blob: None,
+                document: false,
             }
         );
         assert_eq!(decode_value(&encode_value(None, 0), 7).unwrap().value, None);

@@ -467,10 +467,25 @@ fn blobs_options() -> rocksdb::Options {
 
 const BLOBS_WRITE_BUFFER_BYTES: usize = 16 << 20;
 
+/// Values of the data column family at least this large live in blob files too, so that
+/// compaction moves a reference instead of rewriting a document of many megabytes, and a
+/// read of one fetches it without reading a block around it.
+const DATA_BLOB_BYTES_MIN: u64 = 1 << 20;
+
+fn data_options() -> rocksdb::Options {
+    let mut options = db_options();
+    options.set_enable_blob_files(true);
+    options.set_min_blob_size(DATA_BLOB_BYTES_MIN);
+    options.set_blob_compression_type(rocksdb::DBCompressionType::Lz4);
+    options.set_enable_blob_gc(true);
+    options
+}
+
 fn open_db(path: &Path) -> Result<Opened> {
     let families = COLUMN_FAMILIES.iter().map(|&name| {
         let options = match name {
             keys::CF_BLOBS => blobs_options(),
+            keys::CF_DATA => data_options(),
             _ => db_options(),
         };
         rocksdb::ColumnFamilyDescriptor::new(name, options)

@@ -4,7 +4,7 @@ use super::blob::BlobRef;
 use super::command::{decode_record, Event, EventKind, KeyRange, PatchFormat};
 use super::error::{Error, Result};
 use super::keys::{self, CF_CHANGES};
-use super::read::View;
+use super::read::{seek_visible, View};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchPage {
@@ -56,8 +56,16 @@ impl View<'_> {
             for mut event in logged.into_iter().filter(|e| range.contains(&e.key)) {
                 if event.kind == EventKind::PutPatched {
                     let logged = event.value.as_deref().unwrap_or_default();
-                    let (value, format, patch): (Vec<u8>, PatchFormat, Vec<u8>) =
+                    let (format, patch): (PatchFormat, Vec<u8>) =
                         decode_record(logged, "patched event")?;
+                    let mut data = self.iterator(keys::CF_DATA);
+                    let written = seek_visible(&mut data, &event.key, version)?;
+                    let value = written
+                        .filter(|written| written.mod_version == version)
+                        .and_then(|written| written.value)
+                        .ok_or_else(|| {
+                            Error::Corrupt("a patched event without its value".into())
+                        })?;
                     event.kind = EventKind::Put;
                     event.value = Some(value);
                     event.patch = Some((format, patch));
