@@ -14,6 +14,8 @@ pub struct KeyValue {
     pub value: Vec<u8>,
     pub mod_version: u64,
     pub create_version: u64,
+    /// The value is a canonical JSON document (written by a document call).
+    pub document: bool,
 }
 
 /// Part of one value, as `get_value_range` reads it.
@@ -124,6 +126,7 @@ impl View<'_> {
             value,
             mod_version: visible.mod_version,
             create_version: visible.create_version,
+            document: visible.document,
         }))
     }
 

@@ -342,7 +342,15 @@ impl PrimaryRouter {
                 read_version,
             });
         };
-        let json = document::select(&kv.value, pointer).map_err(RouterError::Document)?;
+        // A canonical document's part is found by scanning it, without parsing 100 MB for
+        // one field; any other value, or a pointer the scan cannot resolve, is parsed.
+        let located = (kv.document && pointer.starts_with('/'))
+            .then(|| document::locate(&kv.value, pointer))
+            .flatten();
+        let json = match located {
+            Some(span) => kv.value[span].to_vec(),
+            None => document::select(&kv.value, pointer).map_err(RouterError::Document)?,
+        };
         Ok(DocumentRead {
             json: Some(json),
             mod_version: kv.mod_version,
