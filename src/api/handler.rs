@@ -332,7 +332,9 @@ impl KvHandler {
         let page = self.block_on(watch).map_err(|e| exception(e, WATCH))?;
         let events = page.events.into_iter().map(|event| {
             let kind = match event.kind {
-                EventKind::Put | EventKind::PutBlob | EventKind::PutPatched => wire::EventType::PUT,
+                EventKind::Put | EventKind::PutBlob | EventKind::PutPatched | EventKind::PutRef => {
+                    wire::EventType::PUT
+                }
                 EventKind::Delete => wire::EventType::DELETE,
             };
             let (value, patch, format) = match event.patch.filter(|_| patches) {

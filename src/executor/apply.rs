@@ -732,7 +732,7 @@ impl<'a> SlotApplier<'a> {
                         Some((format, patch)) => {
                             (EventKind::PutPatched, Some(encode_record(&(format, patch))))
                         }
-                        None => (EventKind::Put, Some(value.clone())),
+                        None => (EventKind::PutRef, None),
                     },
                 ),
                 (None, None) => (

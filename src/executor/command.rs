@@ -236,6 +236,11 @@ pub enum EventKind {
     /// `encode_record(&(format, patch))`, and the change-log reader turns it into a `Put`
     /// with the value (read from the data at the event's version) and `patch` set.
     PutPatched,
+    /// A put whose value the event does not repeat: the change-log reader takes it from
+    /// the data at the event's version (kept as long as the event is) and turns the event
+    /// into a `Put`. Every put is recorded so; `Put` events with the value inline are
+    /// those of databases written before.
+    PutRef,
 }
 
 /// One key's change at one version, as recorded in the change log.

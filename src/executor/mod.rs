@@ -469,14 +469,15 @@ const BLOBS_WRITE_BUFFER_BYTES: usize = 16 << 20;
 
 /// Values of the data column family at least this large live in blob files too, so that
 /// compaction moves a reference instead of rewriting a document of many megabytes, and a
-/// read of one fetches it without reading a block around it.
+/// read of one fetches it without reading a block around it. zstd-compressed: written
+/// once (by a background flush), where JSON configuration shrinks about sixfold.
 const DATA_BLOB_BYTES_MIN: u64 = 1 << 20;
 
 fn data_options() -> rocksdb::Options {
     let mut options = db_options();
     options.set_enable_blob_files(true);
     options.set_min_blob_size(DATA_BLOB_BYTES_MIN);
-    options.set_blob_compression_type(rocksdb::DBCompressionType::Lz4);
+    options.set_blob_compression_type(rocksdb::DBCompressionType::Zstd);
     options.set_enable_blob_gc(true);
     options
 }

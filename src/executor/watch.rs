@@ -54,28 +54,27 @@ impl View<'_> {
             let logged: Vec<Event> = decode_record(value, "change log entry")?;
             let before = events.len();
             for mut event in logged.into_iter().filter(|e| range.contains(&e.key)) {
-                if event.kind == EventKind::PutPatched {
-                    let logged = event.value.as_deref().unwrap_or_default();
-                    let (format, patch): (PatchFormat, Vec<u8>) =
-                        decode_record(logged, "patched event")?;
-                    let mut data = self.iterator(keys::CF_DATA);
-                    let written = seek_visible(&mut data, &event.key, version)?;
-                    let value = written
-                        .filter(|written| written.mod_version == version)
-                        .and_then(|written| written.value)
-                        .ok_or_else(|| {
-                            Error::Corrupt("a patched event without its value".into())
-                        })?;
-                    event.kind = EventKind::Put;
-                    event.value = Some(value);
-                    event.patch = Some((format, patch));
-                }
-                if event.kind == EventKind::PutBlob {
-                    // The change log keeps only versions the collector keeps, so the
-                    // version's chunks are still there.
-                    let blob = BlobRef::decode(event.value.as_deref().unwrap_or_default())?;
-                    event.kind = EventKind::Put;
-                    event.value = Some(self.blob_bytes(&blob)?);
+                match event.kind {
+                    EventKind::PutPatched => {
+                        let logged = event.value.as_deref().unwrap_or_default();
+                        let (format, patch): (PatchFormat, Vec<u8>) =
+                            decode_record(logged, "patched event")?;
+                        event.value = Some(self.written_at(&event.key, version)?);
+                        event.kind = EventKind::Put;
+                        event.patch = Some((format, patch));
+                    }
+                    EventKind::PutRef => {
+                        event.value = Some(self.written_at(&event.key, version)?);
+                        event.kind = EventKind::Put;
+                    }
+                    EventKind::PutBlob => {
+                        // The change log keeps only versions the collector keeps, so the
+                        // version's chunks are still there.
+                        let blob = BlobRef::decode(event.value.as_deref().unwrap_or_default())?;
+                        event.kind = EventKind::Put;
+                        event.value = Some(self.blob_bytes(&blob)?);
+                    }
+                    EventKind::Put | EventKind::Delete => {}
                 }
                 events.push(event);
             }
@@ -107,6 +106,21 @@ impl View<'_> {
             events,
             next_version,
         })
+    }
+
+    /// The value `key` was given at `version`. The change log keeps only versions the
+    /// collector keeps (every version at or above `oldest_version`), so it is there.
+    fn written_at(&self, key: &[u8], version: u64) -> Result<Vec<u8>> {
+        let mut data = self.iterator(keys::CF_DATA);
+        let written = seek_visible(&mut data, key, version)?
+            .filter(|written| written.mod_version == version)
+            .ok_or_else(|| Error::Corrupt("a change-log put without its data version".into()))?;
+        match written.blob {
+            Some(blob) => self.blob_bytes(&blob),
+            None => written
+                .value
+                .ok_or_else(|| Error::Corrupt("a change-log put of a tombstone".into())),
+        }
     }
 
     fn caught_up(&self, events: Vec<Event>, from_version: u64) -> WatchPage {
