@@ -487,12 +487,17 @@ fn server_error_line(user: &(dyn std::error::Error + Send + Sync + 'static)) -> 
 /// The exit code of a verb that ran (a negative answer is not a failure), or a failure.
 type Outcome<T = u8> = Result<T, Failure>;
 
-fn put(args: PutArgs) -> Outcome {
-    if args.chunk_bytes == 0 || args.chunk_bytes > i32::MAX as usize {
+fn check_chunk_bytes(chunk_bytes: usize) -> Result<(), Failure> {
+    if chunk_bytes == 0 || chunk_bytes > i32::MAX as usize {
         return Err(Failure::Invalid(
             "--chunk-bytes must be from 1 to 2^31 - 1".into(),
         ));
     }
+    Ok(())
+}
+
+fn put(args: PutArgs) -> Outcome {
+    check_chunk_bytes(args.chunk_bytes)?;
     if let Some(path) = &args.file {
         return file::put_file(
             args.key,
@@ -515,11 +520,7 @@ fn put(args: PutArgs) -> Outcome {
 }
 
 fn get(args: GetArgs) -> Outcome {
-    if args.chunk_bytes == 0 || args.chunk_bytes > i32::MAX as usize {
-        return Err(Failure::Invalid(
-            "--chunk-bytes must be from 1 to 2^31 - 1".into(),
-        ));
-    }
+    check_chunk_bytes(args.chunk_bytes)?;
     if let Some(path) = &args.out {
         return file::get_file(
             args.key,

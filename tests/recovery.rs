@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use paxkv::api::gen::paxkv::{GetRequest, PutRequest};
 use paxkv::api::TPaxkvSyncClient;
-use support::{Deadline, Retrying, ServerCluster};
+use support::{snapshot_slots, Deadline, Retrying, ServerCluster};
 
 const CALLS: Duration = Duration::from_secs(30);
 /// Small enough that a few hundred writes compact the log several times.
@@ -25,24 +25,6 @@ fn put(client: &mut Retrying, key: &str, value: &str) {
 fn get(client: &mut Retrying, key: &str) -> Option<Vec<u8>> {
     let request = || GetRequest::new(key.as_bytes().to_vec(), None);
     client.call(|c| c.get(request())).kv.map(|kv| kv.value)
-}
-
-/// Snapshot files in a replica's data directory, by slot.
-fn snapshot_slots(data_dir: &Path) -> Vec<u64> {
-    let Ok(entries) = std::fs::read_dir(data_dir.join("snapshots")) else {
-        return Vec::new();
-    };
-    let mut slots: Vec<u64> = entries
-        .filter_map(|entry| {
-            let name = entry.ok()?.file_name().to_string_lossy().into_owned();
-            name.strip_prefix("snap-")?
-                .strip_suffix(".pxs")?
-                .parse()
-                .ok()
-        })
-        .collect();
-    slots.sort();
-    slots
 }
 
 fn wal_segments(data_dir: &Path) -> usize {

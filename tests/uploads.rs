@@ -18,7 +18,7 @@ use paxkv::api::gen::paxkv::{
     UploadChunkRequest, UploadCommit,
 };
 use paxkv::api::TPaxkvSyncClient;
-use support::{user_error, Deadline, Retrying, ServerCluster};
+use support::{snapshot_slots, user_error, Deadline, Retrying, ServerCluster};
 
 const CALLS: Duration = Duration::from_secs(30);
 /// The bound the large-values issue sets per replica.
@@ -225,24 +225,6 @@ fn a_leader_killed_mid_upload_leaves_the_old_value_and_the_upload_goes_on_and_ab
     assert!(got == value, "the restarted replica returned other bytes");
     let whole = GetRequest::new(b"big".to_vec(), Some(committed.version));
     assert!(late.call(|c| c.get(whole.clone())).kv.unwrap().value == value);
-}
-
-/// Snapshot files in a replica's data directory, by slot.
-fn snapshot_slots(data_dir: &Path) -> Vec<u64> {
-    let Ok(entries) = std::fs::read_dir(data_dir.join("snapshots")) else {
-        return Vec::new();
-    };
-    let mut slots: Vec<u64> = entries
-        .filter_map(|entry| {
-            let name = entry.ok()?.file_name().to_string_lossy().into_owned();
-            name.strip_prefix("snap-")?
-                .strip_suffix(".pxs")?
-                .parse()
-                .ok()
-        })
-        .collect();
-    slots.sort();
-    slots
 }
 
 #[test]

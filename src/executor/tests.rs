@@ -95,6 +95,17 @@ impl Node {
     }
 }
 
+/// A checkpoint of `from`, installed into `to` as a snapshot from a peer would be.
+fn install_checkpoint_of(from: &mut Node, to: &mut Node) {
+    let scratch = tempfile::tempdir().unwrap();
+    let checkpoint = scratch.path().join("checkpoint");
+    let take = from.executor().checkpointer();
+    take(&checkpoint).unwrap();
+    let staged = to.executor().staging_dir();
+    std::fs::rename(&checkpoint, &staged).unwrap();
+    to.executor().install_checkpoint(&staged).unwrap();
+}
+
 fn write(request: WriteRequest) -> KvCommand {
     KvCommand::Write {
         session: None,
@@ -1243,14 +1254,8 @@ fn a_membership_is_applied_with_its_slot_and_travels_in_checkpoints() {
     assert!(leader.executor().apply_membership(slot, b"x").is_err());
     leader.reopen();
     assert_eq!(leader.executor().membership().unwrap().unwrap(), b"second");
-    let scratch = tempfile::tempdir().unwrap();
-    let checkpoint = scratch.path().join("checkpoint");
-    let take = leader.executor().checkpointer();
-    take(&checkpoint).unwrap();
     let mut follower = Node::new(options());
-    let staged = follower.executor().staging_dir();
-    std::fs::rename(&checkpoint, &staged).unwrap();
-    follower.executor().install_checkpoint(&staged).unwrap();
+    install_checkpoint_of(&mut leader, &mut follower);
     assert_eq!(
         follower.executor().membership().unwrap().unwrap(),
         b"second"

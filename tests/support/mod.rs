@@ -618,3 +618,21 @@ impl ServerCluster {
         self.servers[i].take().expect("running").kill9();
     }
 }
+
+/// Snapshot files in a replica's data directory, by slot.
+pub fn snapshot_slots(data_dir: &Path) -> Vec<u64> {
+    let Ok(entries) = std::fs::read_dir(data_dir.join("snapshots")) else {
+        return Vec::new();
+    };
+    let mut slots: Vec<u64> = entries
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("snap-")?
+                .strip_suffix(".pxs")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    slots.sort();
+    slots
+}

@@ -287,14 +287,8 @@ fn blobs_and_staged_uploads_travel_in_checkpoints() {
     // Flushed, so the chunks are in blob files rather than the memtable.
     let db = &leader.executor().db;
     db.flush_cf(cf(db, CF_BLOBS)).unwrap();
-    let scratch = tempfile::tempdir().unwrap();
-    let checkpoint = scratch.path().join("checkpoint");
-    let take = leader.executor().checkpointer();
-    take(&checkpoint).unwrap();
     let mut follower = Node::new(options());
-    let staged = follower.executor().staging_dir();
-    std::fs::rename(&checkpoint, &staged).unwrap();
-    follower.executor().install_checkpoint(&staged).unwrap();
+    install_checkpoint_of(&mut leader, &mut follower);
     assert_eq!(follower.latest(b"k").unwrap().value, value);
     // The staged upload goes on from where it stood.
     let outcome = follower.apply_one(chunk(B, 4, b"-done", 10));
