@@ -614,15 +614,22 @@ fn doc_patch_add(client: &mut Client, key: Vec<u8>, element: u64) -> Result<Repl
     }
 }
 
-/// Reads document `key`, appends `element`, and writes it back whole at the version read.
-fn doc_whole_add(client: &mut Client, key: Vec<u8>, element: u64) -> Result<Reply, CallError> {
-    let read = client.get_document(GetDocumentRequest::new(key.clone(), None, None))?;
+/// Document `key` as read now with `element` appended to its items (a new document if
+/// there is none), and the version read (0: absent).
+fn doc_with(client: &mut Client, key: &[u8], element: u64) -> Result<(Vec<u8>, i64), CallError> {
+    let read = client.get_document(GetDocumentRequest::new(key.to_vec(), None, None))?;
     let mut items = match &read.json {
         Some(json) => doc_items(json)?,
         None => Vec::new(),
     };
     items.push(element);
-    let put = PutDocumentRequest::new(key, doc_json(&items), Some(read.mod_version), None);
+    Ok((doc_json(&items), read.mod_version))
+}
+
+/// Reads document `key`, appends `element`, and writes it back whole at the version read.
+fn doc_whole_add(client: &mut Client, key: Vec<u8>, element: u64) -> Result<Reply, CallError> {
+    let (json, mod_version) = doc_with(client, &key, element)?;
+    let put = PutDocumentRequest::new(key, json, Some(mod_version), None);
     let written = client.put_document(put)?;
     Ok(Reply::Written {
         version: written.version,
@@ -633,13 +640,7 @@ fn doc_whole_add(client: &mut Client, key: Vec<u8>, element: u64) -> Result<Repl
 /// chunks, committed only if the key is still at the version read. A commit whose version
 /// no longer holds wrote nothing (a definite failure); the upload it leaves is reclaimed.
 fn doc_upload_add(client: &mut Client, key: Vec<u8>, element: u64) -> Result<Reply, CallError> {
-    let read = client.get_document(GetDocumentRequest::new(key.clone(), None, None))?;
-    let mut items = match &read.json {
-        Some(json) => doc_items(json)?,
-        None => Vec::new(),
-    };
-    items.push(element);
-    let json = doc_json(&items);
+    let (json, mod_version) = doc_with(client, &key, element)?;
     let mut upload_id = None;
     let mut offset = 0i64;
     for chunk in json.chunks(DOC_UPLOAD_CHUNK_BYTES) {
@@ -649,7 +650,7 @@ fn doc_upload_add(client: &mut Client, key: Vec<u8>, element: u64) -> Result<Rep
         offset = staged.bytes_staged;
     }
     let upload_id = upload_id.expect("a document has at least one byte");
-    let commit = UploadCommit::new(key, upload_id, offset, Some(read.mod_version));
+    let commit = UploadCommit::new(key, upload_id, offset, Some(mod_version));
     let committed = client.commit_uploads(CommitUploadsRequest::new(vec![commit], None, None))?;
     if !committed.committed {
         return Err(CallError::Refused(

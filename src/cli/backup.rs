@@ -26,7 +26,7 @@ use super::{ConnectionArgs, Failure, Outcome, EXIT_SUCCESS};
 const CHUNK_BYTES_REQUESTED: i32 = 4 * 1024 * 1024;
 
 /// After a failed attempt a backup waits from this ...
-const BACKUP_BACKOFF_MIN: Duration = Duration::from_millis(100);
+pub(super) const BACKUP_BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// ... doubling up to this.
 const BACKUP_BACKOFF_MAX: Duration = Duration::from_secs(2);
 
@@ -211,7 +211,7 @@ impl SnapshotSource for Remote<'_> {
 }
 
 /// Counts failed attempts in a row and waits between them, doubling the wait.
-struct Retry {
+pub(super) struct Retry {
     attempts: u32,
     failures: u32,
     backoff: Duration,
@@ -219,7 +219,7 @@ struct Retry {
 }
 
 impl Retry {
-    fn new(attempts: u32, backoff_min: Duration) -> Retry {
+    pub(super) fn new(attempts: u32, backoff_min: Duration) -> Retry {
         assert!(attempts >= 1, "clap takes --attempts of at least 1");
         Retry {
             attempts,
@@ -235,7 +235,7 @@ impl Retry {
     }
 
     /// Waits before the next attempt, or gives up with `failure` after the last one.
-    fn failed(&mut self, failure: Failure) -> Outcome<()> {
+    pub(super) fn failed(&mut self, failure: Failure) -> Outcome<()> {
         self.failures += 1;
         let line = failure.to_string();
         if self.failures >= self.attempts {
@@ -250,7 +250,7 @@ impl Retry {
 }
 
 /// Worth another attempt: the connection broke, or the server said `Unavailable`.
-fn retryable(error: &thrift::Error) -> bool {
+pub(super) fn retryable(error: &thrift::Error) -> bool {
     match error {
         thrift::Error::Transport(_) => true,
         thrift::Error::User(user) => user.is::<Unavailable>(),
@@ -263,9 +263,9 @@ fn gone(error: &thrift::Error) -> bool {
 }
 
 /// `FILE.partial`, removed on drop unless published.
-struct Partial {
-    path: PathBuf,
-    published: bool,
+pub(super) struct Partial {
+    pub(super) path: PathBuf,
+    pub(super) published: bool,
 }
 
 impl Drop for Partial {
@@ -276,7 +276,7 @@ impl Drop for Partial {
     }
 }
 
-fn partial_path(out: &Path) -> PathBuf {
+pub(super) fn partial_path(out: &Path) -> PathBuf {
     let mut name = OsString::from(out.as_os_str());
     name.push(".partial");
     PathBuf::from(name)
@@ -296,7 +296,10 @@ fn writing(error: io::Error) -> Failure {
     Failure::Local(format!("writing the download: {error}"))
 }
 
-fn local<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Failure + 'a {
+pub(super) fn local<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> Failure + 'a {
     move |error| Failure::Local(format!("{what} {}: {error}", path.display()))
 }
 
@@ -447,7 +450,7 @@ fn verify(path: &Path, taken: &Taken, verify_file: VerifyFile) -> Outcome<()> {
 }
 
 /// Makes the rename durable.
-fn sync_parent(path: &Path) -> Outcome<()> {
+pub(super) fn sync_parent(path: &Path) -> Outcome<()> {
     let parent = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),

@@ -5,8 +5,6 @@
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::Path;
-use std::thread;
-use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use paxkv::api::gen::paxkv::{
@@ -15,14 +13,15 @@ use paxkv::api::gen::paxkv::{
 };
 use paxkv::api::{Client, TPaxkvSyncClient};
 
+use super::backup::{
+    local, partial_path, retryable, sync_parent, Partial, Retry, BACKUP_BACKOFF_MIN,
+};
 use super::{ConnectionArgs, Failure, Outcome, SessionArgs, EXIT_NEGATIVE, EXIT_SUCCESS};
 
 /// A value at least this large shows a progress bar (on a terminal).
 const PROGRESS_BYTES_MIN: u64 = 4 << 20;
 /// Attempts of one call that found the cluster unavailable or lost its connection.
 const ATTEMPTS: u32 = 10;
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 fn progress(total: u64, verb: &str) -> ProgressBar {
     if total < PROGRESS_BYTES_MIN {
@@ -40,26 +39,24 @@ fn progress(total: u64, verb: &str) -> ProgressBar {
 
 /// Runs `call` on a connection, reconnecting and calling again (the same request: with a
 /// session, so a write applies once) while the answer is `Unavailable` or the connection
-/// is lost.
+/// is lost, as `backup` does, up to `ATTEMPTS` in a row.
 fn with_retries<T>(
     connection: &ConnectionArgs,
     client: &mut Client,
-    mut call: impl FnMut(&mut Client) -> Result<T, Failure>,
+    mut call: impl FnMut(&mut Client) -> thrift::Result<T>,
 ) -> Result<T, Failure> {
-    let mut backoff = BACKOFF_MIN;
-    for attempt in 1.. {
+    let mut retry = Retry::new(ATTEMPTS, BACKUP_BACKOFF_MIN);
+    loop {
         match call(client) {
-            Err(Failure::Unavailable(_)) if attempt < ATTEMPTS => {
-                thread::sleep(backoff);
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+            Err(error) if retryable(&error) => {
+                retry.failed(error.into())?;
                 if let Ok(fresh) = connection.connect() {
                     *client = fresh;
                 }
             }
-            result => return result,
+            result => return Ok(result?),
         }
     }
-    unreachable!("the loop returns")
 }
 
 /// A session for every call of one upload: the given client id, or a new one.
@@ -104,7 +101,7 @@ pub fn put_file(
         let session = next_session();
         let version = with_retries(connection, &mut client, |client| {
             let request = PutRequest::new(key.clone().into_bytes(), value.clone(), session.clone());
-            Ok(client.put(request)?)
+            client.put(request)
         })?;
         writeln!(io::stdout().lock(), "OK version={version}")?;
         return Ok(EXIT_SUCCESS);
@@ -124,7 +121,7 @@ pub fn put_file(
                 chunk[..want].to_vec(),
                 session.clone(),
             );
-            Ok(client.upload_chunk(request)?)
+            client.upload_chunk(request)
         })?;
         upload_id = Some(staged.upload_id);
         offset = staged.bytes_staged as u64;
@@ -141,7 +138,7 @@ pub fn put_file(
             None,
         );
         let request = CommitUploadsRequest::new(vec![commit], None, session.clone());
-        Ok(client.commit_uploads(request)?)
+        client.commit_uploads(request)
     })?;
     writeln!(io::stdout().lock(), "OK version={}", result.version)?;
     Ok(EXIT_SUCCESS)
@@ -158,10 +155,12 @@ pub fn get_file(
     connection: &ConnectionArgs,
 ) -> Outcome {
     let mut client = connection.connect()?;
-    let local =
-        |error: io::Error| Failure::Local(format!("cannot write {}: {error}", path.display()));
-    let temporary = path.with_extension("paxkv-partial");
-    let mut out = File::create(&temporary).map_err(local)?;
+    // Removed on any failure, as `backup`'s download is.
+    let mut partial = Partial {
+        path: partial_path(path),
+        published: false,
+    };
+    let mut out = File::create(&partial.path).map_err(local("creating", &partial.path))?;
     let mut read_version = version;
     let mut offset = 0u64;
     let mut bar: Option<ProgressBar> = None;
@@ -173,18 +172,17 @@ pub fn get_file(
                 chunk_bytes as i32,
                 read_version,
             );
-            Ok(client.get_value_range(request)?)
+            client.get_value_range(request)
         })?;
         let Some(data) = range.data else {
-            drop(out);
-            let _ = fs::remove_file(&temporary);
             eprintln!("paxkv: not found (read_version={})", range.read_version);
             return Ok(EXIT_NEGATIVE);
         };
         read_version = Some(range.read_version);
         let total = range.total_bytes as u64;
         let bar = bar.get_or_insert_with(|| progress(total, "download"));
-        out.write_all(&data).map_err(local)?;
+        out.write_all(&data)
+            .map_err(|e| local("writing", &partial.path)(e))?;
         offset += data.len() as u64;
         bar.set_position(offset);
         if offset >= total || data.is_empty() {
@@ -192,9 +190,11 @@ pub fn get_file(
             break;
         }
     }
-    out.sync_all().map_err(local)?;
+    out.sync_all().map_err(local("fsyncing", &partial.path))?;
     drop(out);
-    fs::rename(&temporary, path).map_err(local)?;
+    fs::rename(&partial.path, path).map_err(local("renaming to", path))?;
+    partial.published = true;
+    sync_parent(path)?;
     writeln!(
         io::stdout().lock(),
         "OK bytes={offset} read_version={}",

@@ -280,8 +280,8 @@ impl<'a> SlotApplier<'a> {
         now_ms: u64,
         ttl_ms: u64,
     ) -> Step<WriteOutcome> {
-        let clock = self.upload_clock()?.max(now_ms);
-        self.advance_upload_clock(clock)?;
+        self.advance_upload_clock(now_ms)?;
+        let clock = self.upload_clock()?;
         let id = blob::hex(&upload);
         let staged = match (self.pending_upload(&upload)?, offset) {
             (None, 0) => {
