@@ -1,6 +1,7 @@
 //! paxkv: a replicated, transactional key-value store on multi-Paxos.
 pub mod api;
 pub mod bench;
+pub mod confman;
 pub mod consensus;
 pub mod executor;
 pub mod metrics;

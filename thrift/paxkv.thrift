@@ -24,6 +24,13 @@ enum ErrorCode {
   SNAPSHOT_GONE = 8,
   MEMBERSHIP_REFUSED = 9,
   DOCUMENT = 10,
+  UNAUTHENTICATED = 11,
+  PERMISSION_DENIED = 12,
+  NOT_FOUND = 13,
+  ALREADY_EXISTS = 14,
+  INVALID_TRANSITION = 15,
+  SCHEMA_VIOLATION = 16,
+  STALE = 17,
 }
 
 // The request is malformed (for example an empty key, or begin > end). For input that is
@@ -659,4 +666,592 @@ service Paxkv {
   SnapshotChunk readSnapshot(1: ReadSnapshotRequest request)
     throws (1: InvalidArgument invalid, 4: Unavailable unavailable, 5: InternalError internal,
             8: SnapshotGone snapshot_gone),
+}
+
+// ---------------------------------------------------------------------------------------
+// The configuration service (docs/config-service.md): namespaces, principals and roles,
+// change sets reviewed and published as one transaction, audit, history and watch. Served
+// on the same port as Paxkv (the method names differ); a connection authenticates once
+// with `authenticate`, and every later call on it acts as that principal.
+
+// The call needs a principal: authenticate first, with a token that is valid (not revoked,
+// not expired, of a principal that is not disabled).
+exception Unauthenticated {
+  1: required ErrorCode code = ErrorCode.UNAUTHENTICATED,
+  2: required string message,
+}
+
+// The principal lacks `permission` (read, draft, approve, publish, admin, or root) on
+// `ns` and every namespace above it.
+exception PermissionDenied {
+  1: required ErrorCode code = ErrorCode.PERMISSION_DENIED,
+  2: required string permission,
+  3: required string ns,
+  4: required string message,
+}
+
+// `what` is principal, token, namespace, entry, revision or change.
+exception NotFound {
+  1: required ErrorCode code = ErrorCode.NOT_FOUND,
+  2: required string what,
+  3: required string name,
+  4: required string message,
+}
+
+exception AlreadyExists {
+  1: required ErrorCode code = ErrorCode.ALREADY_EXISTS,
+  2: required string what,
+  3: required string name,
+  4: required string message,
+}
+
+// `action` is not allowed on a change set in `state` (or not by this principal: the author
+// approving their own change is one).
+exception InvalidTransition {
+  1: required ErrorCode code = ErrorCode.INVALID_TRANSITION,
+  2: required i64 change_id,
+  3: required string state,
+  4: required string action,
+  5: required string message,
+}
+
+// An entry does not match its namespace's JSON Schema: `pointer` is where in the entry,
+// `rule` the schema keyword that failed (with its schema path in `message`).
+exception SchemaViolation {
+  1: required ErrorCode code = ErrorCode.SCHEMA_VIOLATION,
+  2: required string ns,
+  3: required string key,
+  4: required string pointer,
+  5: required string rule,
+  6: required string message,
+}
+
+struct MovedEntry {
+  1: required string ns,
+  2: required string key,
+  3: required i64 base_revision,
+  4: required i64 current_revision,
+}
+
+// The change set's entries moved since it was based: nothing was published. rebaseChange
+// re-bases it onto the current revisions.
+exception Stale {
+  1: required ErrorCode code = ErrorCode.STALE,
+  2: required i64 change_id,
+  3: required list<MovedEntry> moved,
+  4: required string message,
+}
+
+struct AuthResult {
+  1: required string principal,
+  2: required string token_id,
+  3: optional i64 expires_at_ms,
+  4: required bool root,
+}
+
+struct Principal {
+  1: required string name,
+  // "user" or "service".
+  2: required string kind,
+  3: required string description,
+  4: required bool disabled,
+  5: required i64 created_at_ms,
+  6: required string created_by,
+  7: required bool root,
+}
+
+struct CreatePrincipalRequest {
+  1: required string name,
+  2: required string kind,
+  3: optional string description,
+}
+
+struct CreateTokenRequest {
+  1: required string principal,
+  2: optional string description,
+  // The token stops working this long after it is created; none: never.
+  3: optional i64 ttl_seconds,
+}
+
+// `token` is shown once: only its hash is stored.
+struct TokenCreated {
+  1: required string token_id,
+  2: required string token,
+  3: optional i64 expires_at_ms,
+}
+
+struct TokenInfo {
+  1: required string token_id,
+  2: required string principal,
+  3: required string description,
+  4: required i64 created_at_ms,
+  5: optional i64 expires_at_ms,
+  6: required bool revoked,
+}
+
+// `role` is one of reader, editor, approver, publisher, admin; a grant on a namespace holds
+// in its whole subtree.
+struct Grant {
+  1: required string ns,
+  2: required string principal,
+  3: required string role,
+}
+
+struct Namespace {
+  1: required string path,
+  2: required string description,
+  // A JSON Schema (draft 2020-12) every entry of the namespace must match; none: any JSON.
+  3: optional binary schema,
+  // Approvals a change needs from approvers of this namespace before it is published.
+  4: required i32 approvals_required,
+  5: required i64 created_at_ms,
+  6: required string created_by,
+  7: required list<Grant> grants,
+}
+
+struct CreateNamespaceRequest {
+  1: required string path,
+  2: optional string description,
+  3: optional binary schema,
+  4: optional i32 approvals_required,
+}
+
+// Fields left out are unchanged; an empty `schema` removes the schema.
+struct UpdateNamespaceRequest {
+  1: required string path,
+  2: optional string description,
+  3: optional binary schema,
+  4: optional i32 approvals_required,
+}
+
+struct ListNamespacesRequest {
+  1: required string path,
+  2: required bool recursive,
+  3: required i32 limit,
+  4: optional string continuation,
+}
+
+struct NamespaceList {
+  1: required list<Namespace> namespaces,
+  2: optional string continuation,
+}
+
+struct Entry {
+  1: required string ns,
+  2: required string key,
+  // The JSON document (or bytes, by content_type); absent in listings without values.
+  3: optional binary value,
+  4: required string content_type,
+  // Counts the entry's published revisions from 1.
+  5: required i64 revision,
+  6: required i64 change_id,
+  7: required string author,
+  8: required list<string> approvers,
+  9: required i64 published_at_ms,
+  // The store version the entry was read at.
+  10: required i64 read_version,
+}
+
+// The newest revision, or `revision`; linearizable unless `read_version` is given.
+struct GetEntryRequest {
+  1: required string ns,
+  2: required string key,
+  3: optional i64 revision,
+  4: optional i64 read_version,
+}
+
+struct ListEntriesRequest {
+  1: required string ns,
+  2: required bool recursive,
+  3: required i32 limit,
+  4: optional string continuation,
+  5: optional i64 read_version,
+  6: required bool values,
+}
+
+struct EntryList {
+  1: required list<Entry> entries,
+  2: optional string continuation,
+  3: required i64 read_version,
+}
+
+struct EntryRevision {
+  1: required i64 revision,
+  2: required i64 change_id,
+  3: required string author,
+  4: required list<string> approvers,
+  5: required i64 published_at_ms,
+  6: required bool deleted,
+  7: required bool emergency,
+  8: required string published_by,
+}
+
+struct HistoryRequest {
+  1: required string ns,
+  2: required string key,
+  3: required i32 limit,
+  // Newest first, from the revision below this one; none: from the newest.
+  4: optional i64 before_revision,
+}
+
+// Revision 0 is the entry before it existed (null); to_revision none: the newest.
+struct DiffRequest {
+  1: required string ns,
+  2: required string key,
+  3: required i64 from_revision,
+  4: optional i64 to_revision,
+}
+
+struct DiffResult {
+  // RFC 6902, from the first revision to the second.
+  1: required binary json_patch,
+  // A unified diff of the two revisions pretty-printed.
+  2: required string text,
+}
+
+enum EditOp {
+  // `value` is the whole new entry.
+  PUT = 1,
+  // `value` is an RFC 6902 patch of the published entry.
+  PATCH = 2,
+  DELETE = 3,
+}
+
+struct Edit {
+  1: required string ns,
+  2: required string key,
+  3: required EditOp op,
+  4: optional binary value,
+  // "application/json" (default) or any other type for opaque bytes (PUT only).
+  5: optional string content_type,
+}
+
+struct EntryRef {
+  1: required string ns,
+  2: required string key,
+}
+
+// One entry a change set writes. `value` is what publishing writes (a PATCH is applied
+// when the edit is saved); `base_revision` the published revision it was based on (0: the
+// entry did not exist).
+struct ChangeEdit {
+  1: required string ns,
+  2: required string key,
+  3: required EditOp op,
+  4: required i64 base_revision,
+  5: optional binary value,
+  6: required string content_type,
+}
+
+struct Review {
+  1: required string principal,
+  // "approve" or "reject".
+  2: required string verdict,
+  3: required string comment,
+  4: required i64 at_ms,
+}
+
+struct ChangeSet {
+  1: required i64 id,
+  2: required string title,
+  3: required string description,
+  4: required string author,
+  // draft, in_review, approved, published, rejected, abandoned.
+  5: required string state,
+  6: required list<ChangeEdit> edits,
+  // Approvals of the current submission, and rejections.
+  7: required list<Review> reviews,
+  8: required i64 created_at_ms,
+  9: required i64 updated_at_ms,
+  10: optional i64 published_version,
+  11: optional i64 published_at_ms,
+  12: optional string published_by,
+  13: required bool emergency,
+  14: optional string reason,
+}
+
+struct CreateChangeRequest {
+  1: required string title,
+  2: optional string description,
+  3: optional list<Edit> edits,
+}
+
+// Adds edits (replacing any earlier edit of the same entry) and drops the entries in
+// `drop`. An edit of a change in review sends it back to draft and drops its approvals.
+struct EditChangeRequest {
+  1: required i64 change_id,
+  2: required list<Edit> edits,
+  3: optional list<EntryRef> drop,
+}
+
+struct ReviewRequest {
+  1: required i64 change_id,
+  2: optional string comment,
+}
+
+// `emergency`: an admin of every namespace touched publishes without review; `reason` is
+// then required and the audit marks it.
+struct PublishRequest {
+  1: required i64 change_id,
+  2: required bool emergency,
+  3: optional string reason,
+}
+
+struct PublishResult {
+  1: required ChangeSet change,
+  // The store version every entry of the change was written at.
+  2: required i64 version,
+}
+
+struct RebaseConflict {
+  1: required string ns,
+  2: required string key,
+  // The JSON pointer both the change and the published entry changed.
+  3: required string pointer,
+  4: required string message,
+}
+
+// With conflicts nothing was changed.
+struct RebaseResult {
+  1: required ChangeSet change,
+  2: required list<RebaseConflict> conflicts,
+}
+
+struct ListChangesRequest {
+  1: optional string state,
+  2: optional string author,
+  3: required i32 limit,
+  // Newest first, from the change below this id; none: from the newest.
+  4: optional i64 before_id,
+}
+
+struct ChangeList {
+  1: required list<ChangeSet> changes,
+  2: optional i64 next_before_id,
+}
+
+// A new draft that restores every entry `change_id` published to its revision before it.
+struct RevertRequest {
+  1: required i64 change_id,
+  2: optional string title,
+}
+
+struct AuditEvent {
+  1: required string id,
+  2: required i64 at_ms,
+  3: required string actor,
+  4: required string action,
+  // "ok" or "denied".
+  5: required string outcome,
+  // Namespaces, entries ("/ns:key"), principals, tokens the action touched.
+  6: required list<string> targets,
+  7: optional i64 change_id,
+  // JSON: revisions before and after, the permission denied, the reason, ...
+  8: required string detail,
+}
+
+// Every filter given must match; `entry` is "/namespace:key".
+struct AuditQuery {
+  1: optional string ns,
+  2: optional string entry,
+  3: optional string actor,
+  4: optional i64 change_id,
+  5: optional i64 from_ms,
+  6: optional i64 to_ms,
+  7: required i32 limit,
+  8: optional string continuation,
+}
+
+struct AuditPage {
+  1: required list<AuditEvent> events,
+  2: optional string continuation,
+}
+
+struct ConfigEvent {
+  1: required string ns,
+  2: required string key,
+  3: required i64 revision,
+  4: required i64 change_id,
+  5: required i64 version,
+  6: required bool deleted,
+  7: optional binary value,
+  8: required string content_type,
+}
+
+struct WatchConfigRequest {
+  1: required string ns,
+  2: required i64 from_version,
+  3: required i64 timeout_ms,
+}
+
+struct WatchConfigResult {
+  // Published changes of the subtree, in version order; all entries of one change share
+  // one version.
+  1: required list<ConfigEvent> events,
+  2: required i64 next_version,
+}
+
+service Confman {
+  AuthResult authenticate(1: string token)
+    throws (1: InvalidArgument invalid, 4: Unavailable unavailable, 5: InternalError internal,
+            11: Unauthenticated unauthenticated),
+
+  Principal whoami()
+    throws (4: Unavailable unavailable, 5: InternalError internal,
+            11: Unauthenticated unauthenticated),
+
+  Principal createPrincipal(1: CreatePrincipalRequest request)
+    throws (1: InvalidArgument invalid, 4: Unavailable unavailable, 5: InternalError internal,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied,
+            14: AlreadyExists exists),
+
+  list<Principal> listPrincipals()
+    throws (4: Unavailable unavailable, 5: InternalError internal,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied),
+
+  // Disables a principal: its tokens stop working. Root cannot be disabled.
+  Principal disablePrincipal(1: string name)
+    throws (1: InvalidArgument invalid, 4: Unavailable unavailable, 5: InternalError internal,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied,
+            13: NotFound not_found),
+
+  TokenCreated createToken(1: CreateTokenRequest request)
+    throws (1: InvalidArgument invalid, 4: Unavailable unavailable, 5: InternalError internal,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied,
+            13: NotFound not_found),
+
+  list<TokenInfo> listTokens(1: string principal)
+    throws (1: InvalidArgument invalid, 4: Unavailable unavailable, 5: InternalError internal,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied),
+
+  TokenInfo revokeToken(1: string token_id)
+    throws (1: InvalidArgument invalid, 4: Unavailable unavailable, 5: InternalError internal,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied,
+            13: NotFound not_found),
+
+  Namespace grantRole(1: Grant grant)
+    throws (1: InvalidArgument invalid, 4: Unavailable unavailable, 5: InternalError internal,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied,
+            13: NotFound not_found),
+
+  Namespace revokeRole(1: Grant grant)
+    throws (1: InvalidArgument invalid, 4: Unavailable unavailable, 5: InternalError internal,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied,
+            13: NotFound not_found),
+
+  Namespace createNamespace(1: CreateNamespaceRequest request)
+    throws (1: InvalidArgument invalid, 4: Unavailable unavailable, 5: InternalError internal,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied,
+            13: NotFound not_found, 14: AlreadyExists exists, 16: SchemaViolation schema),
+
+  Namespace updateNamespace(1: UpdateNamespaceRequest request)
+    throws (1: InvalidArgument invalid, 4: Unavailable unavailable, 5: InternalError internal,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied,
+            13: NotFound not_found, 16: SchemaViolation schema),
+
+  Namespace describeNamespace(1: string path)
+    throws (1: InvalidArgument invalid, 4: Unavailable unavailable, 5: InternalError internal,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied,
+            13: NotFound not_found),
+
+  NamespaceList listNamespaces(1: ListNamespacesRequest request)
+    throws (1: InvalidArgument invalid, 4: Unavailable unavailable, 5: InternalError internal,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied,
+            13: NotFound not_found),
+
+  // Only an empty namespace (no entries, no child namespaces) can be deleted.
+  void deleteNamespace(1: string path)
+    throws (1: InvalidArgument invalid, 4: Unavailable unavailable, 5: InternalError internal,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied,
+            13: NotFound not_found),
+
+  Entry getEntry(1: GetEntryRequest request)
+    throws (1: InvalidArgument invalid, 3: TooOld too_old, 4: Unavailable unavailable,
+            5: InternalError internal, 11: Unauthenticated unauthenticated,
+            12: PermissionDenied denied, 13: NotFound not_found),
+
+  EntryList listEntries(1: ListEntriesRequest request)
+    throws (1: InvalidArgument invalid, 3: TooOld too_old, 4: Unavailable unavailable,
+            5: InternalError internal, 11: Unauthenticated unauthenticated,
+            12: PermissionDenied denied, 13: NotFound not_found),
+
+  list<EntryRevision> entryHistory(1: HistoryRequest request)
+    throws (1: InvalidArgument invalid, 4: Unavailable unavailable, 5: InternalError internal,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied,
+            13: NotFound not_found),
+
+  DiffResult diffEntry(1: DiffRequest request)
+    throws (1: InvalidArgument invalid, 4: Unavailable unavailable, 5: InternalError internal,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied,
+            13: NotFound not_found),
+
+  ChangeSet createChange(1: CreateChangeRequest request)
+    throws (1: InvalidArgument invalid, 2: LimitExceeded limit, 4: Unavailable unavailable,
+            5: InternalError internal, 11: Unauthenticated unauthenticated,
+            12: PermissionDenied denied, 13: NotFound not_found,
+            16: SchemaViolation schema),
+
+  ChangeSet editChange(1: EditChangeRequest request)
+    throws (1: InvalidArgument invalid, 2: LimitExceeded limit, 4: Unavailable unavailable,
+            5: InternalError internal, 11: Unauthenticated unauthenticated,
+            12: PermissionDenied denied, 13: NotFound not_found,
+            15: InvalidTransition transition, 16: SchemaViolation schema),
+
+  ChangeSet getChange(1: i64 change_id)
+    throws (4: Unavailable unavailable, 5: InternalError internal,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied,
+            13: NotFound not_found),
+
+  ChangeList listChanges(1: ListChangesRequest request)
+    throws (1: InvalidArgument invalid, 4: Unavailable unavailable, 5: InternalError internal,
+            11: Unauthenticated unauthenticated),
+
+  ChangeSet submitChange(1: i64 change_id)
+    throws (4: Unavailable unavailable, 5: InternalError internal,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied,
+            13: NotFound not_found, 15: InvalidTransition transition),
+
+  ChangeSet approveChange(1: ReviewRequest request)
+    throws (4: Unavailable unavailable, 5: InternalError internal,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied,
+            13: NotFound not_found, 15: InvalidTransition transition),
+
+  ChangeSet rejectChange(1: ReviewRequest request)
+    throws (4: Unavailable unavailable, 5: InternalError internal,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied,
+            13: NotFound not_found, 15: InvalidTransition transition),
+
+  ChangeSet abandonChange(1: i64 change_id)
+    throws (4: Unavailable unavailable, 5: InternalError internal,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied,
+            13: NotFound not_found, 15: InvalidTransition transition),
+
+  RebaseResult rebaseChange(1: i64 change_id)
+    throws (4: Unavailable unavailable, 5: InternalError internal,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied,
+            13: NotFound not_found, 15: InvalidTransition transition,
+            16: SchemaViolation schema),
+
+  // One transaction: every entry, the change's state and the audit, or nothing.
+  PublishResult publishChange(1: PublishRequest request)
+    throws (1: InvalidArgument invalid, 2: LimitExceeded limit, 4: Unavailable unavailable,
+            5: InternalError internal, 11: Unauthenticated unauthenticated,
+            12: PermissionDenied denied, 13: NotFound not_found,
+            15: InvalidTransition transition, 16: SchemaViolation schema, 17: Stale stale),
+
+  ChangeSet revertChange(1: RevertRequest request)
+    throws (1: InvalidArgument invalid, 4: Unavailable unavailable, 5: InternalError internal,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied,
+            13: NotFound not_found, 15: InvalidTransition transition),
+
+  AuditPage queryAudit(1: AuditQuery query)
+    throws (1: InvalidArgument invalid, 4: Unavailable unavailable, 5: InternalError internal,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied),
+
+  // Long poll, like Paxkv.watch: published changes of the namespace's subtree from
+  // from_version; continue from next_version with no gap and no duplicate.
+  WatchConfigResult watchConfig(1: WatchConfigRequest request)
+    throws (1: InvalidArgument invalid, 4: Unavailable unavailable, 5: InternalError internal,
+            7: Compacted compacted, 11: Unauthenticated unauthenticated,
+            12: PermissionDenied denied, 13: NotFound not_found),
 }

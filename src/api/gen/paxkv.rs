@@ -39,6 +39,13 @@ impl ErrorCode {
   pub const SNAPSHOT_GONE: ErrorCode = ErrorCode(8);
   pub const MEMBERSHIP_REFUSED: ErrorCode = ErrorCode(9);
   pub const DOCUMENT: ErrorCode = ErrorCode(10);
+  pub const UNAUTHENTICATED: ErrorCode = ErrorCode(11);
+  pub const PERMISSION_DENIED: ErrorCode = ErrorCode(12);
+  pub const NOT_FOUND: ErrorCode = ErrorCode(13);
+  pub const ALREADY_EXISTS: ErrorCode = ErrorCode(14);
+  pub const INVALID_TRANSITION: ErrorCode = ErrorCode(15);
+  pub const SCHEMA_VIOLATION: ErrorCode = ErrorCode(16);
+  pub const STALE: ErrorCode = ErrorCode(17);
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::INVALID_ARGUMENT,
     Self::LIMIT_EXCEEDED,
@@ -50,6 +57,13 @@ impl ErrorCode {
     Self::SNAPSHOT_GONE,
     Self::MEMBERSHIP_REFUSED,
     Self::DOCUMENT,
+    Self::UNAUTHENTICATED,
+    Self::PERMISSION_DENIED,
+    Self::NOT_FOUND,
+    Self::ALREADY_EXISTS,
+    Self::INVALID_TRANSITION,
+    Self::SCHEMA_VIOLATION,
+    Self::STALE,
   ];
 }
 
@@ -77,6 +91,13 @@ impl From<i32> for ErrorCode {
       8 => ErrorCode::SNAPSHOT_GONE,
       9 => ErrorCode::MEMBERSHIP_REFUSED,
       10 => ErrorCode::DOCUMENT,
+      11 => ErrorCode::UNAUTHENTICATED,
+      12 => ErrorCode::PERMISSION_DENIED,
+      13 => ErrorCode::NOT_FOUND,
+      14 => ErrorCode::ALREADY_EXISTS,
+      15 => ErrorCode::INVALID_TRANSITION,
+      16 => ErrorCode::SCHEMA_VIOLATION,
+      17 => ErrorCode::STALE,
       _ => ErrorCode(i)
     }
   }
@@ -375,6 +396,60 @@ impl From<PatchFormat> for i32 {
 
 impl From<&PatchFormat> for i32 {
   fn from(e: &PatchFormat) -> i32 {
+    e.0
+  }
+}
+
+#[derive(Copy, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct EditOp(pub i32);
+
+impl EditOp {
+  pub const PUT: EditOp = EditOp(1);
+  pub const PATCH: EditOp = EditOp(2);
+  pub const DELETE: EditOp = EditOp(3);
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::PUT,
+    Self::PATCH,
+    Self::DELETE,
+  ];
+}
+
+impl TSerializable for EditOp {
+  #[allow(clippy::trivially_copy_pass_by_ref)]
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    o_prot.write_i32(self.0)
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<EditOp> {
+    let enum_value = i_prot.read_i32()?;
+    Ok(EditOp::from(enum_value))
+  }
+}
+
+impl From<i32> for EditOp {
+  fn from(i: i32) -> Self {
+    match i {
+      1 => EditOp::PUT,
+      2 => EditOp::PATCH,
+      3 => EditOp::DELETE,
+      _ => EditOp(i)
+    }
+  }
+}
+
+impl From<&i32> for EditOp {
+  fn from(i: &i32) -> Self {
+    EditOp::from(*i)
+  }
+}
+
+impl From<EditOp> for i32 {
+  fn from(e: EditOp) -> i32 {
+    e.0
+  }
+}
+
+impl From<&EditOp> for i32 {
+  fn from(e: &EditOp) -> i32 {
     e.0
   }
 }
@@ -5108,6 +5183,5026 @@ impl TSerializable for ReadSnapshotRequest {
     o_prot.write_field_end()?;
     o_prot.write_field_begin(&TFieldIdentifier::new("maxBytes", TType::I32, 3))?;
     o_prot.write_i32(self.max_bytes)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// Unauthenticated
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct Unauthenticated {
+  pub code: ErrorCode,
+  pub message: String,
+}
+
+impl Unauthenticated {
+  pub fn new(code: ErrorCode, message: String) -> Unauthenticated {
+    Unauthenticated {
+      code,
+      message,
+    }
+  }
+}
+
+impl TSerializable for Unauthenticated {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<Unauthenticated> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<ErrorCode> = None;
+    let mut f_2: Option<String> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = ErrorCode::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("Unauthenticated.code", &f_1)?;
+    verify_required_field_exists("Unauthenticated.message", &f_2)?;
+    let ret = Unauthenticated {
+      code: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      message: f_2.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("Unauthenticated");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("code", TType::I32, 1))?;
+    self.code.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("message", TType::String, 2))?;
+    o_prot.write_string(&self.message)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+impl Error for Unauthenticated {}
+
+impl From<Unauthenticated> for thrift::Error {
+  fn from(e: Unauthenticated) -> Self {
+    thrift::Error::User(Box::new(e))
+  }
+}
+
+impl Display for Unauthenticated {
+  fn fmt(&self, f: &mut Formatter) -> fmt::Result {
+    write!(f, "remote service threw Unauthenticated")
+  }
+}
+
+//
+// PermissionDenied
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct PermissionDenied {
+  pub code: ErrorCode,
+  pub permission: String,
+  pub ns: String,
+  pub message: String,
+}
+
+impl PermissionDenied {
+  pub fn new(code: ErrorCode, permission: String, ns: String, message: String) -> PermissionDenied {
+    PermissionDenied {
+      code,
+      permission,
+      ns,
+      message,
+    }
+  }
+}
+
+impl TSerializable for PermissionDenied {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<PermissionDenied> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<ErrorCode> = None;
+    let mut f_2: Option<String> = None;
+    let mut f_3: Option<String> = None;
+    let mut f_4: Option<String> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = ErrorCode::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_string()?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = i_prot.read_string()?;
+          f_4 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("PermissionDenied.code", &f_1)?;
+    verify_required_field_exists("PermissionDenied.permission", &f_2)?;
+    verify_required_field_exists("PermissionDenied.ns", &f_3)?;
+    verify_required_field_exists("PermissionDenied.message", &f_4)?;
+    let ret = PermissionDenied {
+      code: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      permission: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      ns: f_3.expect("auto-generated code should have checked for presence of required fields"),
+      message: f_4.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("PermissionDenied");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("code", TType::I32, 1))?;
+    self.code.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("permission", TType::String, 2))?;
+    o_prot.write_string(&self.permission)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("ns", TType::String, 3))?;
+    o_prot.write_string(&self.ns)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("message", TType::String, 4))?;
+    o_prot.write_string(&self.message)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+impl Error for PermissionDenied {}
+
+impl From<PermissionDenied> for thrift::Error {
+  fn from(e: PermissionDenied) -> Self {
+    thrift::Error::User(Box::new(e))
+  }
+}
+
+impl Display for PermissionDenied {
+  fn fmt(&self, f: &mut Formatter) -> fmt::Result {
+    write!(f, "remote service threw PermissionDenied")
+  }
+}
+
+//
+// NotFound
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct NotFound {
+  pub code: ErrorCode,
+  pub what: String,
+  pub name: String,
+  pub message: String,
+}
+
+impl NotFound {
+  pub fn new(code: ErrorCode, what: String, name: String, message: String) -> NotFound {
+    NotFound {
+      code,
+      what,
+      name,
+      message,
+    }
+  }
+}
+
+impl TSerializable for NotFound {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<NotFound> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<ErrorCode> = None;
+    let mut f_2: Option<String> = None;
+    let mut f_3: Option<String> = None;
+    let mut f_4: Option<String> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = ErrorCode::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_string()?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = i_prot.read_string()?;
+          f_4 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("NotFound.code", &f_1)?;
+    verify_required_field_exists("NotFound.what", &f_2)?;
+    verify_required_field_exists("NotFound.name", &f_3)?;
+    verify_required_field_exists("NotFound.message", &f_4)?;
+    let ret = NotFound {
+      code: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      what: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      name: f_3.expect("auto-generated code should have checked for presence of required fields"),
+      message: f_4.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("NotFound");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("code", TType::I32, 1))?;
+    self.code.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("what", TType::String, 2))?;
+    o_prot.write_string(&self.what)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("name", TType::String, 3))?;
+    o_prot.write_string(&self.name)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("message", TType::String, 4))?;
+    o_prot.write_string(&self.message)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+impl Error for NotFound {}
+
+impl From<NotFound> for thrift::Error {
+  fn from(e: NotFound) -> Self {
+    thrift::Error::User(Box::new(e))
+  }
+}
+
+impl Display for NotFound {
+  fn fmt(&self, f: &mut Formatter) -> fmt::Result {
+    write!(f, "remote service threw NotFound")
+  }
+}
+
+//
+// AlreadyExists
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct AlreadyExists {
+  pub code: ErrorCode,
+  pub what: String,
+  pub name: String,
+  pub message: String,
+}
+
+impl AlreadyExists {
+  pub fn new(code: ErrorCode, what: String, name: String, message: String) -> AlreadyExists {
+    AlreadyExists {
+      code,
+      what,
+      name,
+      message,
+    }
+  }
+}
+
+impl TSerializable for AlreadyExists {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<AlreadyExists> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<ErrorCode> = None;
+    let mut f_2: Option<String> = None;
+    let mut f_3: Option<String> = None;
+    let mut f_4: Option<String> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = ErrorCode::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_string()?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = i_prot.read_string()?;
+          f_4 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("AlreadyExists.code", &f_1)?;
+    verify_required_field_exists("AlreadyExists.what", &f_2)?;
+    verify_required_field_exists("AlreadyExists.name", &f_3)?;
+    verify_required_field_exists("AlreadyExists.message", &f_4)?;
+    let ret = AlreadyExists {
+      code: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      what: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      name: f_3.expect("auto-generated code should have checked for presence of required fields"),
+      message: f_4.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("AlreadyExists");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("code", TType::I32, 1))?;
+    self.code.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("what", TType::String, 2))?;
+    o_prot.write_string(&self.what)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("name", TType::String, 3))?;
+    o_prot.write_string(&self.name)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("message", TType::String, 4))?;
+    o_prot.write_string(&self.message)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+impl Error for AlreadyExists {}
+
+impl From<AlreadyExists> for thrift::Error {
+  fn from(e: AlreadyExists) -> Self {
+    thrift::Error::User(Box::new(e))
+  }
+}
+
+impl Display for AlreadyExists {
+  fn fmt(&self, f: &mut Formatter) -> fmt::Result {
+    write!(f, "remote service threw AlreadyExists")
+  }
+}
+
+//
+// InvalidTransition
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct InvalidTransition {
+  pub code: ErrorCode,
+  pub change_id: i64,
+  pub state: String,
+  pub action: String,
+  pub message: String,
+}
+
+impl InvalidTransition {
+  pub fn new(code: ErrorCode, change_id: i64, state: String, action: String, message: String) -> InvalidTransition {
+    InvalidTransition {
+      code,
+      change_id,
+      state,
+      action,
+      message,
+    }
+  }
+}
+
+impl TSerializable for InvalidTransition {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<InvalidTransition> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<ErrorCode> = None;
+    let mut f_2: Option<i64> = None;
+    let mut f_3: Option<String> = None;
+    let mut f_4: Option<String> = None;
+    let mut f_5: Option<String> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = ErrorCode::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_i64()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_string()?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = i_prot.read_string()?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = i_prot.read_string()?;
+          f_5 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("InvalidTransition.code", &f_1)?;
+    verify_required_field_exists("InvalidTransition.change_id", &f_2)?;
+    verify_required_field_exists("InvalidTransition.state", &f_3)?;
+    verify_required_field_exists("InvalidTransition.action", &f_4)?;
+    verify_required_field_exists("InvalidTransition.message", &f_5)?;
+    let ret = InvalidTransition {
+      code: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      change_id: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      state: f_3.expect("auto-generated code should have checked for presence of required fields"),
+      action: f_4.expect("auto-generated code should have checked for presence of required fields"),
+      message: f_5.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("InvalidTransition");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("code", TType::I32, 1))?;
+    self.code.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("change_id", TType::I64, 2))?;
+    o_prot.write_i64(self.change_id)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("state", TType::String, 3))?;
+    o_prot.write_string(&self.state)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("action", TType::String, 4))?;
+    o_prot.write_string(&self.action)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("message", TType::String, 5))?;
+    o_prot.write_string(&self.message)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+impl Error for InvalidTransition {}
+
+impl From<InvalidTransition> for thrift::Error {
+  fn from(e: InvalidTransition) -> Self {
+    thrift::Error::User(Box::new(e))
+  }
+}
+
+impl Display for InvalidTransition {
+  fn fmt(&self, f: &mut Formatter) -> fmt::Result {
+    write!(f, "remote service threw InvalidTransition")
+  }
+}
+
+//
+// SchemaViolation
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct SchemaViolation {
+  pub code: ErrorCode,
+  pub ns: String,
+  pub key: String,
+  pub pointer: String,
+  pub rule: String,
+  pub message: String,
+}
+
+impl SchemaViolation {
+  pub fn new(code: ErrorCode, ns: String, key: String, pointer: String, rule: String, message: String) -> SchemaViolation {
+    SchemaViolation {
+      code,
+      ns,
+      key,
+      pointer,
+      rule,
+      message,
+    }
+  }
+}
+
+impl TSerializable for SchemaViolation {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<SchemaViolation> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<ErrorCode> = None;
+    let mut f_2: Option<String> = None;
+    let mut f_3: Option<String> = None;
+    let mut f_4: Option<String> = None;
+    let mut f_5: Option<String> = None;
+    let mut f_6: Option<String> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = ErrorCode::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_string()?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = i_prot.read_string()?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = i_prot.read_string()?;
+          f_5 = Some(val);
+        },
+        6 => {
+          let val = i_prot.read_string()?;
+          f_6 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("SchemaViolation.code", &f_1)?;
+    verify_required_field_exists("SchemaViolation.ns", &f_2)?;
+    verify_required_field_exists("SchemaViolation.key", &f_3)?;
+    verify_required_field_exists("SchemaViolation.pointer", &f_4)?;
+    verify_required_field_exists("SchemaViolation.rule", &f_5)?;
+    verify_required_field_exists("SchemaViolation.message", &f_6)?;
+    let ret = SchemaViolation {
+      code: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      ns: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      key: f_3.expect("auto-generated code should have checked for presence of required fields"),
+      pointer: f_4.expect("auto-generated code should have checked for presence of required fields"),
+      rule: f_5.expect("auto-generated code should have checked for presence of required fields"),
+      message: f_6.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("SchemaViolation");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("code", TType::I32, 1))?;
+    self.code.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("ns", TType::String, 2))?;
+    o_prot.write_string(&self.ns)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("key", TType::String, 3))?;
+    o_prot.write_string(&self.key)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("pointer", TType::String, 4))?;
+    o_prot.write_string(&self.pointer)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("rule", TType::String, 5))?;
+    o_prot.write_string(&self.rule)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("message", TType::String, 6))?;
+    o_prot.write_string(&self.message)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+impl Error for SchemaViolation {}
+
+impl From<SchemaViolation> for thrift::Error {
+  fn from(e: SchemaViolation) -> Self {
+    thrift::Error::User(Box::new(e))
+  }
+}
+
+impl Display for SchemaViolation {
+  fn fmt(&self, f: &mut Formatter) -> fmt::Result {
+    write!(f, "remote service threw SchemaViolation")
+  }
+}
+
+//
+// MovedEntry
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct MovedEntry {
+  pub ns: String,
+  pub key: String,
+  pub base_revision: i64,
+  pub current_revision: i64,
+}
+
+impl MovedEntry {
+  pub fn new(ns: String, key: String, base_revision: i64, current_revision: i64) -> MovedEntry {
+    MovedEntry {
+      ns,
+      key,
+      base_revision,
+      current_revision,
+    }
+  }
+}
+
+impl TSerializable for MovedEntry {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<MovedEntry> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<String> = None;
+    let mut f_2: Option<String> = None;
+    let mut f_3: Option<i64> = None;
+    let mut f_4: Option<i64> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_string()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_i64()?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = i_prot.read_i64()?;
+          f_4 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("MovedEntry.ns", &f_1)?;
+    verify_required_field_exists("MovedEntry.key", &f_2)?;
+    verify_required_field_exists("MovedEntry.base_revision", &f_3)?;
+    verify_required_field_exists("MovedEntry.current_revision", &f_4)?;
+    let ret = MovedEntry {
+      ns: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      key: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      base_revision: f_3.expect("auto-generated code should have checked for presence of required fields"),
+      current_revision: f_4.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("MovedEntry");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("ns", TType::String, 1))?;
+    o_prot.write_string(&self.ns)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("key", TType::String, 2))?;
+    o_prot.write_string(&self.key)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("base_revision", TType::I64, 3))?;
+    o_prot.write_i64(self.base_revision)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("current_revision", TType::I64, 4))?;
+    o_prot.write_i64(self.current_revision)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// Stale
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct Stale {
+  pub code: ErrorCode,
+  pub change_id: i64,
+  pub moved: Vec<MovedEntry>,
+  pub message: String,
+}
+
+impl Stale {
+  pub fn new(code: ErrorCode, change_id: i64, moved: Vec<MovedEntry>, message: String) -> Stale {
+    Stale {
+      code,
+      change_id,
+      moved,
+      message,
+    }
+  }
+}
+
+impl TSerializable for Stale {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<Stale> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<ErrorCode> = None;
+    let mut f_2: Option<i64> = None;
+    let mut f_3: Option<Vec<MovedEntry>> = None;
+    let mut f_4: Option<String> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = ErrorCode::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_i64()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let list_ident = i_prot.read_list_begin()?;
+          let mut val: Vec<MovedEntry> = Vec::with_capacity(list_ident.size as usize);
+          for _ in 0..list_ident.size {
+            let list_elem_12 = MovedEntry::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_12);
+          }
+          i_prot.read_list_end()?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = i_prot.read_string()?;
+          f_4 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("Stale.code", &f_1)?;
+    verify_required_field_exists("Stale.change_id", &f_2)?;
+    verify_required_field_exists("Stale.moved", &f_3)?;
+    verify_required_field_exists("Stale.message", &f_4)?;
+    let ret = Stale {
+      code: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      change_id: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      moved: f_3.expect("auto-generated code should have checked for presence of required fields"),
+      message: f_4.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("Stale");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("code", TType::I32, 1))?;
+    self.code.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("change_id", TType::I64, 2))?;
+    o_prot.write_i64(self.change_id)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("moved", TType::List, 3))?;
+    o_prot.write_list_begin(&TListIdentifier::new(TType::Struct, self.moved.len() as i32))?;
+    for e in &self.moved {
+      e.write_to_out_protocol(o_prot)?;
+    }
+    o_prot.write_list_end()?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("message", TType::String, 4))?;
+    o_prot.write_string(&self.message)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+impl Error for Stale {}
+
+impl From<Stale> for thrift::Error {
+  fn from(e: Stale) -> Self {
+    thrift::Error::User(Box::new(e))
+  }
+}
+
+impl Display for Stale {
+  fn fmt(&self, f: &mut Formatter) -> fmt::Result {
+    write!(f, "remote service threw Stale")
+  }
+}
+
+//
+// AuthResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct AuthResult {
+  pub principal: String,
+  pub token_id: String,
+  pub expires_at_ms: Option<i64>,
+  pub root: bool,
+}
+
+impl AuthResult {
+  pub fn new<F3>(principal: String, token_id: String, expires_at_ms: F3, root: bool) -> AuthResult where F3: Into<Option<i64>> {
+    AuthResult {
+      principal,
+      token_id,
+      expires_at_ms: expires_at_ms.into(),
+      root,
+    }
+  }
+}
+
+impl TSerializable for AuthResult {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<AuthResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<String> = None;
+    let mut f_2: Option<String> = None;
+    let mut f_3: Option<i64> = None;
+    let mut f_4: Option<bool> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_string()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_i64()?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = i_prot.read_bool()?;
+          f_4 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("AuthResult.principal", &f_1)?;
+    verify_required_field_exists("AuthResult.token_id", &f_2)?;
+    verify_required_field_exists("AuthResult.root", &f_4)?;
+    let ret = AuthResult {
+      principal: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      token_id: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      expires_at_ms: f_3,
+      root: f_4.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("AuthResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("principal", TType::String, 1))?;
+    o_prot.write_string(&self.principal)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("token_id", TType::String, 2))?;
+    o_prot.write_string(&self.token_id)?;
+    o_prot.write_field_end()?;
+    if let Some(fld_var) = self.expires_at_ms {
+      o_prot.write_field_begin(&TFieldIdentifier::new("expires_at_ms", TType::I64, 3))?;
+      o_prot.write_i64(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_begin(&TFieldIdentifier::new("root", TType::Bool, 4))?;
+    o_prot.write_bool(self.root)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// Principal
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct Principal {
+  pub name: String,
+  pub kind: String,
+  pub description: String,
+  pub disabled: bool,
+  pub created_at_ms: i64,
+  pub created_by: String,
+  pub root: bool,
+}
+
+impl Principal {
+  pub fn new(name: String, kind: String, description: String, disabled: bool, created_at_ms: i64, created_by: String, root: bool) -> Principal {
+    Principal {
+      name,
+      kind,
+      description,
+      disabled,
+      created_at_ms,
+      created_by,
+      root,
+    }
+  }
+}
+
+impl TSerializable for Principal {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<Principal> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<String> = None;
+    let mut f_2: Option<String> = None;
+    let mut f_3: Option<String> = None;
+    let mut f_4: Option<bool> = None;
+    let mut f_5: Option<i64> = None;
+    let mut f_6: Option<String> = None;
+    let mut f_7: Option<bool> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_string()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_string()?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = i_prot.read_bool()?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = i_prot.read_i64()?;
+          f_5 = Some(val);
+        },
+        6 => {
+          let val = i_prot.read_string()?;
+          f_6 = Some(val);
+        },
+        7 => {
+          let val = i_prot.read_bool()?;
+          f_7 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("Principal.name", &f_1)?;
+    verify_required_field_exists("Principal.kind", &f_2)?;
+    verify_required_field_exists("Principal.description", &f_3)?;
+    verify_required_field_exists("Principal.disabled", &f_4)?;
+    verify_required_field_exists("Principal.created_at_ms", &f_5)?;
+    verify_required_field_exists("Principal.created_by", &f_6)?;
+    verify_required_field_exists("Principal.root", &f_7)?;
+    let ret = Principal {
+      name: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      kind: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      description: f_3.expect("auto-generated code should have checked for presence of required fields"),
+      disabled: f_4.expect("auto-generated code should have checked for presence of required fields"),
+      created_at_ms: f_5.expect("auto-generated code should have checked for presence of required fields"),
+      created_by: f_6.expect("auto-generated code should have checked for presence of required fields"),
+      root: f_7.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("Principal");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("name", TType::String, 1))?;
+    o_prot.write_string(&self.name)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("kind", TType::String, 2))?;
+    o_prot.write_string(&self.kind)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("description", TType::String, 3))?;
+    o_prot.write_string(&self.description)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("disabled", TType::Bool, 4))?;
+    o_prot.write_bool(self.disabled)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("created_at_ms", TType::I64, 5))?;
+    o_prot.write_i64(self.created_at_ms)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("created_by", TType::String, 6))?;
+    o_prot.write_string(&self.created_by)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("root", TType::Bool, 7))?;
+    o_prot.write_bool(self.root)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// CreatePrincipalRequest
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct CreatePrincipalRequest {
+  pub name: String,
+  pub kind: String,
+  pub description: Option<String>,
+}
+
+impl CreatePrincipalRequest {
+  pub fn new<F3>(name: String, kind: String, description: F3) -> CreatePrincipalRequest where F3: Into<Option<String>> {
+    CreatePrincipalRequest {
+      name,
+      kind,
+      description: description.into(),
+    }
+  }
+}
+
+impl TSerializable for CreatePrincipalRequest {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<CreatePrincipalRequest> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<String> = None;
+    let mut f_2: Option<String> = None;
+    let mut f_3: Option<String> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_string()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_string()?;
+          f_3 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("CreatePrincipalRequest.name", &f_1)?;
+    verify_required_field_exists("CreatePrincipalRequest.kind", &f_2)?;
+    let ret = CreatePrincipalRequest {
+      name: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      kind: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      description: f_3,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("CreatePrincipalRequest");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("name", TType::String, 1))?;
+    o_prot.write_string(&self.name)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("kind", TType::String, 2))?;
+    o_prot.write_string(&self.kind)?;
+    o_prot.write_field_end()?;
+    if let Some(ref fld_var) = self.description {
+      o_prot.write_field_begin(&TFieldIdentifier::new("description", TType::String, 3))?;
+      o_prot.write_string(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// CreateTokenRequest
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct CreateTokenRequest {
+  pub principal: String,
+  pub description: Option<String>,
+  pub ttl_seconds: Option<i64>,
+}
+
+impl CreateTokenRequest {
+  pub fn new<F2, F3>(principal: String, description: F2, ttl_seconds: F3) -> CreateTokenRequest where F2: Into<Option<String>>, F3: Into<Option<i64>> {
+    CreateTokenRequest {
+      principal,
+      description: description.into(),
+      ttl_seconds: ttl_seconds.into(),
+    }
+  }
+}
+
+impl TSerializable for CreateTokenRequest {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<CreateTokenRequest> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<String> = None;
+    let mut f_2: Option<String> = None;
+    let mut f_3: Option<i64> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_string()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_i64()?;
+          f_3 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("CreateTokenRequest.principal", &f_1)?;
+    let ret = CreateTokenRequest {
+      principal: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      description: f_2,
+      ttl_seconds: f_3,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("CreateTokenRequest");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("principal", TType::String, 1))?;
+    o_prot.write_string(&self.principal)?;
+    o_prot.write_field_end()?;
+    if let Some(ref fld_var) = self.description {
+      o_prot.write_field_begin(&TFieldIdentifier::new("description", TType::String, 2))?;
+      o_prot.write_string(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(fld_var) = self.ttl_seconds {
+      o_prot.write_field_begin(&TFieldIdentifier::new("ttl_seconds", TType::I64, 3))?;
+      o_prot.write_i64(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// TokenCreated
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct TokenCreated {
+  pub token_id: String,
+  pub token: String,
+  pub expires_at_ms: Option<i64>,
+}
+
+impl TokenCreated {
+  pub fn new<F3>(token_id: String, token: String, expires_at_ms: F3) -> TokenCreated where F3: Into<Option<i64>> {
+    TokenCreated {
+      token_id,
+      token,
+      expires_at_ms: expires_at_ms.into(),
+    }
+  }
+}
+
+impl TSerializable for TokenCreated {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<TokenCreated> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<String> = None;
+    let mut f_2: Option<String> = None;
+    let mut f_3: Option<i64> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_string()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_i64()?;
+          f_3 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("TokenCreated.token_id", &f_1)?;
+    verify_required_field_exists("TokenCreated.token", &f_2)?;
+    let ret = TokenCreated {
+      token_id: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      token: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      expires_at_ms: f_3,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("TokenCreated");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("token_id", TType::String, 1))?;
+    o_prot.write_string(&self.token_id)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("token", TType::String, 2))?;
+    o_prot.write_string(&self.token)?;
+    o_prot.write_field_end()?;
+    if let Some(fld_var) = self.expires_at_ms {
+      o_prot.write_field_begin(&TFieldIdentifier::new("expires_at_ms", TType::I64, 3))?;
+      o_prot.write_i64(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// TokenInfo
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct TokenInfo {
+  pub token_id: String,
+  pub principal: String,
+  pub description: String,
+  pub created_at_ms: i64,
+  pub expires_at_ms: Option<i64>,
+  pub revoked: bool,
+}
+
+impl TokenInfo {
+  pub fn new<F5>(token_id: String, principal: String, description: String, created_at_ms: i64, expires_at_ms: F5, revoked: bool) -> TokenInfo where F5: Into<Option<i64>> {
+    TokenInfo {
+      token_id,
+      principal,
+      description,
+      created_at_ms,
+      expires_at_ms: expires_at_ms.into(),
+      revoked,
+    }
+  }
+}
+
+impl TSerializable for TokenInfo {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<TokenInfo> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<String> = None;
+    let mut f_2: Option<String> = None;
+    let mut f_3: Option<String> = None;
+    let mut f_4: Option<i64> = None;
+    let mut f_5: Option<i64> = None;
+    let mut f_6: Option<bool> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_string()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_string()?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = i_prot.read_i64()?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = i_prot.read_i64()?;
+          f_5 = Some(val);
+        },
+        6 => {
+          let val = i_prot.read_bool()?;
+          f_6 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("TokenInfo.token_id", &f_1)?;
+    verify_required_field_exists("TokenInfo.principal", &f_2)?;
+    verify_required_field_exists("TokenInfo.description", &f_3)?;
+    verify_required_field_exists("TokenInfo.created_at_ms", &f_4)?;
+    verify_required_field_exists("TokenInfo.revoked", &f_6)?;
+    let ret = TokenInfo {
+      token_id: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      principal: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      description: f_3.expect("auto-generated code should have checked for presence of required fields"),
+      created_at_ms: f_4.expect("auto-generated code should have checked for presence of required fields"),
+      expires_at_ms: f_5,
+      revoked: f_6.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("TokenInfo");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("token_id", TType::String, 1))?;
+    o_prot.write_string(&self.token_id)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("principal", TType::String, 2))?;
+    o_prot.write_string(&self.principal)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("description", TType::String, 3))?;
+    o_prot.write_string(&self.description)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("created_at_ms", TType::I64, 4))?;
+    o_prot.write_i64(self.created_at_ms)?;
+    o_prot.write_field_end()?;
+    if let Some(fld_var) = self.expires_at_ms {
+      o_prot.write_field_begin(&TFieldIdentifier::new("expires_at_ms", TType::I64, 5))?;
+      o_prot.write_i64(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_begin(&TFieldIdentifier::new("revoked", TType::Bool, 6))?;
+    o_prot.write_bool(self.revoked)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// Grant
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct Grant {
+  pub ns: String,
+  pub principal: String,
+  pub role: String,
+}
+
+impl Grant {
+  pub fn new(ns: String, principal: String, role: String) -> Grant {
+    Grant {
+      ns,
+      principal,
+      role,
+    }
+  }
+}
+
+impl TSerializable for Grant {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<Grant> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<String> = None;
+    let mut f_2: Option<String> = None;
+    let mut f_3: Option<String> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_string()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_string()?;
+          f_3 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("Grant.ns", &f_1)?;
+    verify_required_field_exists("Grant.principal", &f_2)?;
+    verify_required_field_exists("Grant.role", &f_3)?;
+    let ret = Grant {
+      ns: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      principal: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      role: f_3.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("Grant");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("ns", TType::String, 1))?;
+    o_prot.write_string(&self.ns)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("principal", TType::String, 2))?;
+    o_prot.write_string(&self.principal)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("role", TType::String, 3))?;
+    o_prot.write_string(&self.role)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// Namespace
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct Namespace {
+  pub path: String,
+  pub description: String,
+  pub schema: Option<Vec<u8>>,
+  pub approvals_required: i32,
+  pub created_at_ms: i64,
+  pub created_by: String,
+  pub grants: Vec<Grant>,
+}
+
+impl Namespace {
+  pub fn new<F3>(path: String, description: String, schema: F3, approvals_required: i32, created_at_ms: i64, created_by: String, grants: Vec<Grant>) -> Namespace where F3: Into<Option<Vec<u8>>> {
+    Namespace {
+      path,
+      description,
+      schema: schema.into(),
+      approvals_required,
+      created_at_ms,
+      created_by,
+      grants,
+    }
+  }
+}
+
+impl TSerializable for Namespace {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<Namespace> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<String> = None;
+    let mut f_2: Option<String> = None;
+    let mut f_3: Option<Vec<u8>> = None;
+    let mut f_4: Option<i32> = None;
+    let mut f_5: Option<i64> = None;
+    let mut f_6: Option<String> = None;
+    let mut f_7: Option<Vec<Grant>> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_string()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_bytes()?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = i_prot.read_i32()?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = i_prot.read_i64()?;
+          f_5 = Some(val);
+        },
+        6 => {
+          let val = i_prot.read_string()?;
+          f_6 = Some(val);
+        },
+        7 => {
+          let list_ident = i_prot.read_list_begin()?;
+          let mut val: Vec<Grant> = Vec::with_capacity(list_ident.size as usize);
+          for _ in 0..list_ident.size {
+            let list_elem_13 = Grant::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_13);
+          }
+          i_prot.read_list_end()?;
+          f_7 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("Namespace.path", &f_1)?;
+    verify_required_field_exists("Namespace.description", &f_2)?;
+    verify_required_field_exists("Namespace.approvals_required", &f_4)?;
+    verify_required_field_exists("Namespace.created_at_ms", &f_5)?;
+    verify_required_field_exists("Namespace.created_by", &f_6)?;
+    verify_required_field_exists("Namespace.grants", &f_7)?;
+    let ret = Namespace {
+      path: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      description: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      schema: f_3,
+      approvals_required: f_4.expect("auto-generated code should have checked for presence of required fields"),
+      created_at_ms: f_5.expect("auto-generated code should have checked for presence of required fields"),
+      created_by: f_6.expect("auto-generated code should have checked for presence of required fields"),
+      grants: f_7.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("Namespace");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("path", TType::String, 1))?;
+    o_prot.write_string(&self.path)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("description", TType::String, 2))?;
+    o_prot.write_string(&self.description)?;
+    o_prot.write_field_end()?;
+    if let Some(ref fld_var) = self.schema {
+      o_prot.write_field_begin(&TFieldIdentifier::new("schema", TType::String, 3))?;
+      o_prot.write_bytes(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_begin(&TFieldIdentifier::new("approvals_required", TType::I32, 4))?;
+    o_prot.write_i32(self.approvals_required)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("created_at_ms", TType::I64, 5))?;
+    o_prot.write_i64(self.created_at_ms)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("created_by", TType::String, 6))?;
+    o_prot.write_string(&self.created_by)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("grants", TType::List, 7))?;
+    o_prot.write_list_begin(&TListIdentifier::new(TType::Struct, self.grants.len() as i32))?;
+    for e in &self.grants {
+      e.write_to_out_protocol(o_prot)?;
+    }
+    o_prot.write_list_end()?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// CreateNamespaceRequest
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct CreateNamespaceRequest {
+  pub path: String,
+  pub description: Option<String>,
+  pub schema: Option<Vec<u8>>,
+  pub approvals_required: Option<i32>,
+}
+
+impl CreateNamespaceRequest {
+  pub fn new<F2, F3, F4>(path: String, description: F2, schema: F3, approvals_required: F4) -> CreateNamespaceRequest where F2: Into<Option<String>>, F3: Into<Option<Vec<u8>>>, F4: Into<Option<i32>> {
+    CreateNamespaceRequest {
+      path,
+      description: description.into(),
+      schema: schema.into(),
+      approvals_required: approvals_required.into(),
+    }
+  }
+}
+
+impl TSerializable for CreateNamespaceRequest {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<CreateNamespaceRequest> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<String> = None;
+    let mut f_2: Option<String> = None;
+    let mut f_3: Option<Vec<u8>> = None;
+    let mut f_4: Option<i32> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_string()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_bytes()?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = i_prot.read_i32()?;
+          f_4 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("CreateNamespaceRequest.path", &f_1)?;
+    let ret = CreateNamespaceRequest {
+      path: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      description: f_2,
+      schema: f_3,
+      approvals_required: f_4,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("CreateNamespaceRequest");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("path", TType::String, 1))?;
+    o_prot.write_string(&self.path)?;
+    o_prot.write_field_end()?;
+    if let Some(ref fld_var) = self.description {
+      o_prot.write_field_begin(&TFieldIdentifier::new("description", TType::String, 2))?;
+      o_prot.write_string(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.schema {
+      o_prot.write_field_begin(&TFieldIdentifier::new("schema", TType::String, 3))?;
+      o_prot.write_bytes(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(fld_var) = self.approvals_required {
+      o_prot.write_field_begin(&TFieldIdentifier::new("approvals_required", TType::I32, 4))?;
+      o_prot.write_i32(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// UpdateNamespaceRequest
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct UpdateNamespaceRequest {
+  pub path: String,
+  pub description: Option<String>,
+  pub schema: Option<Vec<u8>>,
+  pub approvals_required: Option<i32>,
+}
+
+impl UpdateNamespaceRequest {
+  pub fn new<F2, F3, F4>(path: String, description: F2, schema: F3, approvals_required: F4) -> UpdateNamespaceRequest where F2: Into<Option<String>>, F3: Into<Option<Vec<u8>>>, F4: Into<Option<i32>> {
+    UpdateNamespaceRequest {
+      path,
+      description: description.into(),
+      schema: schema.into(),
+      approvals_required: approvals_required.into(),
+    }
+  }
+}
+
+impl TSerializable for UpdateNamespaceRequest {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<UpdateNamespaceRequest> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<String> = None;
+    let mut f_2: Option<String> = None;
+    let mut f_3: Option<Vec<u8>> = None;
+    let mut f_4: Option<i32> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_string()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_bytes()?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = i_prot.read_i32()?;
+          f_4 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("UpdateNamespaceRequest.path", &f_1)?;
+    let ret = UpdateNamespaceRequest {
+      path: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      description: f_2,
+      schema: f_3,
+      approvals_required: f_4,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("UpdateNamespaceRequest");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("path", TType::String, 1))?;
+    o_prot.write_string(&self.path)?;
+    o_prot.write_field_end()?;
+    if let Some(ref fld_var) = self.description {
+      o_prot.write_field_begin(&TFieldIdentifier::new("description", TType::String, 2))?;
+      o_prot.write_string(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.schema {
+      o_prot.write_field_begin(&TFieldIdentifier::new("schema", TType::String, 3))?;
+      o_prot.write_bytes(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(fld_var) = self.approvals_required {
+      o_prot.write_field_begin(&TFieldIdentifier::new("approvals_required", TType::I32, 4))?;
+      o_prot.write_i32(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ListNamespacesRequest
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct ListNamespacesRequest {
+  pub path: String,
+  pub recursive: bool,
+  pub limit: i32,
+  pub continuation: Option<String>,
+}
+
+impl ListNamespacesRequest {
+  pub fn new<F4>(path: String, recursive: bool, limit: i32, continuation: F4) -> ListNamespacesRequest where F4: Into<Option<String>> {
+    ListNamespacesRequest {
+      path,
+      recursive,
+      limit,
+      continuation: continuation.into(),
+    }
+  }
+}
+
+impl TSerializable for ListNamespacesRequest {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ListNamespacesRequest> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<String> = None;
+    let mut f_2: Option<bool> = None;
+    let mut f_3: Option<i32> = None;
+    let mut f_4: Option<String> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_string()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_bool()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_i32()?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = i_prot.read_string()?;
+          f_4 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ListNamespacesRequest.path", &f_1)?;
+    verify_required_field_exists("ListNamespacesRequest.recursive", &f_2)?;
+    verify_required_field_exists("ListNamespacesRequest.limit", &f_3)?;
+    let ret = ListNamespacesRequest {
+      path: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      recursive: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      limit: f_3.expect("auto-generated code should have checked for presence of required fields"),
+      continuation: f_4,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ListNamespacesRequest");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("path", TType::String, 1))?;
+    o_prot.write_string(&self.path)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("recursive", TType::Bool, 2))?;
+    o_prot.write_bool(self.recursive)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("limit", TType::I32, 3))?;
+    o_prot.write_i32(self.limit)?;
+    o_prot.write_field_end()?;
+    if let Some(ref fld_var) = self.continuation {
+      o_prot.write_field_begin(&TFieldIdentifier::new("continuation", TType::String, 4))?;
+      o_prot.write_string(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// NamespaceList
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct NamespaceList {
+  pub namespaces: Vec<Namespace>,
+  pub continuation: Option<String>,
+}
+
+impl NamespaceList {
+  pub fn new<F2>(namespaces: Vec<Namespace>, continuation: F2) -> NamespaceList where F2: Into<Option<String>> {
+    NamespaceList {
+      namespaces,
+      continuation: continuation.into(),
+    }
+  }
+}
+
+impl TSerializable for NamespaceList {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<NamespaceList> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<Vec<Namespace>> = None;
+    let mut f_2: Option<String> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let list_ident = i_prot.read_list_begin()?;
+          let mut val: Vec<Namespace> = Vec::with_capacity(list_ident.size as usize);
+          for _ in 0..list_ident.size {
+            let list_elem_14 = Namespace::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_14);
+          }
+          i_prot.read_list_end()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("NamespaceList.namespaces", &f_1)?;
+    let ret = NamespaceList {
+      namespaces: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      continuation: f_2,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("NamespaceList");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("namespaces", TType::List, 1))?;
+    o_prot.write_list_begin(&TListIdentifier::new(TType::Struct, self.namespaces.len() as i32))?;
+    for e in &self.namespaces {
+      e.write_to_out_protocol(o_prot)?;
+    }
+    o_prot.write_list_end()?;
+    o_prot.write_field_end()?;
+    if let Some(ref fld_var) = self.continuation {
+      o_prot.write_field_begin(&TFieldIdentifier::new("continuation", TType::String, 2))?;
+      o_prot.write_string(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// Entry
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct Entry {
+  pub ns: String,
+  pub key: String,
+  pub value: Option<Vec<u8>>,
+  pub content_type: String,
+  pub revision: i64,
+  pub change_id: i64,
+  pub author: String,
+  pub approvers: Vec<String>,
+  pub published_at_ms: i64,
+  pub read_version: i64,
+}
+
+impl Entry {
+  pub fn new<F3>(ns: String, key: String, value: F3, content_type: String, revision: i64, change_id: i64, author: String, approvers: Vec<String>, published_at_ms: i64, read_version: i64) -> Entry where F3: Into<Option<Vec<u8>>> {
+    Entry {
+      ns,
+      key,
+      value: value.into(),
+      content_type,
+      revision,
+      change_id,
+      author,
+      approvers,
+      published_at_ms,
+      read_version,
+    }
+  }
+}
+
+impl TSerializable for Entry {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<Entry> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<String> = None;
+    let mut f_2: Option<String> = None;
+    let mut f_3: Option<Vec<u8>> = None;
+    let mut f_4: Option<String> = None;
+    let mut f_5: Option<i64> = None;
+    let mut f_6: Option<i64> = None;
+    let mut f_7: Option<String> = None;
+    let mut f_8: Option<Vec<String>> = None;
+    let mut f_9: Option<i64> = None;
+    let mut f_10: Option<i64> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_string()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_bytes()?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = i_prot.read_string()?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = i_prot.read_i64()?;
+          f_5 = Some(val);
+        },
+        6 => {
+          let val = i_prot.read_i64()?;
+          f_6 = Some(val);
+        },
+        7 => {
+          let val = i_prot.read_string()?;
+          f_7 = Some(val);
+        },
+        8 => {
+          let list_ident = i_prot.read_list_begin()?;
+          let mut val: Vec<String> = Vec::with_capacity(list_ident.size as usize);
+          for _ in 0..list_ident.size {
+            let list_elem_15 = i_prot.read_string()?;
+            val.push(list_elem_15);
+          }
+          i_prot.read_list_end()?;
+          f_8 = Some(val);
+        },
+        9 => {
+          let val = i_prot.read_i64()?;
+          f_9 = Some(val);
+        },
+        10 => {
+          let val = i_prot.read_i64()?;
+          f_10 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("Entry.ns", &f_1)?;
+    verify_required_field_exists("Entry.key", &f_2)?;
+    verify_required_field_exists("Entry.content_type", &f_4)?;
+    verify_required_field_exists("Entry.revision", &f_5)?;
+    verify_required_field_exists("Entry.change_id", &f_6)?;
+    verify_required_field_exists("Entry.author", &f_7)?;
+    verify_required_field_exists("Entry.approvers", &f_8)?;
+    verify_required_field_exists("Entry.published_at_ms", &f_9)?;
+    verify_required_field_exists("Entry.read_version", &f_10)?;
+    let ret = Entry {
+      ns: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      key: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      value: f_3,
+      content_type: f_4.expect("auto-generated code should have checked for presence of required fields"),
+      revision: f_5.expect("auto-generated code should have checked for presence of required fields"),
+      change_id: f_6.expect("auto-generated code should have checked for presence of required fields"),
+      author: f_7.expect("auto-generated code should have checked for presence of required fields"),
+      approvers: f_8.expect("auto-generated code should have checked for presence of required fields"),
+      published_at_ms: f_9.expect("auto-generated code should have checked for presence of required fields"),
+      read_version: f_10.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("Entry");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("ns", TType::String, 1))?;
+    o_prot.write_string(&self.ns)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("key", TType::String, 2))?;
+    o_prot.write_string(&self.key)?;
+    o_prot.write_field_end()?;
+    if let Some(ref fld_var) = self.value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("value", TType::String, 3))?;
+      o_prot.write_bytes(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_begin(&TFieldIdentifier::new("content_type", TType::String, 4))?;
+    o_prot.write_string(&self.content_type)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("revision", TType::I64, 5))?;
+    o_prot.write_i64(self.revision)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("change_id", TType::I64, 6))?;
+    o_prot.write_i64(self.change_id)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("author", TType::String, 7))?;
+    o_prot.write_string(&self.author)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("approvers", TType::List, 8))?;
+    o_prot.write_list_begin(&TListIdentifier::new(TType::String, self.approvers.len() as i32))?;
+    for e in &self.approvers {
+      o_prot.write_string(e)?;
+    }
+    o_prot.write_list_end()?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("published_at_ms", TType::I64, 9))?;
+    o_prot.write_i64(self.published_at_ms)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("read_version", TType::I64, 10))?;
+    o_prot.write_i64(self.read_version)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// GetEntryRequest
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct GetEntryRequest {
+  pub ns: String,
+  pub key: String,
+  pub revision: Option<i64>,
+  pub read_version: Option<i64>,
+}
+
+impl GetEntryRequest {
+  pub fn new<F3, F4>(ns: String, key: String, revision: F3, read_version: F4) -> GetEntryRequest where F3: Into<Option<i64>>, F4: Into<Option<i64>> {
+    GetEntryRequest {
+      ns,
+      key,
+      revision: revision.into(),
+      read_version: read_version.into(),
+    }
+  }
+}
+
+impl TSerializable for GetEntryRequest {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<GetEntryRequest> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<String> = None;
+    let mut f_2: Option<String> = None;
+    let mut f_3: Option<i64> = None;
+    let mut f_4: Option<i64> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_string()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_i64()?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = i_prot.read_i64()?;
+          f_4 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("GetEntryRequest.ns", &f_1)?;
+    verify_required_field_exists("GetEntryRequest.key", &f_2)?;
+    let ret = GetEntryRequest {
+      ns: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      key: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      revision: f_3,
+      read_version: f_4,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("GetEntryRequest");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("ns", TType::String, 1))?;
+    o_prot.write_string(&self.ns)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("key", TType::String, 2))?;
+    o_prot.write_string(&self.key)?;
+    o_prot.write_field_end()?;
+    if let Some(fld_var) = self.revision {
+      o_prot.write_field_begin(&TFieldIdentifier::new("revision", TType::I64, 3))?;
+      o_prot.write_i64(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(fld_var) = self.read_version {
+      o_prot.write_field_begin(&TFieldIdentifier::new("read_version", TType::I64, 4))?;
+      o_prot.write_i64(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ListEntriesRequest
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct ListEntriesRequest {
+  pub ns: String,
+  pub recursive: bool,
+  pub limit: i32,
+  pub continuation: Option<String>,
+  pub read_version: Option<i64>,
+  pub values: bool,
+}
+
+impl ListEntriesRequest {
+  pub fn new<F4, F5>(ns: String, recursive: bool, limit: i32, continuation: F4, read_version: F5, values: bool) -> ListEntriesRequest where F4: Into<Option<String>>, F5: Into<Option<i64>> {
+    ListEntriesRequest {
+      ns,
+      recursive,
+      limit,
+      continuation: continuation.into(),
+      read_version: read_version.into(),
+      values,
+    }
+  }
+}
+
+impl TSerializable for ListEntriesRequest {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ListEntriesRequest> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<String> = None;
+    let mut f_2: Option<bool> = None;
+    let mut f_3: Option<i32> = None;
+    let mut f_4: Option<String> = None;
+    let mut f_5: Option<i64> = None;
+    let mut f_6: Option<bool> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_string()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_bool()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_i32()?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = i_prot.read_string()?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = i_prot.read_i64()?;
+          f_5 = Some(val);
+        },
+        6 => {
+          let val = i_prot.read_bool()?;
+          f_6 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ListEntriesRequest.ns", &f_1)?;
+    verify_required_field_exists("ListEntriesRequest.recursive", &f_2)?;
+    verify_required_field_exists("ListEntriesRequest.limit", &f_3)?;
+    verify_required_field_exists("ListEntriesRequest.values", &f_6)?;
+    let ret = ListEntriesRequest {
+      ns: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      recursive: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      limit: f_3.expect("auto-generated code should have checked for presence of required fields"),
+      continuation: f_4,
+      read_version: f_5,
+      values: f_6.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ListEntriesRequest");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("ns", TType::String, 1))?;
+    o_prot.write_string(&self.ns)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("recursive", TType::Bool, 2))?;
+    o_prot.write_bool(self.recursive)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("limit", TType::I32, 3))?;
+    o_prot.write_i32(self.limit)?;
+    o_prot.write_field_end()?;
+    if let Some(ref fld_var) = self.continuation {
+      o_prot.write_field_begin(&TFieldIdentifier::new("continuation", TType::String, 4))?;
+      o_prot.write_string(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(fld_var) = self.read_version {
+      o_prot.write_field_begin(&TFieldIdentifier::new("read_version", TType::I64, 5))?;
+      o_prot.write_i64(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_begin(&TFieldIdentifier::new("values", TType::Bool, 6))?;
+    o_prot.write_bool(self.values)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// EntryList
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct EntryList {
+  pub entries: Vec<Entry>,
+  pub continuation: Option<String>,
+  pub read_version: i64,
+}
+
+impl EntryList {
+  pub fn new<F2>(entries: Vec<Entry>, continuation: F2, read_version: i64) -> EntryList where F2: Into<Option<String>> {
+    EntryList {
+      entries,
+      continuation: continuation.into(),
+      read_version,
+    }
+  }
+}
+
+impl TSerializable for EntryList {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<EntryList> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<Vec<Entry>> = None;
+    let mut f_2: Option<String> = None;
+    let mut f_3: Option<i64> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let list_ident = i_prot.read_list_begin()?;
+          let mut val: Vec<Entry> = Vec::with_capacity(list_ident.size as usize);
+          for _ in 0..list_ident.size {
+            let list_elem_16 = Entry::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_16);
+          }
+          i_prot.read_list_end()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_i64()?;
+          f_3 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("EntryList.entries", &f_1)?;
+    verify_required_field_exists("EntryList.read_version", &f_3)?;
+    let ret = EntryList {
+      entries: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      continuation: f_2,
+      read_version: f_3.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("EntryList");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("entries", TType::List, 1))?;
+    o_prot.write_list_begin(&TListIdentifier::new(TType::Struct, self.entries.len() as i32))?;
+    for e in &self.entries {
+      e.write_to_out_protocol(o_prot)?;
+    }
+    o_prot.write_list_end()?;
+    o_prot.write_field_end()?;
+    if let Some(ref fld_var) = self.continuation {
+      o_prot.write_field_begin(&TFieldIdentifier::new("continuation", TType::String, 2))?;
+      o_prot.write_string(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_begin(&TFieldIdentifier::new("read_version", TType::I64, 3))?;
+    o_prot.write_i64(self.read_version)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// EntryRevision
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct EntryRevision {
+  pub revision: i64,
+  pub change_id: i64,
+  pub author: String,
+  pub approvers: Vec<String>,
+  pub published_at_ms: i64,
+  pub deleted: bool,
+  pub emergency: bool,
+  pub published_by: String,
+}
+
+impl EntryRevision {
+  pub fn new(revision: i64, change_id: i64, author: String, approvers: Vec<String>, published_at_ms: i64, deleted: bool, emergency: bool, published_by: String) -> EntryRevision {
+    EntryRevision {
+      revision,
+      change_id,
+      author,
+      approvers,
+      published_at_ms,
+      deleted,
+      emergency,
+      published_by,
+    }
+  }
+}
+
+impl TSerializable for EntryRevision {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<EntryRevision> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<i64> = None;
+    let mut f_2: Option<i64> = None;
+    let mut f_3: Option<String> = None;
+    let mut f_4: Option<Vec<String>> = None;
+    let mut f_5: Option<i64> = None;
+    let mut f_6: Option<bool> = None;
+    let mut f_7: Option<bool> = None;
+    let mut f_8: Option<String> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_i64()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_i64()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_string()?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let list_ident = i_prot.read_list_begin()?;
+          let mut val: Vec<String> = Vec::with_capacity(list_ident.size as usize);
+          for _ in 0..list_ident.size {
+            let list_elem_17 = i_prot.read_string()?;
+            val.push(list_elem_17);
+          }
+          i_prot.read_list_end()?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = i_prot.read_i64()?;
+          f_5 = Some(val);
+        },
+        6 => {
+          let val = i_prot.read_bool()?;
+          f_6 = Some(val);
+        },
+        7 => {
+          let val = i_prot.read_bool()?;
+          f_7 = Some(val);
+        },
+        8 => {
+          let val = i_prot.read_string()?;
+          f_8 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("EntryRevision.revision", &f_1)?;
+    verify_required_field_exists("EntryRevision.change_id", &f_2)?;
+    verify_required_field_exists("EntryRevision.author", &f_3)?;
+    verify_required_field_exists("EntryRevision.approvers", &f_4)?;
+    verify_required_field_exists("EntryRevision.published_at_ms", &f_5)?;
+    verify_required_field_exists("EntryRevision.deleted", &f_6)?;
+    verify_required_field_exists("EntryRevision.emergency", &f_7)?;
+    verify_required_field_exists("EntryRevision.published_by", &f_8)?;
+    let ret = EntryRevision {
+      revision: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      change_id: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      author: f_3.expect("auto-generated code should have checked for presence of required fields"),
+      approvers: f_4.expect("auto-generated code should have checked for presence of required fields"),
+      published_at_ms: f_5.expect("auto-generated code should have checked for presence of required fields"),
+      deleted: f_6.expect("auto-generated code should have checked for presence of required fields"),
+      emergency: f_7.expect("auto-generated code should have checked for presence of required fields"),
+      published_by: f_8.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("EntryRevision");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("revision", TType::I64, 1))?;
+    o_prot.write_i64(self.revision)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("change_id", TType::I64, 2))?;
+    o_prot.write_i64(self.change_id)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("author", TType::String, 3))?;
+    o_prot.write_string(&self.author)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("approvers", TType::List, 4))?;
+    o_prot.write_list_begin(&TListIdentifier::new(TType::String, self.approvers.len() as i32))?;
+    for e in &self.approvers {
+      o_prot.write_string(e)?;
+    }
+    o_prot.write_list_end()?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("published_at_ms", TType::I64, 5))?;
+    o_prot.write_i64(self.published_at_ms)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("deleted", TType::Bool, 6))?;
+    o_prot.write_bool(self.deleted)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("emergency", TType::Bool, 7))?;
+    o_prot.write_bool(self.emergency)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("published_by", TType::String, 8))?;
+    o_prot.write_string(&self.published_by)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// HistoryRequest
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct HistoryRequest {
+  pub ns: String,
+  pub key: String,
+  pub limit: i32,
+  pub before_revision: Option<i64>,
+}
+
+impl HistoryRequest {
+  pub fn new<F4>(ns: String, key: String, limit: i32, before_revision: F4) -> HistoryRequest where F4: Into<Option<i64>> {
+    HistoryRequest {
+      ns,
+      key,
+      limit,
+      before_revision: before_revision.into(),
+    }
+  }
+}
+
+impl TSerializable for HistoryRequest {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<HistoryRequest> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<String> = None;
+    let mut f_2: Option<String> = None;
+    let mut f_3: Option<i32> = None;
+    let mut f_4: Option<i64> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_string()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_i32()?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = i_prot.read_i64()?;
+          f_4 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("HistoryRequest.ns", &f_1)?;
+    verify_required_field_exists("HistoryRequest.key", &f_2)?;
+    verify_required_field_exists("HistoryRequest.limit", &f_3)?;
+    let ret = HistoryRequest {
+      ns: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      key: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      limit: f_3.expect("auto-generated code should have checked for presence of required fields"),
+      before_revision: f_4,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("HistoryRequest");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("ns", TType::String, 1))?;
+    o_prot.write_string(&self.ns)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("key", TType::String, 2))?;
+    o_prot.write_string(&self.key)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("limit", TType::I32, 3))?;
+    o_prot.write_i32(self.limit)?;
+    o_prot.write_field_end()?;
+    if let Some(fld_var) = self.before_revision {
+      o_prot.write_field_begin(&TFieldIdentifier::new("before_revision", TType::I64, 4))?;
+      o_prot.write_i64(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// DiffRequest
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct DiffRequest {
+  pub ns: String,
+  pub key: String,
+  pub from_revision: i64,
+  pub to_revision: Option<i64>,
+}
+
+impl DiffRequest {
+  pub fn new<F4>(ns: String, key: String, from_revision: i64, to_revision: F4) -> DiffRequest where F4: Into<Option<i64>> {
+    DiffRequest {
+      ns,
+      key,
+      from_revision,
+      to_revision: to_revision.into(),
+    }
+  }
+}
+
+impl TSerializable for DiffRequest {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<DiffRequest> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<String> = None;
+    let mut f_2: Option<String> = None;
+    let mut f_3: Option<i64> = None;
+    let mut f_4: Option<i64> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_string()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_i64()?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = i_prot.read_i64()?;
+          f_4 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("DiffRequest.ns", &f_1)?;
+    verify_required_field_exists("DiffRequest.key", &f_2)?;
+    verify_required_field_exists("DiffRequest.from_revision", &f_3)?;
+    let ret = DiffRequest {
+      ns: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      key: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      from_revision: f_3.expect("auto-generated code should have checked for presence of required fields"),
+      to_revision: f_4,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("DiffRequest");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("ns", TType::String, 1))?;
+    o_prot.write_string(&self.ns)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("key", TType::String, 2))?;
+    o_prot.write_string(&self.key)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("from_revision", TType::I64, 3))?;
+    o_prot.write_i64(self.from_revision)?;
+    o_prot.write_field_end()?;
+    if let Some(fld_var) = self.to_revision {
+      o_prot.write_field_begin(&TFieldIdentifier::new("to_revision", TType::I64, 4))?;
+      o_prot.write_i64(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// DiffResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct DiffResult {
+  pub json_patch: Vec<u8>,
+  pub text: String,
+}
+
+impl DiffResult {
+  pub fn new(json_patch: Vec<u8>, text: String) -> DiffResult {
+    DiffResult {
+      json_patch,
+      text,
+    }
+  }
+}
+
+impl TSerializable for DiffResult {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<DiffResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<Vec<u8>> = None;
+    let mut f_2: Option<String> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_bytes()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("DiffResult.json_patch", &f_1)?;
+    verify_required_field_exists("DiffResult.text", &f_2)?;
+    let ret = DiffResult {
+      json_patch: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      text: f_2.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("DiffResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("json_patch", TType::String, 1))?;
+    o_prot.write_bytes(&self.json_patch)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("text", TType::String, 2))?;
+    o_prot.write_string(&self.text)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// Edit
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct Edit {
+  pub ns: String,
+  pub key: String,
+  pub op: EditOp,
+  pub value: Option<Vec<u8>>,
+  pub content_type: Option<String>,
+}
+
+impl Edit {
+  pub fn new<F4, F5>(ns: String, key: String, op: EditOp, value: F4, content_type: F5) -> Edit where F4: Into<Option<Vec<u8>>>, F5: Into<Option<String>> {
+    Edit {
+      ns,
+      key,
+      op,
+      value: value.into(),
+      content_type: content_type.into(),
+    }
+  }
+}
+
+impl TSerializable for Edit {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<Edit> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<String> = None;
+    let mut f_2: Option<String> = None;
+    let mut f_3: Option<EditOp> = None;
+    let mut f_4: Option<Vec<u8>> = None;
+    let mut f_5: Option<String> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_string()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = EditOp::read_from_in_protocol(i_prot)?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = i_prot.read_bytes()?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = i_prot.read_string()?;
+          f_5 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("Edit.ns", &f_1)?;
+    verify_required_field_exists("Edit.key", &f_2)?;
+    verify_required_field_exists("Edit.op", &f_3)?;
+    let ret = Edit {
+      ns: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      key: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      op: f_3.expect("auto-generated code should have checked for presence of required fields"),
+      value: f_4,
+      content_type: f_5,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("Edit");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("ns", TType::String, 1))?;
+    o_prot.write_string(&self.ns)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("key", TType::String, 2))?;
+    o_prot.write_string(&self.key)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("op", TType::I32, 3))?;
+    self.op.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    if let Some(ref fld_var) = self.value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("value", TType::String, 4))?;
+      o_prot.write_bytes(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.content_type {
+      o_prot.write_field_begin(&TFieldIdentifier::new("content_type", TType::String, 5))?;
+      o_prot.write_string(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// EntryRef
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct EntryRef {
+  pub ns: String,
+  pub key: String,
+}
+
+impl EntryRef {
+  pub fn new(ns: String, key: String) -> EntryRef {
+    EntryRef {
+      ns,
+      key,
+    }
+  }
+}
+
+impl TSerializable for EntryRef {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<EntryRef> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<String> = None;
+    let mut f_2: Option<String> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_string()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("EntryRef.ns", &f_1)?;
+    verify_required_field_exists("EntryRef.key", &f_2)?;
+    let ret = EntryRef {
+      ns: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      key: f_2.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("EntryRef");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("ns", TType::String, 1))?;
+    o_prot.write_string(&self.ns)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("key", TType::String, 2))?;
+    o_prot.write_string(&self.key)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ChangeEdit
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct ChangeEdit {
+  pub ns: String,
+  pub key: String,
+  pub op: EditOp,
+  pub base_revision: i64,
+  pub value: Option<Vec<u8>>,
+  pub content_type: String,
+}
+
+impl ChangeEdit {
+  pub fn new<F5>(ns: String, key: String, op: EditOp, base_revision: i64, value: F5, content_type: String) -> ChangeEdit where F5: Into<Option<Vec<u8>>> {
+    ChangeEdit {
+      ns,
+      key,
+      op,
+      base_revision,
+      value: value.into(),
+      content_type,
+    }
+  }
+}
+
+impl TSerializable for ChangeEdit {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ChangeEdit> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<String> = None;
+    let mut f_2: Option<String> = None;
+    let mut f_3: Option<EditOp> = None;
+    let mut f_4: Option<i64> = None;
+    let mut f_5: Option<Vec<u8>> = None;
+    let mut f_6: Option<String> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_string()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = EditOp::read_from_in_protocol(i_prot)?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = i_prot.read_i64()?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = i_prot.read_bytes()?;
+          f_5 = Some(val);
+        },
+        6 => {
+          let val = i_prot.read_string()?;
+          f_6 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ChangeEdit.ns", &f_1)?;
+    verify_required_field_exists("ChangeEdit.key", &f_2)?;
+    verify_required_field_exists("ChangeEdit.op", &f_3)?;
+    verify_required_field_exists("ChangeEdit.base_revision", &f_4)?;
+    verify_required_field_exists("ChangeEdit.content_type", &f_6)?;
+    let ret = ChangeEdit {
+      ns: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      key: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      op: f_3.expect("auto-generated code should have checked for presence of required fields"),
+      base_revision: f_4.expect("auto-generated code should have checked for presence of required fields"),
+      value: f_5,
+      content_type: f_6.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ChangeEdit");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("ns", TType::String, 1))?;
+    o_prot.write_string(&self.ns)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("key", TType::String, 2))?;
+    o_prot.write_string(&self.key)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("op", TType::I32, 3))?;
+    self.op.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("base_revision", TType::I64, 4))?;
+    o_prot.write_i64(self.base_revision)?;
+    o_prot.write_field_end()?;
+    if let Some(ref fld_var) = self.value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("value", TType::String, 5))?;
+      o_prot.write_bytes(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_begin(&TFieldIdentifier::new("content_type", TType::String, 6))?;
+    o_prot.write_string(&self.content_type)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// Review
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct Review {
+  pub principal: String,
+  pub verdict: String,
+  pub comment: String,
+  pub at_ms: i64,
+}
+
+impl Review {
+  pub fn new(principal: String, verdict: String, comment: String, at_ms: i64) -> Review {
+    Review {
+      principal,
+      verdict,
+      comment,
+      at_ms,
+    }
+  }
+}
+
+impl TSerializable for Review {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<Review> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<String> = None;
+    let mut f_2: Option<String> = None;
+    let mut f_3: Option<String> = None;
+    let mut f_4: Option<i64> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_string()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_string()?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = i_prot.read_i64()?;
+          f_4 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("Review.principal", &f_1)?;
+    verify_required_field_exists("Review.verdict", &f_2)?;
+    verify_required_field_exists("Review.comment", &f_3)?;
+    verify_required_field_exists("Review.at_ms", &f_4)?;
+    let ret = Review {
+      principal: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      verdict: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      comment: f_3.expect("auto-generated code should have checked for presence of required fields"),
+      at_ms: f_4.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("Review");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("principal", TType::String, 1))?;
+    o_prot.write_string(&self.principal)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("verdict", TType::String, 2))?;
+    o_prot.write_string(&self.verdict)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("comment", TType::String, 3))?;
+    o_prot.write_string(&self.comment)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("at_ms", TType::I64, 4))?;
+    o_prot.write_i64(self.at_ms)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ChangeSet
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct ChangeSet {
+  pub id: i64,
+  pub title: String,
+  pub description: String,
+  pub author: String,
+  pub state: String,
+  pub edits: Vec<ChangeEdit>,
+  pub reviews: Vec<Review>,
+  pub created_at_ms: i64,
+  pub updated_at_ms: i64,
+  pub published_version: Option<i64>,
+  pub published_at_ms: Option<i64>,
+  pub published_by: Option<String>,
+  pub emergency: bool,
+  pub reason: Option<String>,
+}
+
+impl ChangeSet {
+  pub fn new<F10, F11, F12, F14>(id: i64, title: String, description: String, author: String, state: String, edits: Vec<ChangeEdit>, reviews: Vec<Review>, created_at_ms: i64, updated_at_ms: i64, published_version: F10, published_at_ms: F11, published_by: F12, emergency: bool, reason: F14) -> ChangeSet where F10: Into<Option<i64>>, F11: Into<Option<i64>>, F12: Into<Option<String>>, F14: Into<Option<String>> {
+    ChangeSet {
+      id,
+      title,
+      description,
+      author,
+      state,
+      edits,
+      reviews,
+      created_at_ms,
+      updated_at_ms,
+      published_version: published_version.into(),
+      published_at_ms: published_at_ms.into(),
+      published_by: published_by.into(),
+      emergency,
+      reason: reason.into(),
+    }
+  }
+}
+
+impl TSerializable for ChangeSet {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ChangeSet> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<i64> = None;
+    let mut f_2: Option<String> = None;
+    let mut f_3: Option<String> = None;
+    let mut f_4: Option<String> = None;
+    let mut f_5: Option<String> = None;
+    let mut f_6: Option<Vec<ChangeEdit>> = None;
+    let mut f_7: Option<Vec<Review>> = None;
+    let mut f_8: Option<i64> = None;
+    let mut f_9: Option<i64> = None;
+    let mut f_10: Option<i64> = None;
+    let mut f_11: Option<i64> = None;
+    let mut f_12: Option<String> = None;
+    let mut f_13: Option<bool> = None;
+    let mut f_14: Option<String> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_i64()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_string()?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = i_prot.read_string()?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = i_prot.read_string()?;
+          f_5 = Some(val);
+        },
+        6 => {
+          let list_ident = i_prot.read_list_begin()?;
+          let mut val: Vec<ChangeEdit> = Vec::with_capacity(list_ident.size as usize);
+          for _ in 0..list_ident.size {
+            let list_elem_18 = ChangeEdit::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_18);
+          }
+          i_prot.read_list_end()?;
+          f_6 = Some(val);
+        },
+        7 => {
+          let list_ident = i_prot.read_list_begin()?;
+          let mut val: Vec<Review> = Vec::with_capacity(list_ident.size as usize);
+          for _ in 0..list_ident.size {
+            let list_elem_19 = Review::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_19);
+          }
+          i_prot.read_list_end()?;
+          f_7 = Some(val);
+        },
+        8 => {
+          let val = i_prot.read_i64()?;
+          f_8 = Some(val);
+        },
+        9 => {
+          let val = i_prot.read_i64()?;
+          f_9 = Some(val);
+        },
+        10 => {
+          let val = i_prot.read_i64()?;
+          f_10 = Some(val);
+        },
+        11 => {
+          let val = i_prot.read_i64()?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = i_prot.read_string()?;
+          f_12 = Some(val);
+        },
+        13 => {
+          let val = i_prot.read_bool()?;
+          f_13 = Some(val);
+        },
+        14 => {
+          let val = i_prot.read_string()?;
+          f_14 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ChangeSet.id", &f_1)?;
+    verify_required_field_exists("ChangeSet.title", &f_2)?;
+    verify_required_field_exists("ChangeSet.description", &f_3)?;
+    verify_required_field_exists("ChangeSet.author", &f_4)?;
+    verify_required_field_exists("ChangeSet.state", &f_5)?;
+    verify_required_field_exists("ChangeSet.edits", &f_6)?;
+    verify_required_field_exists("ChangeSet.reviews", &f_7)?;
+    verify_required_field_exists("ChangeSet.created_at_ms", &f_8)?;
+    verify_required_field_exists("ChangeSet.updated_at_ms", &f_9)?;
+    verify_required_field_exists("ChangeSet.emergency", &f_13)?;
+    let ret = ChangeSet {
+      id: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      title: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      description: f_3.expect("auto-generated code should have checked for presence of required fields"),
+      author: f_4.expect("auto-generated code should have checked for presence of required fields"),
+      state: f_5.expect("auto-generated code should have checked for presence of required fields"),
+      edits: f_6.expect("auto-generated code should have checked for presence of required fields"),
+      reviews: f_7.expect("auto-generated code should have checked for presence of required fields"),
+      created_at_ms: f_8.expect("auto-generated code should have checked for presence of required fields"),
+      updated_at_ms: f_9.expect("auto-generated code should have checked for presence of required fields"),
+      published_version: f_10,
+      published_at_ms: f_11,
+      published_by: f_12,
+      emergency: f_13.expect("auto-generated code should have checked for presence of required fields"),
+      reason: f_14,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ChangeSet");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("id", TType::I64, 1))?;
+    o_prot.write_i64(self.id)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("title", TType::String, 2))?;
+    o_prot.write_string(&self.title)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("description", TType::String, 3))?;
+    o_prot.write_string(&self.description)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("author", TType::String, 4))?;
+    o_prot.write_string(&self.author)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("state", TType::String, 5))?;
+    o_prot.write_string(&self.state)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("edits", TType::List, 6))?;
+    o_prot.write_list_begin(&TListIdentifier::new(TType::Struct, self.edits.len() as i32))?;
+    for e in &self.edits {
+      e.write_to_out_protocol(o_prot)?;
+    }
+    o_prot.write_list_end()?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("reviews", TType::List, 7))?;
+    o_prot.write_list_begin(&TListIdentifier::new(TType::Struct, self.reviews.len() as i32))?;
+    for e in &self.reviews {
+      e.write_to_out_protocol(o_prot)?;
+    }
+    o_prot.write_list_end()?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("created_at_ms", TType::I64, 8))?;
+    o_prot.write_i64(self.created_at_ms)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("updated_at_ms", TType::I64, 9))?;
+    o_prot.write_i64(self.updated_at_ms)?;
+    o_prot.write_field_end()?;
+    if let Some(fld_var) = self.published_version {
+      o_prot.write_field_begin(&TFieldIdentifier::new("published_version", TType::I64, 10))?;
+      o_prot.write_i64(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(fld_var) = self.published_at_ms {
+      o_prot.write_field_begin(&TFieldIdentifier::new("published_at_ms", TType::I64, 11))?;
+      o_prot.write_i64(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.published_by {
+      o_prot.write_field_begin(&TFieldIdentifier::new("published_by", TType::String, 12))?;
+      o_prot.write_string(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_begin(&TFieldIdentifier::new("emergency", TType::Bool, 13))?;
+    o_prot.write_bool(self.emergency)?;
+    o_prot.write_field_end()?;
+    if let Some(ref fld_var) = self.reason {
+      o_prot.write_field_begin(&TFieldIdentifier::new("reason", TType::String, 14))?;
+      o_prot.write_string(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// CreateChangeRequest
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct CreateChangeRequest {
+  pub title: String,
+  pub description: Option<String>,
+  pub edits: Option<Vec<Edit>>,
+}
+
+impl CreateChangeRequest {
+  pub fn new<F2, F3>(title: String, description: F2, edits: F3) -> CreateChangeRequest where F2: Into<Option<String>>, F3: Into<Option<Vec<Edit>>> {
+    CreateChangeRequest {
+      title,
+      description: description.into(),
+      edits: edits.into(),
+    }
+  }
+}
+
+impl TSerializable for CreateChangeRequest {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<CreateChangeRequest> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<String> = None;
+    let mut f_2: Option<String> = None;
+    let mut f_3: Option<Vec<Edit>> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_string()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let list_ident = i_prot.read_list_begin()?;
+          let mut val: Vec<Edit> = Vec::with_capacity(list_ident.size as usize);
+          for _ in 0..list_ident.size {
+            let list_elem_20 = Edit::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_20);
+          }
+          i_prot.read_list_end()?;
+          f_3 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("CreateChangeRequest.title", &f_1)?;
+    let ret = CreateChangeRequest {
+      title: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      description: f_2,
+      edits: f_3,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("CreateChangeRequest");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("title", TType::String, 1))?;
+    o_prot.write_string(&self.title)?;
+    o_prot.write_field_end()?;
+    if let Some(ref fld_var) = self.description {
+      o_prot.write_field_begin(&TFieldIdentifier::new("description", TType::String, 2))?;
+      o_prot.write_string(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.edits {
+      o_prot.write_field_begin(&TFieldIdentifier::new("edits", TType::List, 3))?;
+      o_prot.write_list_begin(&TListIdentifier::new(TType::Struct, fld_var.len() as i32))?;
+      for e in fld_var {
+        e.write_to_out_protocol(o_prot)?;
+      }
+      o_prot.write_list_end()?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// EditChangeRequest
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct EditChangeRequest {
+  pub change_id: i64,
+  pub edits: Vec<Edit>,
+  pub drop: Option<Vec<EntryRef>>,
+}
+
+impl EditChangeRequest {
+  pub fn new<F3>(change_id: i64, edits: Vec<Edit>, drop: F3) -> EditChangeRequest where F3: Into<Option<Vec<EntryRef>>> {
+    EditChangeRequest {
+      change_id,
+      edits,
+      drop: drop.into(),
+    }
+  }
+}
+
+impl TSerializable for EditChangeRequest {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<EditChangeRequest> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<i64> = None;
+    let mut f_2: Option<Vec<Edit>> = None;
+    let mut f_3: Option<Vec<EntryRef>> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_i64()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let list_ident = i_prot.read_list_begin()?;
+          let mut val: Vec<Edit> = Vec::with_capacity(list_ident.size as usize);
+          for _ in 0..list_ident.size {
+            let list_elem_21 = Edit::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_21);
+          }
+          i_prot.read_list_end()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let list_ident = i_prot.read_list_begin()?;
+          let mut val: Vec<EntryRef> = Vec::with_capacity(list_ident.size as usize);
+          for _ in 0..list_ident.size {
+            let list_elem_22 = EntryRef::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_22);
+          }
+          i_prot.read_list_end()?;
+          f_3 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("EditChangeRequest.change_id", &f_1)?;
+    verify_required_field_exists("EditChangeRequest.edits", &f_2)?;
+    let ret = EditChangeRequest {
+      change_id: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      edits: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      drop: f_3,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("EditChangeRequest");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("change_id", TType::I64, 1))?;
+    o_prot.write_i64(self.change_id)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("edits", TType::List, 2))?;
+    o_prot.write_list_begin(&TListIdentifier::new(TType::Struct, self.edits.len() as i32))?;
+    for e in &self.edits {
+      e.write_to_out_protocol(o_prot)?;
+    }
+    o_prot.write_list_end()?;
+    o_prot.write_field_end()?;
+    if let Some(ref fld_var) = self.drop {
+      o_prot.write_field_begin(&TFieldIdentifier::new("drop", TType::List, 3))?;
+      o_prot.write_list_begin(&TListIdentifier::new(TType::Struct, fld_var.len() as i32))?;
+      for e in fld_var {
+        e.write_to_out_protocol(o_prot)?;
+      }
+      o_prot.write_list_end()?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ReviewRequest
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct ReviewRequest {
+  pub change_id: i64,
+  pub comment: Option<String>,
+}
+
+impl ReviewRequest {
+  pub fn new<F2>(change_id: i64, comment: F2) -> ReviewRequest where F2: Into<Option<String>> {
+    ReviewRequest {
+      change_id,
+      comment: comment.into(),
+    }
+  }
+}
+
+impl TSerializable for ReviewRequest {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ReviewRequest> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<i64> = None;
+    let mut f_2: Option<String> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_i64()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ReviewRequest.change_id", &f_1)?;
+    let ret = ReviewRequest {
+      change_id: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      comment: f_2,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ReviewRequest");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("change_id", TType::I64, 1))?;
+    o_prot.write_i64(self.change_id)?;
+    o_prot.write_field_end()?;
+    if let Some(ref fld_var) = self.comment {
+      o_prot.write_field_begin(&TFieldIdentifier::new("comment", TType::String, 2))?;
+      o_prot.write_string(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// PublishRequest
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct PublishRequest {
+  pub change_id: i64,
+  pub emergency: bool,
+  pub reason: Option<String>,
+}
+
+impl PublishRequest {
+  pub fn new<F3>(change_id: i64, emergency: bool, reason: F3) -> PublishRequest where F3: Into<Option<String>> {
+    PublishRequest {
+      change_id,
+      emergency,
+      reason: reason.into(),
+    }
+  }
+}
+
+impl TSerializable for PublishRequest {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<PublishRequest> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<i64> = None;
+    let mut f_2: Option<bool> = None;
+    let mut f_3: Option<String> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_i64()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_bool()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_string()?;
+          f_3 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("PublishRequest.change_id", &f_1)?;
+    verify_required_field_exists("PublishRequest.emergency", &f_2)?;
+    let ret = PublishRequest {
+      change_id: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      emergency: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      reason: f_3,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("PublishRequest");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("change_id", TType::I64, 1))?;
+    o_prot.write_i64(self.change_id)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("emergency", TType::Bool, 2))?;
+    o_prot.write_bool(self.emergency)?;
+    o_prot.write_field_end()?;
+    if let Some(ref fld_var) = self.reason {
+      o_prot.write_field_begin(&TFieldIdentifier::new("reason", TType::String, 3))?;
+      o_prot.write_string(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// PublishResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct PublishResult {
+  pub change: ChangeSet,
+  pub version: i64,
+}
+
+impl PublishResult {
+  pub fn new(change: ChangeSet, version: i64) -> PublishResult {
+    PublishResult {
+      change,
+      version,
+    }
+  }
+}
+
+impl TSerializable for PublishResult {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<PublishResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<ChangeSet> = None;
+    let mut f_2: Option<i64> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = ChangeSet::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_i64()?;
+          f_2 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("PublishResult.change", &f_1)?;
+    verify_required_field_exists("PublishResult.version", &f_2)?;
+    let ret = PublishResult {
+      change: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      version: f_2.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("PublishResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("change", TType::Struct, 1))?;
+    self.change.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("version", TType::I64, 2))?;
+    o_prot.write_i64(self.version)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// RebaseConflict
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct RebaseConflict {
+  pub ns: String,
+  pub key: String,
+  pub pointer: String,
+  pub message: String,
+}
+
+impl RebaseConflict {
+  pub fn new(ns: String, key: String, pointer: String, message: String) -> RebaseConflict {
+    RebaseConflict {
+      ns,
+      key,
+      pointer,
+      message,
+    }
+  }
+}
+
+impl TSerializable for RebaseConflict {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<RebaseConflict> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<String> = None;
+    let mut f_2: Option<String> = None;
+    let mut f_3: Option<String> = None;
+    let mut f_4: Option<String> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_string()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_string()?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = i_prot.read_string()?;
+          f_4 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("RebaseConflict.ns", &f_1)?;
+    verify_required_field_exists("RebaseConflict.key", &f_2)?;
+    verify_required_field_exists("RebaseConflict.pointer", &f_3)?;
+    verify_required_field_exists("RebaseConflict.message", &f_4)?;
+    let ret = RebaseConflict {
+      ns: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      key: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      pointer: f_3.expect("auto-generated code should have checked for presence of required fields"),
+      message: f_4.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("RebaseConflict");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("ns", TType::String, 1))?;
+    o_prot.write_string(&self.ns)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("key", TType::String, 2))?;
+    o_prot.write_string(&self.key)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("pointer", TType::String, 3))?;
+    o_prot.write_string(&self.pointer)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("message", TType::String, 4))?;
+    o_prot.write_string(&self.message)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// RebaseResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct RebaseResult {
+  pub change: ChangeSet,
+  pub conflicts: Vec<RebaseConflict>,
+}
+
+impl RebaseResult {
+  pub fn new(change: ChangeSet, conflicts: Vec<RebaseConflict>) -> RebaseResult {
+    RebaseResult {
+      change,
+      conflicts,
+    }
+  }
+}
+
+impl TSerializable for RebaseResult {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<RebaseResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<ChangeSet> = None;
+    let mut f_2: Option<Vec<RebaseConflict>> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = ChangeSet::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let list_ident = i_prot.read_list_begin()?;
+          let mut val: Vec<RebaseConflict> = Vec::with_capacity(list_ident.size as usize);
+          for _ in 0..list_ident.size {
+            let list_elem_23 = RebaseConflict::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_23);
+          }
+          i_prot.read_list_end()?;
+          f_2 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("RebaseResult.change", &f_1)?;
+    verify_required_field_exists("RebaseResult.conflicts", &f_2)?;
+    let ret = RebaseResult {
+      change: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      conflicts: f_2.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("RebaseResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("change", TType::Struct, 1))?;
+    self.change.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("conflicts", TType::List, 2))?;
+    o_prot.write_list_begin(&TListIdentifier::new(TType::Struct, self.conflicts.len() as i32))?;
+    for e in &self.conflicts {
+      e.write_to_out_protocol(o_prot)?;
+    }
+    o_prot.write_list_end()?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ListChangesRequest
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct ListChangesRequest {
+  pub state: Option<String>,
+  pub author: Option<String>,
+  pub limit: i32,
+  pub before_id: Option<i64>,
+}
+
+impl ListChangesRequest {
+  pub fn new<F1, F2, F4>(state: F1, author: F2, limit: i32, before_id: F4) -> ListChangesRequest where F1: Into<Option<String>>, F2: Into<Option<String>>, F4: Into<Option<i64>> {
+    ListChangesRequest {
+      state: state.into(),
+      author: author.into(),
+      limit,
+      before_id: before_id.into(),
+    }
+  }
+}
+
+impl TSerializable for ListChangesRequest {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ListChangesRequest> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<String> = None;
+    let mut f_2: Option<String> = None;
+    let mut f_3: Option<i32> = None;
+    let mut f_4: Option<i64> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_string()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_i32()?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = i_prot.read_i64()?;
+          f_4 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ListChangesRequest.limit", &f_3)?;
+    let ret = ListChangesRequest {
+      state: f_1,
+      author: f_2,
+      limit: f_3.expect("auto-generated code should have checked for presence of required fields"),
+      before_id: f_4,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ListChangesRequest");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.state {
+      o_prot.write_field_begin(&TFieldIdentifier::new("state", TType::String, 1))?;
+      o_prot.write_string(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.author {
+      o_prot.write_field_begin(&TFieldIdentifier::new("author", TType::String, 2))?;
+      o_prot.write_string(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_begin(&TFieldIdentifier::new("limit", TType::I32, 3))?;
+    o_prot.write_i32(self.limit)?;
+    o_prot.write_field_end()?;
+    if let Some(fld_var) = self.before_id {
+      o_prot.write_field_begin(&TFieldIdentifier::new("before_id", TType::I64, 4))?;
+      o_prot.write_i64(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ChangeList
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct ChangeList {
+  pub changes: Vec<ChangeSet>,
+  pub next_before_id: Option<i64>,
+}
+
+impl ChangeList {
+  pub fn new<F2>(changes: Vec<ChangeSet>, next_before_id: F2) -> ChangeList where F2: Into<Option<i64>> {
+    ChangeList {
+      changes,
+      next_before_id: next_before_id.into(),
+    }
+  }
+}
+
+impl TSerializable for ChangeList {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ChangeList> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<Vec<ChangeSet>> = None;
+    let mut f_2: Option<i64> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let list_ident = i_prot.read_list_begin()?;
+          let mut val: Vec<ChangeSet> = Vec::with_capacity(list_ident.size as usize);
+          for _ in 0..list_ident.size {
+            let list_elem_24 = ChangeSet::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_24);
+          }
+          i_prot.read_list_end()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_i64()?;
+          f_2 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ChangeList.changes", &f_1)?;
+    let ret = ChangeList {
+      changes: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      next_before_id: f_2,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ChangeList");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("changes", TType::List, 1))?;
+    o_prot.write_list_begin(&TListIdentifier::new(TType::Struct, self.changes.len() as i32))?;
+    for e in &self.changes {
+      e.write_to_out_protocol(o_prot)?;
+    }
+    o_prot.write_list_end()?;
+    o_prot.write_field_end()?;
+    if let Some(fld_var) = self.next_before_id {
+      o_prot.write_field_begin(&TFieldIdentifier::new("next_before_id", TType::I64, 2))?;
+      o_prot.write_i64(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// RevertRequest
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct RevertRequest {
+  pub change_id: i64,
+  pub title: Option<String>,
+}
+
+impl RevertRequest {
+  pub fn new<F2>(change_id: i64, title: F2) -> RevertRequest where F2: Into<Option<String>> {
+    RevertRequest {
+      change_id,
+      title: title.into(),
+    }
+  }
+}
+
+impl TSerializable for RevertRequest {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<RevertRequest> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<i64> = None;
+    let mut f_2: Option<String> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_i64()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("RevertRequest.change_id", &f_1)?;
+    let ret = RevertRequest {
+      change_id: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      title: f_2,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("RevertRequest");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("change_id", TType::I64, 1))?;
+    o_prot.write_i64(self.change_id)?;
+    o_prot.write_field_end()?;
+    if let Some(ref fld_var) = self.title {
+      o_prot.write_field_begin(&TFieldIdentifier::new("title", TType::String, 2))?;
+      o_prot.write_string(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// AuditEvent
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct AuditEvent {
+  pub id: String,
+  pub at_ms: i64,
+  pub actor: String,
+  pub action: String,
+  pub outcome: String,
+  pub targets: Vec<String>,
+  pub change_id: Option<i64>,
+  pub detail: String,
+}
+
+impl AuditEvent {
+  pub fn new<F7>(id: String, at_ms: i64, actor: String, action: String, outcome: String, targets: Vec<String>, change_id: F7, detail: String) -> AuditEvent where F7: Into<Option<i64>> {
+    AuditEvent {
+      id,
+      at_ms,
+      actor,
+      action,
+      outcome,
+      targets,
+      change_id: change_id.into(),
+      detail,
+    }
+  }
+}
+
+impl TSerializable for AuditEvent {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<AuditEvent> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<String> = None;
+    let mut f_2: Option<i64> = None;
+    let mut f_3: Option<String> = None;
+    let mut f_4: Option<String> = None;
+    let mut f_5: Option<String> = None;
+    let mut f_6: Option<Vec<String>> = None;
+    let mut f_7: Option<i64> = None;
+    let mut f_8: Option<String> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_string()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_i64()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_string()?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = i_prot.read_string()?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = i_prot.read_string()?;
+          f_5 = Some(val);
+        },
+        6 => {
+          let list_ident = i_prot.read_list_begin()?;
+          let mut val: Vec<String> = Vec::with_capacity(list_ident.size as usize);
+          for _ in 0..list_ident.size {
+            let list_elem_25 = i_prot.read_string()?;
+            val.push(list_elem_25);
+          }
+          i_prot.read_list_end()?;
+          f_6 = Some(val);
+        },
+        7 => {
+          let val = i_prot.read_i64()?;
+          f_7 = Some(val);
+        },
+        8 => {
+          let val = i_prot.read_string()?;
+          f_8 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("AuditEvent.id", &f_1)?;
+    verify_required_field_exists("AuditEvent.at_ms", &f_2)?;
+    verify_required_field_exists("AuditEvent.actor", &f_3)?;
+    verify_required_field_exists("AuditEvent.action", &f_4)?;
+    verify_required_field_exists("AuditEvent.outcome", &f_5)?;
+    verify_required_field_exists("AuditEvent.targets", &f_6)?;
+    verify_required_field_exists("AuditEvent.detail", &f_8)?;
+    let ret = AuditEvent {
+      id: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      at_ms: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      actor: f_3.expect("auto-generated code should have checked for presence of required fields"),
+      action: f_4.expect("auto-generated code should have checked for presence of required fields"),
+      outcome: f_5.expect("auto-generated code should have checked for presence of required fields"),
+      targets: f_6.expect("auto-generated code should have checked for presence of required fields"),
+      change_id: f_7,
+      detail: f_8.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("AuditEvent");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("id", TType::String, 1))?;
+    o_prot.write_string(&self.id)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("at_ms", TType::I64, 2))?;
+    o_prot.write_i64(self.at_ms)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("actor", TType::String, 3))?;
+    o_prot.write_string(&self.actor)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("action", TType::String, 4))?;
+    o_prot.write_string(&self.action)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("outcome", TType::String, 5))?;
+    o_prot.write_string(&self.outcome)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("targets", TType::List, 6))?;
+    o_prot.write_list_begin(&TListIdentifier::new(TType::String, self.targets.len() as i32))?;
+    for e in &self.targets {
+      o_prot.write_string(e)?;
+    }
+    o_prot.write_list_end()?;
+    o_prot.write_field_end()?;
+    if let Some(fld_var) = self.change_id {
+      o_prot.write_field_begin(&TFieldIdentifier::new("change_id", TType::I64, 7))?;
+      o_prot.write_i64(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_begin(&TFieldIdentifier::new("detail", TType::String, 8))?;
+    o_prot.write_string(&self.detail)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// AuditQuery
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct AuditQuery {
+  pub ns: Option<String>,
+  pub entry: Option<String>,
+  pub actor: Option<String>,
+  pub change_id: Option<i64>,
+  pub from_ms: Option<i64>,
+  pub to_ms: Option<i64>,
+  pub limit: i32,
+  pub continuation: Option<String>,
+}
+
+impl AuditQuery {
+  pub fn new<F1, F2, F3, F4, F5, F6, F8>(ns: F1, entry: F2, actor: F3, change_id: F4, from_ms: F5, to_ms: F6, limit: i32, continuation: F8) -> AuditQuery where F1: Into<Option<String>>, F2: Into<Option<String>>, F3: Into<Option<String>>, F4: Into<Option<i64>>, F5: Into<Option<i64>>, F6: Into<Option<i64>>, F8: Into<Option<String>> {
+    AuditQuery {
+      ns: ns.into(),
+      entry: entry.into(),
+      actor: actor.into(),
+      change_id: change_id.into(),
+      from_ms: from_ms.into(),
+      to_ms: to_ms.into(),
+      limit,
+      continuation: continuation.into(),
+    }
+  }
+}
+
+impl TSerializable for AuditQuery {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<AuditQuery> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<String> = None;
+    let mut f_2: Option<String> = None;
+    let mut f_3: Option<String> = None;
+    let mut f_4: Option<i64> = None;
+    let mut f_5: Option<i64> = None;
+    let mut f_6: Option<i64> = None;
+    let mut f_7: Option<i32> = None;
+    let mut f_8: Option<String> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_string()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_string()?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = i_prot.read_i64()?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = i_prot.read_i64()?;
+          f_5 = Some(val);
+        },
+        6 => {
+          let val = i_prot.read_i64()?;
+          f_6 = Some(val);
+        },
+        7 => {
+          let val = i_prot.read_i32()?;
+          f_7 = Some(val);
+        },
+        8 => {
+          let val = i_prot.read_string()?;
+          f_8 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("AuditQuery.limit", &f_7)?;
+    let ret = AuditQuery {
+      ns: f_1,
+      entry: f_2,
+      actor: f_3,
+      change_id: f_4,
+      from_ms: f_5,
+      to_ms: f_6,
+      limit: f_7.expect("auto-generated code should have checked for presence of required fields"),
+      continuation: f_8,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("AuditQuery");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.ns {
+      o_prot.write_field_begin(&TFieldIdentifier::new("ns", TType::String, 1))?;
+      o_prot.write_string(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.entry {
+      o_prot.write_field_begin(&TFieldIdentifier::new("entry", TType::String, 2))?;
+      o_prot.write_string(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.actor {
+      o_prot.write_field_begin(&TFieldIdentifier::new("actor", TType::String, 3))?;
+      o_prot.write_string(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(fld_var) = self.change_id {
+      o_prot.write_field_begin(&TFieldIdentifier::new("change_id", TType::I64, 4))?;
+      o_prot.write_i64(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(fld_var) = self.from_ms {
+      o_prot.write_field_begin(&TFieldIdentifier::new("from_ms", TType::I64, 5))?;
+      o_prot.write_i64(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(fld_var) = self.to_ms {
+      o_prot.write_field_begin(&TFieldIdentifier::new("to_ms", TType::I64, 6))?;
+      o_prot.write_i64(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_begin(&TFieldIdentifier::new("limit", TType::I32, 7))?;
+    o_prot.write_i32(self.limit)?;
+    o_prot.write_field_end()?;
+    if let Some(ref fld_var) = self.continuation {
+      o_prot.write_field_begin(&TFieldIdentifier::new("continuation", TType::String, 8))?;
+      o_prot.write_string(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// AuditPage
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct AuditPage {
+  pub events: Vec<AuditEvent>,
+  pub continuation: Option<String>,
+}
+
+impl AuditPage {
+  pub fn new<F2>(events: Vec<AuditEvent>, continuation: F2) -> AuditPage where F2: Into<Option<String>> {
+    AuditPage {
+      events,
+      continuation: continuation.into(),
+    }
+  }
+}
+
+impl TSerializable for AuditPage {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<AuditPage> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<Vec<AuditEvent>> = None;
+    let mut f_2: Option<String> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let list_ident = i_prot.read_list_begin()?;
+          let mut val: Vec<AuditEvent> = Vec::with_capacity(list_ident.size as usize);
+          for _ in 0..list_ident.size {
+            let list_elem_26 = AuditEvent::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_26);
+          }
+          i_prot.read_list_end()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("AuditPage.events", &f_1)?;
+    let ret = AuditPage {
+      events: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      continuation: f_2,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("AuditPage");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("events", TType::List, 1))?;
+    o_prot.write_list_begin(&TListIdentifier::new(TType::Struct, self.events.len() as i32))?;
+    for e in &self.events {
+      e.write_to_out_protocol(o_prot)?;
+    }
+    o_prot.write_list_end()?;
+    o_prot.write_field_end()?;
+    if let Some(ref fld_var) = self.continuation {
+      o_prot.write_field_begin(&TFieldIdentifier::new("continuation", TType::String, 2))?;
+      o_prot.write_string(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfigEvent
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct ConfigEvent {
+  pub ns: String,
+  pub key: String,
+  pub revision: i64,
+  pub change_id: i64,
+  pub version: i64,
+  pub deleted: bool,
+  pub value: Option<Vec<u8>>,
+  pub content_type: String,
+}
+
+impl ConfigEvent {
+  pub fn new<F7>(ns: String, key: String, revision: i64, change_id: i64, version: i64, deleted: bool, value: F7, content_type: String) -> ConfigEvent where F7: Into<Option<Vec<u8>>> {
+    ConfigEvent {
+      ns,
+      key,
+      revision,
+      change_id,
+      version,
+      deleted,
+      value: value.into(),
+      content_type,
+    }
+  }
+}
+
+impl TSerializable for ConfigEvent {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfigEvent> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<String> = None;
+    let mut f_2: Option<String> = None;
+    let mut f_3: Option<i64> = None;
+    let mut f_4: Option<i64> = None;
+    let mut f_5: Option<i64> = None;
+    let mut f_6: Option<bool> = None;
+    let mut f_7: Option<Vec<u8>> = None;
+    let mut f_8: Option<String> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_string()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_i64()?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = i_prot.read_i64()?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = i_prot.read_i64()?;
+          f_5 = Some(val);
+        },
+        6 => {
+          let val = i_prot.read_bool()?;
+          f_6 = Some(val);
+        },
+        7 => {
+          let val = i_prot.read_bytes()?;
+          f_7 = Some(val);
+        },
+        8 => {
+          let val = i_prot.read_string()?;
+          f_8 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ConfigEvent.ns", &f_1)?;
+    verify_required_field_exists("ConfigEvent.key", &f_2)?;
+    verify_required_field_exists("ConfigEvent.revision", &f_3)?;
+    verify_required_field_exists("ConfigEvent.change_id", &f_4)?;
+    verify_required_field_exists("ConfigEvent.version", &f_5)?;
+    verify_required_field_exists("ConfigEvent.deleted", &f_6)?;
+    verify_required_field_exists("ConfigEvent.content_type", &f_8)?;
+    let ret = ConfigEvent {
+      ns: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      key: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      revision: f_3.expect("auto-generated code should have checked for presence of required fields"),
+      change_id: f_4.expect("auto-generated code should have checked for presence of required fields"),
+      version: f_5.expect("auto-generated code should have checked for presence of required fields"),
+      deleted: f_6.expect("auto-generated code should have checked for presence of required fields"),
+      value: f_7,
+      content_type: f_8.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ConfigEvent");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("ns", TType::String, 1))?;
+    o_prot.write_string(&self.ns)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("key", TType::String, 2))?;
+    o_prot.write_string(&self.key)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("revision", TType::I64, 3))?;
+    o_prot.write_i64(self.revision)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("change_id", TType::I64, 4))?;
+    o_prot.write_i64(self.change_id)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("version", TType::I64, 5))?;
+    o_prot.write_i64(self.version)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("deleted", TType::Bool, 6))?;
+    o_prot.write_bool(self.deleted)?;
+    o_prot.write_field_end()?;
+    if let Some(ref fld_var) = self.value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("value", TType::String, 7))?;
+      o_prot.write_bytes(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_begin(&TFieldIdentifier::new("content_type", TType::String, 8))?;
+    o_prot.write_string(&self.content_type)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// WatchConfigRequest
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct WatchConfigRequest {
+  pub ns: String,
+  pub from_version: i64,
+  pub timeout_ms: i64,
+}
+
+impl WatchConfigRequest {
+  pub fn new(ns: String, from_version: i64, timeout_ms: i64) -> WatchConfigRequest {
+    WatchConfigRequest {
+      ns,
+      from_version,
+      timeout_ms,
+    }
+  }
+}
+
+impl TSerializable for WatchConfigRequest {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<WatchConfigRequest> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<String> = None;
+    let mut f_2: Option<i64> = None;
+    let mut f_3: Option<i64> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_string()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_i64()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_i64()?;
+          f_3 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("WatchConfigRequest.ns", &f_1)?;
+    verify_required_field_exists("WatchConfigRequest.from_version", &f_2)?;
+    verify_required_field_exists("WatchConfigRequest.timeout_ms", &f_3)?;
+    let ret = WatchConfigRequest {
+      ns: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      from_version: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      timeout_ms: f_3.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("WatchConfigRequest");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("ns", TType::String, 1))?;
+    o_prot.write_string(&self.ns)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("from_version", TType::I64, 2))?;
+    o_prot.write_i64(self.from_version)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("timeout_ms", TType::I64, 3))?;
+    o_prot.write_i64(self.timeout_ms)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// WatchConfigResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct WatchConfigResult {
+  pub events: Vec<ConfigEvent>,
+  pub next_version: i64,
+}
+
+impl WatchConfigResult {
+  pub fn new(events: Vec<ConfigEvent>, next_version: i64) -> WatchConfigResult {
+    WatchConfigResult {
+      events,
+      next_version,
+    }
+  }
+}
+
+impl TSerializable for WatchConfigResult {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<WatchConfigResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<Vec<ConfigEvent>> = None;
+    let mut f_2: Option<i64> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let list_ident = i_prot.read_list_begin()?;
+          let mut val: Vec<ConfigEvent> = Vec::with_capacity(list_ident.size as usize);
+          for _ in 0..list_ident.size {
+            let list_elem_27 = ConfigEvent::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_27);
+          }
+          i_prot.read_list_end()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_i64()?;
+          f_2 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("WatchConfigResult.events", &f_1)?;
+    verify_required_field_exists("WatchConfigResult.next_version", &f_2)?;
+    let ret = WatchConfigResult {
+      events: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      next_version: f_2.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("WatchConfigResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("events", TType::List, 1))?;
+    o_prot.write_list_begin(&TListIdentifier::new(TType::Struct, self.events.len() as i32))?;
+    for e in &self.events {
+      e.write_to_out_protocol(o_prot)?;
+    }
+    o_prot.write_list_end()?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("next_version", TType::I64, 2))?;
+    o_prot.write_i64(self.next_version)?;
     o_prot.write_field_end()?;
     o_prot.write_field_stop()?;
     o_prot.write_struct_end()
@@ -11954,6 +17049,10737 @@ impl PaxkvReadSnapshotResult {
     }
     if let Some(ref fld_var) = self.snapshot_gone {
       o_prot.write_field_begin(&TFieldIdentifier::new("snapshot_gone", TType::Struct, 8))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// Confman service client
+//
+
+pub trait TConfmanSyncClient {
+  fn authenticate(&mut self, token: String) -> thrift::Result<AuthResult>;
+  fn whoami(&mut self) -> thrift::Result<Principal>;
+  fn create_principal(&mut self, request: CreatePrincipalRequest) -> thrift::Result<Principal>;
+  fn list_principals(&mut self) -> thrift::Result<Vec<Principal>>;
+  fn disable_principal(&mut self, name: String) -> thrift::Result<Principal>;
+  fn create_token(&mut self, request: CreateTokenRequest) -> thrift::Result<TokenCreated>;
+  fn list_tokens(&mut self, principal: String) -> thrift::Result<Vec<TokenInfo>>;
+  fn revoke_token(&mut self, token_id: String) -> thrift::Result<TokenInfo>;
+  fn grant_role(&mut self, grant: Grant) -> thrift::Result<Namespace>;
+  fn revoke_role(&mut self, grant: Grant) -> thrift::Result<Namespace>;
+  fn create_namespace(&mut self, request: CreateNamespaceRequest) -> thrift::Result<Namespace>;
+  fn update_namespace(&mut self, request: UpdateNamespaceRequest) -> thrift::Result<Namespace>;
+  fn describe_namespace(&mut self, path: String) -> thrift::Result<Namespace>;
+  fn list_namespaces(&mut self, request: ListNamespacesRequest) -> thrift::Result<NamespaceList>;
+  fn delete_namespace(&mut self, path: String) -> thrift::Result<()>;
+  fn get_entry(&mut self, request: GetEntryRequest) -> thrift::Result<Entry>;
+  fn list_entries(&mut self, request: ListEntriesRequest) -> thrift::Result<EntryList>;
+  fn entry_history(&mut self, request: HistoryRequest) -> thrift::Result<Vec<EntryRevision>>;
+  fn diff_entry(&mut self, request: DiffRequest) -> thrift::Result<DiffResult>;
+  fn create_change(&mut self, request: CreateChangeRequest) -> thrift::Result<ChangeSet>;
+  fn edit_change(&mut self, request: EditChangeRequest) -> thrift::Result<ChangeSet>;
+  fn get_change(&mut self, change_id: i64) -> thrift::Result<ChangeSet>;
+  fn list_changes(&mut self, request: ListChangesRequest) -> thrift::Result<ChangeList>;
+  fn submit_change(&mut self, change_id: i64) -> thrift::Result<ChangeSet>;
+  fn approve_change(&mut self, request: ReviewRequest) -> thrift::Result<ChangeSet>;
+  fn reject_change(&mut self, request: ReviewRequest) -> thrift::Result<ChangeSet>;
+  fn abandon_change(&mut self, change_id: i64) -> thrift::Result<ChangeSet>;
+  fn rebase_change(&mut self, change_id: i64) -> thrift::Result<RebaseResult>;
+  fn publish_change(&mut self, request: PublishRequest) -> thrift::Result<PublishResult>;
+  fn revert_change(&mut self, request: RevertRequest) -> thrift::Result<ChangeSet>;
+  fn query_audit(&mut self, query: AuditQuery) -> thrift::Result<AuditPage>;
+  fn watch_config(&mut self, request: WatchConfigRequest) -> thrift::Result<WatchConfigResult>;
+}
+
+pub trait TConfmanSyncClientMarker {}
+
+pub struct ConfmanSyncClient<IP, OP> where IP: TInputProtocol, OP: TOutputProtocol {
+  _i_prot: IP,
+  _o_prot: OP,
+  _sequence_number: i32,
+}
+
+impl <IP, OP> ConfmanSyncClient<IP, OP> where IP: TInputProtocol, OP: TOutputProtocol {
+  pub fn new(input_protocol: IP, output_protocol: OP) -> ConfmanSyncClient<IP, OP> {
+    ConfmanSyncClient { _i_prot: input_protocol, _o_prot: output_protocol, _sequence_number: 0 }
+  }
+}
+
+impl <IP, OP> TThriftClient for ConfmanSyncClient<IP, OP> where IP: TInputProtocol, OP: TOutputProtocol {
+  fn i_prot_mut(&mut self) -> &mut dyn TInputProtocol { &mut self._i_prot }
+  fn o_prot_mut(&mut self) -> &mut dyn TOutputProtocol { &mut self._o_prot }
+  fn sequence_number(&self) -> i32 { self._sequence_number }
+  fn increment_sequence_number(&mut self) -> i32 { self._sequence_number += 1; self._sequence_number }
+}
+
+impl <IP, OP> TConfmanSyncClientMarker for ConfmanSyncClient<IP, OP> where IP: TInputProtocol, OP: TOutputProtocol {}
+
+impl <C: TThriftClient + TConfmanSyncClientMarker> TConfmanSyncClient for C {
+  fn authenticate(&mut self, token: String) -> thrift::Result<AuthResult> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("authenticate", TMessageType::Call, self.sequence_number());
+        let call_args = ConfmanAuthenticateArgs { token };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("authenticate", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = ConfmanAuthenticateResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn whoami(&mut self) -> thrift::Result<Principal> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("whoami", TMessageType::Call, self.sequence_number());
+        let call_args = ConfmanWhoamiArgs {  };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("whoami", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = ConfmanWhoamiResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn create_principal(&mut self, request: CreatePrincipalRequest) -> thrift::Result<Principal> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("createPrincipal", TMessageType::Call, self.sequence_number());
+        let call_args = ConfmanCreatePrincipalArgs { request };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("createPrincipal", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = ConfmanCreatePrincipalResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn list_principals(&mut self) -> thrift::Result<Vec<Principal>> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("listPrincipals", TMessageType::Call, self.sequence_number());
+        let call_args = ConfmanListPrincipalsArgs {  };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("listPrincipals", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = ConfmanListPrincipalsResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn disable_principal(&mut self, name: String) -> thrift::Result<Principal> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("disablePrincipal", TMessageType::Call, self.sequence_number());
+        let call_args = ConfmanDisablePrincipalArgs { name };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("disablePrincipal", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = ConfmanDisablePrincipalResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn create_token(&mut self, request: CreateTokenRequest) -> thrift::Result<TokenCreated> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("createToken", TMessageType::Call, self.sequence_number());
+        let call_args = ConfmanCreateTokenArgs { request };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("createToken", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = ConfmanCreateTokenResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn list_tokens(&mut self, principal: String) -> thrift::Result<Vec<TokenInfo>> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("listTokens", TMessageType::Call, self.sequence_number());
+        let call_args = ConfmanListTokensArgs { principal };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("listTokens", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = ConfmanListTokensResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn revoke_token(&mut self, token_id: String) -> thrift::Result<TokenInfo> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("revokeToken", TMessageType::Call, self.sequence_number());
+        let call_args = ConfmanRevokeTokenArgs { token_id };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("revokeToken", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = ConfmanRevokeTokenResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn grant_role(&mut self, grant: Grant) -> thrift::Result<Namespace> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("grantRole", TMessageType::Call, self.sequence_number());
+        let call_args = ConfmanGrantRoleArgs { grant };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("grantRole", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = ConfmanGrantRoleResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn revoke_role(&mut self, grant: Grant) -> thrift::Result<Namespace> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("revokeRole", TMessageType::Call, self.sequence_number());
+        let call_args = ConfmanRevokeRoleArgs { grant };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("revokeRole", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = ConfmanRevokeRoleResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn create_namespace(&mut self, request: CreateNamespaceRequest) -> thrift::Result<Namespace> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("createNamespace", TMessageType::Call, self.sequence_number());
+        let call_args = ConfmanCreateNamespaceArgs { request };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("createNamespace", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = ConfmanCreateNamespaceResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn update_namespace(&mut self, request: UpdateNamespaceRequest) -> thrift::Result<Namespace> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("updateNamespace", TMessageType::Call, self.sequence_number());
+        let call_args = ConfmanUpdateNamespaceArgs { request };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("updateNamespace", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = ConfmanUpdateNamespaceResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn describe_namespace(&mut self, path: String) -> thrift::Result<Namespace> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("describeNamespace", TMessageType::Call, self.sequence_number());
+        let call_args = ConfmanDescribeNamespaceArgs { path };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("describeNamespace", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = ConfmanDescribeNamespaceResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn list_namespaces(&mut self, request: ListNamespacesRequest) -> thrift::Result<NamespaceList> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("listNamespaces", TMessageType::Call, self.sequence_number());
+        let call_args = ConfmanListNamespacesArgs { request };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("listNamespaces", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = ConfmanListNamespacesResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn delete_namespace(&mut self, path: String) -> thrift::Result<()> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("deleteNamespace", TMessageType::Call, self.sequence_number());
+        let call_args = ConfmanDeleteNamespaceArgs { path };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("deleteNamespace", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = ConfmanDeleteNamespaceResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn get_entry(&mut self, request: GetEntryRequest) -> thrift::Result<Entry> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("getEntry", TMessageType::Call, self.sequence_number());
+        let call_args = ConfmanGetEntryArgs { request };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("getEntry", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = ConfmanGetEntryResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn list_entries(&mut self, request: ListEntriesRequest) -> thrift::Result<EntryList> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("listEntries", TMessageType::Call, self.sequence_number());
+        let call_args = ConfmanListEntriesArgs { request };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("listEntries", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = ConfmanListEntriesResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn entry_history(&mut self, request: HistoryRequest) -> thrift::Result<Vec<EntryRevision>> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("entryHistory", TMessageType::Call, self.sequence_number());
+        let call_args = ConfmanEntryHistoryArgs { request };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("entryHistory", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = ConfmanEntryHistoryResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn diff_entry(&mut self, request: DiffRequest) -> thrift::Result<DiffResult> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("diffEntry", TMessageType::Call, self.sequence_number());
+        let call_args = ConfmanDiffEntryArgs { request };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("diffEntry", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = ConfmanDiffEntryResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn create_change(&mut self, request: CreateChangeRequest) -> thrift::Result<ChangeSet> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("createChange", TMessageType::Call, self.sequence_number());
+        let call_args = ConfmanCreateChangeArgs { request };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("createChange", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = ConfmanCreateChangeResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn edit_change(&mut self, request: EditChangeRequest) -> thrift::Result<ChangeSet> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("editChange", TMessageType::Call, self.sequence_number());
+        let call_args = ConfmanEditChangeArgs { request };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("editChange", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = ConfmanEditChangeResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn get_change(&mut self, change_id: i64) -> thrift::Result<ChangeSet> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("getChange", TMessageType::Call, self.sequence_number());
+        let call_args = ConfmanGetChangeArgs { change_id };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("getChange", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = ConfmanGetChangeResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn list_changes(&mut self, request: ListChangesRequest) -> thrift::Result<ChangeList> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("listChanges", TMessageType::Call, self.sequence_number());
+        let call_args = ConfmanListChangesArgs { request };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("listChanges", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = ConfmanListChangesResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn submit_change(&mut self, change_id: i64) -> thrift::Result<ChangeSet> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("submitChange", TMessageType::Call, self.sequence_number());
+        let call_args = ConfmanSubmitChangeArgs { change_id };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("submitChange", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = ConfmanSubmitChangeResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn approve_change(&mut self, request: ReviewRequest) -> thrift::Result<ChangeSet> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("approveChange", TMessageType::Call, self.sequence_number());
+        let call_args = ConfmanApproveChangeArgs { request };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("approveChange", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = ConfmanApproveChangeResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn reject_change(&mut self, request: ReviewRequest) -> thrift::Result<ChangeSet> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("rejectChange", TMessageType::Call, self.sequence_number());
+        let call_args = ConfmanRejectChangeArgs { request };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("rejectChange", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = ConfmanRejectChangeResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn abandon_change(&mut self, change_id: i64) -> thrift::Result<ChangeSet> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("abandonChange", TMessageType::Call, self.sequence_number());
+        let call_args = ConfmanAbandonChangeArgs { change_id };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("abandonChange", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = ConfmanAbandonChangeResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn rebase_change(&mut self, change_id: i64) -> thrift::Result<RebaseResult> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("rebaseChange", TMessageType::Call, self.sequence_number());
+        let call_args = ConfmanRebaseChangeArgs { change_id };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("rebaseChange", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = ConfmanRebaseChangeResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn publish_change(&mut self, request: PublishRequest) -> thrift::Result<PublishResult> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("publishChange", TMessageType::Call, self.sequence_number());
+        let call_args = ConfmanPublishChangeArgs { request };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("publishChange", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = ConfmanPublishChangeResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn revert_change(&mut self, request: RevertRequest) -> thrift::Result<ChangeSet> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("revertChange", TMessageType::Call, self.sequence_number());
+        let call_args = ConfmanRevertChangeArgs { request };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("revertChange", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = ConfmanRevertChangeResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn query_audit(&mut self, query: AuditQuery) -> thrift::Result<AuditPage> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("queryAudit", TMessageType::Call, self.sequence_number());
+        let call_args = ConfmanQueryAuditArgs { query };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("queryAudit", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = ConfmanQueryAuditResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn watch_config(&mut self, request: WatchConfigRequest) -> thrift::Result<WatchConfigResult> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("watchConfig", TMessageType::Call, self.sequence_number());
+        let call_args = ConfmanWatchConfigArgs { request };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("watchConfig", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = ConfmanWatchConfigResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+}
+
+//
+// Confman service processor
+//
+
+pub trait ConfmanSyncHandler {
+  fn handle_authenticate(&self, token: String) -> thrift::Result<AuthResult>;
+  fn handle_whoami(&self) -> thrift::Result<Principal>;
+  fn handle_create_principal(&self, request: CreatePrincipalRequest) -> thrift::Result<Principal>;
+  fn handle_list_principals(&self) -> thrift::Result<Vec<Principal>>;
+  fn handle_disable_principal(&self, name: String) -> thrift::Result<Principal>;
+  fn handle_create_token(&self, request: CreateTokenRequest) -> thrift::Result<TokenCreated>;
+  fn handle_list_tokens(&self, principal: String) -> thrift::Result<Vec<TokenInfo>>;
+  fn handle_revoke_token(&self, token_id: String) -> thrift::Result<TokenInfo>;
+  fn handle_grant_role(&self, grant: Grant) -> thrift::Result<Namespace>;
+  fn handle_revoke_role(&self, grant: Grant) -> thrift::Result<Namespace>;
+  fn handle_create_namespace(&self, request: CreateNamespaceRequest) -> thrift::Result<Namespace>;
+  fn handle_update_namespace(&self, request: UpdateNamespaceRequest) -> thrift::Result<Namespace>;
+  fn handle_describe_namespace(&self, path: String) -> thrift::Result<Namespace>;
+  fn handle_list_namespaces(&self, request: ListNamespacesRequest) -> thrift::Result<NamespaceList>;
+  fn handle_delete_namespace(&self, path: String) -> thrift::Result<()>;
+  fn handle_get_entry(&self, request: GetEntryRequest) -> thrift::Result<Entry>;
+  fn handle_list_entries(&self, request: ListEntriesRequest) -> thrift::Result<EntryList>;
+  fn handle_entry_history(&self, request: HistoryRequest) -> thrift::Result<Vec<EntryRevision>>;
+  fn handle_diff_entry(&self, request: DiffRequest) -> thrift::Result<DiffResult>;
+  fn handle_create_change(&self, request: CreateChangeRequest) -> thrift::Result<ChangeSet>;
+  fn handle_edit_change(&self, request: EditChangeRequest) -> thrift::Result<ChangeSet>;
+  fn handle_get_change(&self, change_id: i64) -> thrift::Result<ChangeSet>;
+  fn handle_list_changes(&self, request: ListChangesRequest) -> thrift::Result<ChangeList>;
+  fn handle_submit_change(&self, change_id: i64) -> thrift::Result<ChangeSet>;
+  fn handle_approve_change(&self, request: ReviewRequest) -> thrift::Result<ChangeSet>;
+  fn handle_reject_change(&self, request: ReviewRequest) -> thrift::Result<ChangeSet>;
+  fn handle_abandon_change(&self, change_id: i64) -> thrift::Result<ChangeSet>;
+  fn handle_rebase_change(&self, change_id: i64) -> thrift::Result<RebaseResult>;
+  fn handle_publish_change(&self, request: PublishRequest) -> thrift::Result<PublishResult>;
+  fn handle_revert_change(&self, request: RevertRequest) -> thrift::Result<ChangeSet>;
+  fn handle_query_audit(&self, query: AuditQuery) -> thrift::Result<AuditPage>;
+  fn handle_watch_config(&self, request: WatchConfigRequest) -> thrift::Result<WatchConfigResult>;
+}
+
+pub struct ConfmanSyncProcessor<H: ConfmanSyncHandler> {
+  handler: H,
+}
+
+impl <H: ConfmanSyncHandler> ConfmanSyncProcessor<H> {
+  pub fn new(handler: H) -> ConfmanSyncProcessor<H> {
+    ConfmanSyncProcessor {
+      handler,
+    }
+  }
+  fn process_authenticate(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TConfmanProcessFunctions::process_authenticate(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_whoami(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TConfmanProcessFunctions::process_whoami(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_create_principal(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TConfmanProcessFunctions::process_create_principal(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_list_principals(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TConfmanProcessFunctions::process_list_principals(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_disable_principal(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TConfmanProcessFunctions::process_disable_principal(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_create_token(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TConfmanProcessFunctions::process_create_token(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_list_tokens(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TConfmanProcessFunctions::process_list_tokens(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_revoke_token(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TConfmanProcessFunctions::process_revoke_token(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_grant_role(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TConfmanProcessFunctions::process_grant_role(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_revoke_role(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TConfmanProcessFunctions::process_revoke_role(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_create_namespace(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TConfmanProcessFunctions::process_create_namespace(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_update_namespace(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TConfmanProcessFunctions::process_update_namespace(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_describe_namespace(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TConfmanProcessFunctions::process_describe_namespace(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_list_namespaces(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TConfmanProcessFunctions::process_list_namespaces(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_delete_namespace(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TConfmanProcessFunctions::process_delete_namespace(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_get_entry(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TConfmanProcessFunctions::process_get_entry(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_list_entries(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TConfmanProcessFunctions::process_list_entries(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_entry_history(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TConfmanProcessFunctions::process_entry_history(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_diff_entry(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TConfmanProcessFunctions::process_diff_entry(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_create_change(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TConfmanProcessFunctions::process_create_change(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_edit_change(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TConfmanProcessFunctions::process_edit_change(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_get_change(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TConfmanProcessFunctions::process_get_change(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_list_changes(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TConfmanProcessFunctions::process_list_changes(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_submit_change(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TConfmanProcessFunctions::process_submit_change(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_approve_change(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TConfmanProcessFunctions::process_approve_change(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_reject_change(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TConfmanProcessFunctions::process_reject_change(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_abandon_change(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TConfmanProcessFunctions::process_abandon_change(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_rebase_change(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TConfmanProcessFunctions::process_rebase_change(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_publish_change(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TConfmanProcessFunctions::process_publish_change(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_revert_change(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TConfmanProcessFunctions::process_revert_change(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_query_audit(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TConfmanProcessFunctions::process_query_audit(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_watch_config(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TConfmanProcessFunctions::process_watch_config(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+}
+
+pub struct TConfmanProcessFunctions;
+
+impl TConfmanProcessFunctions {
+  pub fn process_authenticate<H: ConfmanSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = ConfmanAuthenticateArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_authenticate(args.token) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("authenticate", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = ConfmanAuthenticateResult { result_value: Some(handler_return), invalid: None, unavailable: None, internal: None, unauthenticated: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<InvalidArgument>().is_some() {
+              let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
+              let ret_err = ConfmanAuthenticateResult{ result_value: None, invalid: Some(*err), unavailable: None, internal: None, unauthenticated: None };
+              let message_ident = TMessageIdentifier::new("authenticate", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = ConfmanAuthenticateResult{ result_value: None, invalid: None, unavailable: Some(*err), internal: None, unauthenticated: None };
+              let message_ident = TMessageIdentifier::new("authenticate", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = ConfmanAuthenticateResult{ result_value: None, invalid: None, unavailable: None, internal: Some(*err), unauthenticated: None };
+              let message_ident = TMessageIdentifier::new("authenticate", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = ConfmanAuthenticateResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: Some(*err) };
+              let message_ident = TMessageIdentifier::new("authenticate", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("authenticate", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("authenticate", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("authenticate", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_whoami<H: ConfmanSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let _ = ConfmanWhoamiArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_whoami() {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("whoami", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = ConfmanWhoamiResult { result_value: Some(handler_return), unavailable: None, internal: None, unauthenticated: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = ConfmanWhoamiResult{ result_value: None, unavailable: Some(*err), internal: None, unauthenticated: None };
+              let message_ident = TMessageIdentifier::new("whoami", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = ConfmanWhoamiResult{ result_value: None, unavailable: None, internal: Some(*err), unauthenticated: None };
+              let message_ident = TMessageIdentifier::new("whoami", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = ConfmanWhoamiResult{ result_value: None, unavailable: None, internal: None, unauthenticated: Some(*err) };
+              let message_ident = TMessageIdentifier::new("whoami", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("whoami", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("whoami", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("whoami", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_create_principal<H: ConfmanSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = ConfmanCreatePrincipalArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_create_principal(args.request) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("createPrincipal", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = ConfmanCreatePrincipalResult { result_value: Some(handler_return), invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, exists: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<InvalidArgument>().is_some() {
+              let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
+              let ret_err = ConfmanCreatePrincipalResult{ result_value: None, invalid: Some(*err), unavailable: None, internal: None, unauthenticated: None, denied: None, exists: None };
+              let message_ident = TMessageIdentifier::new("createPrincipal", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = ConfmanCreatePrincipalResult{ result_value: None, invalid: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None, exists: None };
+              let message_ident = TMessageIdentifier::new("createPrincipal", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = ConfmanCreatePrincipalResult{ result_value: None, invalid: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None, exists: None };
+              let message_ident = TMessageIdentifier::new("createPrincipal", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = ConfmanCreatePrincipalResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None, exists: None };
+              let message_ident = TMessageIdentifier::new("createPrincipal", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = ConfmanCreatePrincipalResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err), exists: None };
+              let message_ident = TMessageIdentifier::new("createPrincipal", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<AlreadyExists>().is_some() {
+              let err = usr_err.downcast::<AlreadyExists>().expect("downcast already checked");
+              let ret_err = ConfmanCreatePrincipalResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, exists: Some(*err) };
+              let message_ident = TMessageIdentifier::new("createPrincipal", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("createPrincipal", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("createPrincipal", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("createPrincipal", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_list_principals<H: ConfmanSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let _ = ConfmanListPrincipalsArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_list_principals() {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("listPrincipals", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = ConfmanListPrincipalsResult { result_value: Some(handler_return), unavailable: None, internal: None, unauthenticated: None, denied: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = ConfmanListPrincipalsResult{ result_value: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None };
+              let message_ident = TMessageIdentifier::new("listPrincipals", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = ConfmanListPrincipalsResult{ result_value: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None };
+              let message_ident = TMessageIdentifier::new("listPrincipals", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = ConfmanListPrincipalsResult{ result_value: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None };
+              let message_ident = TMessageIdentifier::new("listPrincipals", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = ConfmanListPrincipalsResult{ result_value: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err) };
+              let message_ident = TMessageIdentifier::new("listPrincipals", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("listPrincipals", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("listPrincipals", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("listPrincipals", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_disable_principal<H: ConfmanSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = ConfmanDisablePrincipalArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_disable_principal(args.name) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("disablePrincipal", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = ConfmanDisablePrincipalResult { result_value: Some(handler_return), invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<InvalidArgument>().is_some() {
+              let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
+              let ret_err = ConfmanDisablePrincipalResult{ result_value: None, invalid: Some(*err), unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("disablePrincipal", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = ConfmanDisablePrincipalResult{ result_value: None, invalid: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("disablePrincipal", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = ConfmanDisablePrincipalResult{ result_value: None, invalid: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("disablePrincipal", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = ConfmanDisablePrincipalResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("disablePrincipal", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = ConfmanDisablePrincipalResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err), not_found: None };
+              let message_ident = TMessageIdentifier::new("disablePrincipal", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<NotFound>().is_some() {
+              let err = usr_err.downcast::<NotFound>().expect("downcast already checked");
+              let ret_err = ConfmanDisablePrincipalResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: Some(*err) };
+              let message_ident = TMessageIdentifier::new("disablePrincipal", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("disablePrincipal", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("disablePrincipal", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("disablePrincipal", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_create_token<H: ConfmanSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = ConfmanCreateTokenArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_create_token(args.request) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("createToken", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = ConfmanCreateTokenResult { result_value: Some(handler_return), invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<InvalidArgument>().is_some() {
+              let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
+              let ret_err = ConfmanCreateTokenResult{ result_value: None, invalid: Some(*err), unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("createToken", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = ConfmanCreateTokenResult{ result_value: None, invalid: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("createToken", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = ConfmanCreateTokenResult{ result_value: None, invalid: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("createToken", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = ConfmanCreateTokenResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("createToken", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = ConfmanCreateTokenResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err), not_found: None };
+              let message_ident = TMessageIdentifier::new("createToken", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<NotFound>().is_some() {
+              let err = usr_err.downcast::<NotFound>().expect("downcast already checked");
+              let ret_err = ConfmanCreateTokenResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: Some(*err) };
+              let message_ident = TMessageIdentifier::new("createToken", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("createToken", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("createToken", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("createToken", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_list_tokens<H: ConfmanSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = ConfmanListTokensArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_list_tokens(args.principal) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("listTokens", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = ConfmanListTokensResult { result_value: Some(handler_return), invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<InvalidArgument>().is_some() {
+              let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
+              let ret_err = ConfmanListTokensResult{ result_value: None, invalid: Some(*err), unavailable: None, internal: None, unauthenticated: None, denied: None };
+              let message_ident = TMessageIdentifier::new("listTokens", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = ConfmanListTokensResult{ result_value: None, invalid: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None };
+              let message_ident = TMessageIdentifier::new("listTokens", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = ConfmanListTokensResult{ result_value: None, invalid: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None };
+              let message_ident = TMessageIdentifier::new("listTokens", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = ConfmanListTokensResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None };
+              let message_ident = TMessageIdentifier::new("listTokens", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = ConfmanListTokensResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err) };
+              let message_ident = TMessageIdentifier::new("listTokens", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("listTokens", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("listTokens", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("listTokens", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_revoke_token<H: ConfmanSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = ConfmanRevokeTokenArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_revoke_token(args.token_id) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("revokeToken", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = ConfmanRevokeTokenResult { result_value: Some(handler_return), invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<InvalidArgument>().is_some() {
+              let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
+              let ret_err = ConfmanRevokeTokenResult{ result_value: None, invalid: Some(*err), unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("revokeToken", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = ConfmanRevokeTokenResult{ result_value: None, invalid: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("revokeToken", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = ConfmanRevokeTokenResult{ result_value: None, invalid: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("revokeToken", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = ConfmanRevokeTokenResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("revokeToken", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = ConfmanRevokeTokenResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err), not_found: None };
+              let message_ident = TMessageIdentifier::new("revokeToken", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<NotFound>().is_some() {
+              let err = usr_err.downcast::<NotFound>().expect("downcast already checked");
+              let ret_err = ConfmanRevokeTokenResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: Some(*err) };
+              let message_ident = TMessageIdentifier::new("revokeToken", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("revokeToken", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("revokeToken", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("revokeToken", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_grant_role<H: ConfmanSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = ConfmanGrantRoleArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_grant_role(args.grant) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("grantRole", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = ConfmanGrantRoleResult { result_value: Some(handler_return), invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<InvalidArgument>().is_some() {
+              let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
+              let ret_err = ConfmanGrantRoleResult{ result_value: None, invalid: Some(*err), unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("grantRole", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = ConfmanGrantRoleResult{ result_value: None, invalid: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("grantRole", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = ConfmanGrantRoleResult{ result_value: None, invalid: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("grantRole", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = ConfmanGrantRoleResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("grantRole", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = ConfmanGrantRoleResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err), not_found: None };
+              let message_ident = TMessageIdentifier::new("grantRole", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<NotFound>().is_some() {
+              let err = usr_err.downcast::<NotFound>().expect("downcast already checked");
+              let ret_err = ConfmanGrantRoleResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: Some(*err) };
+              let message_ident = TMessageIdentifier::new("grantRole", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("grantRole", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("grantRole", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("grantRole", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_revoke_role<H: ConfmanSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = ConfmanRevokeRoleArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_revoke_role(args.grant) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("revokeRole", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = ConfmanRevokeRoleResult { result_value: Some(handler_return), invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<InvalidArgument>().is_some() {
+              let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
+              let ret_err = ConfmanRevokeRoleResult{ result_value: None, invalid: Some(*err), unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("revokeRole", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = ConfmanRevokeRoleResult{ result_value: None, invalid: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("revokeRole", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = ConfmanRevokeRoleResult{ result_value: None, invalid: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("revokeRole", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = ConfmanRevokeRoleResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("revokeRole", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = ConfmanRevokeRoleResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err), not_found: None };
+              let message_ident = TMessageIdentifier::new("revokeRole", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<NotFound>().is_some() {
+              let err = usr_err.downcast::<NotFound>().expect("downcast already checked");
+              let ret_err = ConfmanRevokeRoleResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: Some(*err) };
+              let message_ident = TMessageIdentifier::new("revokeRole", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("revokeRole", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("revokeRole", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("revokeRole", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_create_namespace<H: ConfmanSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = ConfmanCreateNamespaceArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_create_namespace(args.request) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("createNamespace", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = ConfmanCreateNamespaceResult { result_value: Some(handler_return), invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None, exists: None, schema: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<InvalidArgument>().is_some() {
+              let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
+              let ret_err = ConfmanCreateNamespaceResult{ result_value: None, invalid: Some(*err), unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None, exists: None, schema: None };
+              let message_ident = TMessageIdentifier::new("createNamespace", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = ConfmanCreateNamespaceResult{ result_value: None, invalid: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None, not_found: None, exists: None, schema: None };
+              let message_ident = TMessageIdentifier::new("createNamespace", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = ConfmanCreateNamespaceResult{ result_value: None, invalid: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None, not_found: None, exists: None, schema: None };
+              let message_ident = TMessageIdentifier::new("createNamespace", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = ConfmanCreateNamespaceResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None, not_found: None, exists: None, schema: None };
+              let message_ident = TMessageIdentifier::new("createNamespace", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = ConfmanCreateNamespaceResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err), not_found: None, exists: None, schema: None };
+              let message_ident = TMessageIdentifier::new("createNamespace", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<NotFound>().is_some() {
+              let err = usr_err.downcast::<NotFound>().expect("downcast already checked");
+              let ret_err = ConfmanCreateNamespaceResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: Some(*err), exists: None, schema: None };
+              let message_ident = TMessageIdentifier::new("createNamespace", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<AlreadyExists>().is_some() {
+              let err = usr_err.downcast::<AlreadyExists>().expect("downcast already checked");
+              let ret_err = ConfmanCreateNamespaceResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None, exists: Some(*err), schema: None };
+              let message_ident = TMessageIdentifier::new("createNamespace", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<SchemaViolation>().is_some() {
+              let err = usr_err.downcast::<SchemaViolation>().expect("downcast already checked");
+              let ret_err = ConfmanCreateNamespaceResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None, exists: None, schema: Some(*err) };
+              let message_ident = TMessageIdentifier::new("createNamespace", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("createNamespace", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("createNamespace", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("createNamespace", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_update_namespace<H: ConfmanSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = ConfmanUpdateNamespaceArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_update_namespace(args.request) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("updateNamespace", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = ConfmanUpdateNamespaceResult { result_value: Some(handler_return), invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None, schema: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<InvalidArgument>().is_some() {
+              let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
+              let ret_err = ConfmanUpdateNamespaceResult{ result_value: None, invalid: Some(*err), unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None, schema: None };
+              let message_ident = TMessageIdentifier::new("updateNamespace", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = ConfmanUpdateNamespaceResult{ result_value: None, invalid: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None, not_found: None, schema: None };
+              let message_ident = TMessageIdentifier::new("updateNamespace", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = ConfmanUpdateNamespaceResult{ result_value: None, invalid: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None, not_found: None, schema: None };
+              let message_ident = TMessageIdentifier::new("updateNamespace", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = ConfmanUpdateNamespaceResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None, not_found: None, schema: None };
+              let message_ident = TMessageIdentifier::new("updateNamespace", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = ConfmanUpdateNamespaceResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err), not_found: None, schema: None };
+              let message_ident = TMessageIdentifier::new("updateNamespace", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<NotFound>().is_some() {
+              let err = usr_err.downcast::<NotFound>().expect("downcast already checked");
+              let ret_err = ConfmanUpdateNamespaceResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: Some(*err), schema: None };
+              let message_ident = TMessageIdentifier::new("updateNamespace", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<SchemaViolation>().is_some() {
+              let err = usr_err.downcast::<SchemaViolation>().expect("downcast already checked");
+              let ret_err = ConfmanUpdateNamespaceResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None, schema: Some(*err) };
+              let message_ident = TMessageIdentifier::new("updateNamespace", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("updateNamespace", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("updateNamespace", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("updateNamespace", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_describe_namespace<H: ConfmanSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = ConfmanDescribeNamespaceArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_describe_namespace(args.path) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("describeNamespace", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = ConfmanDescribeNamespaceResult { result_value: Some(handler_return), invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<InvalidArgument>().is_some() {
+              let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
+              let ret_err = ConfmanDescribeNamespaceResult{ result_value: None, invalid: Some(*err), unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("describeNamespace", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = ConfmanDescribeNamespaceResult{ result_value: None, invalid: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("describeNamespace", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = ConfmanDescribeNamespaceResult{ result_value: None, invalid: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("describeNamespace", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = ConfmanDescribeNamespaceResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("describeNamespace", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = ConfmanDescribeNamespaceResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err), not_found: None };
+              let message_ident = TMessageIdentifier::new("describeNamespace", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<NotFound>().is_some() {
+              let err = usr_err.downcast::<NotFound>().expect("downcast already checked");
+              let ret_err = ConfmanDescribeNamespaceResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: Some(*err) };
+              let message_ident = TMessageIdentifier::new("describeNamespace", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("describeNamespace", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("describeNamespace", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("describeNamespace", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_list_namespaces<H: ConfmanSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = ConfmanListNamespacesArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_list_namespaces(args.request) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("listNamespaces", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = ConfmanListNamespacesResult { result_value: Some(handler_return), invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<InvalidArgument>().is_some() {
+              let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
+              let ret_err = ConfmanListNamespacesResult{ result_value: None, invalid: Some(*err), unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("listNamespaces", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = ConfmanListNamespacesResult{ result_value: None, invalid: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("listNamespaces", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = ConfmanListNamespacesResult{ result_value: None, invalid: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("listNamespaces", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = ConfmanListNamespacesResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("listNamespaces", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = ConfmanListNamespacesResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err), not_found: None };
+              let message_ident = TMessageIdentifier::new("listNamespaces", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<NotFound>().is_some() {
+              let err = usr_err.downcast::<NotFound>().expect("downcast already checked");
+              let ret_err = ConfmanListNamespacesResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: Some(*err) };
+              let message_ident = TMessageIdentifier::new("listNamespaces", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("listNamespaces", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("listNamespaces", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("listNamespaces", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_delete_namespace<H: ConfmanSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = ConfmanDeleteNamespaceArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_delete_namespace(args.path) {
+      Ok(_) => {
+        let message_ident = TMessageIdentifier::new("deleteNamespace", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = ConfmanDeleteNamespaceResult { invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<InvalidArgument>().is_some() {
+              let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
+              let ret_err = ConfmanDeleteNamespaceResult{ invalid: Some(*err), unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("deleteNamespace", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = ConfmanDeleteNamespaceResult{ invalid: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("deleteNamespace", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = ConfmanDeleteNamespaceResult{ invalid: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("deleteNamespace", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = ConfmanDeleteNamespaceResult{ invalid: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("deleteNamespace", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = ConfmanDeleteNamespaceResult{ invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err), not_found: None };
+              let message_ident = TMessageIdentifier::new("deleteNamespace", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<NotFound>().is_some() {
+              let err = usr_err.downcast::<NotFound>().expect("downcast already checked");
+              let ret_err = ConfmanDeleteNamespaceResult{ invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: Some(*err) };
+              let message_ident = TMessageIdentifier::new("deleteNamespace", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("deleteNamespace", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("deleteNamespace", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("deleteNamespace", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_get_entry<H: ConfmanSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = ConfmanGetEntryArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_get_entry(args.request) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("getEntry", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = ConfmanGetEntryResult { result_value: Some(handler_return), invalid: None, too_old: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<InvalidArgument>().is_some() {
+              let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
+              let ret_err = ConfmanGetEntryResult{ result_value: None, invalid: Some(*err), too_old: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("getEntry", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<TooOld>().is_some() {
+              let err = usr_err.downcast::<TooOld>().expect("downcast already checked");
+              let ret_err = ConfmanGetEntryResult{ result_value: None, invalid: None, too_old: Some(*err), unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("getEntry", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = ConfmanGetEntryResult{ result_value: None, invalid: None, too_old: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("getEntry", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = ConfmanGetEntryResult{ result_value: None, invalid: None, too_old: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("getEntry", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = ConfmanGetEntryResult{ result_value: None, invalid: None, too_old: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("getEntry", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = ConfmanGetEntryResult{ result_value: None, invalid: None, too_old: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err), not_found: None };
+              let message_ident = TMessageIdentifier::new("getEntry", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<NotFound>().is_some() {
+              let err = usr_err.downcast::<NotFound>().expect("downcast already checked");
+              let ret_err = ConfmanGetEntryResult{ result_value: None, invalid: None, too_old: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: Some(*err) };
+              let message_ident = TMessageIdentifier::new("getEntry", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("getEntry", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("getEntry", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("getEntry", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_list_entries<H: ConfmanSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = ConfmanListEntriesArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_list_entries(args.request) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("listEntries", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = ConfmanListEntriesResult { result_value: Some(handler_return), invalid: None, too_old: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<InvalidArgument>().is_some() {
+              let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
+              let ret_err = ConfmanListEntriesResult{ result_value: None, invalid: Some(*err), too_old: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("listEntries", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<TooOld>().is_some() {
+              let err = usr_err.downcast::<TooOld>().expect("downcast already checked");
+              let ret_err = ConfmanListEntriesResult{ result_value: None, invalid: None, too_old: Some(*err), unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("listEntries", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = ConfmanListEntriesResult{ result_value: None, invalid: None, too_old: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("listEntries", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = ConfmanListEntriesResult{ result_value: None, invalid: None, too_old: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("listEntries", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = ConfmanListEntriesResult{ result_value: None, invalid: None, too_old: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("listEntries", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = ConfmanListEntriesResult{ result_value: None, invalid: None, too_old: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err), not_found: None };
+              let message_ident = TMessageIdentifier::new("listEntries", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<NotFound>().is_some() {
+              let err = usr_err.downcast::<NotFound>().expect("downcast already checked");
+              let ret_err = ConfmanListEntriesResult{ result_value: None, invalid: None, too_old: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: Some(*err) };
+              let message_ident = TMessageIdentifier::new("listEntries", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("listEntries", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("listEntries", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("listEntries", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_entry_history<H: ConfmanSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = ConfmanEntryHistoryArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_entry_history(args.request) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("entryHistory", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = ConfmanEntryHistoryResult { result_value: Some(handler_return), invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<InvalidArgument>().is_some() {
+              let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
+              let ret_err = ConfmanEntryHistoryResult{ result_value: None, invalid: Some(*err), unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("entryHistory", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = ConfmanEntryHistoryResult{ result_value: None, invalid: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("entryHistory", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = ConfmanEntryHistoryResult{ result_value: None, invalid: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("entryHistory", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = ConfmanEntryHistoryResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("entryHistory", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = ConfmanEntryHistoryResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err), not_found: None };
+              let message_ident = TMessageIdentifier::new("entryHistory", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<NotFound>().is_some() {
+              let err = usr_err.downcast::<NotFound>().expect("downcast already checked");
+              let ret_err = ConfmanEntryHistoryResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: Some(*err) };
+              let message_ident = TMessageIdentifier::new("entryHistory", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("entryHistory", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("entryHistory", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("entryHistory", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_diff_entry<H: ConfmanSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = ConfmanDiffEntryArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_diff_entry(args.request) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("diffEntry", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = ConfmanDiffEntryResult { result_value: Some(handler_return), invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<InvalidArgument>().is_some() {
+              let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
+              let ret_err = ConfmanDiffEntryResult{ result_value: None, invalid: Some(*err), unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("diffEntry", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = ConfmanDiffEntryResult{ result_value: None, invalid: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("diffEntry", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = ConfmanDiffEntryResult{ result_value: None, invalid: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("diffEntry", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = ConfmanDiffEntryResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("diffEntry", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = ConfmanDiffEntryResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err), not_found: None };
+              let message_ident = TMessageIdentifier::new("diffEntry", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<NotFound>().is_some() {
+              let err = usr_err.downcast::<NotFound>().expect("downcast already checked");
+              let ret_err = ConfmanDiffEntryResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: Some(*err) };
+              let message_ident = TMessageIdentifier::new("diffEntry", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("diffEntry", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("diffEntry", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("diffEntry", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_create_change<H: ConfmanSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = ConfmanCreateChangeArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_create_change(args.request) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("createChange", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = ConfmanCreateChangeResult { result_value: Some(handler_return), invalid: None, limit: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None, schema: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<InvalidArgument>().is_some() {
+              let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
+              let ret_err = ConfmanCreateChangeResult{ result_value: None, invalid: Some(*err), limit: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None, schema: None };
+              let message_ident = TMessageIdentifier::new("createChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<LimitExceeded>().is_some() {
+              let err = usr_err.downcast::<LimitExceeded>().expect("downcast already checked");
+              let ret_err = ConfmanCreateChangeResult{ result_value: None, invalid: None, limit: Some(*err), unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None, schema: None };
+              let message_ident = TMessageIdentifier::new("createChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = ConfmanCreateChangeResult{ result_value: None, invalid: None, limit: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None, not_found: None, schema: None };
+              let message_ident = TMessageIdentifier::new("createChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = ConfmanCreateChangeResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None, not_found: None, schema: None };
+              let message_ident = TMessageIdentifier::new("createChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = ConfmanCreateChangeResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None, not_found: None, schema: None };
+              let message_ident = TMessageIdentifier::new("createChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = ConfmanCreateChangeResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err), not_found: None, schema: None };
+              let message_ident = TMessageIdentifier::new("createChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<NotFound>().is_some() {
+              let err = usr_err.downcast::<NotFound>().expect("downcast already checked");
+              let ret_err = ConfmanCreateChangeResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: Some(*err), schema: None };
+              let message_ident = TMessageIdentifier::new("createChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<SchemaViolation>().is_some() {
+              let err = usr_err.downcast::<SchemaViolation>().expect("downcast already checked");
+              let ret_err = ConfmanCreateChangeResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None, schema: Some(*err) };
+              let message_ident = TMessageIdentifier::new("createChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("createChange", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("createChange", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("createChange", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_edit_change<H: ConfmanSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = ConfmanEditChangeArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_edit_change(args.request) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("editChange", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = ConfmanEditChangeResult { result_value: Some(handler_return), invalid: None, limit: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None, transition: None, schema: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<InvalidArgument>().is_some() {
+              let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
+              let ret_err = ConfmanEditChangeResult{ result_value: None, invalid: Some(*err), limit: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None, transition: None, schema: None };
+              let message_ident = TMessageIdentifier::new("editChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<LimitExceeded>().is_some() {
+              let err = usr_err.downcast::<LimitExceeded>().expect("downcast already checked");
+              let ret_err = ConfmanEditChangeResult{ result_value: None, invalid: None, limit: Some(*err), unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None, transition: None, schema: None };
+              let message_ident = TMessageIdentifier::new("editChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = ConfmanEditChangeResult{ result_value: None, invalid: None, limit: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None, not_found: None, transition: None, schema: None };
+              let message_ident = TMessageIdentifier::new("editChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = ConfmanEditChangeResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None, not_found: None, transition: None, schema: None };
+              let message_ident = TMessageIdentifier::new("editChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = ConfmanEditChangeResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None, not_found: None, transition: None, schema: None };
+              let message_ident = TMessageIdentifier::new("editChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = ConfmanEditChangeResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err), not_found: None, transition: None, schema: None };
+              let message_ident = TMessageIdentifier::new("editChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<NotFound>().is_some() {
+              let err = usr_err.downcast::<NotFound>().expect("downcast already checked");
+              let ret_err = ConfmanEditChangeResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: Some(*err), transition: None, schema: None };
+              let message_ident = TMessageIdentifier::new("editChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InvalidTransition>().is_some() {
+              let err = usr_err.downcast::<InvalidTransition>().expect("downcast already checked");
+              let ret_err = ConfmanEditChangeResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None, transition: Some(*err), schema: None };
+              let message_ident = TMessageIdentifier::new("editChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<SchemaViolation>().is_some() {
+              let err = usr_err.downcast::<SchemaViolation>().expect("downcast already checked");
+              let ret_err = ConfmanEditChangeResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None, transition: None, schema: Some(*err) };
+              let message_ident = TMessageIdentifier::new("editChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("editChange", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("editChange", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("editChange", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_get_change<H: ConfmanSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = ConfmanGetChangeArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_get_change(args.change_id) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("getChange", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = ConfmanGetChangeResult { result_value: Some(handler_return), unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = ConfmanGetChangeResult{ result_value: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("getChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = ConfmanGetChangeResult{ result_value: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("getChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = ConfmanGetChangeResult{ result_value: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("getChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = ConfmanGetChangeResult{ result_value: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err), not_found: None };
+              let message_ident = TMessageIdentifier::new("getChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<NotFound>().is_some() {
+              let err = usr_err.downcast::<NotFound>().expect("downcast already checked");
+              let ret_err = ConfmanGetChangeResult{ result_value: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: Some(*err) };
+              let message_ident = TMessageIdentifier::new("getChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("getChange", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("getChange", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("getChange", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_list_changes<H: ConfmanSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = ConfmanListChangesArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_list_changes(args.request) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("listChanges", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = ConfmanListChangesResult { result_value: Some(handler_return), invalid: None, unavailable: None, internal: None, unauthenticated: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<InvalidArgument>().is_some() {
+              let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
+              let ret_err = ConfmanListChangesResult{ result_value: None, invalid: Some(*err), unavailable: None, internal: None, unauthenticated: None };
+              let message_ident = TMessageIdentifier::new("listChanges", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = ConfmanListChangesResult{ result_value: None, invalid: None, unavailable: Some(*err), internal: None, unauthenticated: None };
+              let message_ident = TMessageIdentifier::new("listChanges", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = ConfmanListChangesResult{ result_value: None, invalid: None, unavailable: None, internal: Some(*err), unauthenticated: None };
+              let message_ident = TMessageIdentifier::new("listChanges", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = ConfmanListChangesResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: Some(*err) };
+              let message_ident = TMessageIdentifier::new("listChanges", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("listChanges", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("listChanges", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("listChanges", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_submit_change<H: ConfmanSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = ConfmanSubmitChangeArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_submit_change(args.change_id) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("submitChange", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = ConfmanSubmitChangeResult { result_value: Some(handler_return), unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None, transition: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = ConfmanSubmitChangeResult{ result_value: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None, not_found: None, transition: None };
+              let message_ident = TMessageIdentifier::new("submitChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = ConfmanSubmitChangeResult{ result_value: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None, not_found: None, transition: None };
+              let message_ident = TMessageIdentifier::new("submitChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = ConfmanSubmitChangeResult{ result_value: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None, not_found: None, transition: None };
+              let message_ident = TMessageIdentifier::new("submitChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = ConfmanSubmitChangeResult{ result_value: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err), not_found: None, transition: None };
+              let message_ident = TMessageIdentifier::new("submitChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<NotFound>().is_some() {
+              let err = usr_err.downcast::<NotFound>().expect("downcast already checked");
+              let ret_err = ConfmanSubmitChangeResult{ result_value: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: Some(*err), transition: None };
+              let message_ident = TMessageIdentifier::new("submitChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InvalidTransition>().is_some() {
+              let err = usr_err.downcast::<InvalidTransition>().expect("downcast already checked");
+              let ret_err = ConfmanSubmitChangeResult{ result_value: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None, transition: Some(*err) };
+              let message_ident = TMessageIdentifier::new("submitChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("submitChange", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("submitChange", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("submitChange", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_approve_change<H: ConfmanSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = ConfmanApproveChangeArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_approve_change(args.request) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("approveChange", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = ConfmanApproveChangeResult { result_value: Some(handler_return), unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None, transition: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = ConfmanApproveChangeResult{ result_value: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None, not_found: None, transition: None };
+              let message_ident = TMessageIdentifier::new("approveChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = ConfmanApproveChangeResult{ result_value: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None, not_found: None, transition: None };
+              let message_ident = TMessageIdentifier::new("approveChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = ConfmanApproveChangeResult{ result_value: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None, not_found: None, transition: None };
+              let message_ident = TMessageIdentifier::new("approveChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = ConfmanApproveChangeResult{ result_value: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err), not_found: None, transition: None };
+              let message_ident = TMessageIdentifier::new("approveChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<NotFound>().is_some() {
+              let err = usr_err.downcast::<NotFound>().expect("downcast already checked");
+              let ret_err = ConfmanApproveChangeResult{ result_value: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: Some(*err), transition: None };
+              let message_ident = TMessageIdentifier::new("approveChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InvalidTransition>().is_some() {
+              let err = usr_err.downcast::<InvalidTransition>().expect("downcast already checked");
+              let ret_err = ConfmanApproveChangeResult{ result_value: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None, transition: Some(*err) };
+              let message_ident = TMessageIdentifier::new("approveChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("approveChange", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("approveChange", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("approveChange", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_reject_change<H: ConfmanSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = ConfmanRejectChangeArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_reject_change(args.request) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("rejectChange", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = ConfmanRejectChangeResult { result_value: Some(handler_return), unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None, transition: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = ConfmanRejectChangeResult{ result_value: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None, not_found: None, transition: None };
+              let message_ident = TMessageIdentifier::new("rejectChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = ConfmanRejectChangeResult{ result_value: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None, not_found: None, transition: None };
+              let message_ident = TMessageIdentifier::new("rejectChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = ConfmanRejectChangeResult{ result_value: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None, not_found: None, transition: None };
+              let message_ident = TMessageIdentifier::new("rejectChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = ConfmanRejectChangeResult{ result_value: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err), not_found: None, transition: None };
+              let message_ident = TMessageIdentifier::new("rejectChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<NotFound>().is_some() {
+              let err = usr_err.downcast::<NotFound>().expect("downcast already checked");
+              let ret_err = ConfmanRejectChangeResult{ result_value: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: Some(*err), transition: None };
+              let message_ident = TMessageIdentifier::new("rejectChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InvalidTransition>().is_some() {
+              let err = usr_err.downcast::<InvalidTransition>().expect("downcast already checked");
+              let ret_err = ConfmanRejectChangeResult{ result_value: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None, transition: Some(*err) };
+              let message_ident = TMessageIdentifier::new("rejectChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("rejectChange", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("rejectChange", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("rejectChange", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_abandon_change<H: ConfmanSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = ConfmanAbandonChangeArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_abandon_change(args.change_id) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("abandonChange", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = ConfmanAbandonChangeResult { result_value: Some(handler_return), unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None, transition: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = ConfmanAbandonChangeResult{ result_value: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None, not_found: None, transition: None };
+              let message_ident = TMessageIdentifier::new("abandonChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = ConfmanAbandonChangeResult{ result_value: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None, not_found: None, transition: None };
+              let message_ident = TMessageIdentifier::new("abandonChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = ConfmanAbandonChangeResult{ result_value: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None, not_found: None, transition: None };
+              let message_ident = TMessageIdentifier::new("abandonChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = ConfmanAbandonChangeResult{ result_value: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err), not_found: None, transition: None };
+              let message_ident = TMessageIdentifier::new("abandonChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<NotFound>().is_some() {
+              let err = usr_err.downcast::<NotFound>().expect("downcast already checked");
+              let ret_err = ConfmanAbandonChangeResult{ result_value: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: Some(*err), transition: None };
+              let message_ident = TMessageIdentifier::new("abandonChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InvalidTransition>().is_some() {
+              let err = usr_err.downcast::<InvalidTransition>().expect("downcast already checked");
+              let ret_err = ConfmanAbandonChangeResult{ result_value: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None, transition: Some(*err) };
+              let message_ident = TMessageIdentifier::new("abandonChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("abandonChange", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("abandonChange", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("abandonChange", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_rebase_change<H: ConfmanSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = ConfmanRebaseChangeArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_rebase_change(args.change_id) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("rebaseChange", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = ConfmanRebaseChangeResult { result_value: Some(handler_return), unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None, transition: None, schema: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = ConfmanRebaseChangeResult{ result_value: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None, not_found: None, transition: None, schema: None };
+              let message_ident = TMessageIdentifier::new("rebaseChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = ConfmanRebaseChangeResult{ result_value: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None, not_found: None, transition: None, schema: None };
+              let message_ident = TMessageIdentifier::new("rebaseChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = ConfmanRebaseChangeResult{ result_value: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None, not_found: None, transition: None, schema: None };
+              let message_ident = TMessageIdentifier::new("rebaseChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = ConfmanRebaseChangeResult{ result_value: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err), not_found: None, transition: None, schema: None };
+              let message_ident = TMessageIdentifier::new("rebaseChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<NotFound>().is_some() {
+              let err = usr_err.downcast::<NotFound>().expect("downcast already checked");
+              let ret_err = ConfmanRebaseChangeResult{ result_value: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: Some(*err), transition: None, schema: None };
+              let message_ident = TMessageIdentifier::new("rebaseChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InvalidTransition>().is_some() {
+              let err = usr_err.downcast::<InvalidTransition>().expect("downcast already checked");
+              let ret_err = ConfmanRebaseChangeResult{ result_value: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None, transition: Some(*err), schema: None };
+              let message_ident = TMessageIdentifier::new("rebaseChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<SchemaViolation>().is_some() {
+              let err = usr_err.downcast::<SchemaViolation>().expect("downcast already checked");
+              let ret_err = ConfmanRebaseChangeResult{ result_value: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None, transition: None, schema: Some(*err) };
+              let message_ident = TMessageIdentifier::new("rebaseChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("rebaseChange", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("rebaseChange", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("rebaseChange", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_publish_change<H: ConfmanSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = ConfmanPublishChangeArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_publish_change(args.request) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("publishChange", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = ConfmanPublishChangeResult { result_value: Some(handler_return), invalid: None, limit: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None, transition: None, schema: None, stale: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<InvalidArgument>().is_some() {
+              let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
+              let ret_err = ConfmanPublishChangeResult{ result_value: None, invalid: Some(*err), limit: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None, transition: None, schema: None, stale: None };
+              let message_ident = TMessageIdentifier::new("publishChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<LimitExceeded>().is_some() {
+              let err = usr_err.downcast::<LimitExceeded>().expect("downcast already checked");
+              let ret_err = ConfmanPublishChangeResult{ result_value: None, invalid: None, limit: Some(*err), unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None, transition: None, schema: None, stale: None };
+              let message_ident = TMessageIdentifier::new("publishChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = ConfmanPublishChangeResult{ result_value: None, invalid: None, limit: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None, not_found: None, transition: None, schema: None, stale: None };
+              let message_ident = TMessageIdentifier::new("publishChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = ConfmanPublishChangeResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None, not_found: None, transition: None, schema: None, stale: None };
+              let message_ident = TMessageIdentifier::new("publishChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = ConfmanPublishChangeResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None, not_found: None, transition: None, schema: None, stale: None };
+              let message_ident = TMessageIdentifier::new("publishChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = ConfmanPublishChangeResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err), not_found: None, transition: None, schema: None, stale: None };
+              let message_ident = TMessageIdentifier::new("publishChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<NotFound>().is_some() {
+              let err = usr_err.downcast::<NotFound>().expect("downcast already checked");
+              let ret_err = ConfmanPublishChangeResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: Some(*err), transition: None, schema: None, stale: None };
+              let message_ident = TMessageIdentifier::new("publishChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InvalidTransition>().is_some() {
+              let err = usr_err.downcast::<InvalidTransition>().expect("downcast already checked");
+              let ret_err = ConfmanPublishChangeResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None, transition: Some(*err), schema: None, stale: None };
+              let message_ident = TMessageIdentifier::new("publishChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<SchemaViolation>().is_some() {
+              let err = usr_err.downcast::<SchemaViolation>().expect("downcast already checked");
+              let ret_err = ConfmanPublishChangeResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None, transition: None, schema: Some(*err), stale: None };
+              let message_ident = TMessageIdentifier::new("publishChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Stale>().is_some() {
+              let err = usr_err.downcast::<Stale>().expect("downcast already checked");
+              let ret_err = ConfmanPublishChangeResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None, transition: None, schema: None, stale: Some(*err) };
+              let message_ident = TMessageIdentifier::new("publishChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("publishChange", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("publishChange", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("publishChange", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_revert_change<H: ConfmanSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = ConfmanRevertChangeArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_revert_change(args.request) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("revertChange", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = ConfmanRevertChangeResult { result_value: Some(handler_return), invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None, transition: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<InvalidArgument>().is_some() {
+              let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
+              let ret_err = ConfmanRevertChangeResult{ result_value: None, invalid: Some(*err), unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None, transition: None };
+              let message_ident = TMessageIdentifier::new("revertChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = ConfmanRevertChangeResult{ result_value: None, invalid: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None, not_found: None, transition: None };
+              let message_ident = TMessageIdentifier::new("revertChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = ConfmanRevertChangeResult{ result_value: None, invalid: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None, not_found: None, transition: None };
+              let message_ident = TMessageIdentifier::new("revertChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = ConfmanRevertChangeResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None, not_found: None, transition: None };
+              let message_ident = TMessageIdentifier::new("revertChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = ConfmanRevertChangeResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err), not_found: None, transition: None };
+              let message_ident = TMessageIdentifier::new("revertChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<NotFound>().is_some() {
+              let err = usr_err.downcast::<NotFound>().expect("downcast already checked");
+              let ret_err = ConfmanRevertChangeResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: Some(*err), transition: None };
+              let message_ident = TMessageIdentifier::new("revertChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InvalidTransition>().is_some() {
+              let err = usr_err.downcast::<InvalidTransition>().expect("downcast already checked");
+              let ret_err = ConfmanRevertChangeResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None, transition: Some(*err) };
+              let message_ident = TMessageIdentifier::new("revertChange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("revertChange", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("revertChange", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("revertChange", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_query_audit<H: ConfmanSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = ConfmanQueryAuditArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_query_audit(args.query) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("queryAudit", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = ConfmanQueryAuditResult { result_value: Some(handler_return), invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<InvalidArgument>().is_some() {
+              let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
+              let ret_err = ConfmanQueryAuditResult{ result_value: None, invalid: Some(*err), unavailable: None, internal: None, unauthenticated: None, denied: None };
+              let message_ident = TMessageIdentifier::new("queryAudit", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = ConfmanQueryAuditResult{ result_value: None, invalid: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None };
+              let message_ident = TMessageIdentifier::new("queryAudit", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = ConfmanQueryAuditResult{ result_value: None, invalid: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None };
+              let message_ident = TMessageIdentifier::new("queryAudit", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = ConfmanQueryAuditResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None };
+              let message_ident = TMessageIdentifier::new("queryAudit", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = ConfmanQueryAuditResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err) };
+              let message_ident = TMessageIdentifier::new("queryAudit", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("queryAudit", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("queryAudit", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("queryAudit", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_watch_config<H: ConfmanSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = ConfmanWatchConfigArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_watch_config(args.request) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("watchConfig", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = ConfmanWatchConfigResult { result_value: Some(handler_return), invalid: None, unavailable: None, internal: None, compacted: None, unauthenticated: None, denied: None, not_found: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<InvalidArgument>().is_some() {
+              let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
+              let ret_err = ConfmanWatchConfigResult{ result_value: None, invalid: Some(*err), unavailable: None, internal: None, compacted: None, unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("watchConfig", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = ConfmanWatchConfigResult{ result_value: None, invalid: None, unavailable: Some(*err), internal: None, compacted: None, unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("watchConfig", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = ConfmanWatchConfigResult{ result_value: None, invalid: None, unavailable: None, internal: Some(*err), compacted: None, unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("watchConfig", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Compacted>().is_some() {
+              let err = usr_err.downcast::<Compacted>().expect("downcast already checked");
+              let ret_err = ConfmanWatchConfigResult{ result_value: None, invalid: None, unavailable: None, internal: None, compacted: Some(*err), unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("watchConfig", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = ConfmanWatchConfigResult{ result_value: None, invalid: None, unavailable: None, internal: None, compacted: None, unauthenticated: Some(*err), denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("watchConfig", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = ConfmanWatchConfigResult{ result_value: None, invalid: None, unavailable: None, internal: None, compacted: None, unauthenticated: None, denied: Some(*err), not_found: None };
+              let message_ident = TMessageIdentifier::new("watchConfig", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<NotFound>().is_some() {
+              let err = usr_err.downcast::<NotFound>().expect("downcast already checked");
+              let ret_err = ConfmanWatchConfigResult{ result_value: None, invalid: None, unavailable: None, internal: None, compacted: None, unauthenticated: None, denied: None, not_found: Some(*err) };
+              let message_ident = TMessageIdentifier::new("watchConfig", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("watchConfig", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("watchConfig", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("watchConfig", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+}
+
+impl <H: ConfmanSyncHandler> TProcessor for ConfmanSyncProcessor<H> {
+  fn process(&self, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let message_ident = i_prot.read_message_begin()?;
+    let res = match &*message_ident.name {
+      "authenticate" => {
+        self.process_authenticate(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "whoami" => {
+        self.process_whoami(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "createPrincipal" => {
+        self.process_create_principal(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "listPrincipals" => {
+        self.process_list_principals(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "disablePrincipal" => {
+        self.process_disable_principal(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "createToken" => {
+        self.process_create_token(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "listTokens" => {
+        self.process_list_tokens(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "revokeToken" => {
+        self.process_revoke_token(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "grantRole" => {
+        self.process_grant_role(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "revokeRole" => {
+        self.process_revoke_role(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "createNamespace" => {
+        self.process_create_namespace(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "updateNamespace" => {
+        self.process_update_namespace(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "describeNamespace" => {
+        self.process_describe_namespace(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "listNamespaces" => {
+        self.process_list_namespaces(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "deleteNamespace" => {
+        self.process_delete_namespace(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "getEntry" => {
+        self.process_get_entry(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "listEntries" => {
+        self.process_list_entries(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "entryHistory" => {
+        self.process_entry_history(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "diffEntry" => {
+        self.process_diff_entry(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "createChange" => {
+        self.process_create_change(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "editChange" => {
+        self.process_edit_change(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "getChange" => {
+        self.process_get_change(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "listChanges" => {
+        self.process_list_changes(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "submitChange" => {
+        self.process_submit_change(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "approveChange" => {
+        self.process_approve_change(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "rejectChange" => {
+        self.process_reject_change(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "abandonChange" => {
+        self.process_abandon_change(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "rebaseChange" => {
+        self.process_rebase_change(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "publishChange" => {
+        self.process_publish_change(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "revertChange" => {
+        self.process_revert_change(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "queryAudit" => {
+        self.process_query_audit(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "watchConfig" => {
+        self.process_watch_config(message_ident.sequence_number, i_prot, o_prot)
+      },
+      method => {
+        Err(
+          thrift::Error::Application(
+            ApplicationError::new(
+              ApplicationErrorKind::UnknownMethod,
+              format!("unknown method {}", method)
+            )
+          )
+        )
+      },
+    };
+    thrift::server::handle_process_result(&message_ident, res, o_prot)
+  }
+}
+
+//
+// ConfmanAuthenticateArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanAuthenticateArgs {
+  token: String,
+}
+
+impl ConfmanAuthenticateArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanAuthenticateArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<String> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_string()?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ConfmanAuthenticateArgs.token", &f_1)?;
+    let ret = ConfmanAuthenticateArgs {
+      token: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("authenticate_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("token", TType::String, 1))?;
+    o_prot.write_string(&self.token)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanAuthenticateResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanAuthenticateResult {
+  result_value: Option<AuthResult>,
+  invalid: Option<InvalidArgument>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+}
+
+impl ConfmanAuthenticateResult {
+  fn ok_or(self) -> thrift::Result<AuthResult> {
+    if self.invalid.is_some() {
+      Err(thrift::Error::User(Box::new(self.invalid.unwrap())))
+    } else if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for ConfmanAuthenticate"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanAuthenticateResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<AuthResult> = None;
+    let mut f_1: Option<InvalidArgument> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = AuthResult::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        1 => {
+          let val = InvalidArgument::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = ConfmanAuthenticateResult {
+      result_value: f_0,
+      invalid: f_1,
+      unavailable: f_4,
+      internal: f_5,
+      unauthenticated: f_11,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ConfmanAuthenticateResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.invalid {
+      o_prot.write_field_begin(&TFieldIdentifier::new("invalid", TType::Struct, 1))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanWhoamiArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanWhoamiArgs {
+}
+
+impl ConfmanWhoamiArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanWhoamiArgs> {
+    i_prot.read_struct_begin()?;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = ConfmanWhoamiArgs {};
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("whoami_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanWhoamiResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanWhoamiResult {
+  result_value: Option<Principal>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+}
+
+impl ConfmanWhoamiResult {
+  fn ok_or(self) -> thrift::Result<Principal> {
+    if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for ConfmanWhoami"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanWhoamiResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<Principal> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = Principal::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = ConfmanWhoamiResult {
+      result_value: f_0,
+      unavailable: f_4,
+      internal: f_5,
+      unauthenticated: f_11,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ConfmanWhoamiResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanCreatePrincipalArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanCreatePrincipalArgs {
+  request: CreatePrincipalRequest,
+}
+
+impl ConfmanCreatePrincipalArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanCreatePrincipalArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<CreatePrincipalRequest> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = CreatePrincipalRequest::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ConfmanCreatePrincipalArgs.request", &f_1)?;
+    let ret = ConfmanCreatePrincipalArgs {
+      request: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("createPrincipal_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1))?;
+    self.request.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanCreatePrincipalResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanCreatePrincipalResult {
+  result_value: Option<Principal>,
+  invalid: Option<InvalidArgument>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
+  exists: Option<AlreadyExists>,
+}
+
+impl ConfmanCreatePrincipalResult {
+  fn ok_or(self) -> thrift::Result<Principal> {
+    if self.invalid.is_some() {
+      Err(thrift::Error::User(Box::new(self.invalid.unwrap())))
+    } else if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
+    } else if self.exists.is_some() {
+      Err(thrift::Error::User(Box::new(self.exists.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for ConfmanCreatePrincipal"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanCreatePrincipalResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<Principal> = None;
+    let mut f_1: Option<InvalidArgument> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
+    let mut f_14: Option<AlreadyExists> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = Principal::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        1 => {
+          let val = InvalidArgument::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
+        14 => {
+          let val = AlreadyExists::read_from_in_protocol(i_prot)?;
+          f_14 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = ConfmanCreatePrincipalResult {
+      result_value: f_0,
+      invalid: f_1,
+      unavailable: f_4,
+      internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
+      exists: f_14,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ConfmanCreatePrincipalResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.invalid {
+      o_prot.write_field_begin(&TFieldIdentifier::new("invalid", TType::Struct, 1))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.exists {
+      o_prot.write_field_begin(&TFieldIdentifier::new("exists", TType::Struct, 14))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanListPrincipalsArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanListPrincipalsArgs {
+}
+
+impl ConfmanListPrincipalsArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanListPrincipalsArgs> {
+    i_prot.read_struct_begin()?;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = ConfmanListPrincipalsArgs {};
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("listPrincipals_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanListPrincipalsResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanListPrincipalsResult {
+  result_value: Option<Vec<Principal>>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
+}
+
+impl ConfmanListPrincipalsResult {
+  fn ok_or(self) -> thrift::Result<Vec<Principal>> {
+    if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for ConfmanListPrincipals"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanListPrincipalsResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<Vec<Principal>> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let list_ident = i_prot.read_list_begin()?;
+          let mut val: Vec<Principal> = Vec::with_capacity(list_ident.size as usize);
+          for _ in 0..list_ident.size {
+            let list_elem_28 = Principal::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_28);
+          }
+          i_prot.read_list_end()?;
+          f_0 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = ConfmanListPrincipalsResult {
+      result_value: f_0,
+      unavailable: f_4,
+      internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ConfmanListPrincipalsResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::List, 0))?;
+      o_prot.write_list_begin(&TListIdentifier::new(TType::Struct, fld_var.len() as i32))?;
+      for e in fld_var {
+        e.write_to_out_protocol(o_prot)?;
+      }
+      o_prot.write_list_end()?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanDisablePrincipalArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanDisablePrincipalArgs {
+  name: String,
+}
+
+impl ConfmanDisablePrincipalArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanDisablePrincipalArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<String> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_string()?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ConfmanDisablePrincipalArgs.name", &f_1)?;
+    let ret = ConfmanDisablePrincipalArgs {
+      name: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("disablePrincipal_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("name", TType::String, 1))?;
+    o_prot.write_string(&self.name)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanDisablePrincipalResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanDisablePrincipalResult {
+  result_value: Option<Principal>,
+  invalid: Option<InvalidArgument>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
+  not_found: Option<NotFound>,
+}
+
+impl ConfmanDisablePrincipalResult {
+  fn ok_or(self) -> thrift::Result<Principal> {
+    if self.invalid.is_some() {
+      Err(thrift::Error::User(Box::new(self.invalid.unwrap())))
+    } else if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
+    } else if self.not_found.is_some() {
+      Err(thrift::Error::User(Box::new(self.not_found.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for ConfmanDisablePrincipal"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanDisablePrincipalResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<Principal> = None;
+    let mut f_1: Option<InvalidArgument> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
+    let mut f_13: Option<NotFound> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = Principal::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        1 => {
+          let val = InvalidArgument::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
+        13 => {
+          let val = NotFound::read_from_in_protocol(i_prot)?;
+          f_13 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = ConfmanDisablePrincipalResult {
+      result_value: f_0,
+      invalid: f_1,
+      unavailable: f_4,
+      internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
+      not_found: f_13,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ConfmanDisablePrincipalResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.invalid {
+      o_prot.write_field_begin(&TFieldIdentifier::new("invalid", TType::Struct, 1))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.not_found {
+      o_prot.write_field_begin(&TFieldIdentifier::new("not_found", TType::Struct, 13))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanCreateTokenArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanCreateTokenArgs {
+  request: CreateTokenRequest,
+}
+
+impl ConfmanCreateTokenArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanCreateTokenArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<CreateTokenRequest> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = CreateTokenRequest::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ConfmanCreateTokenArgs.request", &f_1)?;
+    let ret = ConfmanCreateTokenArgs {
+      request: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("createToken_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1))?;
+    self.request.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanCreateTokenResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanCreateTokenResult {
+  result_value: Option<TokenCreated>,
+  invalid: Option<InvalidArgument>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
+  not_found: Option<NotFound>,
+}
+
+impl ConfmanCreateTokenResult {
+  fn ok_or(self) -> thrift::Result<TokenCreated> {
+    if self.invalid.is_some() {
+      Err(thrift::Error::User(Box::new(self.invalid.unwrap())))
+    } else if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
+    } else if self.not_found.is_some() {
+      Err(thrift::Error::User(Box::new(self.not_found.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for ConfmanCreateToken"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanCreateTokenResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<TokenCreated> = None;
+    let mut f_1: Option<InvalidArgument> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
+    let mut f_13: Option<NotFound> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = TokenCreated::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        1 => {
+          let val = InvalidArgument::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
+        13 => {
+          let val = NotFound::read_from_in_protocol(i_prot)?;
+          f_13 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = ConfmanCreateTokenResult {
+      result_value: f_0,
+      invalid: f_1,
+      unavailable: f_4,
+      internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
+      not_found: f_13,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ConfmanCreateTokenResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.invalid {
+      o_prot.write_field_begin(&TFieldIdentifier::new("invalid", TType::Struct, 1))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.not_found {
+      o_prot.write_field_begin(&TFieldIdentifier::new("not_found", TType::Struct, 13))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanListTokensArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanListTokensArgs {
+  principal: String,
+}
+
+impl ConfmanListTokensArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanListTokensArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<String> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_string()?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ConfmanListTokensArgs.principal", &f_1)?;
+    let ret = ConfmanListTokensArgs {
+      principal: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("listTokens_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("principal", TType::String, 1))?;
+    o_prot.write_string(&self.principal)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanListTokensResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanListTokensResult {
+  result_value: Option<Vec<TokenInfo>>,
+  invalid: Option<InvalidArgument>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
+}
+
+impl ConfmanListTokensResult {
+  fn ok_or(self) -> thrift::Result<Vec<TokenInfo>> {
+    if self.invalid.is_some() {
+      Err(thrift::Error::User(Box::new(self.invalid.unwrap())))
+    } else if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for ConfmanListTokens"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanListTokensResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<Vec<TokenInfo>> = None;
+    let mut f_1: Option<InvalidArgument> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let list_ident = i_prot.read_list_begin()?;
+          let mut val: Vec<TokenInfo> = Vec::with_capacity(list_ident.size as usize);
+          for _ in 0..list_ident.size {
+            let list_elem_29 = TokenInfo::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_29);
+          }
+          i_prot.read_list_end()?;
+          f_0 = Some(val);
+        },
+        1 => {
+          let val = InvalidArgument::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = ConfmanListTokensResult {
+      result_value: f_0,
+      invalid: f_1,
+      unavailable: f_4,
+      internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ConfmanListTokensResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::List, 0))?;
+      o_prot.write_list_begin(&TListIdentifier::new(TType::Struct, fld_var.len() as i32))?;
+      for e in fld_var {
+        e.write_to_out_protocol(o_prot)?;
+      }
+      o_prot.write_list_end()?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.invalid {
+      o_prot.write_field_begin(&TFieldIdentifier::new("invalid", TType::Struct, 1))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanRevokeTokenArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanRevokeTokenArgs {
+  token_id: String,
+}
+
+impl ConfmanRevokeTokenArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanRevokeTokenArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<String> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_string()?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ConfmanRevokeTokenArgs.token_id", &f_1)?;
+    let ret = ConfmanRevokeTokenArgs {
+      token_id: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("revokeToken_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("token_id", TType::String, 1))?;
+    o_prot.write_string(&self.token_id)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanRevokeTokenResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanRevokeTokenResult {
+  result_value: Option<TokenInfo>,
+  invalid: Option<InvalidArgument>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
+  not_found: Option<NotFound>,
+}
+
+impl ConfmanRevokeTokenResult {
+  fn ok_or(self) -> thrift::Result<TokenInfo> {
+    if self.invalid.is_some() {
+      Err(thrift::Error::User(Box::new(self.invalid.unwrap())))
+    } else if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
+    } else if self.not_found.is_some() {
+      Err(thrift::Error::User(Box::new(self.not_found.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for ConfmanRevokeToken"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanRevokeTokenResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<TokenInfo> = None;
+    let mut f_1: Option<InvalidArgument> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
+    let mut f_13: Option<NotFound> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = TokenInfo::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        1 => {
+          let val = InvalidArgument::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
+        13 => {
+          let val = NotFound::read_from_in_protocol(i_prot)?;
+          f_13 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = ConfmanRevokeTokenResult {
+      result_value: f_0,
+      invalid: f_1,
+      unavailable: f_4,
+      internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
+      not_found: f_13,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ConfmanRevokeTokenResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.invalid {
+      o_prot.write_field_begin(&TFieldIdentifier::new("invalid", TType::Struct, 1))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.not_found {
+      o_prot.write_field_begin(&TFieldIdentifier::new("not_found", TType::Struct, 13))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanGrantRoleArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanGrantRoleArgs {
+  grant: Grant,
+}
+
+impl ConfmanGrantRoleArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanGrantRoleArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<Grant> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = Grant::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ConfmanGrantRoleArgs.grant", &f_1)?;
+    let ret = ConfmanGrantRoleArgs {
+      grant: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("grantRole_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("grant", TType::Struct, 1))?;
+    self.grant.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanGrantRoleResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanGrantRoleResult {
+  result_value: Option<Namespace>,
+  invalid: Option<InvalidArgument>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
+  not_found: Option<NotFound>,
+}
+
+impl ConfmanGrantRoleResult {
+  fn ok_or(self) -> thrift::Result<Namespace> {
+    if self.invalid.is_some() {
+      Err(thrift::Error::User(Box::new(self.invalid.unwrap())))
+    } else if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
+    } else if self.not_found.is_some() {
+      Err(thrift::Error::User(Box::new(self.not_found.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for ConfmanGrantRole"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanGrantRoleResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<Namespace> = None;
+    let mut f_1: Option<InvalidArgument> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
+    let mut f_13: Option<NotFound> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = Namespace::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        1 => {
+          let val = InvalidArgument::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
+        13 => {
+          let val = NotFound::read_from_in_protocol(i_prot)?;
+          f_13 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = ConfmanGrantRoleResult {
+      result_value: f_0,
+      invalid: f_1,
+      unavailable: f_4,
+      internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
+      not_found: f_13,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ConfmanGrantRoleResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.invalid {
+      o_prot.write_field_begin(&TFieldIdentifier::new("invalid", TType::Struct, 1))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.not_found {
+      o_prot.write_field_begin(&TFieldIdentifier::new("not_found", TType::Struct, 13))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanRevokeRoleArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanRevokeRoleArgs {
+  grant: Grant,
+}
+
+impl ConfmanRevokeRoleArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanRevokeRoleArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<Grant> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = Grant::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ConfmanRevokeRoleArgs.grant", &f_1)?;
+    let ret = ConfmanRevokeRoleArgs {
+      grant: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("revokeRole_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("grant", TType::Struct, 1))?;
+    self.grant.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanRevokeRoleResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanRevokeRoleResult {
+  result_value: Option<Namespace>,
+  invalid: Option<InvalidArgument>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
+  not_found: Option<NotFound>,
+}
+
+impl ConfmanRevokeRoleResult {
+  fn ok_or(self) -> thrift::Result<Namespace> {
+    if self.invalid.is_some() {
+      Err(thrift::Error::User(Box::new(self.invalid.unwrap())))
+    } else if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
+    } else if self.not_found.is_some() {
+      Err(thrift::Error::User(Box::new(self.not_found.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for ConfmanRevokeRole"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanRevokeRoleResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<Namespace> = None;
+    let mut f_1: Option<InvalidArgument> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
+    let mut f_13: Option<NotFound> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = Namespace::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        1 => {
+          let val = InvalidArgument::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
+        13 => {
+          let val = NotFound::read_from_in_protocol(i_prot)?;
+          f_13 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = ConfmanRevokeRoleResult {
+      result_value: f_0,
+      invalid: f_1,
+      unavailable: f_4,
+      internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
+      not_found: f_13,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ConfmanRevokeRoleResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.invalid {
+      o_prot.write_field_begin(&TFieldIdentifier::new("invalid", TType::Struct, 1))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.not_found {
+      o_prot.write_field_begin(&TFieldIdentifier::new("not_found", TType::Struct, 13))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanCreateNamespaceArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanCreateNamespaceArgs {
+  request: CreateNamespaceRequest,
+}
+
+impl ConfmanCreateNamespaceArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanCreateNamespaceArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<CreateNamespaceRequest> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = CreateNamespaceRequest::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ConfmanCreateNamespaceArgs.request", &f_1)?;
+    let ret = ConfmanCreateNamespaceArgs {
+      request: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("createNamespace_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1))?;
+    self.request.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanCreateNamespaceResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanCreateNamespaceResult {
+  result_value: Option<Namespace>,
+  invalid: Option<InvalidArgument>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
+  not_found: Option<NotFound>,
+  exists: Option<AlreadyExists>,
+  schema: Option<SchemaViolation>,
+}
+
+impl ConfmanCreateNamespaceResult {
+  fn ok_or(self) -> thrift::Result<Namespace> {
+    if self.invalid.is_some() {
+      Err(thrift::Error::User(Box::new(self.invalid.unwrap())))
+    } else if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
+    } else if self.not_found.is_some() {
+      Err(thrift::Error::User(Box::new(self.not_found.unwrap())))
+    } else if self.exists.is_some() {
+      Err(thrift::Error::User(Box::new(self.exists.unwrap())))
+    } else if self.schema.is_some() {
+      Err(thrift::Error::User(Box::new(self.schema.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for ConfmanCreateNamespace"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanCreateNamespaceResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<Namespace> = None;
+    let mut f_1: Option<InvalidArgument> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
+    let mut f_13: Option<NotFound> = None;
+    let mut f_14: Option<AlreadyExists> = None;
+    let mut f_16: Option<SchemaViolation> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = Namespace::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        1 => {
+          let val = InvalidArgument::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
+        13 => {
+          let val = NotFound::read_from_in_protocol(i_prot)?;
+          f_13 = Some(val);
+        },
+        14 => {
+          let val = AlreadyExists::read_from_in_protocol(i_prot)?;
+          f_14 = Some(val);
+        },
+        16 => {
+          let val = SchemaViolation::read_from_in_protocol(i_prot)?;
+          f_16 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = ConfmanCreateNamespaceResult {
+      result_value: f_0,
+      invalid: f_1,
+      unavailable: f_4,
+      internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
+      not_found: f_13,
+      exists: f_14,
+      schema: f_16,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ConfmanCreateNamespaceResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.invalid {
+      o_prot.write_field_begin(&TFieldIdentifier::new("invalid", TType::Struct, 1))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.not_found {
+      o_prot.write_field_begin(&TFieldIdentifier::new("not_found", TType::Struct, 13))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.exists {
+      o_prot.write_field_begin(&TFieldIdentifier::new("exists", TType::Struct, 14))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.schema {
+      o_prot.write_field_begin(&TFieldIdentifier::new("schema", TType::Struct, 16))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanUpdateNamespaceArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanUpdateNamespaceArgs {
+  request: UpdateNamespaceRequest,
+}
+
+impl ConfmanUpdateNamespaceArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanUpdateNamespaceArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<UpdateNamespaceRequest> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = UpdateNamespaceRequest::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ConfmanUpdateNamespaceArgs.request", &f_1)?;
+    let ret = ConfmanUpdateNamespaceArgs {
+      request: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("updateNamespace_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1))?;
+    self.request.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanUpdateNamespaceResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanUpdateNamespaceResult {
+  result_value: Option<Namespace>,
+  invalid: Option<InvalidArgument>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
+  not_found: Option<NotFound>,
+  schema: Option<SchemaViolation>,
+}
+
+impl ConfmanUpdateNamespaceResult {
+  fn ok_or(self) -> thrift::Result<Namespace> {
+    if self.invalid.is_some() {
+      Err(thrift::Error::User(Box::new(self.invalid.unwrap())))
+    } else if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
+    } else if self.not_found.is_some() {
+      Err(thrift::Error::User(Box::new(self.not_found.unwrap())))
+    } else if self.schema.is_some() {
+      Err(thrift::Error::User(Box::new(self.schema.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for ConfmanUpdateNamespace"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanUpdateNamespaceResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<Namespace> = None;
+    let mut f_1: Option<InvalidArgument> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
+    let mut f_13: Option<NotFound> = None;
+    let mut f_16: Option<SchemaViolation> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = Namespace::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        1 => {
+          let val = InvalidArgument::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
+        13 => {
+          let val = NotFound::read_from_in_protocol(i_prot)?;
+          f_13 = Some(val);
+        },
+        16 => {
+          let val = SchemaViolation::read_from_in_protocol(i_prot)?;
+          f_16 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = ConfmanUpdateNamespaceResult {
+      result_value: f_0,
+      invalid: f_1,
+      unavailable: f_4,
+      internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
+      not_found: f_13,
+      schema: f_16,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ConfmanUpdateNamespaceResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.invalid {
+      o_prot.write_field_begin(&TFieldIdentifier::new("invalid", TType::Struct, 1))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.not_found {
+      o_prot.write_field_begin(&TFieldIdentifier::new("not_found", TType::Struct, 13))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.schema {
+      o_prot.write_field_begin(&TFieldIdentifier::new("schema", TType::Struct, 16))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanDescribeNamespaceArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanDescribeNamespaceArgs {
+  path: String,
+}
+
+impl ConfmanDescribeNamespaceArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanDescribeNamespaceArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<String> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_string()?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ConfmanDescribeNamespaceArgs.path", &f_1)?;
+    let ret = ConfmanDescribeNamespaceArgs {
+      path: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("describeNamespace_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("path", TType::String, 1))?;
+    o_prot.write_string(&self.path)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanDescribeNamespaceResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanDescribeNamespaceResult {
+  result_value: Option<Namespace>,
+  invalid: Option<InvalidArgument>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
+  not_found: Option<NotFound>,
+}
+
+impl ConfmanDescribeNamespaceResult {
+  fn ok_or(self) -> thrift::Result<Namespace> {
+    if self.invalid.is_some() {
+      Err(thrift::Error::User(Box::new(self.invalid.unwrap())))
+    } else if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
+    } else if self.not_found.is_some() {
+      Err(thrift::Error::User(Box::new(self.not_found.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for ConfmanDescribeNamespace"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanDescribeNamespaceResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<Namespace> = None;
+    let mut f_1: Option<InvalidArgument> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
+    let mut f_13: Option<NotFound> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = Namespace::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        1 => {
+          let val = InvalidArgument::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
+        13 => {
+          let val = NotFound::read_from_in_protocol(i_prot)?;
+          f_13 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = ConfmanDescribeNamespaceResult {
+      result_value: f_0,
+      invalid: f_1,
+      unavailable: f_4,
+      internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
+      not_found: f_13,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ConfmanDescribeNamespaceResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.invalid {
+      o_prot.write_field_begin(&TFieldIdentifier::new("invalid", TType::Struct, 1))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.not_found {
+      o_prot.write_field_begin(&TFieldIdentifier::new("not_found", TType::Struct, 13))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanListNamespacesArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanListNamespacesArgs {
+  request: ListNamespacesRequest,
+}
+
+impl ConfmanListNamespacesArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanListNamespacesArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<ListNamespacesRequest> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = ListNamespacesRequest::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ConfmanListNamespacesArgs.request", &f_1)?;
+    let ret = ConfmanListNamespacesArgs {
+      request: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("listNamespaces_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1))?;
+    self.request.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanListNamespacesResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanListNamespacesResult {
+  result_value: Option<NamespaceList>,
+  invalid: Option<InvalidArgument>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
+  not_found: Option<NotFound>,
+}
+
+impl ConfmanListNamespacesResult {
+  fn ok_or(self) -> thrift::Result<NamespaceList> {
+    if self.invalid.is_some() {
+      Err(thrift::Error::User(Box::new(self.invalid.unwrap())))
+    } else if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
+    } else if self.not_found.is_some() {
+      Err(thrift::Error::User(Box::new(self.not_found.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for ConfmanListNamespaces"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanListNamespacesResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<NamespaceList> = None;
+    let mut f_1: Option<InvalidArgument> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
+    let mut f_13: Option<NotFound> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = NamespaceList::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        1 => {
+          let val = InvalidArgument::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
+        13 => {
+          let val = NotFound::read_from_in_protocol(i_prot)?;
+          f_13 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = ConfmanListNamespacesResult {
+      result_value: f_0,
+      invalid: f_1,
+      unavailable: f_4,
+      internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
+      not_found: f_13,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ConfmanListNamespacesResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.invalid {
+      o_prot.write_field_begin(&TFieldIdentifier::new("invalid", TType::Struct, 1))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.not_found {
+      o_prot.write_field_begin(&TFieldIdentifier::new("not_found", TType::Struct, 13))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanDeleteNamespaceArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanDeleteNamespaceArgs {
+  path: String,
+}
+
+impl ConfmanDeleteNamespaceArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanDeleteNamespaceArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<String> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_string()?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ConfmanDeleteNamespaceArgs.path", &f_1)?;
+    let ret = ConfmanDeleteNamespaceArgs {
+      path: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("deleteNamespace_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("path", TType::String, 1))?;
+    o_prot.write_string(&self.path)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanDeleteNamespaceResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanDeleteNamespaceResult {
+  invalid: Option<InvalidArgument>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
+  not_found: Option<NotFound>,
+}
+
+impl ConfmanDeleteNamespaceResult {
+  fn ok_or(self) -> thrift::Result<()> {
+    if self.invalid.is_some() {
+      Err(thrift::Error::User(Box::new(self.invalid.unwrap())))
+    } else if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
+    } else if self.not_found.is_some() {
+      Err(thrift::Error::User(Box::new(self.not_found.unwrap())))
+    } else {
+      Ok(())
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanDeleteNamespaceResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<InvalidArgument> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
+    let mut f_13: Option<NotFound> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = InvalidArgument::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
+        13 => {
+          let val = NotFound::read_from_in_protocol(i_prot)?;
+          f_13 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = ConfmanDeleteNamespaceResult {
+      invalid: f_1,
+      unavailable: f_4,
+      internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
+      not_found: f_13,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ConfmanDeleteNamespaceResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.invalid {
+      o_prot.write_field_begin(&TFieldIdentifier::new("invalid", TType::Struct, 1))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.not_found {
+      o_prot.write_field_begin(&TFieldIdentifier::new("not_found", TType::Struct, 13))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanGetEntryArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanGetEntryArgs {
+  request: GetEntryRequest,
+}
+
+impl ConfmanGetEntryArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanGetEntryArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<GetEntryRequest> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = GetEntryRequest::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ConfmanGetEntryArgs.request", &f_1)?;
+    let ret = ConfmanGetEntryArgs {
+      request: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("getEntry_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1))?;
+    self.request.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanGetEntryResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanGetEntryResult {
+  result_value: Option<Entry>,
+  invalid: Option<InvalidArgument>,
+  too_old: Option<TooOld>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
+  not_found: Option<NotFound>,
+}
+
+impl ConfmanGetEntryResult {
+  fn ok_or(self) -> thrift::Result<Entry> {
+    if self.invalid.is_some() {
+      Err(thrift::Error::User(Box::new(self.invalid.unwrap())))
+    } else if self.too_old.is_some() {
+      Err(thrift::Error::User(Box::new(self.too_old.unwrap())))
+    } else if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
+    } else if self.not_found.is_some() {
+      Err(thrift::Error::User(Box::new(self.not_found.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for ConfmanGetEntry"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanGetEntryResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<Entry> = None;
+    let mut f_1: Option<InvalidArgument> = None;
+    let mut f_3: Option<TooOld> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
+    let mut f_13: Option<NotFound> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = Entry::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        1 => {
+          let val = InvalidArgument::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        3 => {
+          let val = TooOld::read_from_in_protocol(i_prot)?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
+        13 => {
+          let val = NotFound::read_from_in_protocol(i_prot)?;
+          f_13 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = ConfmanGetEntryResult {
+      result_value: f_0,
+      invalid: f_1,
+      too_old: f_3,
+      unavailable: f_4,
+      internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
+      not_found: f_13,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ConfmanGetEntryResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.invalid {
+      o_prot.write_field_begin(&TFieldIdentifier::new("invalid", TType::Struct, 1))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.too_old {
+      o_prot.write_field_begin(&TFieldIdentifier::new("too_old", TType::Struct, 3))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.not_found {
+      o_prot.write_field_begin(&TFieldIdentifier::new("not_found", TType::Struct, 13))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanListEntriesArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanListEntriesArgs {
+  request: ListEntriesRequest,
+}
+
+impl ConfmanListEntriesArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanListEntriesArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<ListEntriesRequest> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = ListEntriesRequest::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ConfmanListEntriesArgs.request", &f_1)?;
+    let ret = ConfmanListEntriesArgs {
+      request: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("listEntries_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1))?;
+    self.request.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanListEntriesResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanListEntriesResult {
+  result_value: Option<EntryList>,
+  invalid: Option<InvalidArgument>,
+  too_old: Option<TooOld>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
+  not_found: Option<NotFound>,
+}
+
+impl ConfmanListEntriesResult {
+  fn ok_or(self) -> thrift::Result<EntryList> {
+    if self.invalid.is_some() {
+      Err(thrift::Error::User(Box::new(self.invalid.unwrap())))
+    } else if self.too_old.is_some() {
+      Err(thrift::Error::User(Box::new(self.too_old.unwrap())))
+    } else if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
+    } else if self.not_found.is_some() {
+      Err(thrift::Error::User(Box::new(self.not_found.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for ConfmanListEntries"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanListEntriesResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<EntryList> = None;
+    let mut f_1: Option<InvalidArgument> = None;
+    let mut f_3: Option<TooOld> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
+    let mut f_13: Option<NotFound> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = EntryList::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        1 => {
+          let val = InvalidArgument::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        3 => {
+          let val = TooOld::read_from_in_protocol(i_prot)?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
+        13 => {
+          let val = NotFound::read_from_in_protocol(i_prot)?;
+          f_13 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = ConfmanListEntriesResult {
+      result_value: f_0,
+      invalid: f_1,
+      too_old: f_3,
+      unavailable: f_4,
+      internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
+      not_found: f_13,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ConfmanListEntriesResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.invalid {
+      o_prot.write_field_begin(&TFieldIdentifier::new("invalid", TType::Struct, 1))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.too_old {
+      o_prot.write_field_begin(&TFieldIdentifier::new("too_old", TType::Struct, 3))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.not_found {
+      o_prot.write_field_begin(&TFieldIdentifier::new("not_found", TType::Struct, 13))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanEntryHistoryArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanEntryHistoryArgs {
+  request: HistoryRequest,
+}
+
+impl ConfmanEntryHistoryArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanEntryHistoryArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<HistoryRequest> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = HistoryRequest::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ConfmanEntryHistoryArgs.request", &f_1)?;
+    let ret = ConfmanEntryHistoryArgs {
+      request: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("entryHistory_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1))?;
+    self.request.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanEntryHistoryResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanEntryHistoryResult {
+  result_value: Option<Vec<EntryRevision>>,
+  invalid: Option<InvalidArgument>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
+  not_found: Option<NotFound>,
+}
+
+impl ConfmanEntryHistoryResult {
+  fn ok_or(self) -> thrift::Result<Vec<EntryRevision>> {
+    if self.invalid.is_some() {
+      Err(thrift::Error::User(Box::new(self.invalid.unwrap())))
+    } else if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
+    } else if self.not_found.is_some() {
+      Err(thrift::Error::User(Box::new(self.not_found.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for ConfmanEntryHistory"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanEntryHistoryResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<Vec<EntryRevision>> = None;
+    let mut f_1: Option<InvalidArgument> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
+    let mut f_13: Option<NotFound> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let list_ident = i_prot.read_list_begin()?;
+          let mut val: Vec<EntryRevision> = Vec::with_capacity(list_ident.size as usize);
+          for _ in 0..list_ident.size {
+            let list_elem_30 = EntryRevision::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_30);
+          }
+          i_prot.read_list_end()?;
+          f_0 = Some(val);
+        },
+        1 => {
+          let val = InvalidArgument::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
+        13 => {
+          let val = NotFound::read_from_in_protocol(i_prot)?;
+          f_13 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = ConfmanEntryHistoryResult {
+      result_value: f_0,
+      invalid: f_1,
+      unavailable: f_4,
+      internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
+      not_found: f_13,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ConfmanEntryHistoryResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::List, 0))?;
+      o_prot.write_list_begin(&TListIdentifier::new(TType::Struct, fld_var.len() as i32))?;
+      for e in fld_var {
+        e.write_to_out_protocol(o_prot)?;
+      }
+      o_prot.write_list_end()?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.invalid {
+      o_prot.write_field_begin(&TFieldIdentifier::new("invalid", TType::Struct, 1))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.not_found {
+      o_prot.write_field_begin(&TFieldIdentifier::new("not_found", TType::Struct, 13))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanDiffEntryArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanDiffEntryArgs {
+  request: DiffRequest,
+}
+
+impl ConfmanDiffEntryArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanDiffEntryArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<DiffRequest> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = DiffRequest::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ConfmanDiffEntryArgs.request", &f_1)?;
+    let ret = ConfmanDiffEntryArgs {
+      request: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("diffEntry_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1))?;
+    self.request.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanDiffEntryResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanDiffEntryResult {
+  result_value: Option<DiffResult>,
+  invalid: Option<InvalidArgument>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
+  not_found: Option<NotFound>,
+}
+
+impl ConfmanDiffEntryResult {
+  fn ok_or(self) -> thrift::Result<DiffResult> {
+    if self.invalid.is_some() {
+      Err(thrift::Error::User(Box::new(self.invalid.unwrap())))
+    } else if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
+    } else if self.not_found.is_some() {
+      Err(thrift::Error::User(Box::new(self.not_found.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for ConfmanDiffEntry"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanDiffEntryResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<DiffResult> = None;
+    let mut f_1: Option<InvalidArgument> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
+    let mut f_13: Option<NotFound> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = DiffResult::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        1 => {
+          let val = InvalidArgument::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
+        13 => {
+          let val = NotFound::read_from_in_protocol(i_prot)?;
+          f_13 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = ConfmanDiffEntryResult {
+      result_value: f_0,
+      invalid: f_1,
+      unavailable: f_4,
+      internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
+      not_found: f_13,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ConfmanDiffEntryResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.invalid {
+      o_prot.write_field_begin(&TFieldIdentifier::new("invalid", TType::Struct, 1))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.not_found {
+      o_prot.write_field_begin(&TFieldIdentifier::new("not_found", TType::Struct, 13))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanCreateChangeArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanCreateChangeArgs {
+  request: CreateChangeRequest,
+}
+
+impl ConfmanCreateChangeArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanCreateChangeArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<CreateChangeRequest> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = CreateChangeRequest::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ConfmanCreateChangeArgs.request", &f_1)?;
+    let ret = ConfmanCreateChangeArgs {
+      request: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("createChange_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1))?;
+    self.request.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanCreateChangeResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanCreateChangeResult {
+  result_value: Option<ChangeSet>,
+  invalid: Option<InvalidArgument>,
+  limit: Option<LimitExceeded>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
+  not_found: Option<NotFound>,
+  schema: Option<SchemaViolation>,
+}
+
+impl ConfmanCreateChangeResult {
+  fn ok_or(self) -> thrift::Result<ChangeSet> {
+    if self.invalid.is_some() {
+      Err(thrift::Error::User(Box::new(self.invalid.unwrap())))
+    } else if self.limit.is_some() {
+      Err(thrift::Error::User(Box::new(self.limit.unwrap())))
+    } else if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
+    } else if self.not_found.is_some() {
+      Err(thrift::Error::User(Box::new(self.not_found.unwrap())))
+    } else if self.schema.is_some() {
+      Err(thrift::Error::User(Box::new(self.schema.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for ConfmanCreateChange"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanCreateChangeResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<ChangeSet> = None;
+    let mut f_1: Option<InvalidArgument> = None;
+    let mut f_2: Option<LimitExceeded> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
+    let mut f_13: Option<NotFound> = None;
+    let mut f_16: Option<SchemaViolation> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = ChangeSet::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        1 => {
+          let val = InvalidArgument::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = LimitExceeded::read_from_in_protocol(i_prot)?;
+          f_2 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
+        13 => {
+          let val = NotFound::read_from_in_protocol(i_prot)?;
+          f_13 = Some(val);
+        },
+        16 => {
+          let val = SchemaViolation::read_from_in_protocol(i_prot)?;
+          f_16 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = ConfmanCreateChangeResult {
+      result_value: f_0,
+      invalid: f_1,
+      limit: f_2,
+      unavailable: f_4,
+      internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
+      not_found: f_13,
+      schema: f_16,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ConfmanCreateChangeResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.invalid {
+      o_prot.write_field_begin(&TFieldIdentifier::new("invalid", TType::Struct, 1))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.limit {
+      o_prot.write_field_begin(&TFieldIdentifier::new("limit", TType::Struct, 2))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.not_found {
+      o_prot.write_field_begin(&TFieldIdentifier::new("not_found", TType::Struct, 13))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.schema {
+      o_prot.write_field_begin(&TFieldIdentifier::new("schema", TType::Struct, 16))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanEditChangeArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanEditChangeArgs {
+  request: EditChangeRequest,
+}
+
+impl ConfmanEditChangeArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanEditChangeArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<EditChangeRequest> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = EditChangeRequest::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ConfmanEditChangeArgs.request", &f_1)?;
+    let ret = ConfmanEditChangeArgs {
+      request: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("editChange_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1))?;
+    self.request.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanEditChangeResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanEditChangeResult {
+  result_value: Option<ChangeSet>,
+  invalid: Option<InvalidArgument>,
+  limit: Option<LimitExceeded>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
+  not_found: Option<NotFound>,
+  transition: Option<InvalidTransition>,
+  schema: Option<SchemaViolation>,
+}
+
+impl ConfmanEditChangeResult {
+  fn ok_or(self) -> thrift::Result<ChangeSet> {
+    if self.invalid.is_some() {
+      Err(thrift::Error::User(Box::new(self.invalid.unwrap())))
+    } else if self.limit.is_some() {
+      Err(thrift::Error::User(Box::new(self.limit.unwrap())))
+    } else if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
+    } else if self.not_found.is_some() {
+      Err(thrift::Error::User(Box::new(self.not_found.unwrap())))
+    } else if self.transition.is_some() {
+      Err(thrift::Error::User(Box::new(self.transition.unwrap())))
+    } else if self.schema.is_some() {
+      Err(thrift::Error::User(Box::new(self.schema.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for ConfmanEditChange"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanEditChangeResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<ChangeSet> = None;
+    let mut f_1: Option<InvalidArgument> = None;
+    let mut f_2: Option<LimitExceeded> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
+    let mut f_13: Option<NotFound> = None;
+    let mut f_15: Option<InvalidTransition> = None;
+    let mut f_16: Option<SchemaViolation> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = ChangeSet::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        1 => {
+          let val = InvalidArgument::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = LimitExceeded::read_from_in_protocol(i_prot)?;
+          f_2 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
+        13 => {
+          let val = NotFound::read_from_in_protocol(i_prot)?;
+          f_13 = Some(val);
+        },
+        15 => {
+          let val = InvalidTransition::read_from_in_protocol(i_prot)?;
+          f_15 = Some(val);
+        },
+        16 => {
+          let val = SchemaViolation::read_from_in_protocol(i_prot)?;
+          f_16 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = ConfmanEditChangeResult {
+      result_value: f_0,
+      invalid: f_1,
+      limit: f_2,
+      unavailable: f_4,
+      internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
+      not_found: f_13,
+      transition: f_15,
+      schema: f_16,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ConfmanEditChangeResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.invalid {
+      o_prot.write_field_begin(&TFieldIdentifier::new("invalid", TType::Struct, 1))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.limit {
+      o_prot.write_field_begin(&TFieldIdentifier::new("limit", TType::Struct, 2))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.not_found {
+      o_prot.write_field_begin(&TFieldIdentifier::new("not_found", TType::Struct, 13))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.transition {
+      o_prot.write_field_begin(&TFieldIdentifier::new("transition", TType::Struct, 15))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.schema {
+      o_prot.write_field_begin(&TFieldIdentifier::new("schema", TType::Struct, 16))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanGetChangeArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanGetChangeArgs {
+  change_id: i64,
+}
+
+impl ConfmanGetChangeArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanGetChangeArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<i64> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_i64()?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ConfmanGetChangeArgs.change_id", &f_1)?;
+    let ret = ConfmanGetChangeArgs {
+      change_id: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("getChange_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("change_id", TType::I64, 1))?;
+    o_prot.write_i64(self.change_id)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanGetChangeResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanGetChangeResult {
+  result_value: Option<ChangeSet>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
+  not_found: Option<NotFound>,
+}
+
+impl ConfmanGetChangeResult {
+  fn ok_or(self) -> thrift::Result<ChangeSet> {
+    if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
+    } else if self.not_found.is_some() {
+      Err(thrift::Error::User(Box::new(self.not_found.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for ConfmanGetChange"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanGetChangeResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<ChangeSet> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
+    let mut f_13: Option<NotFound> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = ChangeSet::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
+        13 => {
+          let val = NotFound::read_from_in_protocol(i_prot)?;
+          f_13 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = ConfmanGetChangeResult {
+      result_value: f_0,
+      unavailable: f_4,
+      internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
+      not_found: f_13,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ConfmanGetChangeResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.not_found {
+      o_prot.write_field_begin(&TFieldIdentifier::new("not_found", TType::Struct, 13))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanListChangesArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanListChangesArgs {
+  request: ListChangesRequest,
+}
+
+impl ConfmanListChangesArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanListChangesArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<ListChangesRequest> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = ListChangesRequest::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ConfmanListChangesArgs.request", &f_1)?;
+    let ret = ConfmanListChangesArgs {
+      request: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("listChanges_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1))?;
+    self.request.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanListChangesResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanListChangesResult {
+  result_value: Option<ChangeList>,
+  invalid: Option<InvalidArgument>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+}
+
+impl ConfmanListChangesResult {
+  fn ok_or(self) -> thrift::Result<ChangeList> {
+    if self.invalid.is_some() {
+      Err(thrift::Error::User(Box::new(self.invalid.unwrap())))
+    } else if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for ConfmanListChanges"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanListChangesResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<ChangeList> = None;
+    let mut f_1: Option<InvalidArgument> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = ChangeList::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        1 => {
+          let val = InvalidArgument::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = ConfmanListChangesResult {
+      result_value: f_0,
+      invalid: f_1,
+      unavailable: f_4,
+      internal: f_5,
+      unauthenticated: f_11,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ConfmanListChangesResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.invalid {
+      o_prot.write_field_begin(&TFieldIdentifier::new("invalid", TType::Struct, 1))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanSubmitChangeArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanSubmitChangeArgs {
+  change_id: i64,
+}
+
+impl ConfmanSubmitChangeArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanSubmitChangeArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<i64> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_i64()?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ConfmanSubmitChangeArgs.change_id", &f_1)?;
+    let ret = ConfmanSubmitChangeArgs {
+      change_id: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("submitChange_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("change_id", TType::I64, 1))?;
+    o_prot.write_i64(self.change_id)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanSubmitChangeResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanSubmitChangeResult {
+  result_value: Option<ChangeSet>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
+  not_found: Option<NotFound>,
+  transition: Option<InvalidTransition>,
+}
+
+impl ConfmanSubmitChangeResult {
+  fn ok_or(self) -> thrift::Result<ChangeSet> {
+    if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
+    } else if self.not_found.is_some() {
+      Err(thrift::Error::User(Box::new(self.not_found.unwrap())))
+    } else if self.transition.is_some() {
+      Err(thrift::Error::User(Box::new(self.transition.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for ConfmanSubmitChange"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanSubmitChangeResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<ChangeSet> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
+    let mut f_13: Option<NotFound> = None;
+    let mut f_15: Option<InvalidTransition> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = ChangeSet::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
+        13 => {
+          let val = NotFound::read_from_in_protocol(i_prot)?;
+          f_13 = Some(val);
+        },
+        15 => {
+          let val = InvalidTransition::read_from_in_protocol(i_prot)?;
+          f_15 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = ConfmanSubmitChangeResult {
+      result_value: f_0,
+      unavailable: f_4,
+      internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
+      not_found: f_13,
+      transition: f_15,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ConfmanSubmitChangeResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.not_found {
+      o_prot.write_field_begin(&TFieldIdentifier::new("not_found", TType::Struct, 13))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.transition {
+      o_prot.write_field_begin(&TFieldIdentifier::new("transition", TType::Struct, 15))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanApproveChangeArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanApproveChangeArgs {
+  request: ReviewRequest,
+}
+
+impl ConfmanApproveChangeArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanApproveChangeArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<ReviewRequest> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = ReviewRequest::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ConfmanApproveChangeArgs.request", &f_1)?;
+    let ret = ConfmanApproveChangeArgs {
+      request: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("approveChange_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1))?;
+    self.request.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanApproveChangeResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanApproveChangeResult {
+  result_value: Option<ChangeSet>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
+  not_found: Option<NotFound>,
+  transition: Option<InvalidTransition>,
+}
+
+impl ConfmanApproveChangeResult {
+  fn ok_or(self) -> thrift::Result<ChangeSet> {
+    if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
+    } else if self.not_found.is_some() {
+      Err(thrift::Error::User(Box::new(self.not_found.unwrap())))
+    } else if self.transition.is_some() {
+      Err(thrift::Error::User(Box::new(self.transition.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for ConfmanApproveChange"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanApproveChangeResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<ChangeSet> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
+    let mut f_13: Option<NotFound> = None;
+    let mut f_15: Option<InvalidTransition> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = ChangeSet::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
+        13 => {
+          let val = NotFound::read_from_in_protocol(i_prot)?;
+          f_13 = Some(val);
+        },
+        15 => {
+          let val = InvalidTransition::read_from_in_protocol(i_prot)?;
+          f_15 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = ConfmanApproveChangeResult {
+      result_value: f_0,
+      unavailable: f_4,
+      internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
+      not_found: f_13,
+      transition: f_15,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ConfmanApproveChangeResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.not_found {
+      o_prot.write_field_begin(&TFieldIdentifier::new("not_found", TType::Struct, 13))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.transition {
+      o_prot.write_field_begin(&TFieldIdentifier::new("transition", TType::Struct, 15))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanRejectChangeArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanRejectChangeArgs {
+  request: ReviewRequest,
+}
+
+impl ConfmanRejectChangeArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanRejectChangeArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<ReviewRequest> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = ReviewRequest::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ConfmanRejectChangeArgs.request", &f_1)?;
+    let ret = ConfmanRejectChangeArgs {
+      request: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("rejectChange_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1))?;
+    self.request.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanRejectChangeResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanRejectChangeResult {
+  result_value: Option<ChangeSet>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
+  not_found: Option<NotFound>,
+  transition: Option<InvalidTransition>,
+}
+
+impl ConfmanRejectChangeResult {
+  fn ok_or(self) -> thrift::Result<ChangeSet> {
+    if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
+    } else if self.not_found.is_some() {
+      Err(thrift::Error::User(Box::new(self.not_found.unwrap())))
+    } else if self.transition.is_some() {
+      Err(thrift::Error::User(Box::new(self.transition.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for ConfmanRejectChange"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanRejectChangeResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<ChangeSet> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
+    let mut f_13: Option<NotFound> = None;
+    let mut f_15: Option<InvalidTransition> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = ChangeSet::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
+        13 => {
+          let val = NotFound::read_from_in_protocol(i_prot)?;
+          f_13 = Some(val);
+        },
+        15 => {
+          let val = InvalidTransition::read_from_in_protocol(i_prot)?;
+          f_15 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = ConfmanRejectChangeResult {
+      result_value: f_0,
+      unavailable: f_4,
+      internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
+      not_found: f_13,
+      transition: f_15,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ConfmanRejectChangeResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.not_found {
+      o_prot.write_field_begin(&TFieldIdentifier::new("not_found", TType::Struct, 13))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.transition {
+      o_prot.write_field_begin(&TFieldIdentifier::new("transition", TType::Struct, 15))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanAbandonChangeArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanAbandonChangeArgs {
+  change_id: i64,
+}
+
+impl ConfmanAbandonChangeArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanAbandonChangeArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<i64> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_i64()?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ConfmanAbandonChangeArgs.change_id", &f_1)?;
+    let ret = ConfmanAbandonChangeArgs {
+      change_id: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("abandonChange_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("change_id", TType::I64, 1))?;
+    o_prot.write_i64(self.change_id)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanAbandonChangeResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanAbandonChangeResult {
+  result_value: Option<ChangeSet>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
+  not_found: Option<NotFound>,
+  transition: Option<InvalidTransition>,
+}
+
+impl ConfmanAbandonChangeResult {
+  fn ok_or(self) -> thrift::Result<ChangeSet> {
+    if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
+    } else if self.not_found.is_some() {
+      Err(thrift::Error::User(Box::new(self.not_found.unwrap())))
+    } else if self.transition.is_some() {
+      Err(thrift::Error::User(Box::new(self.transition.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for ConfmanAbandonChange"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanAbandonChangeResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<ChangeSet> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
+    let mut f_13: Option<NotFound> = None;
+    let mut f_15: Option<InvalidTransition> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = ChangeSet::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
+        13 => {
+          let val = NotFound::read_from_in_protocol(i_prot)?;
+          f_13 = Some(val);
+        },
+        15 => {
+          let val = InvalidTransition::read_from_in_protocol(i_prot)?;
+          f_15 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = ConfmanAbandonChangeResult {
+      result_value: f_0,
+      unavailable: f_4,
+      internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
+      not_found: f_13,
+      transition: f_15,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ConfmanAbandonChangeResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.not_found {
+      o_prot.write_field_begin(&TFieldIdentifier::new("not_found", TType::Struct, 13))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.transition {
+      o_prot.write_field_begin(&TFieldIdentifier::new("transition", TType::Struct, 15))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanRebaseChangeArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanRebaseChangeArgs {
+  change_id: i64,
+}
+
+impl ConfmanRebaseChangeArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanRebaseChangeArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<i64> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_i64()?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ConfmanRebaseChangeArgs.change_id", &f_1)?;
+    let ret = ConfmanRebaseChangeArgs {
+      change_id: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("rebaseChange_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("change_id", TType::I64, 1))?;
+    o_prot.write_i64(self.change_id)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanRebaseChangeResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanRebaseChangeResult {
+  result_value: Option<RebaseResult>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
+  not_found: Option<NotFound>,
+  transition: Option<InvalidTransition>,
+  schema: Option<SchemaViolation>,
+}
+
+impl ConfmanRebaseChangeResult {
+  fn ok_or(self) -> thrift::Result<RebaseResult> {
+    if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
+    } else if self.not_found.is_some() {
+      Err(thrift::Error::User(Box::new(self.not_found.unwrap())))
+    } else if self.transition.is_some() {
+      Err(thrift::Error::User(Box::new(self.transition.unwrap())))
+    } else if self.schema.is_some() {
+      Err(thrift::Error::User(Box::new(self.schema.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for ConfmanRebaseChange"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanRebaseChangeResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<RebaseResult> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
+    let mut f_13: Option<NotFound> = None;
+    let mut f_15: Option<InvalidTransition> = None;
+    let mut f_16: Option<SchemaViolation> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = RebaseResult::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
+        13 => {
+          let val = NotFound::read_from_in_protocol(i_prot)?;
+          f_13 = Some(val);
+        },
+        15 => {
+          let val = InvalidTransition::read_from_in_protocol(i_prot)?;
+          f_15 = Some(val);
+        },
+        16 => {
+          let val = SchemaViolation::read_from_in_protocol(i_prot)?;
+          f_16 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = ConfmanRebaseChangeResult {
+      result_value: f_0,
+      unavailable: f_4,
+      internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
+      not_found: f_13,
+      transition: f_15,
+      schema: f_16,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ConfmanRebaseChangeResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.not_found {
+      o_prot.write_field_begin(&TFieldIdentifier::new("not_found", TType::Struct, 13))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.transition {
+      o_prot.write_field_begin(&TFieldIdentifier::new("transition", TType::Struct, 15))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.schema {
+      o_prot.write_field_begin(&TFieldIdentifier::new("schema", TType::Struct, 16))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanPublishChangeArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanPublishChangeArgs {
+  request: PublishRequest,
+}
+
+impl ConfmanPublishChangeArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanPublishChangeArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<PublishRequest> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = PublishRequest::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ConfmanPublishChangeArgs.request", &f_1)?;
+    let ret = ConfmanPublishChangeArgs {
+      request: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("publishChange_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1))?;
+    self.request.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanPublishChangeResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanPublishChangeResult {
+  result_value: Option<PublishResult>,
+  invalid: Option<InvalidArgument>,
+  limit: Option<LimitExceeded>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
+  not_found: Option<NotFound>,
+  transition: Option<InvalidTransition>,
+  schema: Option<SchemaViolation>,
+  stale: Option<Stale>,
+}
+
+impl ConfmanPublishChangeResult {
+  fn ok_or(self) -> thrift::Result<PublishResult> {
+    if self.invalid.is_some() {
+      Err(thrift::Error::User(Box::new(self.invalid.unwrap())))
+    } else if self.limit.is_some() {
+      Err(thrift::Error::User(Box::new(self.limit.unwrap())))
+    } else if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
+    } else if self.not_found.is_some() {
+      Err(thrift::Error::User(Box::new(self.not_found.unwrap())))
+    } else if self.transition.is_some() {
+      Err(thrift::Error::User(Box::new(self.transition.unwrap())))
+    } else if self.schema.is_some() {
+      Err(thrift::Error::User(Box::new(self.schema.unwrap())))
+    } else if self.stale.is_some() {
+      Err(thrift::Error::User(Box::new(self.stale.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for ConfmanPublishChange"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanPublishChangeResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<PublishResult> = None;
+    let mut f_1: Option<InvalidArgument> = None;
+    let mut f_2: Option<LimitExceeded> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
+    let mut f_13: Option<NotFound> = None;
+    let mut f_15: Option<InvalidTransition> = None;
+    let mut f_16: Option<SchemaViolation> = None;
+    let mut f_17: Option<Stale> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = PublishResult::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        1 => {
+          let val = InvalidArgument::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = LimitExceeded::read_from_in_protocol(i_prot)?;
+          f_2 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
+        13 => {
+          let val = NotFound::read_from_in_protocol(i_prot)?;
+          f_13 = Some(val);
+        },
+        15 => {
+          let val = InvalidTransition::read_from_in_protocol(i_prot)?;
+          f_15 = Some(val);
+        },
+        16 => {
+          let val = SchemaViolation::read_from_in_protocol(i_prot)?;
+          f_16 = Some(val);
+        },
+        17 => {
+          let val = Stale::read_from_in_protocol(i_prot)?;
+          f_17 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = ConfmanPublishChangeResult {
+      result_value: f_0,
+      invalid: f_1,
+      limit: f_2,
+      unavailable: f_4,
+      internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
+      not_found: f_13,
+      transition: f_15,
+      schema: f_16,
+      stale: f_17,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ConfmanPublishChangeResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.invalid {
+      o_prot.write_field_begin(&TFieldIdentifier::new("invalid", TType::Struct, 1))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.limit {
+      o_prot.write_field_begin(&TFieldIdentifier::new("limit", TType::Struct, 2))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.not_found {
+      o_prot.write_field_begin(&TFieldIdentifier::new("not_found", TType::Struct, 13))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.transition {
+      o_prot.write_field_begin(&TFieldIdentifier::new("transition", TType::Struct, 15))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.schema {
+      o_prot.write_field_begin(&TFieldIdentifier::new("schema", TType::Struct, 16))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.stale {
+      o_prot.write_field_begin(&TFieldIdentifier::new("stale", TType::Struct, 17))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanRevertChangeArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanRevertChangeArgs {
+  request: RevertRequest,
+}
+
+impl ConfmanRevertChangeArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanRevertChangeArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<RevertRequest> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = RevertRequest::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ConfmanRevertChangeArgs.request", &f_1)?;
+    let ret = ConfmanRevertChangeArgs {
+      request: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("revertChange_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1))?;
+    self.request.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanRevertChangeResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanRevertChangeResult {
+  result_value: Option<ChangeSet>,
+  invalid: Option<InvalidArgument>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
+  not_found: Option<NotFound>,
+  transition: Option<InvalidTransition>,
+}
+
+impl ConfmanRevertChangeResult {
+  fn ok_or(self) -> thrift::Result<ChangeSet> {
+    if self.invalid.is_some() {
+      Err(thrift::Error::User(Box::new(self.invalid.unwrap())))
+    } else if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
+    } else if self.not_found.is_some() {
+      Err(thrift::Error::User(Box::new(self.not_found.unwrap())))
+    } else if self.transition.is_some() {
+      Err(thrift::Error::User(Box::new(self.transition.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for ConfmanRevertChange"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanRevertChangeResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<ChangeSet> = None;
+    let mut f_1: Option<InvalidArgument> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
+    let mut f_13: Option<NotFound> = None;
+    let mut f_15: Option<InvalidTransition> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = ChangeSet::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        1 => {
+          let val = InvalidArgument::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
+        13 => {
+          let val = NotFound::read_from_in_protocol(i_prot)?;
+          f_13 = Some(val);
+        },
+        15 => {
+          let val = InvalidTransition::read_from_in_protocol(i_prot)?;
+          f_15 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = ConfmanRevertChangeResult {
+      result_value: f_0,
+      invalid: f_1,
+      unavailable: f_4,
+      internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
+      not_found: f_13,
+      transition: f_15,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ConfmanRevertChangeResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.invalid {
+      o_prot.write_field_begin(&TFieldIdentifier::new("invalid", TType::Struct, 1))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.not_found {
+      o_prot.write_field_begin(&TFieldIdentifier::new("not_found", TType::Struct, 13))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.transition {
+      o_prot.write_field_begin(&TFieldIdentifier::new("transition", TType::Struct, 15))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanQueryAuditArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanQueryAuditArgs {
+  query: AuditQuery,
+}
+
+impl ConfmanQueryAuditArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanQueryAuditArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<AuditQuery> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = AuditQuery::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ConfmanQueryAuditArgs.query", &f_1)?;
+    let ret = ConfmanQueryAuditArgs {
+      query: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("queryAudit_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("query", TType::Struct, 1))?;
+    self.query.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanQueryAuditResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanQueryAuditResult {
+  result_value: Option<AuditPage>,
+  invalid: Option<InvalidArgument>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
+}
+
+impl ConfmanQueryAuditResult {
+  fn ok_or(self) -> thrift::Result<AuditPage> {
+    if self.invalid.is_some() {
+      Err(thrift::Error::User(Box::new(self.invalid.unwrap())))
+    } else if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for ConfmanQueryAudit"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanQueryAuditResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<AuditPage> = None;
+    let mut f_1: Option<InvalidArgument> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = AuditPage::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        1 => {
+          let val = InvalidArgument::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = ConfmanQueryAuditResult {
+      result_value: f_0,
+      invalid: f_1,
+      unavailable: f_4,
+      internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ConfmanQueryAuditResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.invalid {
+      o_prot.write_field_begin(&TFieldIdentifier::new("invalid", TType::Struct, 1))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanWatchConfigArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanWatchConfigArgs {
+  request: WatchConfigRequest,
+}
+
+impl ConfmanWatchConfigArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanWatchConfigArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<WatchConfigRequest> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = WatchConfigRequest::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ConfmanWatchConfigArgs.request", &f_1)?;
+    let ret = ConfmanWatchConfigArgs {
+      request: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("watchConfig_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1))?;
+    self.request.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanWatchConfigResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanWatchConfigResult {
+  result_value: Option<WatchConfigResult>,
+  invalid: Option<InvalidArgument>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  compacted: Option<Compacted>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
+  not_found: Option<NotFound>,
+}
+
+impl ConfmanWatchConfigResult {
+  fn ok_or(self) -> thrift::Result<WatchConfigResult> {
+    if self.invalid.is_some() {
+      Err(thrift::Error::User(Box::new(self.invalid.unwrap())))
+    } else if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.compacted.is_some() {
+      Err(thrift::Error::User(Box::new(self.compacted.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
+    } else if self.not_found.is_some() {
+      Err(thrift::Error::User(Box::new(self.not_found.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for ConfmanWatchConfig"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanWatchConfigResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<WatchConfigResult> = None;
+    let mut f_1: Option<InvalidArgument> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_7: Option<Compacted> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
+    let mut f_13: Option<NotFound> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = WatchConfigResult::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        1 => {
+          let val = InvalidArgument::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        7 => {
+          let val = Compacted::read_from_in_protocol(i_prot)?;
+          f_7 = Some(val);
+        },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
+        13 => {
+          let val = NotFound::read_from_in_protocol(i_prot)?;
+          f_13 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = ConfmanWatchConfigResult {
+      result_value: f_0,
+      invalid: f_1,
+      unavailable: f_4,
+      internal: f_5,
+      compacted: f_7,
+      unauthenticated: f_11,
+      denied: f_12,
+      not_found: f_13,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ConfmanWatchConfigResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.invalid {
+      o_prot.write_field_begin(&TFieldIdentifier::new("invalid", TType::Struct, 1))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.compacted {
+      o_prot.write_field_begin(&TFieldIdentifier::new("compacted", TType::Struct, 7))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.not_found {
+      o_prot.write_field_begin(&TFieldIdentifier::new("not_found", TType::Struct, 13))?;
       fld_var.write_to_out_protocol(o_prot)?;
       o_prot.write_field_end()?
     }

@@ -1,0 +1,259 @@
+//! What the configuration service needs of the KV store: snapshot reads at a version and
+//! FoundationDB-style optimistic commits (every key read is a read conflict range, so a
+//! commit fails with `Conflict` when anything it read moved). [`RouterStore`] is the
+//! replicated store; unit tests use an in-memory one.
+
+use std::time::Duration;
+
+use crate::executor::{Event, KeyRange, Mutation};
+use crate::router::{PrimaryRouter, Result};
+
+/// One stored key, as a read returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub mod_version: u64,
+}
+
+pub trait Store: Send + Sync {
+    /// A linearizable read version.
+    fn read_version(&self) -> Result<u64>;
+    fn get(&self, key: &[u8], version: u64) -> Result<Option<Stored>>;
+    /// Up to `limit` keys of [start, end) at `version`, ascending (descending if `reverse`).
+    fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        reverse: bool,
+        version: u64,
+    ) -> Result<Vec<Stored>>;
+    /// Applies `mutations` unless a key in `reads` was written after `read_version`
+    /// (`RouterError::Conflict`). Returns the commit version.
+    fn commit(&self, read_version: u64, mutations: Vec<Mutation>, reads: Vec<KeyRange>)
+        -> Result<u64>;
+    /// The change events of [start, end) from `from_version`, waiting up to `timeout` for
+    /// one; and the version to continue from.
+    fn watch(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        from_version: u64,
+        timeout: Duration,
+    ) -> Result<(Vec<Event>, u64)>;
+}
+
+/// The replicated store, called from a blocking thread (the Thrift handlers run on
+/// tokio's blocking pool).
+pub struct RouterStore {
+    router: PrimaryRouter,
+    runtime: tokio::runtime::Handle,
+}
+
+impl RouterStore {
+    pub fn new(router: PrimaryRouter, runtime: tokio::runtime::Handle) -> RouterStore {
+        RouterStore { router, runtime }
+    }
+}
+
+impl Store for RouterStore {
+    fn read_version(&self) -> Result<u64> {
+        self.runtime.block_on(self.router.read_version())
+    }
+
+    fn get(&self, key: &[u8], version: u64) -> Result<Option<Stored>> {
+        let (kv, _) = self.runtime.block_on(self.router.get(key, Some(version)))?;
+        Ok(kv.map(|kv| Stored {
+            key: kv.key,
+            value: kv.value,
+            mod_version: kv.mod_version,
+        }))
+    }
+
+    fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        reverse: bool,
+        version: u64,
+    ) -> Result<Vec<Stored>> {
+        let range = KeyRange {
+            start: start.to_vec(),
+            end: end.to_vec(),
+        };
+        let mut out = Vec::new();
+        let mut continuation = None;
+        while out.len() < limit {
+            let want = limit - out.len();
+            let read = self
+                .router
+                .get_range(&range, want, reverse, Some(version), continuation);
+            let (page, _) = self.runtime.block_on(read)?;
+            out.extend(page.kvs.into_iter().map(|kv| Stored {
+                key: kv.key,
+                value: kv.value,
+                mod_version: kv.mod_version,
+            }));
+            if !page.more || page.continuation.is_none() {
+                break;
+            }
+            continuation = page.continuation;
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    fn commit(
+        &self,
+        read_version: u64,
+        mutations: Vec<Mutation>,
+        reads: Vec<KeyRange>,
+    ) -> Result<u64> {
+        let commit = self.router.commit(read_version, mutations, reads, None);
+        Ok(self.runtime.block_on(commit)?.version)
+    }
+
+    fn watch(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        from_version: u64,
+        timeout: Duration,
+    ) -> Result<(Vec<Event>, u64)> {
+        let range = KeyRange {
+            start: start.to_vec(),
+            end: end.to_vec(),
+        };
+        let page = (self.runtime).block_on(self.router.watch(&range, from_version, timeout))?;
+        Ok((page.events, page.next_version))
+    }
+}
+
+/// An in-memory multi-version store with the same commit rule, for unit tests.
+#[cfg(test)]
+pub mod memory {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::executor::EventKind;
+    use crate::router::RouterError;
+
+    #[derive(Default)]
+    pub struct MemoryStore {
+        inner: Mutex<Inner>,
+    }
+
+    #[derive(Default)]
+    struct Inner {
+        version: u64,
+        /// key -> (version, value or None for a delete), oldest first.
+        keys: BTreeMap<Vec<u8>, Vec<(u64, Option<Vec<u8>>)>>,
+    }
+
+    impl Inner {
+        fn at(&self, key: &[u8], version: u64) -> Option<Stored> {
+            let versions = self.keys.get(key)?;
+            let (mod_version, value) = versions.iter().rev().find(|(v, _)| *v <= version)?;
+            value.as_ref().map(|value| Stored {
+                key: key.to_vec(),
+                value: value.clone(),
+                mod_version: *mod_version,
+            })
+        }
+    }
+
+    fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
+        key >= start && (end.is_empty() || key < end)
+    }
+
+    impl Store for MemoryStore {
+        fn read_version(&self) -> Result<u64> {
+            Ok(self.inner.lock().unwrap().version)
+        }
+
+        fn get(&self, key: &[u8], version: u64) -> Result<Option<Stored>> {
+            Ok(self.inner.lock().unwrap().at(key, version))
+        }
+
+        fn scan(
+            &self,
+            start: &[u8],
+            end: &[u8],
+            limit: usize,
+            reverse: bool,
+            version: u64,
+        ) -> Result<Vec<Stored>> {
+            let inner = self.inner.lock().unwrap();
+            let keys = inner.keys.keys().filter(|k| in_range(k, start, end));
+            let found = keys.filter_map(|k| inner.at(k, version));
+            Ok(match reverse {
+                false => found.take(limit).collect(),
+                true => {
+                    let mut all: Vec<Stored> = found.collect();
+                    all.reverse();
+                    all.truncate(limit);
+                    all
+                }
+            })
+        }
+
+        fn commit(
+            &self,
+            read_version: u64,
+            mutations: Vec<Mutation>,
+            reads: Vec<KeyRange>,
+        ) -> Result<u64> {
+            let mut inner = self.inner.lock().unwrap();
+            for (key, versions) in &inner.keys {
+                let written_after = versions.last().is_some_and(|(v, _)| *v > read_version);
+                if written_after && reads.iter().any(|r| in_range(key, &r.start, &r.end)) {
+                    return Err(RouterError::Conflict { key: key.clone() });
+                }
+            }
+            inner.version += 1;
+            let version = inner.version;
+            for mutation in mutations {
+                match mutation {
+                    Mutation::Set { key, value } => {
+                        inner.keys.entry(key).or_default().push((version, Some(value)))
+                    }
+                    Mutation::Clear { key } => {
+                        inner.keys.entry(key).or_default().push((version, None))
+                    }
+                    other => panic!("the memory store does not take {other:?}"),
+                }
+            }
+            Ok(version)
+        }
+
+        fn watch(
+            &self,
+            start: &[u8],
+            end: &[u8],
+            from_version: u64,
+            _timeout: Duration,
+        ) -> Result<(Vec<Event>, u64)> {
+            let inner = self.inner.lock().unwrap();
+            let mut events = Vec::new();
+            for (key, versions) in inner.keys.iter().filter(|(k, _)| in_range(k, start, end)) {
+                for (version, value) in versions.iter().filter(|(v, _)| *v >= from_version) {
+                    events.push(Event {
+                        kind: match value {
+                            Some(_) => EventKind::Put,
+                            None => EventKind::Delete,
+                        },
+                        key: key.clone(),
+                        value: value.clone(),
+                        version: *version,
+                        patch: None,
+                    });
+                }
+            }
+            events.sort_by(|a, b| (a.version, &a.key).cmp(&(b.version, &b.key)));
+            Ok((events, inner.version + 1))
+        }
+    }
+}
