@@ -9,6 +9,7 @@
 //! verification, 7 a local file operation of `backup` or `restore` failed, 8 a membership
 //! request was refused. Every failure prints one line to stderr.
 mod backup;
+mod config;
 mod doc;
 mod file;
 mod member;
@@ -45,12 +46,17 @@ const EXIT_LOCAL: u8 = 7;
 /// A request was refused: `MembershipRefused` (other than for want of a leader), or
 /// `DocumentError` (a version mismatch, a failed test, a patch that does not apply).
 const EXIT_REFUSED: u8 = 8;
+/// The configuration service refused the caller: `Unauthenticated` (no or a bad token)
+/// or `PermissionDenied`.
+const EXIT_DENIED: u8 = 9;
 
 /// A watch reconnects after a lost connection, or retries after `Unavailable`, waiting
 /// between attempts from this ...
 const WATCH_BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// ... doubling up to this.
 const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+pub use config::token_file;
 
 #[derive(Subcommand, Debug)]
 pub enum ClientCommand {
@@ -78,6 +84,29 @@ pub enum ClientCommand {
     Backup(backup::BackupArgs),
     /// Seed a new replica's data directory from a backup file.
     Restore(backup::RestoreArgs),
+    /// Configuration namespaces: create, update, describe, list, delete.
+    #[command(subcommand)]
+    Ns(config::NsCommand),
+    /// Published configuration entries: get, list, history, diff; put opens a change.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
+    /// Change sets: create, edit, submit, approve, reject, abandon, rebase, publish,
+    /// revert, show, list.
+    #[command(subcommand)]
+    Change(config::ChangeCommand),
+    /// The configuration service's audit trail.
+    Audit(config::AuditArgs),
+    /// Principals (users and service accounts).
+    #[command(subcommand)]
+    User(config::UserCommand),
+    /// API tokens of principals.
+    #[command(subcommand)]
+    Token(config::TokenCommand),
+    /// Roles on namespaces.
+    #[command(subcommand)]
+    Grant(config::GrantCommand),
+    /// Print the principal this token authenticates.
+    Whoami(config::ConfigArgs),
 }
 
 /// Runs one client verb and returns the process exit code (see the module doc).
@@ -94,6 +123,14 @@ pub fn run(command: ClientCommand) -> ExitCode {
         ClientCommand::Admin(command) => backup::admin(command),
         ClientCommand::Backup(args) => backup::backup(args),
         ClientCommand::Restore(args) => backup::restore(args),
+        ClientCommand::Ns(command) => config::ns(command),
+        ClientCommand::Config(command) => config::config(command),
+        ClientCommand::Change(command) => config::change(command),
+        ClientCommand::Audit(args) => config::audit(args),
+        ClientCommand::User(command) => config::user(command),
+        ClientCommand::Token(command) => config::token(command),
+        ClientCommand::Grant(command) => config::grant(command),
+        ClientCommand::Whoami(args) => config::whoami(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -350,6 +387,12 @@ enum Failure {
     Local(String),
     #[error("{0}")]
     Refused(String),
+    /// Unauthenticated or PermissionDenied.
+    #[error("{0}")]
+    Denied(String),
+    /// The configuration service has no such thing.
+    #[error("{0}")]
+    NotFound(String),
 }
 
 impl Failure {
@@ -364,6 +407,8 @@ impl Failure {
             Failure::Verify(_) => EXIT_VERIFY,
             Failure::Local(_) => EXIT_LOCAL,
             Failure::Refused(_) => EXIT_REFUSED,
+            Failure::Denied(_) => EXIT_DENIED,
+            Failure::NotFound(_) => EXIT_NEGATIVE,
         }
     }
 
@@ -376,6 +421,8 @@ impl Failure {
             Failure::Verify(line) => Failure::Verify(format!("{line}; {context}")),
             Failure::Local(line) => Failure::Local(format!("{line}; {context}")),
             Failure::Refused(line) => Failure::Refused(format!("{line}; {context}")),
+            Failure::Denied(line) => Failure::Denied(format!("{line}; {context}")),
+            Failure::NotFound(line) => Failure::NotFound(format!("{line}; {context}")),
             output @ Failure::Output(_) => output,
         }
     }
@@ -420,6 +467,9 @@ fn with_message(kind: &dyn std::fmt::Display, message: &str) -> String {
 
 /// One line naming the IDL exception and its fields.
 fn typed_failure(user: &(dyn std::error::Error + Send + Sync + 'static)) -> Failure {
+    if let Some(failure) = config::typed_failure(user) {
+        return failure;
+    }
     if let Some(e) = user.downcast_ref::<InvalidArgument>() {
         return Failure::Invalid(format!("InvalidArgument: {}", e.message));
     }

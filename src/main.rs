@@ -200,6 +200,7 @@ fn run_dev(args: DevArgs) -> Result<ExitCode, String> {
                     .map_err(|e| e.to_string())?,
             );
         }
+        announce_root_token(&nodes);
         let routers: Vec<_> = nodes.iter().map(|n| n.router.clone()).collect();
         tokio::spawn(announce_leaders(routers));
         let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -219,6 +220,35 @@ fn run_dev(args: DevArgs) -> Result<ExitCode, String> {
         println!("paxkv dev: stopped cleanly");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Prints the root token (as Vault's dev server does) and writes it to the CLI's token
+/// file, so that the configuration verbs work at once.
+fn announce_root_token(nodes: &[Node]) {
+    let Some(token) = nodes.iter().find_map(|n| node::read_root_token(&n.config.data_dir)) else {
+        return;
+    };
+    println!("paxkv dev: root token {token}");
+    let Some(path) = cli::token_file() else {
+        return;
+    };
+    let written = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)?;
+            std::io::Write::write_all(&mut file, format!("{token}\n").as_bytes())
+        });
+    match written {
+        Ok(()) => println!("paxkv dev: wrote it to {} for the CLI", path.display()),
+        Err(error) => println!("paxkv dev: could not write {}: {error}", path.display()),
+    }
 }
 
 /// Prints who leads whenever it changes.

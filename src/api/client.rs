@@ -9,7 +9,7 @@ use thrift::protocol::{
 use thrift::transport::{TFramedReadTransport, TFramedWriteTransport, TIoChannel, TTcpChannel};
 
 use super::codec::Protocol;
-use super::gen::paxkv::PaxkvSyncClient;
+use super::gen::paxkv::{ConfmanSyncClient, PaxkvSyncClient};
 
 /// A connected paxkv client. Call it through the generated `TPaxkvSyncClient` trait (for
 /// example `client.put(request)`); one call at a time, each waits for its reply.
@@ -44,4 +44,40 @@ pub fn client_on(stream: TcpStream, protocol: Protocol) -> thrift::Result<Client
         ),
     };
     Ok(PaxkvSyncClient::new(input, output))
+}
+
+/// A connected client of the configuration service (`Confman`), on the same port.
+pub type ConfigClient =
+    ConfmanSyncClient<Box<dyn TInputProtocol + Send>, Box<dyn TOutputProtocol + Send>>;
+
+/// Connects to the configuration service; with `token`, authenticates the connection.
+pub fn connect_config<A: ToSocketAddrs>(
+    address: A,
+    protocol: Protocol,
+    token: Option<&str>,
+) -> thrift::Result<ConfigClient> {
+    use super::gen::paxkv::TConfmanSyncClient;
+    let stream = TcpStream::connect(address)?;
+    stream.set_nodelay(true)?;
+    let (read_half, write_half) = TTcpChannel::with_stream(stream).split()?;
+    let read = TFramedReadTransport::new(read_half);
+    let write = TFramedWriteTransport::new(write_half);
+    let (input, output): (
+        Box<dyn TInputProtocol + Send>,
+        Box<dyn TOutputProtocol + Send>,
+    ) = match protocol {
+        Protocol::Binary => (
+            Box::new(TBinaryInputProtocol::new(read, true)),
+            Box::new(TBinaryOutputProtocol::new(write, true)),
+        ),
+        Protocol::Compact => (
+            Box::new(TCompactInputProtocol::new(read)),
+            Box::new(TCompactOutputProtocol::new(write)),
+        ),
+    };
+    let mut client = ConfmanSyncClient::new(input, output);
+    if let Some(token) = token {
+        client.authenticate(token.to_string())?;
+    }
+    Ok(client)
 }

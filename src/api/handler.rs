@@ -30,6 +30,7 @@ use crate::executor::{
     Compare, CompareOp, CompareTarget, EventKind, KeyRange, KeyValue, Mutation, PatchFormat,
     SessionId,
 };
+use crate::confman;
 use crate::metrics::ApiMetrics;
 use crate::router::{DocumentWritten, PrimaryRouter, RouterError, UploadCommit};
 use crate::wire::{AdminRequest, MembershipView};
@@ -37,14 +38,14 @@ use crate::wire::{AdminRequest, MembershipView};
 /// Which exceptions a method declares, so an undeclared one becomes `InternalError`
 /// instead of an opaque application error.
 #[derive(Clone, Copy)]
-struct Declares {
-    conflict: bool,
-    too_old: bool,
-    compacted: bool,
-    invalid: bool,
-    limit: bool,
-    snapshot_gone: bool,
-    document: bool,
+pub(super) struct Declares {
+    pub conflict: bool,
+    pub too_old: bool,
+    pub compacted: bool,
+    pub invalid: bool,
+    pub limit: bool,
+    pub snapshot_gone: bool,
+    pub document: bool,
 }
 
 const WRITE: Declares = Declares {
@@ -136,6 +137,7 @@ type Wire<T> = thrift::Result<T>;
 impl KvHandler {
     fn get(&self, request: GetRequest) -> Wire<GetResult> {
         let read_version = optional_version(request.read_version, "read_version")?;
+        user_key(&request.key)?;
         let got = self.block_on(self.router.get(&request.key, read_version));
         let (kv, version) = got.map_err(|e| exception(e, READ))?;
         Ok(GetResult::new(kv.map(key_value), to_wire(version)))
@@ -145,7 +147,7 @@ impl KvHandler {
         let read_version = optional_version(request.read_version, "read_version")?;
         let limit =
             usize::try_from(request.limit).map_err(|_| invalid("limit must not be negative"))?;
-        let range = key_range(request.range);
+        let range = key_range(request.range)?;
         let read = self.router.get_range(
             &range,
             limit,
@@ -165,6 +167,7 @@ impl KvHandler {
 
     fn put(&self, request: PutRequest) -> Wire<i64> {
         let session = session(request.session);
+        user_key(&request.key)?;
         let put = self.router.put(request.key, request.value, session);
         let committed = self.block_on(put).map_err(|e| exception(e, WRITE))?;
         Ok(to_wire(committed.version))
@@ -173,6 +176,7 @@ impl KvHandler {
     fn put_document(&self, request: PutDocumentRequest) -> Wire<DocumentWriteResult> {
         let expected = optional_version(request.expected_version, "expected_version")?;
         let session = session(request.session);
+        user_key(&request.key)?;
         let put = (self.router).put_document(request.key, &request.json, expected, session);
         let written = self
             .block_on(put)
@@ -188,6 +192,7 @@ impl KvHandler {
             other => return Err(invalid(format!("unknown patch format {}", other.0))),
         };
         let session = session(request.session);
+        user_key(&request.key)?;
         let patch =
             (self.router).patch_document(request.key, format, &request.patch, expected, session);
         let written = self
@@ -199,6 +204,7 @@ impl KvHandler {
     fn get_document(&self, request: GetDocumentRequest) -> Wire<DocumentResult> {
         let read_version = optional_version(request.read_version, "read_version")?;
         let pointer = request.pointer.unwrap_or_default();
+        user_key(&request.key)?;
         let read = self
             .router
             .get_document(&request.key, &pointer, read_version);
@@ -232,6 +238,7 @@ impl KvHandler {
     fn commit_uploads(&self, request: CommitUploadsRequest) -> Wire<CommitUploadsResult> {
         let uploads = (request.uploads.into_iter())
             .map(|commit| {
+                user_key(&commit.key)?;
                 Ok(UploadCommit {
                     key: commit.key,
                     upload: upload_id(&commit.upload_id)?,
@@ -261,6 +268,7 @@ impl KvHandler {
         let offset = version(request.offset, "offset")?;
         let length =
             u64::try_from(request.length).map_err(|_| invalid("length must not be negative"))?;
+        user_key(&request.key)?;
         let read = (self.router).get_value_range(&request.key, offset, length, read_version);
         let (range, read_version) = self.block_on(read).map_err(|e| exception(e, READ))?;
         Ok(match range {
@@ -277,6 +285,7 @@ impl KvHandler {
 
     fn delete_key(&self, request: DeleteRequest) -> Wire<i64> {
         let session = session(request.session);
+        user_key(&request.key)?;
         let delete = self.router.delete(request.key, session);
         let committed = self.block_on(delete).map_err(|e| exception(e, WRITE))?;
         Ok(to_wire(committed.version))
@@ -284,7 +293,7 @@ impl KvHandler {
 
     fn delete_range(&self, request: DeleteRangeRequest) -> Wire<i64> {
         let session = session(request.session);
-        let delete = self.router.delete_range(key_range(request.range), session);
+        let delete = self.router.delete_range(key_range(request.range)?, session);
         let committed = self.block_on(delete).map_err(|e| exception(e, WRITE))?;
         Ok(to_wire(committed.version))
     }
@@ -298,7 +307,11 @@ impl KvHandler {
         let read_version = version(request.read_version, "read_version")?;
         let session = session(request.session);
         let mutations = mutations(request.mutations)?;
-        let ranges = request.read_conflict_ranges.into_iter().map(key_range);
+        // A conflict range reveals nothing and writes nothing: taken as it is.
+        let ranges = (request.read_conflict_ranges.into_iter()).map(|range| KeyRange {
+            start: range.start_key,
+            end: range.end_key,
+        });
         let commit = self
             .router
             .commit(read_version, mutations, ranges.collect(), session);
@@ -324,7 +337,7 @@ impl KvHandler {
         let from_version = version(request.from_version, "from_version")?;
         let timeout_ms = u64::try_from(request.timeout_ms)
             .map_err(|_| invalid("timeout_ms must not be negative"))?;
-        let range = key_range(request.range);
+        let range = key_range(request.range)?;
         let patches = request.patches.unwrap_or(false);
         let watch = self
             .router
@@ -554,7 +567,7 @@ fn membership(view: MembershipView) -> Membership {
 }
 
 /// A call's outcome label: `ok`, the declared exception in snake case, or `error`.
-fn outcome<T>(result: &Wire<T>) -> &'static str {
+pub(super) fn outcome<T>(result: &Wire<T>) -> &'static str {
     let user = match result {
         Ok(_) => return "ok",
         Err(ThriftError::User(user)) => user,
@@ -580,6 +593,20 @@ fn outcome<T>(result: &Wire<T>) -> &'static str {
         "snapshot_gone"
     } else if user.is::<DocumentError>() {
         "document_error"
+    } else if user.is::<wire::Unauthenticated>() {
+        "unauthenticated"
+    } else if user.is::<wire::PermissionDenied>() {
+        "permission_denied"
+    } else if user.is::<wire::NotFound>() {
+        "not_found"
+    } else if user.is::<wire::AlreadyExists>() {
+        "already_exists"
+    } else if user.is::<wire::InvalidTransition>() {
+        "invalid_transition"
+    } else if user.is::<wire::SchemaViolation>() {
+        "schema_violation"
+    } else if user.is::<wire::Stale>() {
+        "stale"
     } else {
         "error"
     }
@@ -636,11 +663,32 @@ fn session(session: Option<wire::Session>) -> Option<SessionId> {
     })
 }
 
-fn key_range(range: wire::KeyRange) -> KeyRange {
-    KeyRange {
-        start: range.start_key,
-        end: range.end_key,
+/// The raw KV API's key space ends below `0xFF`: keys from there on are the system key
+/// space the configuration service keeps its state in, which only it reads and writes.
+fn user_key(key: &[u8]) -> Wire<()> {
+    if key.first() == Some(&confman::keys::SYSTEM_BYTE) {
+        return Err(invalid(
+            "keys starting with byte 0xFF are the system key space: the configuration \
+             service's, not readable or writable through the KV API",
+        ));
     }
+    Ok(())
+}
+
+/// A range cut at the end of the user key space (an empty end, or one past `0xFF`, ends
+/// there); a range starting in the system key space is refused.
+fn key_range(range: wire::KeyRange) -> Wire<KeyRange> {
+    user_range(range.start_key, range.end_key)
+}
+
+fn user_range(start: Vec<u8>, end: Vec<u8>) -> Wire<KeyRange> {
+    user_key(&start)?;
+    let system = [confman::keys::SYSTEM_BYTE];
+    let end = match end.is_empty() || end.as_slice() > &system[..] {
+        true => system.to_vec(),
+        false => end,
+    };
+    Ok(KeyRange { start, end })
 }
 
 fn key_value(kv: KeyValue) -> wire::KeyValue {
@@ -657,6 +705,9 @@ fn mutations(mutations: Vec<wire::Mutation>) -> Wire<Vec<Mutation>> {
 }
 
 fn mutation(m: wire::Mutation) -> Wire<Mutation> {
+    if m.type_ != wire::MutationType::CLEAR_RANGE {
+        user_key(&m.key)?;
+    }
     let value = |v: Option<Vec<u8>>| v.ok_or_else(|| invalid("this mutation needs a value"));
     Ok(match m.type_ {
         wire::MutationType::SET => Mutation::Set {
@@ -664,10 +715,13 @@ fn mutation(m: wire::Mutation) -> Wire<Mutation> {
             value: value(m.value)?,
         },
         wire::MutationType::CLEAR => Mutation::Clear { key: m.key },
-        wire::MutationType::CLEAR_RANGE => Mutation::ClearRange {
-            start: m.key,
-            end: m.end_key.unwrap_or_default(),
-        },
+        wire::MutationType::CLEAR_RANGE => {
+            let range = user_range(m.key, m.end_key.unwrap_or_default())?;
+            Mutation::ClearRange {
+                start: range.start,
+                end: range.end,
+            }
+        }
         wire::MutationType::ADD => Mutation::Add {
             key: m.key,
             param: value(m.value)?,
@@ -685,6 +739,7 @@ fn mutation(m: wire::Mutation) -> Wire<Mutation> {
 }
 
 fn compare(c: wire::Compare) -> Wire<Compare> {
+    user_key(&c.key)?;
     let target = match c.target {
         wire::CompareTarget::VALUE => CompareTarget::Value,
         wire::CompareTarget::MOD_VERSION => CompareTarget::ModVersion,
@@ -714,6 +769,10 @@ fn saturating_i64(value: u64) -> i64 {
 }
 
 /// The typed exception for `error`, or `InternalError` where the method does not declare it.
+pub(super) fn exception_of(error: RouterError, declares: Declares) -> ThriftError {
+    exception(error, declares)
+}
+
 fn exception(error: RouterError, declares: Declares) -> ThriftError {
     let message = error.to_string();
     match error {

@@ -36,20 +36,28 @@
 mod bounded;
 mod client;
 mod codec;
+mod confman_handler;
 mod connection;
 mod error;
 pub mod gen;
 mod handler;
 mod process;
 mod server;
+pub mod session;
 
 pub use bounded::BoundedInputProtocol;
-pub use client::{client_on, connect, Client};
+pub use client::{client_on, connect, connect_config, Client, ConfigClient};
 pub use codec::{
     detect_protocol, frame_length, Protocol, BINARY_FIRST_BYTE, COMPACT_FIRST_BYTE,
     FRAME_BYTES_MAX_LIMIT, FRAME_HEADER_BYTES,
 };
 pub use error::{Error, Result};
-pub use gen::paxkv::{PaxkvSyncClient, PaxkvSyncHandler, PaxkvSyncProcessor, TPaxkvSyncClient};
+pub use gen::paxkv::{
+    ConfmanSyncClient, ConfmanSyncProcessor, PaxkvSyncClient, PaxkvSyncHandler, PaxkvSyncProcessor,
+    TConfmanSyncClient, TPaxkvSyncClient,
+};
 pub use handler::KvHandler;
-pub use server::{bind, run, run_counted, ServerLimits};
+pub use confman_handler::ConfmanHandler;
+pub use server::{
+    bind, run, run_counted, serve_counted, KvAndConfig, ServerLimits, Services, CONFMAN_METHODS,
+};

@@ -27,7 +27,9 @@ use super::gen::paxkv::{
     RangeResult, ReadSnapshotRequest, SnapshotChunk, SnapshotInfo, Status, TxnRequest, TxnResult,
     WatchRequest, WatchResult,
 };
+use super::codec::Protocol;
 use super::process::process_frame;
+use super::session;
 use crate::metrics::GaugeGuard;
 
 /// Connections the kernel queues for `accept`, for `bind`. tokio's own `TcpListener::bind`
@@ -143,6 +145,86 @@ where
 {
     limits.check()?;
     let processor = Arc::new(PaxkvSyncProcessor::new(handler));
+    serve_counted(listener, processor, limits, connections_open, shutdown).await
+}
+
+/// What a server serves: the processor of each method. A processor serves every method
+/// it is given; [`KvAndConfig`] serves both services of the IDL on one port.
+pub trait Services: Send + Sync + 'static {
+    fn processor(&self, method: &str) -> &dyn TProcessor;
+}
+
+impl<P: TProcessor + Send + Sync + 'static> Services for P {
+    fn processor(&self, _method: &str) -> &dyn TProcessor {
+        self
+    }
+}
+
+/// The methods of the `Confman` service (the IDL's names); every other method is
+/// `Paxkv`'s. A test checks this list against the IDL.
+pub const CONFMAN_METHODS: &[&str] = &[
+    "authenticate",
+    "whoami",
+    "createPrincipal",
+    "listPrincipals",
+    "disablePrincipal",
+    "createToken",
+    "listTokens",
+    "revokeToken",
+    "grantRole",
+    "revokeRole",
+    "createNamespace",
+    "updateNamespace",
+    "describeNamespace",
+    "listNamespaces",
+    "deleteNamespace",
+    "getEntry",
+    "listEntries",
+    "entryHistory",
+    "diffEntry",
+    "createChange",
+    "editChange",
+    "getChange",
+    "listChanges",
+    "submitChange",
+    "approveChange",
+    "rejectChange",
+    "abandonChange",
+    "rebaseChange",
+    "publishChange",
+    "revertChange",
+    "queryAudit",
+    "watchConfig",
+];
+
+/// Both services on one port, told apart by method name.
+pub struct KvAndConfig<K: PaxkvSyncHandler, C: gen::ConfmanSyncHandler> {
+    pub kv: PaxkvSyncProcessor<K>,
+    pub config: gen::ConfmanSyncProcessor<C>,
+}
+
+impl<K, C> Services for KvAndConfig<K, C>
+where
+    K: PaxkvSyncHandler + Send + Sync + 'static,
+    C: gen::ConfmanSyncHandler + Send + Sync + 'static,
+{
+    fn processor(&self, method: &str) -> &dyn TProcessor {
+        match CONFMAN_METHODS.contains(&method) {
+            true => &self.config,
+            false => &self.kv,
+        }
+    }
+}
+
+/// Serves `services` on `listener` like [`run_counted`].
+pub async fn serve_counted<S: Services>(
+    listener: TcpListener,
+    processor: Arc<S>,
+    limits: ServerLimits,
+    connections_open: IntGauge,
+    shutdown: impl Future,
+) -> Result<()> {
+    limits.check()?;
     let (notify_shutdown, _) = broadcast::channel(1);
     let (shutdown_complete_tx, mut shutdown_complete_rx) = mpsc::channel(1);
     let mut server = Listener {
@@ -192,7 +274,7 @@ struct Listener<P> {
 
 impl<P> Listener<P>
 where
-    P: TProcessor + Send + Sync + 'static,
+    P: Services,
 {
     /// Accepts connections until accepting fails for good. Only returns on error.
     async fn run(&mut self) -> Result<()> {
@@ -215,6 +297,7 @@ where
                 processor: Arc::clone(&self.processor),
                 requests_inflight: Arc::clone(&self.requests_inflight),
                 frame_bytes_max: self.limits.frame_bytes_max,
+                token: None,
                 shutdown: Shutdown::new(self.notify_shutdown.subscribe()),
                 _shutdown_complete: self.shutdown_complete_tx.clone(),
             };
@@ -273,6 +356,8 @@ struct ConnectionHandler<P, S> {
     processor: Arc<P>,
     requests_inflight: Arc<Semaphore>,
     frame_bytes_max: u32,
+    /// The token this connection authenticated with (`authenticate`).
+    token: Option<String>,
     shutdown: Shutdown,
     /// Never used: dropping it tells `run` this connection is done.
     _shutdown_complete: mpsc::Sender<()>,
@@ -280,7 +365,7 @@ struct ConnectionHandler<P, S> {
 
 impl<P, S> ConnectionHandler<P, S>
 where
-    P: TProcessor + Send + Sync + 'static,
+    P: Services,
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     /// Serves calls one at a time until the peer hangs up, breaks the protocol, or the server
@@ -305,22 +390,64 @@ where
 
     /// Runs the call on the blocking pool (the handler may block on the replicated store),
     /// once one of the `requests_inflight_max` slots is free.
-    async fn handle_frame(&self, frame: Frame) -> Result<Option<Vec<u8>>> {
+    async fn handle_frame(&mut self, frame: Frame) -> Result<Option<Vec<u8>>> {
         let permit = Arc::clone(&self.requests_inflight)
             .acquire_owned()
             .await
             .expect("the in-flight semaphore is never closed");
         let processor = Arc::clone(&self.processor);
         let frame_bytes_max = self.frame_bytes_max;
+        let token = self.token.clone();
         let task = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            process_frame(&*processor, frame.body, frame.protocol, frame_bytes_max)
+            let method = peek_method(&frame.body, frame.protocol).unwrap_or_default();
+            let processor = processor.processor(&method);
+            session::run_with(token, || {
+                process_frame(processor, frame.body, frame.protocol, frame_bytes_max)
+            })
         });
         match task.await {
-            Ok(result) => result,
+            Ok((result, token)) => {
+                self.token = token;
+                result
+            }
             Err(join_error) => Err(Error::HandlerPanicked(join_error.to_string())),
         }
     }
+}
+
+/// The method a call frame names, read from its message header alone (never allocating
+/// what a hostile length claims: the name must lie within the frame).
+fn peek_method(body: &[u8], protocol: Protocol) -> Option<String> {
+    let (length, at) = match protocol {
+        // Strict binary: version and type (4 bytes), name length (i32, big-endian), name.
+        Protocol::Binary => {
+            let length = i32::from_be_bytes(body.get(4..8)?.try_into().ok()?);
+            (usize::try_from(length).ok()?, 8)
+        }
+        // Compact: protocol id, version and type, sequence id (varint), name length
+        // (varint), name.
+        Protocol::Compact => {
+            let mut at = 2;
+            let mut varint = || -> Option<u64> {
+                let mut value = 0u64;
+                for shift in (0..64).step_by(7) {
+                    let byte = *body.get(at)?;
+                    at += 1;
+                    value |= u64::from(byte & 0x7F) << shift;
+                    if byte & 0x80 == 0 {
+                        return Some(value);
+                    }
+                }
+                None
+            };
+            varint()?;
+            let length = usize::try_from(varint()?).ok()?;
+            (length, at)
+        }
+    };
+    let name = body.get(at..at.checked_add(length)?)?;
+    String::from_utf8(name.to_vec()).ok()
 }
 
 /// Listens for the server's shutdown signal: the broadcast sender being dropped.

@@ -14,7 +14,8 @@ use tokio::net::TcpListener;
 
 pub use config::{ConfigError, Member, NodeConfig, METRICS_OFF};
 
-use crate::api::{self, KvHandler};
+use crate::api::{self, ConfmanHandler, KvAndConfig, KvHandler};
+use crate::confman::{self, store::RouterStore, Confman};
 use crate::consensus::Config;
 use crate::executor::ExecutorOptions;
 use crate::metrics::{self, Metrics};
@@ -49,6 +50,14 @@ pub enum NodeError {
 /// Written into `data_dir` by a replica whose applied state diverged from a majority's;
 /// a start that finds it refuses.
 pub const DIVERGED_FILE: &str = "DIVERGED";
+
+/// The root principal's token, written (mode 0600) into the data directory of the
+/// bootstrap member with the smallest id when it creates the cluster; that replica creates
+/// the root principal with it once the cluster runs. Read it, keep it, delete the file.
+pub const ROOT_TOKEN_FILE: &str = "root-token";
+
+/// How long the root bootstrap waits between attempts while the cluster has no leader.
+const ROOT_BOOTSTRAP_RETRY_MS: u64 = 500;
 
 /// How long stopping waits for the metrics endpoint's open requests.
 const METRICS_STOP_TIMEOUT_MS: u64 = 1_000;
@@ -121,6 +130,13 @@ impl Node {
             driver.consensus.members = Vec::new();
         }
         driver.bootstrap = opened == identity::Opened::Bootstrapped;
+        let smallest = config.members.iter().map(|m| m.id).min();
+        if driver.bootstrap && smallest == Some(config.id) {
+            write_root_token(&config.data_dir).map_err(|error| NodeError::DataDir {
+                path: config.data_dir.join(ROOT_TOKEN_FILE).display().to_string(),
+                error,
+            })?;
+        }
         driver.divergence_marker = Some(config.data_dir.join(DIVERGED_FILE));
         driver.transport.cluster = identity.cluster.clone();
         driver.transport.refused = metrics.peers.refused.clone();
@@ -169,6 +185,21 @@ impl Node {
         } = self;
         let handler = KvHandler::new(router.clone(), tokio::runtime::Handle::current())
             .with_metrics(metrics.api.clone());
+        let config_store = Arc::new(RouterStore::new(
+            router.clone(),
+            tokio::runtime::Handle::current(),
+        ));
+        let confman = Confman::new(config_store, confman::system_clock());
+        let root_bootstrap = tokio::spawn(bootstrap_root(
+            confman.clone(),
+            config.data_dir.join(ROOT_TOKEN_FILE),
+        ));
+        let services = KvAndConfig {
+            kv: api::PaxkvSyncProcessor::new(Arc::new(handler)),
+            config: api::ConfmanSyncProcessor::new(
+                ConfmanHandler::new(confman).with_metrics(metrics.api.clone()),
+            ),
+        };
         let peers = (config.members.iter().map(|m| m.id))
             .filter(|&id| id != config.id)
             .collect();
@@ -186,8 +217,9 @@ impl Node {
         });
         let limits = config.server_limits();
         let connections = metrics.api.connections_open.clone();
-        let served = api::run_counted(thrift, Arc::new(handler), limits, connections, shutdown);
+        let served = api::serve_counted(thrift, Arc::new(services), limits, connections, shutdown);
         let served = served.await;
+        root_bootstrap.abort();
         if let Some(sampler) = sampler {
             sampler.abort();
         }
@@ -200,6 +232,57 @@ impl Node {
         // Joining the driver thread blocks: do it off the runtime's workers.
         let _ = tokio::task::spawn_blocking(move || store.stop()).await;
         Ok(served?)
+    }
+}
+
+/// Writes a new root token into `data_dir`, durably, readable by its owner only.
+fn write_root_token(data_dir: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join(ROOT_TOKEN_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    writeln!(file, "{}", confman::new_root_token())?;
+    file.sync_all()?;
+    std::fs::File::open(data_dir)?.sync_all()?;
+    tracing::warn!(
+        "created the root principal's token in {}: keep it somewhere safe and delete the file",
+        path.display()
+    );
+    Ok(())
+}
+
+/// The root token this replica's data directory holds, if any.
+pub fn read_root_token(data_dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(data_dir.join(ROOT_TOKEN_FILE)).ok()?;
+    Some(text.trim().to_string()).filter(|token| !token.is_empty())
+}
+
+/// Creates the root principal with the token in `path`, once the cluster can commit
+/// (nothing happens if the file is absent or root exists already).
+async fn bootstrap_root(confman: Confman, path: std::path::PathBuf) {
+    let Some(token) = path.parent().and_then(read_root_token) else {
+        return;
+    };
+    loop {
+        let (confman, token) = (confman.clone(), token.clone());
+        let attempt = tokio::task::spawn_blocking(move || confman.bootstrap_root(&token)).await;
+        match attempt {
+            Ok(Ok(true)) => {
+                tracing::info!("created the root principal");
+                return;
+            }
+            Ok(Ok(false)) => return,
+            Ok(Err(error)) => tracing::debug!(%error, "root bootstrap: retrying"),
+            Err(error) => {
+                tracing::warn!(%error, "root bootstrap failed");
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(ROOT_BOOTSTRAP_RETRY_MS)).await;
     }
 }
 
