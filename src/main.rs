@@ -225,7 +225,10 @@ fn run_dev(args: DevArgs) -> Result<ExitCode, String> {
 /// Prints the root token (as Vault's dev server does) and writes it to the CLI's token
 /// file, so that the configuration verbs work at once.
 fn announce_root_token(nodes: &[Node]) {
-    let Some(token) = nodes.iter().find_map(|n| node::read_root_token(&n.config.data_dir)) else {
+    let Some(token) = nodes
+        .iter()
+        .find_map(|n| node::read_root_token(&n.config.data_dir))
+    else {
         return;
     };
     println!("paxkv dev: root token {token}");

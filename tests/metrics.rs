@@ -14,7 +14,7 @@ use paxkv::api::gen::paxkv::{
     CommitRequest, Conflict, GetRequest, KeyRange, Mutation, MutationType, PutDocumentRequest,
     PutRequest,
 };
-use paxkv::api::TPaxkvSyncClient;
+use paxkv::api::{Protocol, TPaxkvSyncClient};
 use support::{
     describe, free_addrs, http_get, sample, user_error, Deadline, DevCluster, Process, Retrying,
 };
@@ -23,9 +23,19 @@ const READY: Duration = Duration::from_secs(30);
 const CALLS: Duration = Duration::from_secs(30);
 const PUTS: usize = 25;
 
+/// A ready dev cluster whose root principal exists (its creation is one proposal, which
+/// the counts below must not race).
 fn start_dev(dir: &Path) -> DevCluster {
     let mut dev = support::dev(dir);
     dev.wait_ready(READY);
+    let token = std::fs::read_to_string(dev.data_dir.join("replica_1/root-token"))
+        .expect("the root token of a new dev cluster");
+    let deadline = Deadline::after(READY);
+    let endpoint = dev.endpoints[0];
+    while paxkv::api::connect_config(endpoint, Protocol::Binary, Some(token.trim())).is_err() {
+        assert!(!deadline.passed(), "root was not created within {READY:?}");
+        thread::sleep(Duration::from_millis(50));
+    }
     dev
 }
 
@@ -118,9 +128,10 @@ fn health_ready_and_metrics_count_what_clients_did() {
         Some(1.0)
     );
     assert_eq!(sample(&text, "paxkv_txn_conflicts_total", &[]), Some(1.0));
+    // The puts, the conflicted commit's put, and the root principal's creation.
     assert_eq!(
         sample(&text, "paxkv_proposals_total", &[]),
-        Some(PUTS as f64 + 2.0)
+        Some(PUTS as f64 + 3.0)
     );
     assert_eq!(
         sample(&text, "paxkv_connections_open", &[]),
@@ -131,11 +142,12 @@ fn health_ready_and_metrics_count_what_clients_did() {
     let replica = [("replica", "1")];
     assert!(sample(&text, "paxkv_commit_duration_seconds_count", &replica) >= Some(PUTS as f64));
 
-    // Every replica applies every command: the puts, the put that conflicted, and the
-    // conflicting commit (applied, and refused by the state machine).
+    // Every replica applies every command: the puts, the put that conflicted, the
+    // conflicting commit (applied, and refused by the state machine), and the root
+    // principal's creation.
     let mut leaders = 0.0;
     for &addr in &dev.metrics {
-        let applied = PUTS as f64 + 2.0;
+        let applied = PUTS as f64 + 3.0;
         let text = wait_for_scrape(addr, "all commands applied, and ready", |text| {
             sample(text, "paxkv_commits_total", &[]) == Some(applied)
                 && sample(text, "paxkv_ready", &[]) == Some(1.0)

@@ -37,6 +37,40 @@ fn python_client_against_a_dev_cluster() {
     cluster.process.assert_running();
 }
 
+/// The configuration service's workflow from Python (tests/python/config_test.py).
+#[test]
+fn python_config_service_workflow_against_a_dev_cluster() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    if let Err(reason) = python_has_thrift(dir.path()) {
+        panic!("{PYTHON} cannot import thrift ({reason}); apt-get install python3-thrift");
+    }
+    let generated = generate_python(dir.path());
+    let mut cluster = support::dev(dir.path());
+    cluster.wait_ready(READY_TIMEOUT);
+    let root_token = cluster.data_dir.join("replica_1/root-token");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/config_test.py");
+    let output = Command::new(PYTHON)
+        .arg(&script)
+        .arg("--endpoint")
+        .arg(cluster.endpoints[0].to_string())
+        .arg("--root-token-file")
+        .arg(&root_token)
+        .env("PYTHONPATH", &generated)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .expect("run config_test.py");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "config_test.py failed ({})\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}\n{}",
+        output.status,
+        cluster.process.log_tail(support::LOG_TAIL_LINES)
+    );
+    cluster.process.assert_running();
+}
+
 /// Checked from `cwd` outside the repository: there, `thrift/` (the IDL directory) would be
 /// imported as an empty namespace package and hide a missing runtime.
 fn python_has_thrift(cwd: &Path) -> Result<(), String> {

@@ -47,7 +47,11 @@ impl ConfmanHandler {
         self
     }
 
-    fn observed<T>(&self, method: &'static str, call: impl FnOnce(Option<&str>) -> Wire<T>) -> Wire<T> {
+    fn observed<T>(
+        &self,
+        method: &'static str,
+        call: impl FnOnce(Option<&str>) -> Wire<T>,
+    ) -> Wire<T> {
         let timer = (self.metrics.request_duration)
             .with_label_values(&[method])
             .start_timer();
@@ -354,7 +358,9 @@ impl ConfmanSyncHandler for ConfmanHandler {
     fn handle_create_principal(&self, r: wire::CreatePrincipalRequest) -> Wire<wire::Principal> {
         self.observed("createPrincipal", |t| {
             let description = r.description.unwrap_or_default();
-            let created = self.confman.create_principal(t, &r.name, &r.kind, &description);
+            let created = self
+                .confman
+                .create_principal(t, &r.name, &r.kind, &description);
             Ok(principal(created.map_err(wire_error)?))
         })
     }
@@ -369,7 +375,9 @@ impl ConfmanSyncHandler for ConfmanHandler {
     fn handle_disable_principal(&self, name: String) -> Wire<wire::Principal> {
         self.observed("disablePrincipal", |t| {
             Ok(principal(
-                self.confman.disable_principal(t, &name).map_err(wire_error)?,
+                self.confman
+                    .disable_principal(t, &name)
+                    .map_err(wire_error)?,
             ))
         })
     }
@@ -452,7 +460,9 @@ impl ConfmanSyncHandler for ConfmanHandler {
     fn handle_describe_namespace(&self, path: String) -> Wire<wire::Namespace> {
         self.observed("describeNamespace", |t| {
             Ok(namespace(
-                self.confman.describe_namespace(t, &path).map_err(wire_error)?,
+                self.confman
+                    .describe_namespace(t, &path)
+                    .map_err(wire_error)?,
             ))
         })
     }
@@ -557,18 +567,21 @@ impl ConfmanSyncHandler for ConfmanHandler {
     fn handle_get_change(&self, change_id: i64) -> Wire<wire::ChangeSet> {
         self.observed("getChange", |t| {
             let id = unsigned(change_id, "change_id")?;
-            Ok(change_set(self.confman.get_change(t, id).map_err(wire_error)?))
+            Ok(change_set(
+                self.confman.get_change(t, id).map_err(wire_error)?,
+            ))
         })
     }
 
     fn handle_list_changes(&self, r: wire::ListChangesRequest) -> Wire<wire::ChangeList> {
         self.observed("listChanges", |t| {
-            let state = match r.state.as_deref() {
-                None | Some("") => None,
-                Some(name) => Some(State::parse(name).ok_or_else(|| {
-                    invalid(format!("state {name:?} is not a change-set state"))
-                })?),
-            };
+            let state =
+                match r.state.as_deref() {
+                    None | Some("") => None,
+                    Some(name) => Some(State::parse(name).ok_or_else(|| {
+                        invalid(format!("state {name:?} is not a change-set state"))
+                    })?),
+                };
             let before = optional_unsigned(r.before_id, "before_id")?;
             let (changes, next) = (self.confman)
                 .list_changes(t, state, r.author.as_deref(), i64::from(r.limit), before)
@@ -583,7 +596,9 @@ impl ConfmanSyncHandler for ConfmanHandler {
     fn handle_submit_change(&self, change_id: i64) -> Wire<wire::ChangeSet> {
         self.observed("submitChange", |t| {
             let id = unsigned(change_id, "change_id")?;
-            Ok(change_set(self.confman.submit_change(t, id).map_err(wire_error)?))
+            Ok(change_set(
+                self.confman.submit_change(t, id).map_err(wire_error)?,
+            ))
         })
     }
 
@@ -608,7 +623,9 @@ impl ConfmanSyncHandler for ConfmanHandler {
     fn handle_abandon_change(&self, change_id: i64) -> Wire<wire::ChangeSet> {
         self.observed("abandonChange", |t| {
             let id = unsigned(change_id, "change_id")?;
-            Ok(change_set(self.confman.abandon_change(t, id).map_err(wire_error)?))
+            Ok(change_set(
+                self.confman.abandon_change(t, id).map_err(wire_error)?,
+            ))
         })
     }
 

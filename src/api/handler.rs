@@ -25,12 +25,12 @@ use super::gen::paxkv::{
     DocumentError, DocumentResult, DocumentWriteResult, GetDocumentRequest, PatchDocumentRequest,
     PutDocumentRequest,
 };
+use crate::confman;
 use crate::executor::blob::{self, UploadId};
 use crate::executor::{
     Compare, CompareOp, CompareTarget, EventKind, KeyRange, KeyValue, Mutation, PatchFormat,
     SessionId,
 };
-use crate::confman;
 use crate::metrics::ApiMetrics;
 use crate::router::{DocumentWritten, PrimaryRouter, RouterError, UploadCommit};
 use crate::wire::{AdminRequest, MembershipView};

@@ -51,13 +51,13 @@ pub use codec::{
     detect_protocol, frame_length, Protocol, BINARY_FIRST_BYTE, COMPACT_FIRST_BYTE,
     FRAME_BYTES_MAX_LIMIT, FRAME_HEADER_BYTES,
 };
+pub use confman_handler::ConfmanHandler;
 pub use error::{Error, Result};
 pub use gen::paxkv::{
     ConfmanSyncClient, ConfmanSyncProcessor, PaxkvSyncClient, PaxkvSyncHandler, PaxkvSyncProcessor,
     TConfmanSyncClient, TPaxkvSyncClient,
 };
 pub use handler::KvHandler;
-pub use confman_handler::ConfmanHandler;
 pub use server::{
     bind, run, run_counted, serve_counted, KvAndConfig, ServerLimits, Services, CONFMAN_METHODS,
 };

@@ -17,6 +17,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{broadcast, mpsc, Semaphore};
 use tracing::{debug, error, info, warn};
 
+use super::codec::Protocol;
 use super::codec::FRAME_BYTES_MAX_LIMIT;
 use super::connection::{Connection, Frame};
 use super::error::{Error, Result};
@@ -27,7 +28,6 @@ use super::gen::paxkv::{
     RangeResult, ReadSnapshotRequest, SnapshotChunk, SnapshotInfo, Status, TxnRequest, TxnResult,
     WatchRequest, WatchResult,
 };
-use super::codec::Protocol;
 use super::process::process_frame;
 use super::session;
 use crate::metrics::GaugeGuard;
@@ -576,6 +576,52 @@ impl<H: PaxkvSyncHandler + ?Sized> PaxkvSyncHandler for Arc<H> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn confman_methods_are_the_idls() {
+        let idl = include_str!("../../thrift/paxkv.thrift");
+        let service = idl
+            .split("service Confman {")
+            .nth(1)
+            .expect("the Confman service");
+        let mut methods = Vec::new();
+        for line in service.lines() {
+            let line = line.trim();
+            let Some(open) = line.find('(') else { continue };
+            if line.starts_with("throws") || line.starts_with("//") || line.is_empty() {
+                continue;
+            }
+            let name = line[..open].split_whitespace().last().unwrap_or_default();
+            methods.push(name.to_string());
+        }
+        assert_eq!(methods, CONFMAN_METHODS);
+        let paxkv = idl.split("service Paxkv {").nth(1).unwrap();
+        let paxkv = paxkv.split("service Confman").next().unwrap();
+        for method in CONFMAN_METHODS {
+            assert!(
+                !paxkv.contains(&format!(" {method}(")),
+                "{method} is in both services"
+            );
+        }
+    }
+
+    #[test]
+    fn the_method_name_is_read_from_the_header_without_trusting_its_length() {
+        let mut binary = vec![0x80, 0x01, 0x00, 0x01, 0, 0, 0, 3];
+        binary.extend_from_slice(b"get");
+        assert_eq!(
+            peek_method(&binary, Protocol::Binary).as_deref(),
+            Some("get")
+        );
+        let huge = [0x80, 0x01, 0x00, 0x01, 0x7f, 0xff, 0xff, 0xff, b'g'];
+        assert_eq!(peek_method(&huge, Protocol::Binary), None);
+        let compact = [0x82, 0x21, 0x05, 0x04, b'p', b'u', b't', b's'];
+        assert_eq!(
+            peek_method(&compact, Protocol::Compact).as_deref(),
+            Some("puts")
+        );
+        assert_eq!(peek_method(&[0x82], Protocol::Compact), None);
+    }
 
     #[test]
     fn default_limits_are_the_documented_ones_and_valid() {

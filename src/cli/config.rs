@@ -86,7 +86,10 @@ pub(super) fn typed_failure(
         return Some(Failure::Refused(format!("AlreadyExists: {}", e.message)));
     }
     if let Some(e) = user.downcast_ref::<InvalidTransition>() {
-        return Some(Failure::Refused(format!("InvalidTransition: {}", e.message)));
+        return Some(Failure::Refused(format!(
+            "InvalidTransition: {}",
+            e.message
+        )));
     }
     if let Some(e) = user.downcast_ref::<SchemaViolation>() {
         return Some(Failure::Refused(format!(
@@ -397,7 +400,9 @@ pub(super) fn config(command: ConfigCommand) -> Result<u8, Failure> {
                 })?,
             };
             let id = change.id;
-            args.print(change_json(&change), |_| format!("OK change {id} ({})", change.state))
+            args.print(change_json(&change), |_| {
+                format!("OK change {id} ({})", change.state)
+            })
         }
         ConfigCommand::List {
             ns,
@@ -428,7 +433,12 @@ pub(super) fn config(command: ConfigCommand) -> Result<u8, Failure> {
             let value = Value::Array(all.iter().map(entry_json).collect());
             args.print(value, |_| {
                 (all.iter())
-                    .map(|e| format!("{}:{}\tr{}\tchange {}", e.ns, e.key, e.revision, e.change_id))
+                    .map(|e| {
+                        format!(
+                            "{}:{}\tr{}\tchange {}",
+                            e.ns, e.key, e.revision, e.change_id
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join("\n")
             })
@@ -523,7 +533,10 @@ fn entry_ref(spec: &str) -> Result<(String, String), Failure> {
 impl EditArgs {
     fn edits(&self) -> Result<Vec<wire::Edit>, Failure> {
         let mut edits = Vec::new();
-        for (specs, op) in [(&self.puts, wire::EditOp::PUT), (&self.patches, wire::EditOp::PATCH)] {
+        for (specs, op) in [
+            (&self.puts, wire::EditOp::PUT),
+            (&self.patches, wire::EditOp::PATCH),
+        ] {
             for spec in specs {
                 let (target, value) = spec
                     .split_once('=')
@@ -576,7 +589,11 @@ pub enum ChangeCommand {
         args: ConfigArgs,
     },
     /// Send a draft to review.
-    Submit { id: i64, #[command(flatten)] args: ConfigArgs },
+    Submit {
+        id: i64,
+        #[command(flatten)]
+        args: ConfigArgs,
+    },
     /// Approve a change in review (never your own).
     Approve {
         id: i64,
@@ -594,9 +611,17 @@ pub enum ChangeCommand {
         args: ConfigArgs,
     },
     /// Abandon a change.
-    Abandon { id: i64, #[command(flatten)] args: ConfigArgs },
+    Abandon {
+        id: i64,
+        #[command(flatten)]
+        args: ConfigArgs,
+    },
     /// Re-base a change onto the current revisions (prints conflicts, if any; exit 8).
-    Rebase { id: i64, #[command(flatten)] args: ConfigArgs },
+    Rebase {
+        id: i64,
+        #[command(flatten)]
+        args: ConfigArgs,
+    },
     /// Publish an approved change, all entries in one transaction; --emergency (admin)
     /// skips review and needs --reason.
     Publish {
@@ -609,9 +634,17 @@ pub enum ChangeCommand {
         args: ConfigArgs,
     },
     /// Open a draft that restores what a published change wrote.
-    Revert { id: i64, #[command(flatten)] args: ConfigArgs },
+    Revert {
+        id: i64,
+        #[command(flatten)]
+        args: ConfigArgs,
+    },
     /// Print a change with its edits and reviews.
-    Show { id: i64, #[command(flatten)] args: ConfigArgs },
+    Show {
+        id: i64,
+        #[command(flatten)]
+        args: ConfigArgs,
+    },
     /// List changes, newest first.
     List {
         #[arg(long)]
@@ -659,10 +692,16 @@ fn change_lines(change: &wire::ChangeSet) -> String {
             wire::EditOp::PATCH => "patch",
             _ => "put",
         };
-        lines.push(format!("  {op} {}:{} (base r{})", edit.ns, edit.key, edit.base_revision));
+        lines.push(format!(
+            "  {op} {}:{} (base r{})",
+            edit.ns, edit.key, edit.base_revision
+        ));
     }
     for review in &change.reviews {
-        lines.push(format!("  {} by {}: {}", review.verdict, review.principal, review.comment));
+        lines.push(format!(
+            "  {} by {}: {}",
+            review.verdict, review.principal, review.comment
+        ));
     }
     if let Some(version) = change.published_version {
         lines.push(format!("  published at version {version}"));
@@ -834,7 +873,9 @@ pub(super) fn audit(a: AuditArgs) -> Result<u8, Failure> {
                     e.action,
                     e.outcome,
                     e.targets.join(","),
-                    e.change_id.map(|id| format!("\tchange {id}")).unwrap_or_default()
+                    e.change_id
+                        .map(|id| format!("\tchange {id}"))
+                        .unwrap_or_default()
                 )
             })
             .collect::<Vec<_>>()
@@ -854,9 +895,16 @@ pub enum UserCommand {
         #[command(flatten)]
         args: ConfigArgs,
     },
-    List { #[command(flatten)] args: ConfigArgs },
+    List {
+        #[command(flatten)]
+        args: ConfigArgs,
+    },
     /// Disable a principal: its tokens stop working.
-    Disable { name: String, #[command(flatten)] args: ConfigArgs },
+    Disable {
+        name: String,
+        #[command(flatten)]
+        args: ConfigArgs,
+    },
 }
 
 fn principal_json(p: &wire::Principal) -> Value {
@@ -878,14 +926,23 @@ pub(super) fn user(command: UserCommand) -> Result<u8, Failure> {
                 description: Some(description),
             };
             let p = args.client()?.create_principal(request)?;
-            args.print(principal_json(&p), |_| format!("OK principal {} ({})", p.name, p.kind))
+            args.print(principal_json(&p), |_| {
+                format!("OK principal {} ({})", p.name, p.kind)
+            })
         }
         UserCommand::List { args } => {
             let list = args.client()?.list_principals()?;
             let value = Value::Array(list.iter().map(principal_json).collect());
             args.print(value, |_| {
                 (list.iter())
-                    .map(|p| format!("{}\t{}{}", p.name, p.kind, if p.disabled { "\tdisabled" } else { "" }))
+                    .map(|p| {
+                        format!(
+                            "{}\t{}{}",
+                            p.name,
+                            p.kind,
+                            if p.disabled { "\tdisabled" } else { "" }
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join("\n")
             })
@@ -900,7 +957,12 @@ pub(super) fn user(command: UserCommand) -> Result<u8, Failure> {
 pub(super) fn whoami(args: ConfigArgs) -> Result<u8, Failure> {
     let p = args.client()?.whoami()?;
     args.print(principal_json(&p), |_| {
-        format!("{} ({}{})", p.name, p.kind, if p.root { ", root" } else { "" })
+        format!(
+            "{} ({}{})",
+            p.name,
+            p.kind,
+            if p.root { ", root" } else { "" }
+        )
     })
 }
 
@@ -917,8 +979,16 @@ pub enum TokenCommand {
         #[command(flatten)]
         args: ConfigArgs,
     },
-    List { principal: String, #[command(flatten)] args: ConfigArgs },
-    Revoke { id: String, #[command(flatten)] args: ConfigArgs },
+    List {
+        principal: String,
+        #[command(flatten)]
+        args: ConfigArgs,
+    },
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        args: ConfigArgs,
+    },
 }
 
 pub(super) fn token(command: TokenCommand) -> Result<u8, Failure> {
@@ -943,20 +1013,31 @@ pub(super) fn token(command: TokenCommand) -> Result<u8, Failure> {
         TokenCommand::List { principal, args } => {
             let list = args.client()?.list_tokens(principal)?;
             let value: Vec<Value> = (list.iter())
-                .map(|t| json!({"token_id": t.token_id, "principal": t.principal,
+                .map(|t| {
+                    json!({"token_id": t.token_id, "principal": t.principal,
                     "description": t.description, "created_at_ms": t.created_at_ms,
-                    "expires_at_ms": t.expires_at_ms, "revoked": t.revoked}))
+                    "expires_at_ms": t.expires_at_ms, "revoked": t.revoked})
+                })
                 .collect();
             args.print(Value::Array(value), |_| {
                 (list.iter())
-                    .map(|t| format!("{}\t{}{}", t.token_id, t.description, if t.revoked { "\trevoked" } else { "" }))
+                    .map(|t| {
+                        format!(
+                            "{}\t{}{}",
+                            t.token_id,
+                            t.description,
+                            if t.revoked { "\trevoked" } else { "" }
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join("\n")
             })
         }
         TokenCommand::Revoke { id, args } => {
             let t = args.client()?.revoke_token(id)?;
-            args.print(json!({"revoked": t.token_id}), |_| format!("OK revoked {}", t.token_id))
+            args.print(json!({"revoked": t.token_id}), |_| {
+                format!("OK revoked {}", t.token_id)
+            })
         }
     }
 }
@@ -964,16 +1045,42 @@ pub(super) fn token(command: TokenCommand) -> Result<u8, Failure> {
 #[derive(Subcommand, Debug)]
 pub enum GrantCommand {
     /// Grant ROLE (reader, editor, approver, publisher, admin) on NS to PRINCIPAL.
-    Add { ns: String, principal: String, role: String, #[command(flatten)] args: ConfigArgs },
-    Remove { ns: String, principal: String, role: String, #[command(flatten)] args: ConfigArgs },
+    Add {
+        ns: String,
+        principal: String,
+        role: String,
+        #[command(flatten)]
+        args: ConfigArgs,
+    },
+    Remove {
+        ns: String,
+        principal: String,
+        role: String,
+        #[command(flatten)]
+        args: ConfigArgs,
+    },
 }
 
 pub(super) fn grant(command: GrantCommand) -> Result<u8, Failure> {
     let (add, ns, principal, role, args) = match command {
-        GrantCommand::Add { ns, principal, role, args } => (true, ns, principal, role, args),
-        GrantCommand::Remove { ns, principal, role, args } => (false, ns, principal, role, args),
+        GrantCommand::Add {
+            ns,
+            principal,
+            role,
+            args,
+        } => (true, ns, principal, role, args),
+        GrantCommand::Remove {
+            ns,
+            principal,
+            role,
+            args,
+        } => (false, ns, principal, role, args),
     };
-    let grant = wire::Grant { ns, principal, role };
+    let grant = wire::Grant {
+        ns,
+        principal,
+        role,
+    };
     let mut client = args.client()?;
     let ns = match add {
         true => client.grant_role(grant)?,

@@ -63,7 +63,10 @@ impl Confman {
             }
             (None, None) => "/".to_string(),
         };
-        let namespace = filter.namespace.as_ref().map(|_| keys::display_path(&scope));
+        let namespace = filter
+            .namespace
+            .as_ref()
+            .map(|_| keys::display_path(&scope));
         let start = match continuation {
             Some(id) => {
                 let mut key = keys::audit_key_of_id(id)

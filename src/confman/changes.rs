@@ -146,7 +146,9 @@ impl Confman {
                 .collect::<Result<Vec<_>>>()?;
             apply_edits(tx, caller, &mut record, edits, &drop)?;
             record.state = State::Draft;
-            record.reviews.retain(|review| review.verdict != Verdict::Approve);
+            record
+                .reviews
+                .retain(|review| review.verdict != Verdict::Approve);
             record.updated_at_ms = tx.now_ms;
             tx.set_record(keys::change(id), &record);
             tx.audit(
@@ -236,26 +238,32 @@ impl Confman {
     /// Sends a draft to review: its author, or an editor of every namespace it touches.
     /// A change whose namespaces require no approvals is approved at once.
     pub fn submit_change(&self, token: Option<&str>, id: u64) -> Result<ChangeView> {
-        self.transition_change(token, id, Action::Submit, "change.submit", |tx, caller, record| {
-            if record.author != caller.name {
-                for ns in record.namespaces() {
-                    tx.require(caller, Permission::Draft, &ns)?;
+        self.transition_change(
+            token,
+            id,
+            Action::Submit,
+            "change.submit",
+            |tx, caller, record| {
+                if record.author != caller.name {
+                    for ns in record.namespaces() {
+                        tx.require(caller, Permission::Draft, &ns)?;
+                    }
                 }
-            }
-            if record.edits.is_empty() {
-                return Err(Error::InvalidTransition {
-                    change_id: record.id,
-                    state: record.state.name(),
-                    action: Action::Submit.name(),
-                    message: "the change has no edits".into(),
-                });
-            }
-            record.state = match approvals_met(tx, record)? {
-                true => State::Approved,
-                false => State::InReview,
-            };
-            Ok(serde_json::json!({}))
-        })
+                if record.edits.is_empty() {
+                    return Err(Error::InvalidTransition {
+                        change_id: record.id,
+                        state: record.state.name(),
+                        action: Action::Submit.name(),
+                        message: "the change has no edits".into(),
+                    });
+                }
+                record.state = match approvals_met(tx, record)? {
+                    true => State::Approved,
+                    false => State::InReview,
+                };
+                Ok(serde_json::json!({}))
+            },
+        )
     }
 
     /// Approves a change in review: by a principal who approves at least one namespace it
@@ -298,19 +306,28 @@ impl Confman {
             let namespaces = record.namespaces();
             let mut reviews_any = false;
             for ns in &namespaces {
-                if tx.roles(&caller.name, caller.root, ns)?.hold(Permission::Approve) {
+                if tx
+                    .roles(&caller.name, caller.root, ns)?
+                    .hold(Permission::Approve)
+                {
                     reviews_any = true;
                 }
             }
             if !reviews_any {
-                let first = namespaces.iter().next().cloned().unwrap_or_else(|| "/".into());
+                let first = namespaces
+                    .iter()
+                    .next()
+                    .cloned()
+                    .unwrap_or_else(|| "/".into());
                 return Err(Error::PermissionDenied {
                     principal: caller.name.clone(),
                     permission: Permission::Approve,
                     namespace: keys::display_path(&first),
                 });
             }
-            record.reviews.retain(|review| review.principal != caller.name);
+            record
+                .reviews
+                .retain(|review| review.principal != caller.name);
             record.reviews.push(ReviewRecord {
                 principal: caller.name.clone(),
                 verdict,
@@ -326,14 +343,20 @@ impl Confman {
 
     /// Abandons a change (final): its author, or an admin of every namespace it touches.
     pub fn abandon_change(&self, token: Option<&str>, id: u64) -> Result<ChangeView> {
-        self.transition_change(token, id, Action::Abandon, "change.abandon", |tx, caller, record| {
-            if record.author != caller.name {
-                for ns in record.namespaces() {
-                    tx.require(caller, Permission::Admin, &ns)?;
+        self.transition_change(
+            token,
+            id,
+            Action::Abandon,
+            "change.abandon",
+            |tx, caller, record| {
+                if record.author != caller.name {
+                    for ns in record.namespaces() {
+                        tx.require(caller, Permission::Admin, &ns)?;
+                    }
                 }
-            }
-            Ok(serde_json::json!({}))
-        })
+                Ok(serde_json::json!({}))
+            },
+        )
     }
 
     /// Runs one state transition of change `id`: `body` checks who may, may change the
@@ -423,7 +446,9 @@ impl Confman {
                 }
             }
             record.state = State::Draft;
-            record.reviews.retain(|review| review.verdict != Verdict::Approve);
+            record
+                .reviews
+                .retain(|review| review.verdict != Verdict::Approve);
             record.updated_at_ms = tx.now_ms;
             tx.set_record(keys::change(id), &record);
             tx.audit(
@@ -693,11 +718,7 @@ fn targets(record: &ChangeRecord) -> Vec<String> {
 }
 
 /// The entry's published revision now (0: never published) and its record.
-fn current_revision(
-    tx: &mut Tx<'_>,
-    ns: &str,
-    key: &str,
-) -> Result<(u64, Option<RevisionRecord>)> {
+fn current_revision(tx: &mut Tx<'_>, ns: &str, key: &str) -> Result<(u64, Option<RevisionRecord>)> {
     match tx.get(&keys::meta(ns, key))? {
         None => Ok((0, None)),
         Some(stored) => {
@@ -808,14 +829,15 @@ fn apply_edits(
                         name: model::entry_name(&ns, &edit.key),
                     });
                 };
-                let patched = document::apply(&base, crate::executor::PatchFormat::JsonPatch, patch)
-                    .map_err(|refusal| {
-                        Error::Invalid(format!(
-                            "{}: {}",
-                            model::entry_name(&ns, &edit.key),
-                            refusal.message
-                        ))
-                    })?;
+                let patched =
+                    document::apply(&base, crate::executor::PatchFormat::JsonPatch, patch)
+                        .map_err(|refusal| {
+                            Error::Invalid(format!(
+                                "{}: {}",
+                                model::entry_name(&ns, &edit.key),
+                                refusal.message
+                            ))
+                        })?;
                 (Op::Put, Some(patched), JSON.to_string(), true)
             }
             EditKind::Delete => {
@@ -878,7 +900,10 @@ fn change_values_with(
             out.push(None);
             continue;
         }
-        let fresh = written.iter().rev().find(|w| w.0 == edit.ns && w.1 == edit.key);
+        let fresh = written
+            .iter()
+            .rev()
+            .find(|w| w.0 == edit.ns && w.1 == edit.key);
         let value = match fresh {
             Some((_, _, value)) => value.clone(),
             None => (tx.get(&keys::change_value(record.id, &edit.ns, &edit.key))?)
@@ -945,7 +970,8 @@ fn rebase_edit(
             }
             let base_key = keys::history(&edit.ns, &edit.key, edit.base_revision);
             let base_record = tx.get_at(&base_key, tx.version).map_err(internal)?;
-            let base_record = base_record.ok_or_else(|| internal(Error::Internal("no base".into())))?;
+            let base_record =
+                base_record.ok_or_else(|| internal(Error::Internal("no base".into())))?;
             let base_record = revision_record(&base_record).map_err(internal)?;
             let version = tx.version;
             let base = entry_value(tx, &edit.ns, &edit.key, &base_record, version);
@@ -996,7 +1022,10 @@ pub(super) fn merge(
         .collect();
     json_patch::patch(&mut merged, &identical).map_err(|error| {
         let at = error.path.to_string();
-        (at.clone(), format!("the change no longer applies at {at:?}"))
+        (
+            at.clone(),
+            format!("the change no longer applies at {at:?}"),
+        )
     })?;
     Ok(merged)
 }
@@ -1016,7 +1045,8 @@ fn array_of(base: &Value, pointer: &str) -> Option<String> {
                 Some(v) => v,
                 None => break,
             },
-            Value::Array(items) => match unescaped.parse::<usize>().ok().and_then(|i| items.get(i)) {
+            Value::Array(items) => match unescaped.parse::<usize>().ok().and_then(|i| items.get(i))
+            {
                 Some(v) => v,
                 None => break,
             },

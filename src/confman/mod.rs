@@ -106,7 +106,9 @@ pub fn system_clock() -> Clock {
     Arc::new(|| {
         #[allow(clippy::disallowed_methods)] // the proposer's time, carried in the log
         let now = std::time::SystemTime::now();
-        let since = now.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let since = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
     })
 }

@@ -206,7 +206,9 @@ impl Confman {
     pub fn delete_namespace(&self, token: Option<&str>, path: &str) -> Result<()> {
         let ns = stored(path)?;
         if ns == "/" {
-            return Err(Error::Invalid("the root namespace cannot be deleted".into()));
+            return Err(Error::Invalid(
+                "the root namespace cannot be deleted".into(),
+            ));
         }
         self.write(token, "namespace.delete", |tx, caller| {
             tx.namespace(&ns)?;
@@ -214,7 +216,10 @@ impl Confman {
             let below = keys::namespaces_below(&ns);
             let mut start = below.clone();
             start.push(0);
-            if !tx.scan(&start, &keys::prefix_end(&below), 1, false)?.is_empty() {
+            if !tx
+                .scan(&start, &keys::prefix_end(&below), 1, false)?
+                .is_empty()
+            {
                 return Err(Error::Invalid(format!(
                     "namespace {} has namespaces below it",
                     keys::display_path(&ns)

@@ -34,7 +34,10 @@ pub struct TokenCreated {
 
 pub(super) fn split_token(token: &str) -> Result<(&str, &str)> {
     let malformed = || Error::Unauthenticated("the token is not a paxkv token".into());
-    let rest = token.trim().strip_prefix(TOKEN_PREFIX).ok_or_else(malformed)?;
+    let rest = token
+        .trim()
+        .strip_prefix(TOKEN_PREFIX)
+        .ok_or_else(malformed)?;
     let (id, secret) = rest.split_once('_').ok_or_else(malformed)?;
     let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
     if !hex(id, 16) || !hex(secret, 64) {
@@ -113,7 +116,11 @@ impl Confman {
             tx.audit(
                 &caller,
                 "cluster.bootstrap",
-                vec![format!("principal:{ROOT}"), format!("token:{id}"), "/".into()],
+                vec![
+                    format!("principal:{ROOT}"),
+                    format!("token:{id}"),
+                    "/".into(),
+                ],
                 None,
                 serde_json::json!({}),
             );
@@ -206,7 +213,9 @@ impl Confman {
             tx.require(caller, Permission::Admin, "/")?;
             let mut record = principal(tx, name)?;
             if record.root {
-                return Err(Error::Invalid("the root principal cannot be disabled".into()));
+                return Err(Error::Invalid(
+                    "the root principal cannot be disabled".into(),
+                ));
             }
             if !record.disabled {
                 record.disabled = true;
@@ -310,7 +319,10 @@ impl Confman {
                 tx.audit(
                     caller,
                     "token.revoke",
-                    vec![format!("principal:{}", record.principal), format!("token:{id}")],
+                    vec![
+                        format!("principal:{}", record.principal),
+                        format!("token:{id}"),
+                    ],
                     None,
                     serde_json::json!({}),
                 );
@@ -343,13 +355,18 @@ impl Confman {
                 true => roles.insert(role),
                 false => roles.remove(&role),
             };
-            record.grants.retain(|_, roles: &mut BTreeSet<Role>| !roles.is_empty());
+            record
+                .grants
+                .retain(|_, roles: &mut BTreeSet<Role>| !roles.is_empty());
             if changed {
                 tx.set_record(keys::namespace(&ns), &record);
                 tx.audit(
                     caller,
                     action,
-                    vec![keys::display_path(&ns), format!("principal:{principal_name}")],
+                    vec![
+                        keys::display_path(&ns),
+                        format!("principal:{principal_name}"),
+                    ],
                     None,
                     serde_json::json!({ "role": role.name() }),
                 );

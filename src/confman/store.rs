@@ -31,8 +31,12 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<Stored>>;
     /// Applies `mutations` unless a key in `reads` was written after `read_version`
     /// (`RouterError::Conflict`). Returns the commit version.
-    fn commit(&self, read_version: u64, mutations: Vec<Mutation>, reads: Vec<KeyRange>)
-        -> Result<u64>;
+    fn commit(
+        &self,
+        read_version: u64,
+        mutations: Vec<Mutation>,
+        reads: Vec<KeyRange>,
+    ) -> Result<u64>;
     /// The change events of [start, end) from `from_version`, waiting up to `timeout` for
     /// one; and the version to continue from.
     fn watch(
@@ -146,11 +150,14 @@ pub mod memory {
         inner: Mutex<Inner>,
     }
 
+    /// A key's versions, oldest first: (version, value or None for a delete).
+    type Versions = Vec<(u64, Option<Vec<u8>>)>;
+
     #[derive(Default)]
     struct Inner {
         version: u64,
         /// key -> (version, value or None for a delete), oldest first.
-        keys: BTreeMap<Vec<u8>, Vec<(u64, Option<Vec<u8>>)>>,
+        keys: BTreeMap<Vec<u8>, Versions>,
     }
 
     impl Inner {
@@ -217,9 +224,11 @@ pub mod memory {
             let version = inner.version;
             for mutation in mutations {
                 match mutation {
-                    Mutation::Set { key, value } => {
-                        inner.keys.entry(key).or_default().push((version, Some(value)))
-                    }
+                    Mutation::Set { key, value } => inner
+                        .keys
+                        .entry(key)
+                        .or_default()
+                        .push((version, Some(value))),
                     Mutation::Clear { key } => {
                         inner.keys.entry(key).or_default().push((version, None))
                     }

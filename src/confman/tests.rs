@@ -96,7 +96,12 @@ fn the_workflow_from_draft_to_published() {
     let publisher = f.principal("carol", &[("/", Role::Publisher)]);
     let c = &f.confman;
     let change = c
-        .create_change(Some(&author), "web port", "", &[put("/svc", "web", r#"{"port":80}"#)])
+        .create_change(
+            Some(&author),
+            "web port",
+            "",
+            &[put("/svc", "web", r#"{"port":80}"#)],
+        )
         .unwrap();
     let id = change.record.id;
     assert_eq!(change.record.state, State::Draft);
@@ -109,17 +114,25 @@ fn the_workflow_from_draft_to_published() {
     c.submit_change(Some(&author), id).unwrap();
     assert!(matches!(
         c.approve_change(Some(&author), id, "mine"),
-        Err(Error::InvalidTransition { action: "approve", .. })
+        Err(Error::InvalidTransition {
+            action: "approve",
+            ..
+        })
     ));
     assert!(matches!(
         c.publish_change(Some(&publisher), id, false, None),
-        Err(Error::InvalidTransition { state: "in_review", .. })
+        Err(Error::InvalidTransition {
+            state: "in_review",
+            ..
+        })
     ));
     let approved = c.approve_change(Some(&approver), id, "lgtm").unwrap();
     assert_eq!(approved.record.state, State::Approved);
     let published = c.publish_change(Some(&publisher), id, false, None).unwrap();
     assert_eq!(published.record.state, State::Published);
-    let entry = c.get_entry(Some(&author), "/svc", "web", None, None).unwrap();
+    let entry = c
+        .get_entry(Some(&author), "/svc", "web", None, None)
+        .unwrap();
     assert_eq!(entry.value.as_deref(), Some(&br#"{"port":80}"#[..]));
     assert_eq!(entry.revision.revision, 1);
     assert_eq!(entry.revision.change_id, id);
@@ -130,21 +143,38 @@ fn the_workflow_from_draft_to_published() {
     // Published is final.
     assert!(matches!(
         c.edit_change(Some(&author), id, &[put("/svc", "web", "{}")], &[]),
-        Err(Error::InvalidTransition { state: "published", .. })
+        Err(Error::InvalidTransition {
+            state: "published",
+            ..
+        })
     ));
     // A second revision by patch; history, old revisions and diffs.
     let second = c
-        .create_change(Some(&author), "port", "", &[patch("/svc", "web", r#"[{"op":"replace","path":"/port","value":8080}]"#)])
+        .create_change(
+            Some(&author),
+            "port",
+            "",
+            &[patch(
+                "/svc",
+                "web",
+                r#"[{"op":"replace","path":"/port","value":8080}]"#,
+            )],
+        )
         .unwrap();
     c.submit_change(Some(&author), second.record.id).unwrap();
-    c.approve_change(Some(&approver), second.record.id, "").unwrap();
+    c.approve_change(Some(&approver), second.record.id, "")
+        .unwrap();
     c.publish_change(Some(&publisher), second.record.id, false, None)
         .unwrap();
     assert_eq!(value(&f, "/svc", "web"), serde_json::json!({"port": 8080}));
-    let history = c.entry_history(Some(&author), "/svc", "web", 10, None).unwrap();
+    let history = c
+        .entry_history(Some(&author), "/svc", "web", 10, None)
+        .unwrap();
     let revisions: Vec<u64> = history.iter().map(|(r, _)| r.revision).collect();
     assert_eq!(revisions, vec![2, 1]);
-    let old = c.get_entry(Some(&author), "/svc", "web", Some(1), None).unwrap();
+    let old = c
+        .get_entry(Some(&author), "/svc", "web", Some(1), None)
+        .unwrap();
     assert_eq!(old.value.as_deref(), Some(&br#"{"port":80}"#[..]));
     // A read at the store version of the first publish sees revision 1.
     let then = c
@@ -170,7 +200,11 @@ fn a_change_needs_approvers_of_every_namespace_it_touches() {
     let b2 = f.principal("b2", &[("/b", Role::Approver)]);
     let c = &f.confman;
     let edits = [put("/a", "x", "1"), put("/b", "y", "2")];
-    let id = c.create_change(Some(&author), "two", "", &edits).unwrap().record.id;
+    let id = c
+        .create_change(Some(&author), "two", "", &edits)
+        .unwrap()
+        .record
+        .id;
     c.submit_change(Some(&author), id).unwrap();
     let state = |token: &str| c.approve_change(Some(token), id, "").unwrap().record.state;
     assert_eq!(state(&a1), State::InReview);
@@ -192,7 +226,16 @@ fn a_stale_publish_writes_nothing_and_rebase_merges_different_paths() {
     let author = f.principal("author", &[("/", Role::Admin)]);
     let c = &f.confman;
     let ours = c
-        .create_change(Some(&author), "host", "", &[patch("/svc", "db", r#"[{"op":"replace","path":"/host","value":"b"}]"#)])
+        .create_change(
+            Some(&author),
+            "host",
+            "",
+            &[patch(
+                "/svc",
+                "db",
+                r#"[{"op":"replace","path":"/host","value":"b"}]"#,
+            )],
+        )
         .unwrap();
     f.publish("/svc", "db", r#"{"host":"a","port":2,"pool":{"size":5}}"#);
     c.submit_change(Some(&author), ours.record.id).unwrap();
@@ -216,7 +259,16 @@ fn a_stale_publish_writes_nothing_and_rebase_merges_different_paths() {
     );
     // The same path changed on both sides: a conflict, and nothing changes.
     let clash = c
-        .create_change(Some(&author), "size", "", &[patch("/svc", "db", r#"[{"op":"replace","path":"/pool/size","value":9}]"#)])
+        .create_change(
+            Some(&author),
+            "size",
+            "",
+            &[patch(
+                "/svc",
+                "db",
+                r#"[{"op":"replace","path":"/pool/size","value":9}]"#,
+            )],
+        )
         .unwrap();
     f.publish("/svc", "db", r#"{"host":"b","port":2,"pool":{"size":7}}"#);
     let outcome = c.rebase_change(Some(&author), clash.record.id).unwrap();
@@ -234,9 +286,19 @@ fn schemas_are_checked_at_save_and_at_publish() {
         .create_namespace(f.root(), "/svc", "", Some(schema), Some(0))
         .unwrap();
     let c = &f.confman;
-    match c.create_change(f.root(), "bad", "", &[put("/svc", "web", r#"{"port":70000}"#)]) {
-        Err(Error::SchemaViolation { pointer, rule, key, .. }) => {
-            assert_eq!((pointer.as_str(), rule.as_str(), key.as_str()), ("/port", "maximum", "web"));
+    match c.create_change(
+        f.root(),
+        "bad",
+        "",
+        &[put("/svc", "web", r#"{"port":70000}"#)],
+    ) {
+        Err(Error::SchemaViolation {
+            pointer, rule, key, ..
+        }) => {
+            assert_eq!(
+                (pointer.as_str(), rule.as_str(), key.as_str()),
+                ("/port", "maximum", "web")
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -270,16 +332,32 @@ fn tokens_are_revocable_expire_and_die_with_their_principal() {
         c.authenticate("pxt_0000000000000000_00"),
         Err(Error::Unauthenticated(_))
     ));
-    let forged = format!("{}{}", &token[..token.len() - 1], if token.ends_with('0') { "1" } else { "0" });
-    assert!(matches!(c.authenticate(&forged), Err(Error::Unauthenticated(_))));
+    let forged = format!(
+        "{}{}",
+        &token[..token.len() - 1],
+        if token.ends_with('0') { "1" } else { "0" }
+    );
+    assert!(matches!(
+        c.authenticate(&forged),
+        Err(Error::Unauthenticated(_))
+    ));
     let id = c.authenticate(&token).unwrap().token_id;
     c.revoke_token(Some(&token), &id).unwrap();
-    assert!(matches!(c.authenticate(&token), Err(Error::Unauthenticated(_))));
+    assert!(matches!(
+        c.authenticate(&token),
+        Err(Error::Unauthenticated(_))
+    ));
     let short = c.create_token(f.root(), "svc", "short", Some(0)).unwrap();
-    assert!(matches!(c.authenticate(&short.token), Err(Error::Unauthenticated(_))));
+    assert!(matches!(
+        c.authenticate(&short.token),
+        Err(Error::Unauthenticated(_))
+    ));
     let other = c.create_token(f.root(), "svc", "", None).unwrap();
     c.disable_principal(f.root(), "svc").unwrap();
-    assert!(matches!(c.authenticate(&other.token), Err(Error::Unauthenticated(_))));
+    assert!(matches!(
+        c.authenticate(&other.token),
+        Err(Error::Unauthenticated(_))
+    ));
     // Only hashes are stored.
     let listed = c.list_tokens(f.root(), "svc").unwrap();
     assert_eq!(listed.len(), 3);
@@ -305,8 +383,14 @@ fn publish_and_denials_are_audited() {
     let actions: Vec<(&str, &str)> = (events.iter())
         .map(|e| (e.record.action.as_str(), e.record.outcome.as_str()))
         .collect();
-    assert!(actions.contains(&("change.emergency_publish", "ok")), "{actions:?}");
-    assert!(actions.contains(&("change.create", "denied")), "{actions:?}");
+    assert!(
+        actions.contains(&("change.emergency_publish", "ok")),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&("change.create", "denied")),
+        "{actions:?}"
+    );
     let by_change = AuditFilter {
         change_id: Some(published.record.id),
         ..AuditFilter::default()
@@ -314,9 +398,14 @@ fn publish_and_denials_are_audited() {
     let (events, _) = c.query_audit(f.root(), &by_change, 100, None).unwrap();
     assert_eq!(events.len(), 2, "create and publish");
     // Paging returns every event once.
-    let (first, next) = c.query_audit(f.root(), &AuditFilter::default(), 2, None).unwrap();
-    let (rest, _) = (c.query_audit(f.root(), &AuditFilter::default(), 1000, next.as_deref())).unwrap();
-    let (all, _) = c.query_audit(f.root(), &AuditFilter::default(), 1000, None).unwrap();
+    let (first, next) = c
+        .query_audit(f.root(), &AuditFilter::default(), 2, None)
+        .unwrap();
+    let (rest, _) =
+        (c.query_audit(f.root(), &AuditFilter::default(), 1000, next.as_deref())).unwrap();
+    let (all, _) = c
+        .query_audit(f.root(), &AuditFilter::default(), 1000, None)
+        .unwrap();
     assert_eq!(first.len() + rest.len(), all.len());
 }
 
@@ -344,21 +433,37 @@ fn namespaces_list_page_and_delete_only_when_empty() {
     }
     let c = &f.confman;
     let names = |recursive, limit, after: Option<&str>| {
-        let (list, next) = c.list_namespaces(f.root(), "/a", recursive, limit, after).unwrap();
-        (list.into_iter().map(|n| keys::display_path(&n.path)).collect::<Vec<_>>(), next)
+        let (list, next) = c
+            .list_namespaces(f.root(), "/a", recursive, limit, after)
+            .unwrap();
+        (
+            list.into_iter()
+                .map(|n| keys::display_path(&n.path))
+                .collect::<Vec<_>>(),
+            next,
+        )
     };
     assert_eq!(names(false, 100, None).0, vec!["/a/x", "/a/y"]);
     assert_eq!(names(true, 100, None).0, vec!["/a/x", "/a/y", "/a/y/z"]);
     let (page, next) = names(true, 2, None);
     assert_eq!(page, vec!["/a/x", "/a/y"]);
     assert_eq!(names(true, 2, next.as_deref()).0, vec!["/a/y/z"]);
-    assert!(matches!(c.delete_namespace(f.root(), "/a/y"), Err(Error::Invalid(_))));
+    assert!(matches!(
+        c.delete_namespace(f.root(), "/a/y"),
+        Err(Error::Invalid(_))
+    ));
     c.delete_namespace(f.root(), "/a/y/z").unwrap();
     f.publish("/a/y", "k", "1");
-    assert!(matches!(c.delete_namespace(f.root(), "/a/y"), Err(Error::Invalid(_))));
+    assert!(matches!(
+        c.delete_namespace(f.root(), "/a/y"),
+        Err(Error::Invalid(_))
+    ));
     assert!(matches!(
         c.create_namespace(f.root(), "/nope/child", "", None, None),
-        Err(Error::NotFound { what: "namespace", .. })
+        Err(Error::NotFound {
+            what: "namespace",
+            ..
+        })
     ));
 }
 
@@ -371,7 +476,12 @@ fn a_watch_sees_each_published_change_once_with_its_values() {
     let c = &f.confman;
     let start = c.store.read_version().unwrap() + 1;
     let change = c
-        .create_change(f.root(), "two", "", &[put("/w", "a", "1"), put("/w/sub", "b", "2")])
+        .create_change(
+            f.root(),
+            "two",
+            "",
+            &[put("/w", "a", "1"), put("/w/sub", "b", "2")],
+        )
         .unwrap();
     let published = c
         .publish_change(f.root(), change.record.id, true, Some("test"))
@@ -452,7 +562,10 @@ fn run_call(call: &str, role: Role) -> Result<()> {
     c.submit_change(Some(&author), approved).unwrap();
     c.approve_change(f.root(), approved, "").unwrap();
     let published = f.publish("/m", "h", "1").record.id;
-    let other_token = c.create_token(f.root(), "other", "", None).unwrap().token_id;
+    let other_token = c
+        .create_token(f.root(), "other", "", None)
+        .unwrap()
+        .token_id;
     let forever = Duration::from_millis(1);
     match call {
         "describeNamespace" => c.describe_namespace(t, "/m").map(drop),
@@ -463,12 +576,18 @@ fn run_call(call: &str, role: Role) -> Result<()> {
         "grantRole" => c.set_role(t, "/m", "other", Role::Reader, true).map(drop),
         "revokeRole" => c.set_role(t, "/m", "author", Role::Admin, false).map(drop),
         "getEntry" => c.get_entry(t, "/m", "e", None, None).map(drop),
-        "listEntries" => c.list_entries(t, "/m", true, 10, None, None, true).map(drop),
+        "listEntries" => c
+            .list_entries(t, "/m", true, 10, None, None, true)
+            .map(drop),
         "entryHistory" => c.entry_history(t, "/m", "e", 10, None).map(drop),
         "diffEntry" => c.diff_entry(t, "/m", "e", 0, None).map(drop),
         "watchConfig" => c.watch_config(t, "/m", 1, forever).map(drop),
-        "createChange" => c.create_change(t, "x", "", &[put("/m", "x", "1")]).map(drop),
-        "editChange" => c.edit_change(t, draft, &[put("/m", "x", "1")], &[]).map(drop),
+        "createChange" => c
+            .create_change(t, "x", "", &[put("/m", "x", "1")])
+            .map(drop),
+        "editChange" => c
+            .edit_change(t, draft, &[put("/m", "x", "1")], &[])
+            .map(drop),
         "getChange" => c.get_change(t, draft).map(drop),
         "submitChange" => c.submit_change(t, draft).map(drop),
         "approveChange" => c.approve_change(t, in_review, "").map(drop),
@@ -478,7 +597,9 @@ fn run_call(call: &str, role: Role) -> Result<()> {
         "publishChange" => c.publish_change(t, approved, false, None).map(drop),
         "publishChange (emergency)" => c.publish_change(t, draft, true, Some("r")).map(drop),
         "revertChange" => c.revert_change(t, published, None).map(drop),
-        "queryAudit" => c.query_audit(t, &AuditFilter::default(), 10, None).map(drop),
+        "queryAudit" => c
+            .query_audit(t, &AuditFilter::default(), 10, None)
+            .map(drop),
         "createPrincipal" => c.create_principal(t, "new", "service", "").map(drop),
         "listPrincipals" => c.list_principals(t).map(drop),
         "disablePrincipal" => c.disable_principal(t, "other").map(drop),

@@ -313,6 +313,16 @@ fn invalid(setting: &str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
+/// Variables of the client (the CLI's token), which are no settings of a node.
+pub const CLIENT_VARIABLES: &[&str] = &["PAXKV_TOKEN", "PAXKV_TOKEN_FILE"];
+
+/// The process environment without the client's variables.
+fn server_environment() -> config::Map<String, String> {
+    std::env::vars()
+        .filter(|(name, _)| !CLIENT_VARIABLES.contains(&name.as_str()))
+        .collect()
+}
+
 impl NodeConfig {
     /// Loads `path` with `PAXKV_*` overrides, then validates.
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
@@ -329,7 +339,8 @@ impl NodeConfig {
                 config::Environment::with_prefix("PAXKV")
                     .prefix_separator("_")
                     .separator("__")
-                    .try_parsing(true),
+                    .try_parsing(true)
+                    .source(Some(server_environment())),
             )
             .build()?;
         Ok(settings.try_deserialize()?)

@@ -240,11 +240,15 @@ fn write_root_token(data_dir: &Path) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let path = data_dir.join(ROOT_TOKEN_FILE);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
+    // One left by a start that stopped before the cluster ran is kept: it is the token.
+    let mut file = match (std::fs::OpenOptions::new().write(true).create_new(true))
         .mode(0o600)
-        .open(&path)?;
+        .open(&path)
+    {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(error) => return Err(error),
+    };
     writeln!(file, "{}", confman::new_root_token())?;
     file.sync_all()?;
     std::fs::File::open(data_dir)?.sync_all()?;

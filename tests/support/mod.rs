@@ -95,6 +95,8 @@ impl Process {
         let child = Command::new(env!("CARGO_BIN_EXE_paxkv"))
             .args(args)
             .env("RUST_BACKTRACE", "1")
+            // `paxkv dev` writes the root token for the CLI: next to the log, not in $HOME.
+            .env("PAXKV_TOKEN_FILE", log.with_extension("token"))
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
