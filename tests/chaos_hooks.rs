@@ -328,7 +328,9 @@ fn a_replica_that_applies_wrongly_is_caught_stopped_and_kept_stopped() {
     for i in 0..5 {
         writer.call(|c| c.put(put(&format!("after{i}"), "v")));
     }
-    let ready = wait_for_ready_code(cluster.metrics[wrong], 503);
+    // A loaded replica may first answer 503 for a slow peer ("no quorum"): wait for the
+    // answer that says it stopped.
+    let ready = wait_for_ready(cluster.metrics[wrong], 503, "this replica has stopped");
     assert!(ready.contains("this replica has stopped"), "{ready}");
     let scrape = http_get(cluster.metrics[wrong], "/metrics").unwrap().1;
     assert_eq!(sample(&scrape, "paxkv_divergence_detected", &[]), Some(1.0));
@@ -395,15 +397,23 @@ fn check_failpoint_requests(metrics: SocketAddr) {
 
 /// Polls `/ready` until it answers `code`; returns the body.
 fn wait_for_ready_code(metrics: SocketAddr, code: u16) -> String {
+    wait_for_ready(metrics, code, "")
+}
+
+/// Polls /ready until it answers `code` with a body containing `saying`.
+fn wait_for_ready(metrics: SocketAddr, code: u16, saying: &str) -> String {
     let deadline = Deadline::after(READY);
     loop {
         let answer = http_get(metrics, "/ready");
         if let Ok((answered, body)) = &answer {
-            if *answered == code {
+            if *answered == code && body.contains(saying) {
                 return body.clone();
             }
         }
-        assert!(!deadline.passed(), "/ready never {code}: {answer:?}");
+        assert!(
+            !deadline.passed(),
+            "/ready never {code} {saying:?}: {answer:?}"
+        );
         std::thread::sleep(POLL);
     }
 }
