@@ -27,13 +27,21 @@ pub fn connect<A: ToSocketAddrs>(address: A, protocol: Protocol) -> thrift::Resu
 
 /// A client on an already open stream (framed transport, the given protocol).
 pub fn client_on(stream: TcpStream, protocol: Protocol) -> thrift::Result<Client> {
+    let (input, output) = framed_protocols(stream, protocol)?;
+    Ok(PaxkvSyncClient::new(input, output))
+}
+
+type Protocols = (
+    Box<dyn TInputProtocol + Send>,
+    Box<dyn TOutputProtocol + Send>,
+);
+
+/// The framed input and output protocols of `stream`, for either service's client.
+fn framed_protocols(stream: TcpStream, protocol: Protocol) -> thrift::Result<Protocols> {
     let (read_half, write_half) = TTcpChannel::with_stream(stream).split()?;
     let read = TFramedReadTransport::new(read_half);
     let write = TFramedWriteTransport::new(write_half);
-    let (input, output): (
-        Box<dyn TInputProtocol + Send>,
-        Box<dyn TOutputProtocol + Send>,
-    ) = match protocol {
+    Ok(match protocol {
         Protocol::Binary => (
             Box::new(TBinaryInputProtocol::new(read, true)),
             Box::new(TBinaryOutputProtocol::new(write, true)),
@@ -42,8 +50,7 @@ pub fn client_on(stream: TcpStream, protocol: Protocol) -> thrift::Result<Client
             Box::new(TCompactInputProtocol::new(read)),
             Box::new(TCompactOutputProtocol::new(write)),
         ),
-    };
-    Ok(PaxkvSyncClient::new(input, output))
+    })
 }
 
 /// A connected client of the configuration service (`Confman`), on the same port.
@@ -59,22 +66,7 @@ pub fn connect_config<A: ToSocketAddrs>(
     use super::gen::paxkv::TConfmanSyncClient;
     let stream = TcpStream::connect(address)?;
     stream.set_nodelay(true)?;
-    let (read_half, write_half) = TTcpChannel::with_stream(stream).split()?;
-    let read = TFramedReadTransport::new(read_half);
-    let write = TFramedWriteTransport::new(write_half);
-    let (input, output): (
-        Box<dyn TInputProtocol + Send>,
-        Box<dyn TOutputProtocol + Send>,
-    ) = match protocol {
-        Protocol::Binary => (
-            Box::new(TBinaryInputProtocol::new(read, true)),
-            Box::new(TBinaryOutputProtocol::new(write, true)),
-        ),
-        Protocol::Compact => (
-            Box::new(TCompactInputProtocol::new(read)),
-            Box::new(TCompactOutputProtocol::new(write)),
-        ),
-    };
+    let (input, output) = framed_protocols(stream, protocol)?;
     let mut client = ConfmanSyncClient::new(input, output);
     if let Some(token) = token {
         client.authenticate(token.to_string())?;
