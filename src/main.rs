@@ -62,6 +62,10 @@ struct DevArgs {
         default_value = "127.0.0.1:9191,127.0.0.1:9192,127.0.0.1:9193"
     )]
     metrics_addrs: Vec<String>,
+    /// Check tokens and grants on the KV API too, as `paxkv server` does by default (the
+    /// configuration service always does).
+    #[arg(long)]
+    auth: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -180,6 +184,9 @@ fn run_dev(args: DevArgs) -> Result<ExitCode, String> {
     init_logging("info");
     let mut configs = node::dev_configs(&args.data_dir, &args.thrift_addrs, &args.peer_addrs);
     node::set_dev_metrics_addrs(&mut configs, &args.metrics_addrs)?;
+    for config in &mut configs {
+        config.auth.enabled = args.auth;
+    }
     runtime()?.block_on(async move {
         // Three new directories make a new cluster. Were only some empty, bootstrapping them
         // would restart replicas that lost their data as members: they join instead, as

@@ -128,6 +128,24 @@ exception DocumentError {
   5: optional i64 current_version,
 }
 
+// The call needs a principal: authenticate first (Confman.authenticate, on the same
+// connection), with a token that is valid (not revoked, not expired, of a principal that
+// is not disabled). The KV API asks for one only when the server has `auth.enabled`.
+exception Unauthenticated {
+  1: required ErrorCode code = ErrorCode.UNAUTHENTICATED,
+  2: required string message,
+}
+
+// The principal lacks `permission` on `ns`. Config calls: read, draft, approve, publish,
+// admin or root, on namespace `ns` and every namespace above it. KV calls: kv_read or
+// kv_write on the keys `ns` names (docs/api.md, "Access control"), or root.
+exception PermissionDenied {
+  1: required ErrorCode code = ErrorCode.PERMISSION_DENIED,
+  2: required string permission,
+  3: required string ns,
+  4: required string message,
+}
+
 // ---------------------------------------------------------------------------------------
 // Data.
 
@@ -552,44 +570,53 @@ struct ReadSnapshotRequest {
 service Paxkv {
   GetResult get(1: GetRequest request)
     throws (1: InvalidArgument invalid, 2: LimitExceeded limit, 3: TooOld too_old,
-            4: Unavailable unavailable, 5: InternalError internal),
+            4: Unavailable unavailable, 5: InternalError internal,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied),
 
   RangeResult getRange(1: GetRangeRequest request)
     throws (1: InvalidArgument invalid, 2: LimitExceeded limit, 3: TooOld too_old,
-            4: Unavailable unavailable, 5: InternalError internal),
+            4: Unavailable unavailable, 5: InternalError internal,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied),
 
   // Returns the commit version.
   i64 put(1: PutRequest request)
     throws (1: InvalidArgument invalid, 2: LimitExceeded limit,
-            4: Unavailable unavailable, 5: InternalError internal),
+            4: Unavailable unavailable, 5: InternalError internal,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied),
 
   // `delete` is a reserved word in Thrift IDL.
   i64 deleteKey(1: DeleteRequest request)
     throws (1: InvalidArgument invalid, 2: LimitExceeded limit,
-            4: Unavailable unavailable, 5: InternalError internal),
+            4: Unavailable unavailable, 5: InternalError internal,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied),
 
   i64 deleteRange(1: DeleteRangeRequest request)
     throws (1: InvalidArgument invalid, 2: LimitExceeded limit,
-            4: Unavailable unavailable, 5: InternalError internal),
+            4: Unavailable unavailable, 5: InternalError internal,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied),
 
   // A linearizable read version for a transaction's snapshot reads.
   i64 getReadVersion()
-    throws (4: Unavailable unavailable, 5: InternalError internal),
+    throws (4: Unavailable unavailable, 5: InternalError internal,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied),
 
   CommitResult commit(1: CommitRequest request)
     throws (1: InvalidArgument invalid, 2: LimitExceeded limit, 3: TooOld too_old,
-            4: Unavailable unavailable, 5: InternalError internal, 6: Conflict conflict),
+            4: Unavailable unavailable, 5: InternalError internal, 6: Conflict conflict,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied),
 
   TxnResult txn(1: TxnRequest request)
     throws (1: InvalidArgument invalid, 2: LimitExceeded limit,
-            4: Unavailable unavailable, 5: InternalError internal),
+            4: Unavailable unavailable, 5: InternalError internal,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied),
 
   // Long poll: returns as soon as there is at least one event, or after timeout_ms with none
   // (or earlier with none when it scanned its per-call budget of history: continue from
   // next_version).
   WatchResult watch(1: WatchRequest request)
     throws (1: InvalidArgument invalid, 2: LimitExceeded limit, 4: Unavailable unavailable,
-            5: InternalError internal, 7: Compacted compacted),
+            5: InternalError internal, 7: Compacted compacted,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied),
 
   Status status()
     throws (5: InternalError internal),
@@ -598,74 +625,88 @@ service Paxkv {
   // point (so the snapshot holds every write acknowledged before the call), and returns
   // once the file is durable. Read it with readSnapshot on the same replica.
   SnapshotInfo adminSnapshot()
-    throws (4: Unavailable unavailable, 5: InternalError internal),
+    throws (4: Unavailable unavailable, 5: InternalError internal,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied),
 
   // Membership (docs/operations.md, "Membership"). Any replica takes these calls and hands
   // them to the leader; one change at a time, each answered once committed, with the
   // membership then committed.
   Membership adminMemberList()
     throws (4: Unavailable unavailable, 5: InternalError internal,
-            9: MembershipRefused refused),
+            9: MembershipRefused refused,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied),
 
   // Adds a learner: it receives the log (or a snapshot) and counts in no quorum. A new
   // incarnation of a member (a replica that lost its disk) replaces it: one voter fewer.
   Membership adminMemberAdd(1: MemberAddRequest request)
     throws (1: InvalidArgument invalid, 4: Unavailable unavailable,
-            5: InternalError internal, 9: MembershipRefused refused),
+            5: InternalError internal, 9: MembershipRefused refused,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied),
 
   // A learner that has caught up becomes a voter.
   Membership adminMemberPromote(1: i32 id)
     throws (4: Unavailable unavailable, 5: InternalError internal,
-            9: MembershipRefused refused),
+            9: MembershipRefused refused,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied),
 
   Membership adminMemberRemove(1: i32 id)
     throws (4: Unavailable unavailable, 5: InternalError internal,
-            9: MembershipRefused refused),
+            9: MembershipRefused refused,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied),
 
   // Asks the leader to hand leadership to voter `id` once it has caught up; returns when
   // asked, not when the new leader is elected (watch status for that).
   Membership adminTransferLeader(1: i32 id)
     throws (4: Unavailable unavailable, 5: InternalError internal,
-            9: MembershipRefused refused),
+            9: MembershipRefused refused,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied),
 
   // JSON documents (docs/api.md, "Documents").
   DocumentWriteResult putDocument(1: PutDocumentRequest request)
     throws (1: InvalidArgument invalid, 2: LimitExceeded limit, 4: Unavailable unavailable,
-            5: InternalError internal, 10: DocumentError document),
+            5: InternalError internal, 10: DocumentError document,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied),
 
   // Edits a document in place: the log carries the patch, never the document.
   DocumentWriteResult patchDocument(1: PatchDocumentRequest request)
     throws (1: InvalidArgument invalid, 2: LimitExceeded limit, 4: Unavailable unavailable,
-            5: InternalError internal, 10: DocumentError document),
+            5: InternalError internal, 10: DocumentError document,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied),
 
   DocumentResult getDocument(1: GetDocumentRequest request)
     throws (1: InvalidArgument invalid, 2: LimitExceeded limit, 3: TooOld too_old,
             4: Unavailable unavailable, 5: InternalError internal,
-            10: DocumentError document),
+            10: DocumentError document,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied),
 
   // Large values in pieces (docs/api.md, "Large values").
   UploadChunkResult uploadChunk(1: UploadChunkRequest request)
     throws (1: InvalidArgument invalid, 2: LimitExceeded limit, 4: Unavailable unavailable,
-            5: InternalError internal),
+            5: InternalError internal,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied),
 
   CommitUploadsResult commitUploads(1: CommitUploadsRequest request)
     throws (1: InvalidArgument invalid, 2: LimitExceeded limit, 4: Unavailable unavailable,
-            5: InternalError internal),
+            5: InternalError internal,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied),
 
   // Returns whether the upload was staged (false: committed, aborted or expired already).
   bool abortUpload(1: AbortUploadRequest request)
     throws (1: InvalidArgument invalid, 4: Unavailable unavailable,
-            5: InternalError internal),
+            5: InternalError internal,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied),
 
   ValueRangeResult getValueRange(1: GetValueRangeRequest request)
     throws (1: InvalidArgument invalid, 2: LimitExceeded limit, 3: TooOld too_old,
-            4: Unavailable unavailable, 5: InternalError internal),
+            4: Unavailable unavailable, 5: InternalError internal,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied),
 
   // Bytes of this replica's snapshot file `slot` from `offset`. An offset beyond the file
   // is InvalidArgument; a file this replica no longer holds is SnapshotGone.
   SnapshotChunk readSnapshot(1: ReadSnapshotRequest request)
     throws (1: InvalidArgument invalid, 4: Unavailable unavailable, 5: InternalError internal,
-            8: SnapshotGone snapshot_gone),
+            8: SnapshotGone snapshot_gone,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied),
 }
 
 // ---------------------------------------------------------------------------------------
@@ -673,22 +714,6 @@ service Paxkv {
 // change sets reviewed and published as one transaction, audit, history and watch. Served
 // on the same port as Paxkv (the method names differ); a connection authenticates once
 // with `authenticate`, and every later call on it acts as that principal.
-
-// The call needs a principal: authenticate first, with a token that is valid (not revoked,
-// not expired, of a principal that is not disabled).
-exception Unauthenticated {
-  1: required ErrorCode code = ErrorCode.UNAUTHENTICATED,
-  2: required string message,
-}
-
-// The principal lacks `permission` (read, draft, approve, publish, admin, or root) on
-// `ns` and every namespace above it.
-exception PermissionDenied {
-  1: required ErrorCode code = ErrorCode.PERMISSION_DENIED,
-  2: required string permission,
-  3: required string ns,
-  4: required string message,
-}
 
 // `what` is principal, token, namespace, entry, revision or change.
 exception NotFound {
@@ -758,6 +783,22 @@ struct Principal {
   5: required i64 created_at_ms,
   6: required string created_by,
   7: required bool root,
+  // What the principal may do through the raw KV API (docs/api.md, "Access control").
+  8: optional list<KvGrant> kv_grants,
+}
+
+// Access to the user keys that start with `prefix` (empty: every user key) through the
+// raw KV API: "read", or "readwrite".
+struct KvGrant {
+  1: required binary prefix,
+  2: required string access,
+}
+
+struct KvGrantRequest {
+  1: required string principal,
+  2: required binary prefix,
+  // "read" or "readwrite"; ignored by revokeKv.
+  3: optional string access,
 }
 
 struct CreatePrincipalRequest {
@@ -1135,6 +1176,19 @@ service Confman {
             13: NotFound not_found),
 
   Namespace revokeRole(1: Grant grant)
+    throws (1: InvalidArgument invalid, 4: Unavailable unavailable, 5: InternalError internal,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied,
+            13: NotFound not_found),
+
+  // Gives a principal read or readwrite access to a key prefix of the raw KV API
+  // (replacing what it had on exactly that prefix); needs admin on /.
+  Principal grantKv(1: KvGrantRequest request)
+    throws (1: InvalidArgument invalid, 4: Unavailable unavailable, 5: InternalError internal,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied,
+            13: NotFound not_found),
+
+  // Takes away the principal's grant on exactly that prefix.
+  Principal revokeKv(1: KvGrantRequest request)
     throws (1: InvalidArgument invalid, 4: Unavailable unavailable, 5: InternalError internal,
             11: Unauthenticated unauthenticated, 12: PermissionDenied denied,
             13: NotFound not_found),

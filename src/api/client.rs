@@ -25,6 +25,25 @@ pub fn connect<A: ToSocketAddrs>(address: A, protocol: Protocol) -> thrift::Resu
     client_on(stream, protocol)
 }
 
+/// Connects as [`connect`] does; with `token`, first authenticates the connection (with
+/// `Confman.authenticate`, on the same stream), so that a server with `auth.enabled`
+/// serves its KV calls as that token's principal.
+pub fn connect_as<A: ToSocketAddrs>(
+    address: A,
+    protocol: Protocol,
+    token: Option<&str>,
+) -> thrift::Result<Client> {
+    use super::gen::paxkv::TConfmanSyncClient;
+    let stream = TcpStream::connect(address)?;
+    stream.set_nodelay(true)?;
+    if let Some(token) = token {
+        // Framed reads take exactly one frame: nothing of a later reply is left behind.
+        let (input, output) = framed_protocols(stream.try_clone()?, protocol)?;
+        ConfmanSyncClient::new(input, output).authenticate(token.to_string())?;
+    }
+    client_on(stream, protocol)
+}
+
 /// A client on an already open stream (framed transport, the given protocol).
 pub fn client_on(stream: TcpStream, protocol: Protocol) -> thrift::Result<Client> {
     let (input, output) = framed_protocols(stream, protocol)?;

@@ -11,7 +11,9 @@ use super::handler::{exception_of, outcome, Declares};
 use super::session;
 use crate::confman::access::Role;
 use crate::confman::change::State;
-use crate::confman::model::{self, ChangeRecord, NamespaceRecord, Op, RevisionRecord, Verdict};
+use crate::confman::model::{
+    self, ChangeRecord, KvAccess, NamespaceRecord, Op, RevisionRecord, Verdict,
+};
 use crate::confman::{self, keys, AuditFilter, ChangeView, Confman, EditInput, EditKind, Error};
 use crate::metrics::ApiMetrics;
 
@@ -78,7 +80,7 @@ fn invalid(message: impl Into<String>) -> ThriftError {
 }
 
 /// The typed exception for a config service error.
-fn wire_error(error: Error) -> ThriftError {
+pub(super) fn wire_error(error: Error) -> ThriftError {
     let message = error.to_string();
     match error {
         Error::Invalid(message) => invalid(message),
@@ -201,6 +203,16 @@ fn principal(record: model::PrincipalRecord) -> wire::Principal {
         created_at_ms: wire_u64(record.created_at_ms),
         created_by: record.created_by,
         root: record.root,
+        kv_grants: Some(
+            (record.kv_grants.iter())
+                .map(|grant| {
+                    Box::new(wire::KvGrant {
+                        prefix: confman::parse_hex(&grant.prefix_hex).unwrap_or_default(),
+                        access: grant.access.name().to_string(),
+                    })
+                })
+                .collect(),
+        ),
     }
 }
 
@@ -425,6 +437,23 @@ impl ConfmanSyncHandler for ConfmanHandler {
             let role = role(&grant.role)?;
             let set = (self.confman).set_role(t, &grant.ns, &grant.principal, role, false);
             Ok(namespace(set.map_err(wire_error)?))
+        })
+    }
+
+    fn handle_grant_kv(&self, r: wire::KvGrantRequest) -> Wire<wire::Principal> {
+        self.observed("grantKv", |t| {
+            let name = r.access.as_deref().unwrap_or_default();
+            let access = KvAccess::parse(name)
+                .ok_or_else(|| invalid(format!("KV access {name:?} is not read or readwrite")))?;
+            let set = (self.confman).set_kv_grant(t, &r.principal, &r.prefix, Some(access));
+            Ok(principal(set.map_err(wire_error)?))
+        })
+    }
+
+    fn handle_revoke_kv(&self, r: wire::KvGrantRequest) -> Wire<wire::Principal> {
+        self.observed("revokeKv", |t| {
+            let set = (self.confman).set_kv_grant(t, &r.principal, &r.prefix, None);
+            Ok(principal(set.map_err(wire_error)?))
         })
     }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use thrift::Error as ThriftError;
 
+use super::confman_handler::wire_error;
 use super::gen::paxkv::{
     self as wire, CommitRequest, CommitResult, Compacted, Conflict, DeleteRangeRequest,
     DeleteRequest, ErrorCode, GetRangeRequest, GetRequest, GetResult, InternalError,
@@ -25,7 +26,8 @@ use super::gen::paxkv::{
     DocumentError, DocumentResult, DocumentWriteResult, GetDocumentRequest, PatchDocumentRequest,
     PutDocumentRequest,
 };
-use crate::confman;
+use super::session;
+use crate::confman::{self, Confman, KvCaller};
 use crate::executor::blob::{self, UploadId};
 use crate::executor::{
     Compare, CompareOp, CompareTarget, EventKind, KeyRange, KeyValue, Mutation, PatchFormat,
@@ -94,6 +96,9 @@ pub struct KvHandler {
     router: PrimaryRouter,
     runtime: tokio::runtime::Handle,
     metrics: ApiMetrics,
+    /// With `auth.enabled`: checks each call's token and grants (docs/api.md, "Access
+    /// control") against this replica's applied state.
+    auth: Option<Confman>,
 }
 
 impl KvHandler {
@@ -104,7 +109,26 @@ impl KvHandler {
             router,
             runtime,
             metrics: ApiMetrics::unregistered(),
+            auth: None,
         }
+    }
+
+    /// Every call then needs the token of a principal with a grant on the keys it touches
+    /// (`confman` reads tokens and grants from this replica's applied state).
+    pub fn with_auth(mut self, confman: Confman) -> KvHandler {
+        self.auth = Some(confman);
+        self
+    }
+
+    /// Refuses the call unless its connection's principal passes `check` (every call
+    /// passes when the server does not check access).
+    fn allow(&self, check: impl FnOnce(&KvCaller) -> confman::Result<()>) -> Wire<()> {
+        let Some(auth) = &self.auth else {
+            return Ok(());
+        };
+        let token = session::token();
+        let caller = auth.kv_caller(token.as_deref()).map_err(wire_error)?;
+        check(&caller).map_err(wire_error)
     }
 
     /// Counts and times every call in `metrics` (a node's registry).
@@ -138,6 +162,7 @@ impl KvHandler {
     fn get(&self, request: GetRequest) -> Wire<GetResult> {
         let read_version = optional_version(request.read_version, "read_version")?;
         user_key(&request.key)?;
+        self.allow(|c| c.require_key(&request.key, false))?;
         let got = self.block_on(self.router.get(&request.key, read_version));
         let (kv, version) = got.map_err(|e| exception(e, READ))?;
         Ok(GetResult::new(kv.map(key_value), to_wire(version)))
@@ -148,6 +173,7 @@ impl KvHandler {
         let limit =
             usize::try_from(request.limit).map_err(|_| invalid("limit must not be negative"))?;
         let range = key_range(request.range)?;
+        self.allow(|c| c.require_range(&range.start, &range.end, false))?;
         let read = self.router.get_range(
             &range,
             limit,
@@ -168,6 +194,7 @@ impl KvHandler {
     fn put(&self, request: PutRequest) -> Wire<i64> {
         let session = session(request.session);
         user_key(&request.key)?;
+        self.allow(|c| c.require_key(&request.key, true))?;
         let put = self.router.put(request.key, request.value, session);
         let committed = self.block_on(put).map_err(|e| exception(e, WRITE))?;
         Ok(to_wire(committed.version))
@@ -177,6 +204,7 @@ impl KvHandler {
         let expected = optional_version(request.expected_version, "expected_version")?;
         let session = session(request.session);
         user_key(&request.key)?;
+        self.allow(|c| c.require_key(&request.key, true))?;
         let put = (self.router).put_document(request.key, &request.json, expected, session);
         let written = self
             .block_on(put)
@@ -193,6 +221,7 @@ impl KvHandler {
         };
         let session = session(request.session);
         user_key(&request.key)?;
+        self.allow(|c| c.require_key(&request.key, true))?;
         let patch =
             (self.router).patch_document(request.key, format, &request.patch, expected, session);
         let written = self
@@ -205,6 +234,7 @@ impl KvHandler {
         let read_version = optional_version(request.read_version, "read_version")?;
         let pointer = request.pointer.unwrap_or_default();
         user_key(&request.key)?;
+        self.allow(|c| c.require_key(&request.key, false))?;
         let read = self
             .router
             .get_document(&request.key, &pointer, read_version);
@@ -226,6 +256,7 @@ impl KvHandler {
         };
         let offset = version(request.offset, "offset")?;
         let session = session(request.session);
+        self.allow(KvCaller::require_writer)?;
         let chunk = (self.router).upload_chunk(upload, offset, request.data, session);
         let staged = self.block_on(chunk).map_err(|e| exception(e, WRITE))?;
         Ok(UploadChunkResult::new(
@@ -251,6 +282,10 @@ impl KvHandler {
             })
             .collect::<Wire<Vec<_>>>()?;
         let extra = mutations(request.mutations.unwrap_or_default())?;
+        self.allow(|c| {
+            (uploads.iter()).try_for_each(|upload| c.require_key(&upload.key, true))?;
+            c.require_ranges(&written_ranges(&extra), true)
+        })?;
         let session = session(request.session);
         let commit = self.router.commit_uploads(uploads, extra, session);
         let (committed, version) = self.block_on(commit).map_err(|e| exception(e, WRITE))?;
@@ -259,6 +294,7 @@ impl KvHandler {
 
     fn abort_upload(&self, request: AbortUploadRequest) -> Wire<bool> {
         let upload = upload_id(&request.upload_id)?;
+        self.allow(KvCaller::require_writer)?;
         let abort = self.router.abort_upload(upload, session(request.session));
         self.block_on(abort).map_err(|e| exception(e, WRITE))
     }
@@ -269,6 +305,7 @@ impl KvHandler {
         let length =
             u64::try_from(request.length).map_err(|_| invalid("length must not be negative"))?;
         user_key(&request.key)?;
+        self.allow(|c| c.require_key(&request.key, false))?;
         let read = (self.router).get_value_range(&request.key, offset, length, read_version);
         let (range, read_version) = self.block_on(read).map_err(|e| exception(e, READ))?;
         Ok(match range {
@@ -286,6 +323,7 @@ impl KvHandler {
     fn delete_key(&self, request: DeleteRequest) -> Wire<i64> {
         let session = session(request.session);
         user_key(&request.key)?;
+        self.allow(|c| c.require_key(&request.key, true))?;
         let delete = self.router.delete(request.key, session);
         let committed = self.block_on(delete).map_err(|e| exception(e, WRITE))?;
         Ok(to_wire(committed.version))
@@ -293,12 +331,15 @@ impl KvHandler {
 
     fn delete_range(&self, request: DeleteRangeRequest) -> Wire<i64> {
         let session = session(request.session);
-        let delete = self.router.delete_range(key_range(request.range)?, session);
+        let range = key_range(request.range)?;
+        self.allow(|c| c.require_range(&range.start, &range.end, true))?;
+        let delete = self.router.delete_range(range, session);
         let committed = self.block_on(delete).map_err(|e| exception(e, WRITE))?;
         Ok(to_wire(committed.version))
     }
 
     fn get_read_version(&self) -> Wire<i64> {
+        self.allow(KvCaller::require_any)?;
         let version = self.block_on(self.router.read_version());
         Ok(to_wire(version.map_err(|e| exception(e, READ_VERSION))?))
     }
@@ -312,9 +353,13 @@ impl KvHandler {
             start: range.start_key,
             end: range.end_key,
         });
-        let commit = self
-            .router
-            .commit(read_version, mutations, ranges.collect(), session);
+        let ranges: Vec<KeyRange> = ranges.collect();
+        // A conflict range tells whether its keys moved: a read of them.
+        self.allow(|c| {
+            c.require_ranges(&written_ranges(&mutations), true)?;
+            c.require_ranges(&readable(&ranges), false)
+        })?;
+        let commit = self.router.commit(read_version, mutations, ranges, session);
         let committed = self.block_on(commit).map_err(|e| exception(e, COMMIT))?;
         Ok(CommitResult::new(
             to_wire(committed.version),
@@ -328,6 +373,11 @@ impl KvHandler {
         let compares = compares.collect::<Wire<Vec<Compare>>>()?;
         let success = mutations(request.success)?;
         let failure = mutations(request.failure)?;
+        self.allow(|c| {
+            (compares.iter()).try_for_each(|compare| c.require_key(&compare.key, false))?;
+            c.require_ranges(&written_ranges(&success), true)?;
+            c.require_ranges(&written_ranges(&failure), true)
+        })?;
         let txn = self.router.txn(compares, success, failure, session);
         let (succeeded, version) = self.block_on(txn).map_err(|e| exception(e, WRITE))?;
         Ok(TxnResult::new(succeeded, to_wire(version)))
@@ -338,6 +388,7 @@ impl KvHandler {
         let timeout_ms = u64::try_from(request.timeout_ms)
             .map_err(|_| invalid("timeout_ms must not be negative"))?;
         let range = key_range(request.range)?;
+        self.allow(|c| c.require_range(&range.start, &range.end, false))?;
         let patches = request.patches.unwrap_or(false);
         let watch = self
             .router
@@ -364,6 +415,7 @@ impl KvHandler {
     }
 
     fn admin(&self, request: AdminRequest) -> Wire<Membership> {
+        self.allow(KvCaller::require_root)?;
         let answered = self.block_on(self.router.admin(request));
         answered.map(membership).map_err(|error| match error {
             RouterError::MembershipRefused(refusal) => user(MembershipRefused::new(
@@ -427,6 +479,7 @@ impl KvHandler {
     }
 
     fn admin_snapshot(&self) -> Wire<SnapshotInfo> {
+        self.allow(KvCaller::require_root)?;
         let taken = self.block_on(self.router.snapshot());
         let info = taken.map_err(|e| exception(e, ADMIN_SNAPSHOT))?;
         Ok(SnapshotInfo::new(
@@ -439,6 +492,7 @@ impl KvHandler {
     }
 
     fn read_snapshot(&self, request: ReadSnapshotRequest) -> Wire<SnapshotChunk> {
+        self.allow(KvCaller::require_root)?;
         let slot = version(request.slot, "slot")?;
         let offset = version(request.offset, "offset")?;
         let max_bytes = usize::try_from(request.max_bytes)
@@ -689,6 +743,46 @@ fn user_range(start: Vec<u8>, end: Vec<u8>) -> Wire<KeyRange> {
         false => end,
     };
     Ok(KeyRange { start, end })
+}
+
+/// The keys `mutations` may write, as ranges.
+fn written_ranges(mutations: &[Mutation]) -> Vec<KeyRange> {
+    let one = |key: &[u8]| {
+        let mut end = key.to_vec();
+        end.push(0);
+        KeyRange {
+            start: key.to_vec(),
+            end,
+        }
+    };
+    (mutations.iter())
+        .map(|mutation| match mutation {
+            Mutation::Set { key, .. }
+            | Mutation::Clear { key }
+            | Mutation::Add { key, .. }
+            | Mutation::SetVersionstampedValue { key, .. }
+            | Mutation::SetUpload { key, .. } => one(key),
+            Mutation::ClearRange { start, end } => readable(&[KeyRange {
+                start: start.clone(),
+                end: end.clone(),
+            }])
+            .remove(0),
+            Mutation::SetVersionstampedKey { key, .. } => confman::versionstamped_range(key),
+        })
+        .collect()
+}
+
+/// Ranges as a grant check sees them: an empty end is the end of the user key space.
+fn readable(ranges: &[KeyRange]) -> Vec<KeyRange> {
+    (ranges.iter())
+        .map(|range| KeyRange {
+            start: range.start.clone(),
+            end: match range.end.is_empty() {
+                true => vec![confman::keys::SYSTEM_BYTE],
+                false => range.end.clone(),
+            },
+        })
+        .collect()
 }
 
 fn key_value(kv: KeyValue) -> wire::KeyValue {

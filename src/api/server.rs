@@ -173,6 +173,8 @@ pub const CONFMAN_METHODS: &[&str] = &[
     "revokeToken",
     "grantRole",
     "revokeRole",
+    "grantKv",
+    "revokeKv",
     "createNamespace",
     "updateNamespace",
     "describeNamespace",

@@ -45,7 +45,7 @@ impl Role {
             Permission::Approve => matches!(self, Role::Approver | Role::Admin),
             Permission::Publish => matches!(self, Role::Publisher | Role::Admin),
             Permission::Admin => self == Role::Admin,
-            Permission::Root => false,
+            Permission::Root | Permission::KvRead | Permission::KvWrite => false,
         }
     }
 }
@@ -65,6 +65,10 @@ pub enum Permission {
     Admin,
     /// Only the root principal.
     Root,
+    /// Raw KV API reads of a key range (a KV grant, not a role).
+    KvRead,
+    /// Raw KV API writes of a key range (a KV grant, not a role).
+    KvWrite,
 }
 
 impl Permission {
@@ -76,6 +80,8 @@ impl Permission {
             Permission::Publish => "publish",
             Permission::Admin => "admin",
             Permission::Root => "root",
+            Permission::KvRead => "kv_read",
+            Permission::KvWrite => "kv_write",
         }
     }
 }

@@ -16,6 +16,7 @@ mod audit;
 pub mod change;
 mod changes;
 pub mod keys;
+mod kv;
 pub mod model;
 mod namespaces;
 mod principals;
@@ -34,6 +35,7 @@ use store::{Store, Stored};
 
 pub use audit::{AuditFilter, AuditView};
 pub use changes::{ChangeView, EditInput, EditKind, Moved, RebaseConflict, RebaseOutcome};
+pub use kv::{parse_hex, prefix_end, versionstamped_range, KvCaller};
 pub use namespaces::{ConfigEvent, EntryView};
 pub use principals::{new_root_token, AuthInfo, TokenCreated, ROOT};
 

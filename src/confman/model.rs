@@ -22,6 +22,40 @@ pub struct PrincipalRecord {
     pub created_by: String,
     /// Holds every permission everywhere; only the bootstrapped principal.
     pub root: bool,
+    /// What the principal may do through the raw KV API (when the server has
+    /// `auth.enabled`); absent in records written before there were KV grants.
+    #[serde(default)]
+    pub kv_grants: Vec<KvGrant>,
+}
+
+/// Access to the user keys that start with `prefix` through the raw KV API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvGrant {
+    /// The key prefix, hex (keys are bytes); empty for every user key.
+    pub prefix_hex: String,
+    pub access: KvAccess,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KvAccess {
+    Read,
+    ReadWrite,
+}
+
+impl KvAccess {
+    pub fn name(self) -> &'static str {
+        match self {
+            KvAccess::Read => "read",
+            KvAccess::ReadWrite => "readwrite",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<KvAccess> {
+        [KvAccess::Read, KvAccess::ReadWrite]
+            .into_iter()
+            .find(|access| access.name() == name)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -80,6 +80,7 @@ impl Confman {
                 created_at_ms: tx.now_ms,
                 created_by: ROOT.to_string(),
                 root: true,
+                kv_grants: Vec::new(),
             };
             tx.set_record(keys::principal(ROOT), &root);
             tx.set_record(
@@ -181,6 +182,7 @@ impl Confman {
                 created_at_ms: tx.now_ms,
                 created_by: caller.name.clone(),
                 root: false,
+                kv_grants: Vec::new(),
             };
             tx.set_record(keys::principal(name), &record);
             tx.audit(
@@ -377,7 +379,7 @@ impl Confman {
     }
 }
 
-fn principal(tx: &mut Tx<'_>, name: &str) -> Result<PrincipalRecord> {
+pub(super) fn principal(tx: &mut Tx<'_>, name: &str) -> Result<PrincipalRecord> {
     match tx.record::<PrincipalRecord>(&keys::principal(name), "principal")? {
         Some((record, _)) => Ok(record),
         None => Err(Error::NotFound {

@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
+use crate::executor::KvReader;
 use crate::executor::{Event, KeyRange, Mutation};
-use crate::router::{PrimaryRouter, Result};
+use crate::router::{PrimaryRouter, Result, RouterError};
 
 /// One stored key, as a read returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +133,84 @@ impl Store for RouterStore {
         };
         let page = (self.runtime).block_on(self.router.watch(&range, from_version, timeout))?;
         Ok((page.events, page.next_version))
+    }
+}
+
+/// This replica's applied state, read without a quorum round: for the checks the API
+/// server makes of every KV call (a token, its principal, its grants). Not linearizable,
+/// and read-only: `commit` and `watch` are refused.
+pub struct LocalStore {
+    reader: KvReader,
+}
+
+impl LocalStore {
+    pub fn new(reader: KvReader) -> LocalStore {
+        LocalStore { reader }
+    }
+}
+
+fn local_error(error: crate::executor::Error) -> RouterError {
+    RouterError::Unavailable {
+        message: format!("this replica cannot read its applied state: {error}"),
+        retry_after_ms: 100,
+    }
+}
+
+impl Store for LocalStore {
+    fn read_version(&self) -> Result<u64> {
+        Ok(self.reader.applied().current_version)
+    }
+
+    fn get(&self, key: &[u8], version: u64) -> Result<Option<Stored>> {
+        let kv = self.reader.get(key, version).map_err(local_error)?;
+        Ok(kv.map(|kv| Stored {
+            key: kv.key,
+            value: kv.value,
+            mod_version: kv.mod_version,
+        }))
+    }
+
+    fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        reverse: bool,
+        version: u64,
+    ) -> Result<Vec<Stored>> {
+        let range = KeyRange {
+            start: start.to_vec(),
+            end: end.to_vec(),
+        };
+        let mut out = Vec::new();
+        let mut continuation = None;
+        while out.len() < limit {
+            let want = limit - out.len();
+            let page = (self.reader)
+                .get_range(&range, want, reverse, version, continuation)
+                .map_err(local_error)?;
+            out.extend(page.kvs.into_iter().map(|kv| Stored {
+                key: kv.key,
+                value: kv.value,
+                mod_version: kv.mod_version,
+            }));
+            if !page.more || page.continuation.is_none() {
+                break;
+            }
+            continuation = page.continuation;
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    fn commit(&self, _: u64, _: Vec<Mutation>, _: Vec<KeyRange>) -> Result<u64> {
+        Err(RouterError::Internal("the local store is read-only".into()))
+    }
+
+    fn watch(&self, _: &[u8], _: &[u8], _: u64, _: Duration) -> Result<(Vec<Event>, u64)> {
+        Err(RouterError::Internal(
+            "the local store does not watch".into(),
+        ))
     }
 }
 

@@ -49,6 +49,8 @@ pub struct NodeConfig {
     pub storage: Storage,
     #[serde(default)]
     pub snapshot: SnapshotSettings,
+    #[serde(default)]
+    pub auth: AuthSettings,
     /// Log filter (`tracing` syntax, e.g. "info" or "paxkv=debug"); `RUST_LOG` wins.
     #[serde(default = "default_log")]
     pub log: String,
@@ -124,6 +126,24 @@ impl Default for Storage {
             retention_versions: 1_000_000,
             uploads_max: 64,
         }
+    }
+}
+
+/// `[auth]`: who may use the raw KV API. The configuration service always asks for a
+/// token; this is about the KV calls (docs/api.md, "Access control").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// On (the default): every KV call needs a connection authenticated with a token whose
+    /// principal holds a grant on the keys it touches (root holds all). Off: any client
+    /// reads and writes every user key, and the replica logs a warning at every start.
+    /// The system key space is closed to the KV API either way.
+    pub enabled: bool,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings { enabled: true }
     }
 }
 

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 pub use config::{ConfigError, Member, NodeConfig, METRICS_OFF};
 
 use crate::api::{self, ConfmanHandler, KvAndConfig, KvHandler};
-use crate::confman::{self, store::RouterStore, Confman};
+use crate::confman::{self, store::LocalStore, store::RouterStore, Confman};
 use crate::consensus::Config;
 use crate::executor::ExecutorOptions;
 use crate::metrics::{self, Metrics};
@@ -183,8 +183,18 @@ impl Node {
             thrift,
             metrics_listener,
         } = self;
-        let handler = KvHandler::new(router.clone(), tokio::runtime::Handle::current())
+        let mut handler = KvHandler::new(router.clone(), tokio::runtime::Handle::current())
             .with_metrics(metrics.api.clone());
+        if config.auth.enabled {
+            let local = Arc::new(LocalStore::new(store.reader()));
+            handler = handler.with_auth(Confman::new(local, confman::system_clock()));
+        } else {
+            tracing::warn!(
+                replica = config.id,
+                "auth.enabled = false: the KV API serves every client without a token \
+                 (every user key is readable and writable by anyone who reaches this port)"
+            );
+        }
         let config_store = Arc::new(RouterStore::new(
             router.clone(),
             tokio::runtime::Handle::current(),
@@ -407,6 +417,8 @@ pub fn dev_configs(
             timing: Default::default(),
             storage: Default::default(),
             snapshot: Default::default(),
+            // Loopback only, one command to start: `paxkv dev --auth` turns it on.
+            auth: config::AuthSettings { enabled: false },
             log: "info".to_string(),
             metrics_addr: METRICS_OFF.to_string(),
             debug: Default::default(),

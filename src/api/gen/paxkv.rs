@@ -1459,6 +1459,194 @@ impl Display for DocumentError {
 }
 
 //
+// Unauthenticated
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct Unauthenticated {
+  pub code: ErrorCode,
+  pub message: String,
+}
+
+impl Unauthenticated {
+  pub fn new(code: ErrorCode, message: String) -> Unauthenticated {
+    Unauthenticated {
+      code,
+      message,
+    }
+  }
+}
+
+impl TSerializable for Unauthenticated {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<Unauthenticated> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<ErrorCode> = None;
+    let mut f_2: Option<String> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = ErrorCode::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("Unauthenticated.code", &f_1)?;
+    verify_required_field_exists("Unauthenticated.message", &f_2)?;
+    let ret = Unauthenticated {
+      code: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      message: f_2.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("Unauthenticated");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("code", TType::I32, 1))?;
+    self.code.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("message", TType::String, 2))?;
+    o_prot.write_string(&self.message)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+impl Error for Unauthenticated {}
+
+impl From<Unauthenticated> for thrift::Error {
+  fn from(e: Unauthenticated) -> Self {
+    thrift::Error::User(Box::new(e))
+  }
+}
+
+impl Display for Unauthenticated {
+  fn fmt(&self, f: &mut Formatter) -> fmt::Result {
+    write!(f, "remote service threw Unauthenticated")
+  }
+}
+
+//
+// PermissionDenied
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct PermissionDenied {
+  pub code: ErrorCode,
+  pub permission: String,
+  pub ns: String,
+  pub message: String,
+}
+
+impl PermissionDenied {
+  pub fn new(code: ErrorCode, permission: String, ns: String, message: String) -> PermissionDenied {
+    PermissionDenied {
+      code,
+      permission,
+      ns,
+      message,
+    }
+  }
+}
+
+impl TSerializable for PermissionDenied {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<PermissionDenied> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<ErrorCode> = None;
+    let mut f_2: Option<String> = None;
+    let mut f_3: Option<String> = None;
+    let mut f_4: Option<String> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = ErrorCode::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_string()?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = i_prot.read_string()?;
+          f_4 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("PermissionDenied.code", &f_1)?;
+    verify_required_field_exists("PermissionDenied.permission", &f_2)?;
+    verify_required_field_exists("PermissionDenied.ns", &f_3)?;
+    verify_required_field_exists("PermissionDenied.message", &f_4)?;
+    let ret = PermissionDenied {
+      code: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      permission: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      ns: f_3.expect("auto-generated code should have checked for presence of required fields"),
+      message: f_4.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("PermissionDenied");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("code", TType::I32, 1))?;
+    self.code.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("permission", TType::String, 2))?;
+    o_prot.write_string(&self.permission)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("ns", TType::String, 3))?;
+    o_prot.write_string(&self.ns)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("message", TType::String, 4))?;
+    o_prot.write_string(&self.message)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+impl Error for PermissionDenied {}
+
+impl From<PermissionDenied> for thrift::Error {
+  fn from(e: PermissionDenied) -> Self {
+    thrift::Error::User(Box::new(e))
+  }
+}
+
+impl Display for PermissionDenied {
+  fn fmt(&self, f: &mut Formatter) -> fmt::Result {
+    write!(f, "remote service threw PermissionDenied")
+  }
+}
+
+//
 // KeyValue
 //
 
@@ -5190,194 +5378,6 @@ impl TSerializable for ReadSnapshotRequest {
 }
 
 //
-// Unauthenticated
-//
-
-#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
-pub struct Unauthenticated {
-  pub code: ErrorCode,
-  pub message: String,
-}
-
-impl Unauthenticated {
-  pub fn new(code: ErrorCode, message: String) -> Unauthenticated {
-    Unauthenticated {
-      code,
-      message,
-    }
-  }
-}
-
-impl TSerializable for Unauthenticated {
-  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<Unauthenticated> {
-    i_prot.read_struct_begin()?;
-    let mut f_1: Option<ErrorCode> = None;
-    let mut f_2: Option<String> = None;
-    loop {
-      let field_ident = i_prot.read_field_begin()?;
-      if field_ident.field_type == TType::Stop {
-        break;
-      }
-      let field_id = field_id(&field_ident)?;
-      match field_id {
-        1 => {
-          let val = ErrorCode::read_from_in_protocol(i_prot)?;
-          f_1 = Some(val);
-        },
-        2 => {
-          let val = i_prot.read_string()?;
-          f_2 = Some(val);
-        },
-        _ => {
-          i_prot.skip(field_ident.field_type)?;
-        },
-      };
-      i_prot.read_field_end()?;
-    }
-    i_prot.read_struct_end()?;
-    verify_required_field_exists("Unauthenticated.code", &f_1)?;
-    verify_required_field_exists("Unauthenticated.message", &f_2)?;
-    let ret = Unauthenticated {
-      code: f_1.expect("auto-generated code should have checked for presence of required fields"),
-      message: f_2.expect("auto-generated code should have checked for presence of required fields"),
-    };
-    Ok(ret)
-  }
-  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
-    let struct_ident = TStructIdentifier::new("Unauthenticated");
-    o_prot.write_struct_begin(&struct_ident)?;
-    o_prot.write_field_begin(&TFieldIdentifier::new("code", TType::I32, 1))?;
-    self.code.write_to_out_protocol(o_prot)?;
-    o_prot.write_field_end()?;
-    o_prot.write_field_begin(&TFieldIdentifier::new("message", TType::String, 2))?;
-    o_prot.write_string(&self.message)?;
-    o_prot.write_field_end()?;
-    o_prot.write_field_stop()?;
-    o_prot.write_struct_end()
-  }
-}
-
-impl Error for Unauthenticated {}
-
-impl From<Unauthenticated> for thrift::Error {
-  fn from(e: Unauthenticated) -> Self {
-    thrift::Error::User(Box::new(e))
-  }
-}
-
-impl Display for Unauthenticated {
-  fn fmt(&self, f: &mut Formatter) -> fmt::Result {
-    write!(f, "remote service threw Unauthenticated")
-  }
-}
-
-//
-// PermissionDenied
-//
-
-#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
-pub struct PermissionDenied {
-  pub code: ErrorCode,
-  pub permission: String,
-  pub ns: String,
-  pub message: String,
-}
-
-impl PermissionDenied {
-  pub fn new(code: ErrorCode, permission: String, ns: String, message: String) -> PermissionDenied {
-    PermissionDenied {
-      code,
-      permission,
-      ns,
-      message,
-    }
-  }
-}
-
-impl TSerializable for PermissionDenied {
-  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<PermissionDenied> {
-    i_prot.read_struct_begin()?;
-    let mut f_1: Option<ErrorCode> = None;
-    let mut f_2: Option<String> = None;
-    let mut f_3: Option<String> = None;
-    let mut f_4: Option<String> = None;
-    loop {
-      let field_ident = i_prot.read_field_begin()?;
-      if field_ident.field_type == TType::Stop {
-        break;
-      }
-      let field_id = field_id(&field_ident)?;
-      match field_id {
-        1 => {
-          let val = ErrorCode::read_from_in_protocol(i_prot)?;
-          f_1 = Some(val);
-        },
-        2 => {
-          let val = i_prot.read_string()?;
-          f_2 = Some(val);
-        },
-        3 => {
-          let val = i_prot.read_string()?;
-          f_3 = Some(val);
-        },
-        4 => {
-          let val = i_prot.read_string()?;
-          f_4 = Some(val);
-        },
-        _ => {
-          i_prot.skip(field_ident.field_type)?;
-        },
-      };
-      i_prot.read_field_end()?;
-    }
-    i_prot.read_struct_end()?;
-    verify_required_field_exists("PermissionDenied.code", &f_1)?;
-    verify_required_field_exists("PermissionDenied.permission", &f_2)?;
-    verify_required_field_exists("PermissionDenied.ns", &f_3)?;
-    verify_required_field_exists("PermissionDenied.message", &f_4)?;
-    let ret = PermissionDenied {
-      code: f_1.expect("auto-generated code should have checked for presence of required fields"),
-      permission: f_2.expect("auto-generated code should have checked for presence of required fields"),
-      ns: f_3.expect("auto-generated code should have checked for presence of required fields"),
-      message: f_4.expect("auto-generated code should have checked for presence of required fields"),
-    };
-    Ok(ret)
-  }
-  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
-    let struct_ident = TStructIdentifier::new("PermissionDenied");
-    o_prot.write_struct_begin(&struct_ident)?;
-    o_prot.write_field_begin(&TFieldIdentifier::new("code", TType::I32, 1))?;
-    self.code.write_to_out_protocol(o_prot)?;
-    o_prot.write_field_end()?;
-    o_prot.write_field_begin(&TFieldIdentifier::new("permission", TType::String, 2))?;
-    o_prot.write_string(&self.permission)?;
-    o_prot.write_field_end()?;
-    o_prot.write_field_begin(&TFieldIdentifier::new("ns", TType::String, 3))?;
-    o_prot.write_string(&self.ns)?;
-    o_prot.write_field_end()?;
-    o_prot.write_field_begin(&TFieldIdentifier::new("message", TType::String, 4))?;
-    o_prot.write_string(&self.message)?;
-    o_prot.write_field_end()?;
-    o_prot.write_field_stop()?;
-    o_prot.write_struct_end()
-  }
-}
-
-impl Error for PermissionDenied {}
-
-impl From<PermissionDenied> for thrift::Error {
-  fn from(e: PermissionDenied) -> Self {
-    thrift::Error::User(Box::new(e))
-  }
-}
-
-impl Display for PermissionDenied {
-  fn fmt(&self, f: &mut Formatter) -> fmt::Result {
-    write!(f, "remote service threw PermissionDenied")
-  }
-}
-
-//
 // NotFound
 //
 
@@ -6151,10 +6151,11 @@ pub struct Principal {
   pub created_at_ms: i64,
   pub created_by: String,
   pub root: bool,
+  pub kv_grants: Option<Vec<Box<KvGrant>>>,
 }
 
 impl Principal {
-  pub fn new(name: String, kind: String, description: String, disabled: bool, created_at_ms: i64, created_by: String, root: bool) -> Principal {
+  pub fn new<F8>(name: String, kind: String, description: String, disabled: bool, created_at_ms: i64, created_by: String, root: bool, kv_grants: F8) -> Principal where F8: Into<Option<Vec<Box<KvGrant>>>> {
     Principal {
       name,
       kind,
@@ -6163,6 +6164,7 @@ impl Principal {
       created_at_ms,
       created_by,
       root,
+      kv_grants: kv_grants.into(),
     }
   }
 }
@@ -6177,6 +6179,7 @@ impl TSerializable for Principal {
     let mut f_5: Option<i64> = None;
     let mut f_6: Option<String> = None;
     let mut f_7: Option<bool> = None;
+    let mut f_8: Option<Vec<Box<KvGrant>>> = None;
     loop {
       let field_ident = i_prot.read_field_begin()?;
       if field_ident.field_type == TType::Stop {
@@ -6212,6 +6215,16 @@ impl TSerializable for Principal {
           let val = i_prot.read_bool()?;
           f_7 = Some(val);
         },
+        8 => {
+          let list_ident = i_prot.read_list_begin()?;
+          let mut val: Vec<Box<KvGrant>> = Vec::with_capacity(list_ident.size as usize);
+          for _ in 0..list_ident.size {
+            let list_elem_13 = Box::new(KvGrant::read_from_in_protocol(i_prot)?);
+            val.push(list_elem_13);
+          }
+          i_prot.read_list_end()?;
+          f_8 = Some(val);
+        },
         _ => {
           i_prot.skip(field_ident.field_type)?;
         },
@@ -6234,6 +6247,7 @@ impl TSerializable for Principal {
       created_at_ms: f_5.expect("auto-generated code should have checked for presence of required fields"),
       created_by: f_6.expect("auto-generated code should have checked for presence of required fields"),
       root: f_7.expect("auto-generated code should have checked for presence of required fields"),
+      kv_grants: f_8,
     };
     Ok(ret)
   }
@@ -6261,6 +6275,164 @@ impl TSerializable for Principal {
     o_prot.write_field_begin(&TFieldIdentifier::new("root", TType::Bool, 7))?;
     o_prot.write_bool(self.root)?;
     o_prot.write_field_end()?;
+    if let Some(ref fld_var) = self.kv_grants {
+      o_prot.write_field_begin(&TFieldIdentifier::new("kv_grants", TType::List, 8))?;
+      o_prot.write_list_begin(&TListIdentifier::new(TType::Struct, fld_var.len() as i32))?;
+      for e in fld_var {
+        e.write_to_out_protocol(o_prot)?;
+      }
+      o_prot.write_list_end()?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// KvGrant
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct KvGrant {
+  pub prefix: Vec<u8>,
+  pub access: String,
+}
+
+impl KvGrant {
+  pub fn new(prefix: Vec<u8>, access: String) -> KvGrant {
+    KvGrant {
+      prefix,
+      access,
+    }
+  }
+}
+
+impl TSerializable for KvGrant {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<KvGrant> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<Vec<u8>> = None;
+    let mut f_2: Option<String> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_bytes()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("KvGrant.prefix", &f_1)?;
+    verify_required_field_exists("KvGrant.access", &f_2)?;
+    let ret = KvGrant {
+      prefix: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      access: f_2.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("KvGrant");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("prefix", TType::String, 1))?;
+    o_prot.write_bytes(&self.prefix)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("access", TType::String, 2))?;
+    o_prot.write_string(&self.access)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// KvGrantRequest
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct KvGrantRequest {
+  pub principal: String,
+  pub prefix: Vec<u8>,
+  pub access: Option<String>,
+}
+
+impl KvGrantRequest {
+  pub fn new<F3>(principal: String, prefix: Vec<u8>, access: F3) -> KvGrantRequest where F3: Into<Option<String>> {
+    KvGrantRequest {
+      principal,
+      prefix,
+      access: access.into(),
+    }
+  }
+}
+
+impl TSerializable for KvGrantRequest {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<KvGrantRequest> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<String> = None;
+    let mut f_2: Option<Vec<u8>> = None;
+    let mut f_3: Option<String> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_string()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_bytes()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_string()?;
+          f_3 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("KvGrantRequest.principal", &f_1)?;
+    verify_required_field_exists("KvGrantRequest.prefix", &f_2)?;
+    let ret = KvGrantRequest {
+      principal: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      prefix: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      access: f_3,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("KvGrantRequest");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("principal", TType::String, 1))?;
+    o_prot.write_string(&self.principal)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("prefix", TType::String, 2))?;
+    o_prot.write_bytes(&self.prefix)?;
+    o_prot.write_field_end()?;
+    if let Some(ref fld_var) = self.access {
+      o_prot.write_field_begin(&TFieldIdentifier::new("access", TType::String, 3))?;
+      o_prot.write_string(fld_var)?;
+      o_prot.write_field_end()?
+    }
     o_prot.write_field_stop()?;
     o_prot.write_struct_end()
   }
@@ -6781,8 +6953,8 @@ impl TSerializable for Namespace {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<Grant> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_13 = Grant::read_from_in_protocol(i_prot)?;
-            val.push(list_elem_13);
+            let list_elem_14 = Grant::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_14);
           }
           i_prot.read_list_end()?;
           f_7 = Some(val);
@@ -7164,8 +7336,8 @@ impl TSerializable for NamespaceList {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<Namespace> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_14 = Namespace::read_from_in_protocol(i_prot)?;
-            val.push(list_elem_14);
+            let list_elem_15 = Namespace::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_15);
           }
           i_prot.read_list_end()?;
           f_1 = Some(val);
@@ -7295,8 +7467,8 @@ impl TSerializable for Entry {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<String> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_15 = i_prot.read_string()?;
-            val.push(list_elem_15);
+            let list_elem_16 = i_prot.read_string()?;
+            val.push(list_elem_16);
           }
           i_prot.read_list_end()?;
           f_8 = Some(val);
@@ -7633,8 +7805,8 @@ impl TSerializable for EntryList {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<Entry> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_16 = Entry::read_from_in_protocol(i_prot)?;
-            val.push(list_elem_16);
+            let list_elem_17 = Entry::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_17);
           }
           i_prot.read_list_end()?;
           f_1 = Some(val);
@@ -7751,8 +7923,8 @@ impl TSerializable for EntryRevision {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<String> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_17 = i_prot.read_string()?;
-            val.push(list_elem_17);
+            let list_elem_18 = i_prot.read_string()?;
+            val.push(list_elem_18);
           }
           i_prot.read_list_end()?;
           f_4 = Some(val);
@@ -8564,8 +8736,8 @@ impl TSerializable for ChangeSet {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<ChangeEdit> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_18 = ChangeEdit::read_from_in_protocol(i_prot)?;
-            val.push(list_elem_18);
+            let list_elem_19 = ChangeEdit::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_19);
           }
           i_prot.read_list_end()?;
           f_6 = Some(val);
@@ -8574,8 +8746,8 @@ impl TSerializable for ChangeSet {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<Review> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_19 = Review::read_from_in_protocol(i_prot)?;
-            val.push(list_elem_19);
+            let list_elem_20 = Review::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_20);
           }
           i_prot.read_list_end()?;
           f_7 = Some(val);
@@ -8755,8 +8927,8 @@ impl TSerializable for CreateChangeRequest {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<Edit> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_20 = Edit::read_from_in_protocol(i_prot)?;
-            val.push(list_elem_20);
+            let list_elem_21 = Edit::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_21);
           }
           i_prot.read_list_end()?;
           f_3 = Some(val);
@@ -8843,8 +9015,8 @@ impl TSerializable for EditChangeRequest {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<Edit> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_21 = Edit::read_from_in_protocol(i_prot)?;
-            val.push(list_elem_21);
+            let list_elem_22 = Edit::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_22);
           }
           i_prot.read_list_end()?;
           f_2 = Some(val);
@@ -8853,8 +9025,8 @@ impl TSerializable for EditChangeRequest {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<EntryRef> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_22 = EntryRef::read_from_in_protocol(i_prot)?;
-            val.push(list_elem_22);
+            let list_elem_23 = EntryRef::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_23);
           }
           i_prot.read_list_end()?;
           f_3 = Some(val);
@@ -9251,8 +9423,8 @@ impl TSerializable for RebaseResult {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<RebaseConflict> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_23 = RebaseConflict::read_from_in_protocol(i_prot)?;
-            val.push(list_elem_23);
+            let list_elem_24 = RebaseConflict::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_24);
           }
           i_prot.read_list_end()?;
           f_2 = Some(val);
@@ -9420,8 +9592,8 @@ impl TSerializable for ChangeList {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<ChangeSet> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_24 = ChangeSet::read_from_in_protocol(i_prot)?;
-            val.push(list_elem_24);
+            let list_elem_25 = ChangeSet::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_25);
           }
           i_prot.read_list_end()?;
           f_1 = Some(val);
@@ -9606,8 +9778,8 @@ impl TSerializable for AuditEvent {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<String> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_25 = i_prot.read_string()?;
-            val.push(list_elem_25);
+            let list_elem_26 = i_prot.read_string()?;
+            val.push(list_elem_26);
           }
           i_prot.read_list_end()?;
           f_6 = Some(val);
@@ -9866,8 +10038,8 @@ impl TSerializable for AuditPage {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<AuditEvent> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_26 = AuditEvent::read_from_in_protocol(i_prot)?;
-            val.push(list_elem_26);
+            let list_elem_27 = AuditEvent::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_27);
           }
           i_prot.read_list_end()?;
           f_1 = Some(val);
@@ -10166,8 +10338,8 @@ impl TSerializable for WatchConfigResult {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<ConfigEvent> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_27 = ConfigEvent::read_from_in_protocol(i_prot)?;
-            val.push(list_elem_27);
+            let list_elem_28 = ConfigEvent::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_28);
           }
           i_prot.read_list_end()?;
           f_1 = Some(val);
@@ -11038,7 +11210,7 @@ impl TPaxkvProcessFunctions {
       Ok(handler_return) => {
         let message_ident = TMessageIdentifier::new("get", TMessageType::Reply, incoming_sequence_number);
         o_prot.write_message_begin(&message_ident)?;
-        let ret = PaxkvGetResult { result_value: Some(handler_return), invalid: None, limit: None, too_old: None, unavailable: None, internal: None };
+        let ret = PaxkvGetResult { result_value: Some(handler_return), invalid: None, limit: None, too_old: None, unavailable: None, internal: None, unauthenticated: None, denied: None };
         ret.write_to_out_protocol(o_prot)?;
         o_prot.write_message_end()?;
         o_prot.flush()
@@ -11048,7 +11220,7 @@ impl TPaxkvProcessFunctions {
           thrift::Error::User(usr_err) => {
             if usr_err.downcast_ref::<InvalidArgument>().is_some() {
               let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
-              let ret_err = PaxkvGetResult{ result_value: None, invalid: Some(*err), limit: None, too_old: None, unavailable: None, internal: None };
+              let ret_err = PaxkvGetResult{ result_value: None, invalid: Some(*err), limit: None, too_old: None, unavailable: None, internal: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("get", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11056,7 +11228,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<LimitExceeded>().is_some() {
               let err = usr_err.downcast::<LimitExceeded>().expect("downcast already checked");
-              let ret_err = PaxkvGetResult{ result_value: None, invalid: None, limit: Some(*err), too_old: None, unavailable: None, internal: None };
+              let ret_err = PaxkvGetResult{ result_value: None, invalid: None, limit: Some(*err), too_old: None, unavailable: None, internal: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("get", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11064,7 +11236,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<TooOld>().is_some() {
               let err = usr_err.downcast::<TooOld>().expect("downcast already checked");
-              let ret_err = PaxkvGetResult{ result_value: None, invalid: None, limit: None, too_old: Some(*err), unavailable: None, internal: None };
+              let ret_err = PaxkvGetResult{ result_value: None, invalid: None, limit: None, too_old: Some(*err), unavailable: None, internal: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("get", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11072,7 +11244,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<Unavailable>().is_some() {
               let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
-              let ret_err = PaxkvGetResult{ result_value: None, invalid: None, limit: None, too_old: None, unavailable: Some(*err), internal: None };
+              let ret_err = PaxkvGetResult{ result_value: None, invalid: None, limit: None, too_old: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("get", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11080,7 +11252,23 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<InternalError>().is_some() {
               let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
-              let ret_err = PaxkvGetResult{ result_value: None, invalid: None, limit: None, too_old: None, unavailable: None, internal: Some(*err) };
+              let ret_err = PaxkvGetResult{ result_value: None, invalid: None, limit: None, too_old: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None };
+              let message_ident = TMessageIdentifier::new("get", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = PaxkvGetResult{ result_value: None, invalid: None, limit: None, too_old: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None };
+              let message_ident = TMessageIdentifier::new("get", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = PaxkvGetResult{ result_value: None, invalid: None, limit: None, too_old: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err) };
               let message_ident = TMessageIdentifier::new("get", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11130,7 +11318,7 @@ impl TPaxkvProcessFunctions {
       Ok(handler_return) => {
         let message_ident = TMessageIdentifier::new("getRange", TMessageType::Reply, incoming_sequence_number);
         o_prot.write_message_begin(&message_ident)?;
-        let ret = PaxkvGetRangeResult { result_value: Some(handler_return), invalid: None, limit: None, too_old: None, unavailable: None, internal: None };
+        let ret = PaxkvGetRangeResult { result_value: Some(handler_return), invalid: None, limit: None, too_old: None, unavailable: None, internal: None, unauthenticated: None, denied: None };
         ret.write_to_out_protocol(o_prot)?;
         o_prot.write_message_end()?;
         o_prot.flush()
@@ -11140,7 +11328,7 @@ impl TPaxkvProcessFunctions {
           thrift::Error::User(usr_err) => {
             if usr_err.downcast_ref::<InvalidArgument>().is_some() {
               let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
-              let ret_err = PaxkvGetRangeResult{ result_value: None, invalid: Some(*err), limit: None, too_old: None, unavailable: None, internal: None };
+              let ret_err = PaxkvGetRangeResult{ result_value: None, invalid: Some(*err), limit: None, too_old: None, unavailable: None, internal: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("getRange", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11148,7 +11336,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<LimitExceeded>().is_some() {
               let err = usr_err.downcast::<LimitExceeded>().expect("downcast already checked");
-              let ret_err = PaxkvGetRangeResult{ result_value: None, invalid: None, limit: Some(*err), too_old: None, unavailable: None, internal: None };
+              let ret_err = PaxkvGetRangeResult{ result_value: None, invalid: None, limit: Some(*err), too_old: None, unavailable: None, internal: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("getRange", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11156,7 +11344,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<TooOld>().is_some() {
               let err = usr_err.downcast::<TooOld>().expect("downcast already checked");
-              let ret_err = PaxkvGetRangeResult{ result_value: None, invalid: None, limit: None, too_old: Some(*err), unavailable: None, internal: None };
+              let ret_err = PaxkvGetRangeResult{ result_value: None, invalid: None, limit: None, too_old: Some(*err), unavailable: None, internal: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("getRange", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11164,7 +11352,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<Unavailable>().is_some() {
               let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
-              let ret_err = PaxkvGetRangeResult{ result_value: None, invalid: None, limit: None, too_old: None, unavailable: Some(*err), internal: None };
+              let ret_err = PaxkvGetRangeResult{ result_value: None, invalid: None, limit: None, too_old: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("getRange", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11172,7 +11360,23 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<InternalError>().is_some() {
               let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
-              let ret_err = PaxkvGetRangeResult{ result_value: None, invalid: None, limit: None, too_old: None, unavailable: None, internal: Some(*err) };
+              let ret_err = PaxkvGetRangeResult{ result_value: None, invalid: None, limit: None, too_old: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None };
+              let message_ident = TMessageIdentifier::new("getRange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = PaxkvGetRangeResult{ result_value: None, invalid: None, limit: None, too_old: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None };
+              let message_ident = TMessageIdentifier::new("getRange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = PaxkvGetRangeResult{ result_value: None, invalid: None, limit: None, too_old: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err) };
               let message_ident = TMessageIdentifier::new("getRange", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11222,7 +11426,7 @@ impl TPaxkvProcessFunctions {
       Ok(handler_return) => {
         let message_ident = TMessageIdentifier::new("put", TMessageType::Reply, incoming_sequence_number);
         o_prot.write_message_begin(&message_ident)?;
-        let ret = PaxkvPutResult { result_value: Some(handler_return), invalid: None, limit: None, unavailable: None, internal: None };
+        let ret = PaxkvPutResult { result_value: Some(handler_return), invalid: None, limit: None, unavailable: None, internal: None, unauthenticated: None, denied: None };
         ret.write_to_out_protocol(o_prot)?;
         o_prot.write_message_end()?;
         o_prot.flush()
@@ -11232,7 +11436,7 @@ impl TPaxkvProcessFunctions {
           thrift::Error::User(usr_err) => {
             if usr_err.downcast_ref::<InvalidArgument>().is_some() {
               let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
-              let ret_err = PaxkvPutResult{ result_value: None, invalid: Some(*err), limit: None, unavailable: None, internal: None };
+              let ret_err = PaxkvPutResult{ result_value: None, invalid: Some(*err), limit: None, unavailable: None, internal: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("put", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11240,7 +11444,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<LimitExceeded>().is_some() {
               let err = usr_err.downcast::<LimitExceeded>().expect("downcast already checked");
-              let ret_err = PaxkvPutResult{ result_value: None, invalid: None, limit: Some(*err), unavailable: None, internal: None };
+              let ret_err = PaxkvPutResult{ result_value: None, invalid: None, limit: Some(*err), unavailable: None, internal: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("put", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11248,7 +11452,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<Unavailable>().is_some() {
               let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
-              let ret_err = PaxkvPutResult{ result_value: None, invalid: None, limit: None, unavailable: Some(*err), internal: None };
+              let ret_err = PaxkvPutResult{ result_value: None, invalid: None, limit: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("put", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11256,7 +11460,23 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<InternalError>().is_some() {
               let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
-              let ret_err = PaxkvPutResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: Some(*err) };
+              let ret_err = PaxkvPutResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None };
+              let message_ident = TMessageIdentifier::new("put", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = PaxkvPutResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None };
+              let message_ident = TMessageIdentifier::new("put", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = PaxkvPutResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err) };
               let message_ident = TMessageIdentifier::new("put", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11306,7 +11526,7 @@ impl TPaxkvProcessFunctions {
       Ok(handler_return) => {
         let message_ident = TMessageIdentifier::new("deleteKey", TMessageType::Reply, incoming_sequence_number);
         o_prot.write_message_begin(&message_ident)?;
-        let ret = PaxkvDeleteKeyResult { result_value: Some(handler_return), invalid: None, limit: None, unavailable: None, internal: None };
+        let ret = PaxkvDeleteKeyResult { result_value: Some(handler_return), invalid: None, limit: None, unavailable: None, internal: None, unauthenticated: None, denied: None };
         ret.write_to_out_protocol(o_prot)?;
         o_prot.write_message_end()?;
         o_prot.flush()
@@ -11316,7 +11536,7 @@ impl TPaxkvProcessFunctions {
           thrift::Error::User(usr_err) => {
             if usr_err.downcast_ref::<InvalidArgument>().is_some() {
               let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
-              let ret_err = PaxkvDeleteKeyResult{ result_value: None, invalid: Some(*err), limit: None, unavailable: None, internal: None };
+              let ret_err = PaxkvDeleteKeyResult{ result_value: None, invalid: Some(*err), limit: None, unavailable: None, internal: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("deleteKey", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11324,7 +11544,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<LimitExceeded>().is_some() {
               let err = usr_err.downcast::<LimitExceeded>().expect("downcast already checked");
-              let ret_err = PaxkvDeleteKeyResult{ result_value: None, invalid: None, limit: Some(*err), unavailable: None, internal: None };
+              let ret_err = PaxkvDeleteKeyResult{ result_value: None, invalid: None, limit: Some(*err), unavailable: None, internal: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("deleteKey", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11332,7 +11552,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<Unavailable>().is_some() {
               let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
-              let ret_err = PaxkvDeleteKeyResult{ result_value: None, invalid: None, limit: None, unavailable: Some(*err), internal: None };
+              let ret_err = PaxkvDeleteKeyResult{ result_value: None, invalid: None, limit: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("deleteKey", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11340,7 +11560,23 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<InternalError>().is_some() {
               let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
-              let ret_err = PaxkvDeleteKeyResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: Some(*err) };
+              let ret_err = PaxkvDeleteKeyResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None };
+              let message_ident = TMessageIdentifier::new("deleteKey", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = PaxkvDeleteKeyResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None };
+              let message_ident = TMessageIdentifier::new("deleteKey", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = PaxkvDeleteKeyResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err) };
               let message_ident = TMessageIdentifier::new("deleteKey", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11390,7 +11626,7 @@ impl TPaxkvProcessFunctions {
       Ok(handler_return) => {
         let message_ident = TMessageIdentifier::new("deleteRange", TMessageType::Reply, incoming_sequence_number);
         o_prot.write_message_begin(&message_ident)?;
-        let ret = PaxkvDeleteRangeResult { result_value: Some(handler_return), invalid: None, limit: None, unavailable: None, internal: None };
+        let ret = PaxkvDeleteRangeResult { result_value: Some(handler_return), invalid: None, limit: None, unavailable: None, internal: None, unauthenticated: None, denied: None };
         ret.write_to_out_protocol(o_prot)?;
         o_prot.write_message_end()?;
         o_prot.flush()
@@ -11400,7 +11636,7 @@ impl TPaxkvProcessFunctions {
           thrift::Error::User(usr_err) => {
             if usr_err.downcast_ref::<InvalidArgument>().is_some() {
               let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
-              let ret_err = PaxkvDeleteRangeResult{ result_value: None, invalid: Some(*err), limit: None, unavailable: None, internal: None };
+              let ret_err = PaxkvDeleteRangeResult{ result_value: None, invalid: Some(*err), limit: None, unavailable: None, internal: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("deleteRange", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11408,7 +11644,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<LimitExceeded>().is_some() {
               let err = usr_err.downcast::<LimitExceeded>().expect("downcast already checked");
-              let ret_err = PaxkvDeleteRangeResult{ result_value: None, invalid: None, limit: Some(*err), unavailable: None, internal: None };
+              let ret_err = PaxkvDeleteRangeResult{ result_value: None, invalid: None, limit: Some(*err), unavailable: None, internal: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("deleteRange", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11416,7 +11652,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<Unavailable>().is_some() {
               let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
-              let ret_err = PaxkvDeleteRangeResult{ result_value: None, invalid: None, limit: None, unavailable: Some(*err), internal: None };
+              let ret_err = PaxkvDeleteRangeResult{ result_value: None, invalid: None, limit: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("deleteRange", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11424,7 +11660,23 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<InternalError>().is_some() {
               let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
-              let ret_err = PaxkvDeleteRangeResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: Some(*err) };
+              let ret_err = PaxkvDeleteRangeResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None };
+              let message_ident = TMessageIdentifier::new("deleteRange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = PaxkvDeleteRangeResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None };
+              let message_ident = TMessageIdentifier::new("deleteRange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = PaxkvDeleteRangeResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err) };
               let message_ident = TMessageIdentifier::new("deleteRange", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11474,7 +11726,7 @@ impl TPaxkvProcessFunctions {
       Ok(handler_return) => {
         let message_ident = TMessageIdentifier::new("getReadVersion", TMessageType::Reply, incoming_sequence_number);
         o_prot.write_message_begin(&message_ident)?;
-        let ret = PaxkvGetReadVersionResult { result_value: Some(handler_return), unavailable: None, internal: None };
+        let ret = PaxkvGetReadVersionResult { result_value: Some(handler_return), unavailable: None, internal: None, unauthenticated: None, denied: None };
         ret.write_to_out_protocol(o_prot)?;
         o_prot.write_message_end()?;
         o_prot.flush()
@@ -11484,7 +11736,7 @@ impl TPaxkvProcessFunctions {
           thrift::Error::User(usr_err) => {
             if usr_err.downcast_ref::<Unavailable>().is_some() {
               let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
-              let ret_err = PaxkvGetReadVersionResult{ result_value: None, unavailable: Some(*err), internal: None };
+              let ret_err = PaxkvGetReadVersionResult{ result_value: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("getReadVersion", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11492,7 +11744,23 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<InternalError>().is_some() {
               let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
-              let ret_err = PaxkvGetReadVersionResult{ result_value: None, unavailable: None, internal: Some(*err) };
+              let ret_err = PaxkvGetReadVersionResult{ result_value: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None };
+              let message_ident = TMessageIdentifier::new("getReadVersion", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = PaxkvGetReadVersionResult{ result_value: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None };
+              let message_ident = TMessageIdentifier::new("getReadVersion", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = PaxkvGetReadVersionResult{ result_value: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err) };
               let message_ident = TMessageIdentifier::new("getReadVersion", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11542,7 +11810,7 @@ impl TPaxkvProcessFunctions {
       Ok(handler_return) => {
         let message_ident = TMessageIdentifier::new("commit", TMessageType::Reply, incoming_sequence_number);
         o_prot.write_message_begin(&message_ident)?;
-        let ret = PaxkvCommitResult { result_value: Some(handler_return), invalid: None, limit: None, too_old: None, unavailable: None, internal: None, conflict: None };
+        let ret = PaxkvCommitResult { result_value: Some(handler_return), invalid: None, limit: None, too_old: None, unavailable: None, internal: None, conflict: None, unauthenticated: None, denied: None };
         ret.write_to_out_protocol(o_prot)?;
         o_prot.write_message_end()?;
         o_prot.flush()
@@ -11552,7 +11820,7 @@ impl TPaxkvProcessFunctions {
           thrift::Error::User(usr_err) => {
             if usr_err.downcast_ref::<InvalidArgument>().is_some() {
               let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
-              let ret_err = PaxkvCommitResult{ result_value: None, invalid: Some(*err), limit: None, too_old: None, unavailable: None, internal: None, conflict: None };
+              let ret_err = PaxkvCommitResult{ result_value: None, invalid: Some(*err), limit: None, too_old: None, unavailable: None, internal: None, conflict: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("commit", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11560,7 +11828,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<LimitExceeded>().is_some() {
               let err = usr_err.downcast::<LimitExceeded>().expect("downcast already checked");
-              let ret_err = PaxkvCommitResult{ result_value: None, invalid: None, limit: Some(*err), too_old: None, unavailable: None, internal: None, conflict: None };
+              let ret_err = PaxkvCommitResult{ result_value: None, invalid: None, limit: Some(*err), too_old: None, unavailable: None, internal: None, conflict: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("commit", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11568,7 +11836,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<TooOld>().is_some() {
               let err = usr_err.downcast::<TooOld>().expect("downcast already checked");
-              let ret_err = PaxkvCommitResult{ result_value: None, invalid: None, limit: None, too_old: Some(*err), unavailable: None, internal: None, conflict: None };
+              let ret_err = PaxkvCommitResult{ result_value: None, invalid: None, limit: None, too_old: Some(*err), unavailable: None, internal: None, conflict: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("commit", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11576,7 +11844,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<Unavailable>().is_some() {
               let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
-              let ret_err = PaxkvCommitResult{ result_value: None, invalid: None, limit: None, too_old: None, unavailable: Some(*err), internal: None, conflict: None };
+              let ret_err = PaxkvCommitResult{ result_value: None, invalid: None, limit: None, too_old: None, unavailable: Some(*err), internal: None, conflict: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("commit", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11584,7 +11852,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<InternalError>().is_some() {
               let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
-              let ret_err = PaxkvCommitResult{ result_value: None, invalid: None, limit: None, too_old: None, unavailable: None, internal: Some(*err), conflict: None };
+              let ret_err = PaxkvCommitResult{ result_value: None, invalid: None, limit: None, too_old: None, unavailable: None, internal: Some(*err), conflict: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("commit", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11592,7 +11860,23 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<Conflict>().is_some() {
               let err = usr_err.downcast::<Conflict>().expect("downcast already checked");
-              let ret_err = PaxkvCommitResult{ result_value: None, invalid: None, limit: None, too_old: None, unavailable: None, internal: None, conflict: Some(*err) };
+              let ret_err = PaxkvCommitResult{ result_value: None, invalid: None, limit: None, too_old: None, unavailable: None, internal: None, conflict: Some(*err), unauthenticated: None, denied: None };
+              let message_ident = TMessageIdentifier::new("commit", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = PaxkvCommitResult{ result_value: None, invalid: None, limit: None, too_old: None, unavailable: None, internal: None, conflict: None, unauthenticated: Some(*err), denied: None };
+              let message_ident = TMessageIdentifier::new("commit", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = PaxkvCommitResult{ result_value: None, invalid: None, limit: None, too_old: None, unavailable: None, internal: None, conflict: None, unauthenticated: None, denied: Some(*err) };
               let message_ident = TMessageIdentifier::new("commit", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11642,7 +11926,7 @@ impl TPaxkvProcessFunctions {
       Ok(handler_return) => {
         let message_ident = TMessageIdentifier::new("txn", TMessageType::Reply, incoming_sequence_number);
         o_prot.write_message_begin(&message_ident)?;
-        let ret = PaxkvTxnResult { result_value: Some(handler_return), invalid: None, limit: None, unavailable: None, internal: None };
+        let ret = PaxkvTxnResult { result_value: Some(handler_return), invalid: None, limit: None, unavailable: None, internal: None, unauthenticated: None, denied: None };
         ret.write_to_out_protocol(o_prot)?;
         o_prot.write_message_end()?;
         o_prot.flush()
@@ -11652,7 +11936,7 @@ impl TPaxkvProcessFunctions {
           thrift::Error::User(usr_err) => {
             if usr_err.downcast_ref::<InvalidArgument>().is_some() {
               let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
-              let ret_err = PaxkvTxnResult{ result_value: None, invalid: Some(*err), limit: None, unavailable: None, internal: None };
+              let ret_err = PaxkvTxnResult{ result_value: None, invalid: Some(*err), limit: None, unavailable: None, internal: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("txn", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11660,7 +11944,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<LimitExceeded>().is_some() {
               let err = usr_err.downcast::<LimitExceeded>().expect("downcast already checked");
-              let ret_err = PaxkvTxnResult{ result_value: None, invalid: None, limit: Some(*err), unavailable: None, internal: None };
+              let ret_err = PaxkvTxnResult{ result_value: None, invalid: None, limit: Some(*err), unavailable: None, internal: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("txn", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11668,7 +11952,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<Unavailable>().is_some() {
               let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
-              let ret_err = PaxkvTxnResult{ result_value: None, invalid: None, limit: None, unavailable: Some(*err), internal: None };
+              let ret_err = PaxkvTxnResult{ result_value: None, invalid: None, limit: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("txn", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11676,7 +11960,23 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<InternalError>().is_some() {
               let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
-              let ret_err = PaxkvTxnResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: Some(*err) };
+              let ret_err = PaxkvTxnResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None };
+              let message_ident = TMessageIdentifier::new("txn", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = PaxkvTxnResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None };
+              let message_ident = TMessageIdentifier::new("txn", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = PaxkvTxnResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err) };
               let message_ident = TMessageIdentifier::new("txn", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11726,7 +12026,7 @@ impl TPaxkvProcessFunctions {
       Ok(handler_return) => {
         let message_ident = TMessageIdentifier::new("watch", TMessageType::Reply, incoming_sequence_number);
         o_prot.write_message_begin(&message_ident)?;
-        let ret = PaxkvWatchResult { result_value: Some(handler_return), invalid: None, limit: None, unavailable: None, internal: None, compacted: None };
+        let ret = PaxkvWatchResult { result_value: Some(handler_return), invalid: None, limit: None, unavailable: None, internal: None, compacted: None, unauthenticated: None, denied: None };
         ret.write_to_out_protocol(o_prot)?;
         o_prot.write_message_end()?;
         o_prot.flush()
@@ -11736,7 +12036,7 @@ impl TPaxkvProcessFunctions {
           thrift::Error::User(usr_err) => {
             if usr_err.downcast_ref::<InvalidArgument>().is_some() {
               let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
-              let ret_err = PaxkvWatchResult{ result_value: None, invalid: Some(*err), limit: None, unavailable: None, internal: None, compacted: None };
+              let ret_err = PaxkvWatchResult{ result_value: None, invalid: Some(*err), limit: None, unavailable: None, internal: None, compacted: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("watch", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11744,7 +12044,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<LimitExceeded>().is_some() {
               let err = usr_err.downcast::<LimitExceeded>().expect("downcast already checked");
-              let ret_err = PaxkvWatchResult{ result_value: None, invalid: None, limit: Some(*err), unavailable: None, internal: None, compacted: None };
+              let ret_err = PaxkvWatchResult{ result_value: None, invalid: None, limit: Some(*err), unavailable: None, internal: None, compacted: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("watch", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11752,7 +12052,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<Unavailable>().is_some() {
               let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
-              let ret_err = PaxkvWatchResult{ result_value: None, invalid: None, limit: None, unavailable: Some(*err), internal: None, compacted: None };
+              let ret_err = PaxkvWatchResult{ result_value: None, invalid: None, limit: None, unavailable: Some(*err), internal: None, compacted: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("watch", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11760,7 +12060,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<InternalError>().is_some() {
               let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
-              let ret_err = PaxkvWatchResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: Some(*err), compacted: None };
+              let ret_err = PaxkvWatchResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: Some(*err), compacted: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("watch", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11768,7 +12068,23 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<Compacted>().is_some() {
               let err = usr_err.downcast::<Compacted>().expect("downcast already checked");
-              let ret_err = PaxkvWatchResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, compacted: Some(*err) };
+              let ret_err = PaxkvWatchResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, compacted: Some(*err), unauthenticated: None, denied: None };
+              let message_ident = TMessageIdentifier::new("watch", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = PaxkvWatchResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, compacted: None, unauthenticated: Some(*err), denied: None };
+              let message_ident = TMessageIdentifier::new("watch", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = PaxkvWatchResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, compacted: None, unauthenticated: None, denied: Some(*err) };
               let message_ident = TMessageIdentifier::new("watch", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11878,7 +12194,7 @@ impl TPaxkvProcessFunctions {
       Ok(handler_return) => {
         let message_ident = TMessageIdentifier::new("adminSnapshot", TMessageType::Reply, incoming_sequence_number);
         o_prot.write_message_begin(&message_ident)?;
-        let ret = PaxkvAdminSnapshotResult { result_value: Some(handler_return), unavailable: None, internal: None };
+        let ret = PaxkvAdminSnapshotResult { result_value: Some(handler_return), unavailable: None, internal: None, unauthenticated: None, denied: None };
         ret.write_to_out_protocol(o_prot)?;
         o_prot.write_message_end()?;
         o_prot.flush()
@@ -11888,7 +12204,7 @@ impl TPaxkvProcessFunctions {
           thrift::Error::User(usr_err) => {
             if usr_err.downcast_ref::<Unavailable>().is_some() {
               let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
-              let ret_err = PaxkvAdminSnapshotResult{ result_value: None, unavailable: Some(*err), internal: None };
+              let ret_err = PaxkvAdminSnapshotResult{ result_value: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("adminSnapshot", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11896,7 +12212,23 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<InternalError>().is_some() {
               let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
-              let ret_err = PaxkvAdminSnapshotResult{ result_value: None, unavailable: None, internal: Some(*err) };
+              let ret_err = PaxkvAdminSnapshotResult{ result_value: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None };
+              let message_ident = TMessageIdentifier::new("adminSnapshot", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = PaxkvAdminSnapshotResult{ result_value: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None };
+              let message_ident = TMessageIdentifier::new("adminSnapshot", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = PaxkvAdminSnapshotResult{ result_value: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err) };
               let message_ident = TMessageIdentifier::new("adminSnapshot", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11946,7 +12278,7 @@ impl TPaxkvProcessFunctions {
       Ok(handler_return) => {
         let message_ident = TMessageIdentifier::new("adminMemberList", TMessageType::Reply, incoming_sequence_number);
         o_prot.write_message_begin(&message_ident)?;
-        let ret = PaxkvAdminMemberListResult { result_value: Some(handler_return), unavailable: None, internal: None, refused: None };
+        let ret = PaxkvAdminMemberListResult { result_value: Some(handler_return), unavailable: None, internal: None, refused: None, unauthenticated: None, denied: None };
         ret.write_to_out_protocol(o_prot)?;
         o_prot.write_message_end()?;
         o_prot.flush()
@@ -11956,7 +12288,7 @@ impl TPaxkvProcessFunctions {
           thrift::Error::User(usr_err) => {
             if usr_err.downcast_ref::<Unavailable>().is_some() {
               let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
-              let ret_err = PaxkvAdminMemberListResult{ result_value: None, unavailable: Some(*err), internal: None, refused: None };
+              let ret_err = PaxkvAdminMemberListResult{ result_value: None, unavailable: Some(*err), internal: None, refused: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("adminMemberList", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11964,7 +12296,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<InternalError>().is_some() {
               let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
-              let ret_err = PaxkvAdminMemberListResult{ result_value: None, unavailable: None, internal: Some(*err), refused: None };
+              let ret_err = PaxkvAdminMemberListResult{ result_value: None, unavailable: None, internal: Some(*err), refused: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("adminMemberList", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -11972,7 +12304,23 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<MembershipRefused>().is_some() {
               let err = usr_err.downcast::<MembershipRefused>().expect("downcast already checked");
-              let ret_err = PaxkvAdminMemberListResult{ result_value: None, unavailable: None, internal: None, refused: Some(*err) };
+              let ret_err = PaxkvAdminMemberListResult{ result_value: None, unavailable: None, internal: None, refused: Some(*err), unauthenticated: None, denied: None };
+              let message_ident = TMessageIdentifier::new("adminMemberList", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = PaxkvAdminMemberListResult{ result_value: None, unavailable: None, internal: None, refused: None, unauthenticated: Some(*err), denied: None };
+              let message_ident = TMessageIdentifier::new("adminMemberList", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = PaxkvAdminMemberListResult{ result_value: None, unavailable: None, internal: None, refused: None, unauthenticated: None, denied: Some(*err) };
               let message_ident = TMessageIdentifier::new("adminMemberList", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12022,7 +12370,7 @@ impl TPaxkvProcessFunctions {
       Ok(handler_return) => {
         let message_ident = TMessageIdentifier::new("adminMemberAdd", TMessageType::Reply, incoming_sequence_number);
         o_prot.write_message_begin(&message_ident)?;
-        let ret = PaxkvAdminMemberAddResult { result_value: Some(handler_return), invalid: None, unavailable: None, internal: None, refused: None };
+        let ret = PaxkvAdminMemberAddResult { result_value: Some(handler_return), invalid: None, unavailable: None, internal: None, refused: None, unauthenticated: None, denied: None };
         ret.write_to_out_protocol(o_prot)?;
         o_prot.write_message_end()?;
         o_prot.flush()
@@ -12032,7 +12380,7 @@ impl TPaxkvProcessFunctions {
           thrift::Error::User(usr_err) => {
             if usr_err.downcast_ref::<InvalidArgument>().is_some() {
               let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
-              let ret_err = PaxkvAdminMemberAddResult{ result_value: None, invalid: Some(*err), unavailable: None, internal: None, refused: None };
+              let ret_err = PaxkvAdminMemberAddResult{ result_value: None, invalid: Some(*err), unavailable: None, internal: None, refused: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("adminMemberAdd", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12040,7 +12388,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<Unavailable>().is_some() {
               let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
-              let ret_err = PaxkvAdminMemberAddResult{ result_value: None, invalid: None, unavailable: Some(*err), internal: None, refused: None };
+              let ret_err = PaxkvAdminMemberAddResult{ result_value: None, invalid: None, unavailable: Some(*err), internal: None, refused: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("adminMemberAdd", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12048,7 +12396,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<InternalError>().is_some() {
               let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
-              let ret_err = PaxkvAdminMemberAddResult{ result_value: None, invalid: None, unavailable: None, internal: Some(*err), refused: None };
+              let ret_err = PaxkvAdminMemberAddResult{ result_value: None, invalid: None, unavailable: None, internal: Some(*err), refused: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("adminMemberAdd", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12056,7 +12404,23 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<MembershipRefused>().is_some() {
               let err = usr_err.downcast::<MembershipRefused>().expect("downcast already checked");
-              let ret_err = PaxkvAdminMemberAddResult{ result_value: None, invalid: None, unavailable: None, internal: None, refused: Some(*err) };
+              let ret_err = PaxkvAdminMemberAddResult{ result_value: None, invalid: None, unavailable: None, internal: None, refused: Some(*err), unauthenticated: None, denied: None };
+              let message_ident = TMessageIdentifier::new("adminMemberAdd", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = PaxkvAdminMemberAddResult{ result_value: None, invalid: None, unavailable: None, internal: None, refused: None, unauthenticated: Some(*err), denied: None };
+              let message_ident = TMessageIdentifier::new("adminMemberAdd", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = PaxkvAdminMemberAddResult{ result_value: None, invalid: None, unavailable: None, internal: None, refused: None, unauthenticated: None, denied: Some(*err) };
               let message_ident = TMessageIdentifier::new("adminMemberAdd", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12106,7 +12470,7 @@ impl TPaxkvProcessFunctions {
       Ok(handler_return) => {
         let message_ident = TMessageIdentifier::new("adminMemberPromote", TMessageType::Reply, incoming_sequence_number);
         o_prot.write_message_begin(&message_ident)?;
-        let ret = PaxkvAdminMemberPromoteResult { result_value: Some(handler_return), unavailable: None, internal: None, refused: None };
+        let ret = PaxkvAdminMemberPromoteResult { result_value: Some(handler_return), unavailable: None, internal: None, refused: None, unauthenticated: None, denied: None };
         ret.write_to_out_protocol(o_prot)?;
         o_prot.write_message_end()?;
         o_prot.flush()
@@ -12116,7 +12480,7 @@ impl TPaxkvProcessFunctions {
           thrift::Error::User(usr_err) => {
             if usr_err.downcast_ref::<Unavailable>().is_some() {
               let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
-              let ret_err = PaxkvAdminMemberPromoteResult{ result_value: None, unavailable: Some(*err), internal: None, refused: None };
+              let ret_err = PaxkvAdminMemberPromoteResult{ result_value: None, unavailable: Some(*err), internal: None, refused: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("adminMemberPromote", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12124,7 +12488,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<InternalError>().is_some() {
               let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
-              let ret_err = PaxkvAdminMemberPromoteResult{ result_value: None, unavailable: None, internal: Some(*err), refused: None };
+              let ret_err = PaxkvAdminMemberPromoteResult{ result_value: None, unavailable: None, internal: Some(*err), refused: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("adminMemberPromote", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12132,7 +12496,23 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<MembershipRefused>().is_some() {
               let err = usr_err.downcast::<MembershipRefused>().expect("downcast already checked");
-              let ret_err = PaxkvAdminMemberPromoteResult{ result_value: None, unavailable: None, internal: None, refused: Some(*err) };
+              let ret_err = PaxkvAdminMemberPromoteResult{ result_value: None, unavailable: None, internal: None, refused: Some(*err), unauthenticated: None, denied: None };
+              let message_ident = TMessageIdentifier::new("adminMemberPromote", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = PaxkvAdminMemberPromoteResult{ result_value: None, unavailable: None, internal: None, refused: None, unauthenticated: Some(*err), denied: None };
+              let message_ident = TMessageIdentifier::new("adminMemberPromote", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = PaxkvAdminMemberPromoteResult{ result_value: None, unavailable: None, internal: None, refused: None, unauthenticated: None, denied: Some(*err) };
               let message_ident = TMessageIdentifier::new("adminMemberPromote", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12182,7 +12562,7 @@ impl TPaxkvProcessFunctions {
       Ok(handler_return) => {
         let message_ident = TMessageIdentifier::new("adminMemberRemove", TMessageType::Reply, incoming_sequence_number);
         o_prot.write_message_begin(&message_ident)?;
-        let ret = PaxkvAdminMemberRemoveResult { result_value: Some(handler_return), unavailable: None, internal: None, refused: None };
+        let ret = PaxkvAdminMemberRemoveResult { result_value: Some(handler_return), unavailable: None, internal: None, refused: None, unauthenticated: None, denied: None };
         ret.write_to_out_protocol(o_prot)?;
         o_prot.write_message_end()?;
         o_prot.flush()
@@ -12192,7 +12572,7 @@ impl TPaxkvProcessFunctions {
           thrift::Error::User(usr_err) => {
             if usr_err.downcast_ref::<Unavailable>().is_some() {
               let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
-              let ret_err = PaxkvAdminMemberRemoveResult{ result_value: None, unavailable: Some(*err), internal: None, refused: None };
+              let ret_err = PaxkvAdminMemberRemoveResult{ result_value: None, unavailable: Some(*err), internal: None, refused: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("adminMemberRemove", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12200,7 +12580,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<InternalError>().is_some() {
               let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
-              let ret_err = PaxkvAdminMemberRemoveResult{ result_value: None, unavailable: None, internal: Some(*err), refused: None };
+              let ret_err = PaxkvAdminMemberRemoveResult{ result_value: None, unavailable: None, internal: Some(*err), refused: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("adminMemberRemove", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12208,7 +12588,23 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<MembershipRefused>().is_some() {
               let err = usr_err.downcast::<MembershipRefused>().expect("downcast already checked");
-              let ret_err = PaxkvAdminMemberRemoveResult{ result_value: None, unavailable: None, internal: None, refused: Some(*err) };
+              let ret_err = PaxkvAdminMemberRemoveResult{ result_value: None, unavailable: None, internal: None, refused: Some(*err), unauthenticated: None, denied: None };
+              let message_ident = TMessageIdentifier::new("adminMemberRemove", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = PaxkvAdminMemberRemoveResult{ result_value: None, unavailable: None, internal: None, refused: None, unauthenticated: Some(*err), denied: None };
+              let message_ident = TMessageIdentifier::new("adminMemberRemove", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = PaxkvAdminMemberRemoveResult{ result_value: None, unavailable: None, internal: None, refused: None, unauthenticated: None, denied: Some(*err) };
               let message_ident = TMessageIdentifier::new("adminMemberRemove", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12258,7 +12654,7 @@ impl TPaxkvProcessFunctions {
       Ok(handler_return) => {
         let message_ident = TMessageIdentifier::new("adminTransferLeader", TMessageType::Reply, incoming_sequence_number);
         o_prot.write_message_begin(&message_ident)?;
-        let ret = PaxkvAdminTransferLeaderResult { result_value: Some(handler_return), unavailable: None, internal: None, refused: None };
+        let ret = PaxkvAdminTransferLeaderResult { result_value: Some(handler_return), unavailable: None, internal: None, refused: None, unauthenticated: None, denied: None };
         ret.write_to_out_protocol(o_prot)?;
         o_prot.write_message_end()?;
         o_prot.flush()
@@ -12268,7 +12664,7 @@ impl TPaxkvProcessFunctions {
           thrift::Error::User(usr_err) => {
             if usr_err.downcast_ref::<Unavailable>().is_some() {
               let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
-              let ret_err = PaxkvAdminTransferLeaderResult{ result_value: None, unavailable: Some(*err), internal: None, refused: None };
+              let ret_err = PaxkvAdminTransferLeaderResult{ result_value: None, unavailable: Some(*err), internal: None, refused: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("adminTransferLeader", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12276,7 +12672,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<InternalError>().is_some() {
               let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
-              let ret_err = PaxkvAdminTransferLeaderResult{ result_value: None, unavailable: None, internal: Some(*err), refused: None };
+              let ret_err = PaxkvAdminTransferLeaderResult{ result_value: None, unavailable: None, internal: Some(*err), refused: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("adminTransferLeader", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12284,7 +12680,23 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<MembershipRefused>().is_some() {
               let err = usr_err.downcast::<MembershipRefused>().expect("downcast already checked");
-              let ret_err = PaxkvAdminTransferLeaderResult{ result_value: None, unavailable: None, internal: None, refused: Some(*err) };
+              let ret_err = PaxkvAdminTransferLeaderResult{ result_value: None, unavailable: None, internal: None, refused: Some(*err), unauthenticated: None, denied: None };
+              let message_ident = TMessageIdentifier::new("adminTransferLeader", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = PaxkvAdminTransferLeaderResult{ result_value: None, unavailable: None, internal: None, refused: None, unauthenticated: Some(*err), denied: None };
+              let message_ident = TMessageIdentifier::new("adminTransferLeader", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = PaxkvAdminTransferLeaderResult{ result_value: None, unavailable: None, internal: None, refused: None, unauthenticated: None, denied: Some(*err) };
               let message_ident = TMessageIdentifier::new("adminTransferLeader", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12334,7 +12746,7 @@ impl TPaxkvProcessFunctions {
       Ok(handler_return) => {
         let message_ident = TMessageIdentifier::new("putDocument", TMessageType::Reply, incoming_sequence_number);
         o_prot.write_message_begin(&message_ident)?;
-        let ret = PaxkvPutDocumentResult { result_value: Some(handler_return), invalid: None, limit: None, unavailable: None, internal: None, document: None };
+        let ret = PaxkvPutDocumentResult { result_value: Some(handler_return), invalid: None, limit: None, unavailable: None, internal: None, document: None, unauthenticated: None, denied: None };
         ret.write_to_out_protocol(o_prot)?;
         o_prot.write_message_end()?;
         o_prot.flush()
@@ -12344,7 +12756,7 @@ impl TPaxkvProcessFunctions {
           thrift::Error::User(usr_err) => {
             if usr_err.downcast_ref::<InvalidArgument>().is_some() {
               let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
-              let ret_err = PaxkvPutDocumentResult{ result_value: None, invalid: Some(*err), limit: None, unavailable: None, internal: None, document: None };
+              let ret_err = PaxkvPutDocumentResult{ result_value: None, invalid: Some(*err), limit: None, unavailable: None, internal: None, document: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("putDocument", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12352,7 +12764,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<LimitExceeded>().is_some() {
               let err = usr_err.downcast::<LimitExceeded>().expect("downcast already checked");
-              let ret_err = PaxkvPutDocumentResult{ result_value: None, invalid: None, limit: Some(*err), unavailable: None, internal: None, document: None };
+              let ret_err = PaxkvPutDocumentResult{ result_value: None, invalid: None, limit: Some(*err), unavailable: None, internal: None, document: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("putDocument", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12360,7 +12772,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<Unavailable>().is_some() {
               let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
-              let ret_err = PaxkvPutDocumentResult{ result_value: None, invalid: None, limit: None, unavailable: Some(*err), internal: None, document: None };
+              let ret_err = PaxkvPutDocumentResult{ result_value: None, invalid: None, limit: None, unavailable: Some(*err), internal: None, document: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("putDocument", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12368,7 +12780,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<InternalError>().is_some() {
               let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
-              let ret_err = PaxkvPutDocumentResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: Some(*err), document: None };
+              let ret_err = PaxkvPutDocumentResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: Some(*err), document: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("putDocument", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12376,7 +12788,23 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<DocumentError>().is_some() {
               let err = usr_err.downcast::<DocumentError>().expect("downcast already checked");
-              let ret_err = PaxkvPutDocumentResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, document: Some(*err) };
+              let ret_err = PaxkvPutDocumentResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, document: Some(*err), unauthenticated: None, denied: None };
+              let message_ident = TMessageIdentifier::new("putDocument", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = PaxkvPutDocumentResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, document: None, unauthenticated: Some(*err), denied: None };
+              let message_ident = TMessageIdentifier::new("putDocument", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = PaxkvPutDocumentResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, document: None, unauthenticated: None, denied: Some(*err) };
               let message_ident = TMessageIdentifier::new("putDocument", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12426,7 +12854,7 @@ impl TPaxkvProcessFunctions {
       Ok(handler_return) => {
         let message_ident = TMessageIdentifier::new("patchDocument", TMessageType::Reply, incoming_sequence_number);
         o_prot.write_message_begin(&message_ident)?;
-        let ret = PaxkvPatchDocumentResult { result_value: Some(handler_return), invalid: None, limit: None, unavailable: None, internal: None, document: None };
+        let ret = PaxkvPatchDocumentResult { result_value: Some(handler_return), invalid: None, limit: None, unavailable: None, internal: None, document: None, unauthenticated: None, denied: None };
         ret.write_to_out_protocol(o_prot)?;
         o_prot.write_message_end()?;
         o_prot.flush()
@@ -12436,7 +12864,7 @@ impl TPaxkvProcessFunctions {
           thrift::Error::User(usr_err) => {
             if usr_err.downcast_ref::<InvalidArgument>().is_some() {
               let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
-              let ret_err = PaxkvPatchDocumentResult{ result_value: None, invalid: Some(*err), limit: None, unavailable: None, internal: None, document: None };
+              let ret_err = PaxkvPatchDocumentResult{ result_value: None, invalid: Some(*err), limit: None, unavailable: None, internal: None, document: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("patchDocument", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12444,7 +12872,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<LimitExceeded>().is_some() {
               let err = usr_err.downcast::<LimitExceeded>().expect("downcast already checked");
-              let ret_err = PaxkvPatchDocumentResult{ result_value: None, invalid: None, limit: Some(*err), unavailable: None, internal: None, document: None };
+              let ret_err = PaxkvPatchDocumentResult{ result_value: None, invalid: None, limit: Some(*err), unavailable: None, internal: None, document: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("patchDocument", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12452,7 +12880,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<Unavailable>().is_some() {
               let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
-              let ret_err = PaxkvPatchDocumentResult{ result_value: None, invalid: None, limit: None, unavailable: Some(*err), internal: None, document: None };
+              let ret_err = PaxkvPatchDocumentResult{ result_value: None, invalid: None, limit: None, unavailable: Some(*err), internal: None, document: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("patchDocument", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12460,7 +12888,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<InternalError>().is_some() {
               let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
-              let ret_err = PaxkvPatchDocumentResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: Some(*err), document: None };
+              let ret_err = PaxkvPatchDocumentResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: Some(*err), document: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("patchDocument", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12468,7 +12896,23 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<DocumentError>().is_some() {
               let err = usr_err.downcast::<DocumentError>().expect("downcast already checked");
-              let ret_err = PaxkvPatchDocumentResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, document: Some(*err) };
+              let ret_err = PaxkvPatchDocumentResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, document: Some(*err), unauthenticated: None, denied: None };
+              let message_ident = TMessageIdentifier::new("patchDocument", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = PaxkvPatchDocumentResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, document: None, unauthenticated: Some(*err), denied: None };
+              let message_ident = TMessageIdentifier::new("patchDocument", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = PaxkvPatchDocumentResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, document: None, unauthenticated: None, denied: Some(*err) };
               let message_ident = TMessageIdentifier::new("patchDocument", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12518,7 +12962,7 @@ impl TPaxkvProcessFunctions {
       Ok(handler_return) => {
         let message_ident = TMessageIdentifier::new("getDocument", TMessageType::Reply, incoming_sequence_number);
         o_prot.write_message_begin(&message_ident)?;
-        let ret = PaxkvGetDocumentResult { result_value: Some(handler_return), invalid: None, limit: None, too_old: None, unavailable: None, internal: None, document: None };
+        let ret = PaxkvGetDocumentResult { result_value: Some(handler_return), invalid: None, limit: None, too_old: None, unavailable: None, internal: None, document: None, unauthenticated: None, denied: None };
         ret.write_to_out_protocol(o_prot)?;
         o_prot.write_message_end()?;
         o_prot.flush()
@@ -12528,7 +12972,7 @@ impl TPaxkvProcessFunctions {
           thrift::Error::User(usr_err) => {
             if usr_err.downcast_ref::<InvalidArgument>().is_some() {
               let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
-              let ret_err = PaxkvGetDocumentResult{ result_value: None, invalid: Some(*err), limit: None, too_old: None, unavailable: None, internal: None, document: None };
+              let ret_err = PaxkvGetDocumentResult{ result_value: None, invalid: Some(*err), limit: None, too_old: None, unavailable: None, internal: None, document: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("getDocument", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12536,7 +12980,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<LimitExceeded>().is_some() {
               let err = usr_err.downcast::<LimitExceeded>().expect("downcast already checked");
-              let ret_err = PaxkvGetDocumentResult{ result_value: None, invalid: None, limit: Some(*err), too_old: None, unavailable: None, internal: None, document: None };
+              let ret_err = PaxkvGetDocumentResult{ result_value: None, invalid: None, limit: Some(*err), too_old: None, unavailable: None, internal: None, document: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("getDocument", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12544,7 +12988,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<TooOld>().is_some() {
               let err = usr_err.downcast::<TooOld>().expect("downcast already checked");
-              let ret_err = PaxkvGetDocumentResult{ result_value: None, invalid: None, limit: None, too_old: Some(*err), unavailable: None, internal: None, document: None };
+              let ret_err = PaxkvGetDocumentResult{ result_value: None, invalid: None, limit: None, too_old: Some(*err), unavailable: None, internal: None, document: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("getDocument", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12552,7 +12996,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<Unavailable>().is_some() {
               let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
-              let ret_err = PaxkvGetDocumentResult{ result_value: None, invalid: None, limit: None, too_old: None, unavailable: Some(*err), internal: None, document: None };
+              let ret_err = PaxkvGetDocumentResult{ result_value: None, invalid: None, limit: None, too_old: None, unavailable: Some(*err), internal: None, document: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("getDocument", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12560,7 +13004,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<InternalError>().is_some() {
               let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
-              let ret_err = PaxkvGetDocumentResult{ result_value: None, invalid: None, limit: None, too_old: None, unavailable: None, internal: Some(*err), document: None };
+              let ret_err = PaxkvGetDocumentResult{ result_value: None, invalid: None, limit: None, too_old: None, unavailable: None, internal: Some(*err), document: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("getDocument", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12568,7 +13012,23 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<DocumentError>().is_some() {
               let err = usr_err.downcast::<DocumentError>().expect("downcast already checked");
-              let ret_err = PaxkvGetDocumentResult{ result_value: None, invalid: None, limit: None, too_old: None, unavailable: None, internal: None, document: Some(*err) };
+              let ret_err = PaxkvGetDocumentResult{ result_value: None, invalid: None, limit: None, too_old: None, unavailable: None, internal: None, document: Some(*err), unauthenticated: None, denied: None };
+              let message_ident = TMessageIdentifier::new("getDocument", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = PaxkvGetDocumentResult{ result_value: None, invalid: None, limit: None, too_old: None, unavailable: None, internal: None, document: None, unauthenticated: Some(*err), denied: None };
+              let message_ident = TMessageIdentifier::new("getDocument", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = PaxkvGetDocumentResult{ result_value: None, invalid: None, limit: None, too_old: None, unavailable: None, internal: None, document: None, unauthenticated: None, denied: Some(*err) };
               let message_ident = TMessageIdentifier::new("getDocument", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12618,7 +13078,7 @@ impl TPaxkvProcessFunctions {
       Ok(handler_return) => {
         let message_ident = TMessageIdentifier::new("uploadChunk", TMessageType::Reply, incoming_sequence_number);
         o_prot.write_message_begin(&message_ident)?;
-        let ret = PaxkvUploadChunkResult { result_value: Some(handler_return), invalid: None, limit: None, unavailable: None, internal: None };
+        let ret = PaxkvUploadChunkResult { result_value: Some(handler_return), invalid: None, limit: None, unavailable: None, internal: None, unauthenticated: None, denied: None };
         ret.write_to_out_protocol(o_prot)?;
         o_prot.write_message_end()?;
         o_prot.flush()
@@ -12628,7 +13088,7 @@ impl TPaxkvProcessFunctions {
           thrift::Error::User(usr_err) => {
             if usr_err.downcast_ref::<InvalidArgument>().is_some() {
               let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
-              let ret_err = PaxkvUploadChunkResult{ result_value: None, invalid: Some(*err), limit: None, unavailable: None, internal: None };
+              let ret_err = PaxkvUploadChunkResult{ result_value: None, invalid: Some(*err), limit: None, unavailable: None, internal: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("uploadChunk", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12636,7 +13096,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<LimitExceeded>().is_some() {
               let err = usr_err.downcast::<LimitExceeded>().expect("downcast already checked");
-              let ret_err = PaxkvUploadChunkResult{ result_value: None, invalid: None, limit: Some(*err), unavailable: None, internal: None };
+              let ret_err = PaxkvUploadChunkResult{ result_value: None, invalid: None, limit: Some(*err), unavailable: None, internal: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("uploadChunk", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12644,7 +13104,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<Unavailable>().is_some() {
               let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
-              let ret_err = PaxkvUploadChunkResult{ result_value: None, invalid: None, limit: None, unavailable: Some(*err), internal: None };
+              let ret_err = PaxkvUploadChunkResult{ result_value: None, invalid: None, limit: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("uploadChunk", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12652,7 +13112,23 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<InternalError>().is_some() {
               let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
-              let ret_err = PaxkvUploadChunkResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: Some(*err) };
+              let ret_err = PaxkvUploadChunkResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None };
+              let message_ident = TMessageIdentifier::new("uploadChunk", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = PaxkvUploadChunkResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None };
+              let message_ident = TMessageIdentifier::new("uploadChunk", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = PaxkvUploadChunkResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err) };
               let message_ident = TMessageIdentifier::new("uploadChunk", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12702,7 +13178,7 @@ impl TPaxkvProcessFunctions {
       Ok(handler_return) => {
         let message_ident = TMessageIdentifier::new("commitUploads", TMessageType::Reply, incoming_sequence_number);
         o_prot.write_message_begin(&message_ident)?;
-        let ret = PaxkvCommitUploadsResult { result_value: Some(handler_return), invalid: None, limit: None, unavailable: None, internal: None };
+        let ret = PaxkvCommitUploadsResult { result_value: Some(handler_return), invalid: None, limit: None, unavailable: None, internal: None, unauthenticated: None, denied: None };
         ret.write_to_out_protocol(o_prot)?;
         o_prot.write_message_end()?;
         o_prot.flush()
@@ -12712,7 +13188,7 @@ impl TPaxkvProcessFunctions {
           thrift::Error::User(usr_err) => {
             if usr_err.downcast_ref::<InvalidArgument>().is_some() {
               let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
-              let ret_err = PaxkvCommitUploadsResult{ result_value: None, invalid: Some(*err), limit: None, unavailable: None, internal: None };
+              let ret_err = PaxkvCommitUploadsResult{ result_value: None, invalid: Some(*err), limit: None, unavailable: None, internal: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("commitUploads", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12720,7 +13196,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<LimitExceeded>().is_some() {
               let err = usr_err.downcast::<LimitExceeded>().expect("downcast already checked");
-              let ret_err = PaxkvCommitUploadsResult{ result_value: None, invalid: None, limit: Some(*err), unavailable: None, internal: None };
+              let ret_err = PaxkvCommitUploadsResult{ result_value: None, invalid: None, limit: Some(*err), unavailable: None, internal: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("commitUploads", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12728,7 +13204,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<Unavailable>().is_some() {
               let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
-              let ret_err = PaxkvCommitUploadsResult{ result_value: None, invalid: None, limit: None, unavailable: Some(*err), internal: None };
+              let ret_err = PaxkvCommitUploadsResult{ result_value: None, invalid: None, limit: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("commitUploads", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12736,7 +13212,23 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<InternalError>().is_some() {
               let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
-              let ret_err = PaxkvCommitUploadsResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: Some(*err) };
+              let ret_err = PaxkvCommitUploadsResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None };
+              let message_ident = TMessageIdentifier::new("commitUploads", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = PaxkvCommitUploadsResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None };
+              let message_ident = TMessageIdentifier::new("commitUploads", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = PaxkvCommitUploadsResult{ result_value: None, invalid: None, limit: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err) };
               let message_ident = TMessageIdentifier::new("commitUploads", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12786,7 +13278,7 @@ impl TPaxkvProcessFunctions {
       Ok(handler_return) => {
         let message_ident = TMessageIdentifier::new("abortUpload", TMessageType::Reply, incoming_sequence_number);
         o_prot.write_message_begin(&message_ident)?;
-        let ret = PaxkvAbortUploadResult { result_value: Some(handler_return), invalid: None, unavailable: None, internal: None };
+        let ret = PaxkvAbortUploadResult { result_value: Some(handler_return), invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None };
         ret.write_to_out_protocol(o_prot)?;
         o_prot.write_message_end()?;
         o_prot.flush()
@@ -12796,7 +13288,7 @@ impl TPaxkvProcessFunctions {
           thrift::Error::User(usr_err) => {
             if usr_err.downcast_ref::<InvalidArgument>().is_some() {
               let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
-              let ret_err = PaxkvAbortUploadResult{ result_value: None, invalid: Some(*err), unavailable: None, internal: None };
+              let ret_err = PaxkvAbortUploadResult{ result_value: None, invalid: Some(*err), unavailable: None, internal: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("abortUpload", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12804,7 +13296,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<Unavailable>().is_some() {
               let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
-              let ret_err = PaxkvAbortUploadResult{ result_value: None, invalid: None, unavailable: Some(*err), internal: None };
+              let ret_err = PaxkvAbortUploadResult{ result_value: None, invalid: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("abortUpload", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12812,7 +13304,23 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<InternalError>().is_some() {
               let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
-              let ret_err = PaxkvAbortUploadResult{ result_value: None, invalid: None, unavailable: None, internal: Some(*err) };
+              let ret_err = PaxkvAbortUploadResult{ result_value: None, invalid: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None };
+              let message_ident = TMessageIdentifier::new("abortUpload", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = PaxkvAbortUploadResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None };
+              let message_ident = TMessageIdentifier::new("abortUpload", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = PaxkvAbortUploadResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err) };
               let message_ident = TMessageIdentifier::new("abortUpload", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12862,7 +13370,7 @@ impl TPaxkvProcessFunctions {
       Ok(handler_return) => {
         let message_ident = TMessageIdentifier::new("getValueRange", TMessageType::Reply, incoming_sequence_number);
         o_prot.write_message_begin(&message_ident)?;
-        let ret = PaxkvGetValueRangeResult { result_value: Some(handler_return), invalid: None, limit: None, too_old: None, unavailable: None, internal: None };
+        let ret = PaxkvGetValueRangeResult { result_value: Some(handler_return), invalid: None, limit: None, too_old: None, unavailable: None, internal: None, unauthenticated: None, denied: None };
         ret.write_to_out_protocol(o_prot)?;
         o_prot.write_message_end()?;
         o_prot.flush()
@@ -12872,7 +13380,7 @@ impl TPaxkvProcessFunctions {
           thrift::Error::User(usr_err) => {
             if usr_err.downcast_ref::<InvalidArgument>().is_some() {
               let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
-              let ret_err = PaxkvGetValueRangeResult{ result_value: None, invalid: Some(*err), limit: None, too_old: None, unavailable: None, internal: None };
+              let ret_err = PaxkvGetValueRangeResult{ result_value: None, invalid: Some(*err), limit: None, too_old: None, unavailable: None, internal: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("getValueRange", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12880,7 +13388,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<LimitExceeded>().is_some() {
               let err = usr_err.downcast::<LimitExceeded>().expect("downcast already checked");
-              let ret_err = PaxkvGetValueRangeResult{ result_value: None, invalid: None, limit: Some(*err), too_old: None, unavailable: None, internal: None };
+              let ret_err = PaxkvGetValueRangeResult{ result_value: None, invalid: None, limit: Some(*err), too_old: None, unavailable: None, internal: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("getValueRange", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12888,7 +13396,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<TooOld>().is_some() {
               let err = usr_err.downcast::<TooOld>().expect("downcast already checked");
-              let ret_err = PaxkvGetValueRangeResult{ result_value: None, invalid: None, limit: None, too_old: Some(*err), unavailable: None, internal: None };
+              let ret_err = PaxkvGetValueRangeResult{ result_value: None, invalid: None, limit: None, too_old: Some(*err), unavailable: None, internal: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("getValueRange", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12896,7 +13404,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<Unavailable>().is_some() {
               let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
-              let ret_err = PaxkvGetValueRangeResult{ result_value: None, invalid: None, limit: None, too_old: None, unavailable: Some(*err), internal: None };
+              let ret_err = PaxkvGetValueRangeResult{ result_value: None, invalid: None, limit: None, too_old: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("getValueRange", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12904,7 +13412,23 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<InternalError>().is_some() {
               let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
-              let ret_err = PaxkvGetValueRangeResult{ result_value: None, invalid: None, limit: None, too_old: None, unavailable: None, internal: Some(*err) };
+              let ret_err = PaxkvGetValueRangeResult{ result_value: None, invalid: None, limit: None, too_old: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None };
+              let message_ident = TMessageIdentifier::new("getValueRange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = PaxkvGetValueRangeResult{ result_value: None, invalid: None, limit: None, too_old: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None };
+              let message_ident = TMessageIdentifier::new("getValueRange", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = PaxkvGetValueRangeResult{ result_value: None, invalid: None, limit: None, too_old: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err) };
               let message_ident = TMessageIdentifier::new("getValueRange", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12954,7 +13478,7 @@ impl TPaxkvProcessFunctions {
       Ok(handler_return) => {
         let message_ident = TMessageIdentifier::new("readSnapshot", TMessageType::Reply, incoming_sequence_number);
         o_prot.write_message_begin(&message_ident)?;
-        let ret = PaxkvReadSnapshotResult { result_value: Some(handler_return), invalid: None, unavailable: None, internal: None, snapshot_gone: None };
+        let ret = PaxkvReadSnapshotResult { result_value: Some(handler_return), invalid: None, unavailable: None, internal: None, snapshot_gone: None, unauthenticated: None, denied: None };
         ret.write_to_out_protocol(o_prot)?;
         o_prot.write_message_end()?;
         o_prot.flush()
@@ -12964,7 +13488,7 @@ impl TPaxkvProcessFunctions {
           thrift::Error::User(usr_err) => {
             if usr_err.downcast_ref::<InvalidArgument>().is_some() {
               let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
-              let ret_err = PaxkvReadSnapshotResult{ result_value: None, invalid: Some(*err), unavailable: None, internal: None, snapshot_gone: None };
+              let ret_err = PaxkvReadSnapshotResult{ result_value: None, invalid: Some(*err), unavailable: None, internal: None, snapshot_gone: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("readSnapshot", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12972,7 +13496,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<Unavailable>().is_some() {
               let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
-              let ret_err = PaxkvReadSnapshotResult{ result_value: None, invalid: None, unavailable: Some(*err), internal: None, snapshot_gone: None };
+              let ret_err = PaxkvReadSnapshotResult{ result_value: None, invalid: None, unavailable: Some(*err), internal: None, snapshot_gone: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("readSnapshot", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12980,7 +13504,7 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<InternalError>().is_some() {
               let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
-              let ret_err = PaxkvReadSnapshotResult{ result_value: None, invalid: None, unavailable: None, internal: Some(*err), snapshot_gone: None };
+              let ret_err = PaxkvReadSnapshotResult{ result_value: None, invalid: None, unavailable: None, internal: Some(*err), snapshot_gone: None, unauthenticated: None, denied: None };
               let message_ident = TMessageIdentifier::new("readSnapshot", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -12988,7 +13512,23 @@ impl TPaxkvProcessFunctions {
               o_prot.flush()
             } else if usr_err.downcast_ref::<SnapshotGone>().is_some() {
               let err = usr_err.downcast::<SnapshotGone>().expect("downcast already checked");
-              let ret_err = PaxkvReadSnapshotResult{ result_value: None, invalid: None, unavailable: None, internal: None, snapshot_gone: Some(*err) };
+              let ret_err = PaxkvReadSnapshotResult{ result_value: None, invalid: None, unavailable: None, internal: None, snapshot_gone: Some(*err), unauthenticated: None, denied: None };
+              let message_ident = TMessageIdentifier::new("readSnapshot", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = PaxkvReadSnapshotResult{ result_value: None, invalid: None, unavailable: None, internal: None, snapshot_gone: None, unauthenticated: Some(*err), denied: None };
+              let message_ident = TMessageIdentifier::new("readSnapshot", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = PaxkvReadSnapshotResult{ result_value: None, invalid: None, unavailable: None, internal: None, snapshot_gone: None, unauthenticated: None, denied: Some(*err) };
               let message_ident = TMessageIdentifier::new("readSnapshot", TMessageType::Reply, incoming_sequence_number);
               o_prot.write_message_begin(&message_ident)?;
               ret_err.write_to_out_protocol(o_prot)?;
@@ -13185,6 +13725,8 @@ struct PaxkvGetResult {
   too_old: Option<TooOld>,
   unavailable: Option<Unavailable>,
   internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
 }
 
 impl PaxkvGetResult {
@@ -13199,6 +13741,10 @@ impl PaxkvGetResult {
       Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
     } else if self.internal.is_some() {
       Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
     } else if self.result_value.is_some() {
       Ok(self.result_value.unwrap())
     } else {
@@ -13220,6 +13766,8 @@ impl PaxkvGetResult {
     let mut f_3: Option<TooOld> = None;
     let mut f_4: Option<Unavailable> = None;
     let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
     loop {
       let field_ident = i_prot.read_field_begin()?;
       if field_ident.field_type == TType::Stop {
@@ -13251,6 +13799,14 @@ impl PaxkvGetResult {
           let val = InternalError::read_from_in_protocol(i_prot)?;
           f_5 = Some(val);
         },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
         _ => {
           i_prot.skip(field_ident.field_type)?;
         },
@@ -13265,6 +13821,8 @@ impl PaxkvGetResult {
       too_old: f_3,
       unavailable: f_4,
       internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
     };
     Ok(ret)
   }
@@ -13298,6 +13856,16 @@ impl PaxkvGetResult {
     }
     if let Some(ref fld_var) = self.internal {
       o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
       fld_var.write_to_out_protocol(o_prot)?;
       o_prot.write_field_end()?
     }
@@ -13366,6 +13934,8 @@ struct PaxkvGetRangeResult {
   too_old: Option<TooOld>,
   unavailable: Option<Unavailable>,
   internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
 }
 
 impl PaxkvGetRangeResult {
@@ -13380,6 +13950,10 @@ impl PaxkvGetRangeResult {
       Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
     } else if self.internal.is_some() {
       Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
     } else if self.result_value.is_some() {
       Ok(self.result_value.unwrap())
     } else {
@@ -13401,6 +13975,8 @@ impl PaxkvGetRangeResult {
     let mut f_3: Option<TooOld> = None;
     let mut f_4: Option<Unavailable> = None;
     let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
     loop {
       let field_ident = i_prot.read_field_begin()?;
       if field_ident.field_type == TType::Stop {
@@ -13432,6 +14008,14 @@ impl PaxkvGetRangeResult {
           let val = InternalError::read_from_in_protocol(i_prot)?;
           f_5 = Some(val);
         },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
         _ => {
           i_prot.skip(field_ident.field_type)?;
         },
@@ -13446,6 +14030,8 @@ impl PaxkvGetRangeResult {
       too_old: f_3,
       unavailable: f_4,
       internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
     };
     Ok(ret)
   }
@@ -13479,6 +14065,16 @@ impl PaxkvGetRangeResult {
     }
     if let Some(ref fld_var) = self.internal {
       o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
       fld_var.write_to_out_protocol(o_prot)?;
       o_prot.write_field_end()?
     }
@@ -13546,6 +14142,8 @@ struct PaxkvPutResult {
   limit: Option<LimitExceeded>,
   unavailable: Option<Unavailable>,
   internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
 }
 
 impl PaxkvPutResult {
@@ -13558,6 +14156,10 @@ impl PaxkvPutResult {
       Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
     } else if self.internal.is_some() {
       Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
     } else if self.result_value.is_some() {
       Ok(self.result_value.unwrap())
     } else {
@@ -13578,6 +14180,8 @@ impl PaxkvPutResult {
     let mut f_2: Option<LimitExceeded> = None;
     let mut f_4: Option<Unavailable> = None;
     let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
     loop {
       let field_ident = i_prot.read_field_begin()?;
       if field_ident.field_type == TType::Stop {
@@ -13605,6 +14209,14 @@ impl PaxkvPutResult {
           let val = InternalError::read_from_in_protocol(i_prot)?;
           f_5 = Some(val);
         },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
         _ => {
           i_prot.skip(field_ident.field_type)?;
         },
@@ -13618,6 +14230,8 @@ impl PaxkvPutResult {
       limit: f_2,
       unavailable: f_4,
       internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
     };
     Ok(ret)
   }
@@ -13646,6 +14260,16 @@ impl PaxkvPutResult {
     }
     if let Some(ref fld_var) = self.internal {
       o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
       fld_var.write_to_out_protocol(o_prot)?;
       o_prot.write_field_end()?
     }
@@ -13713,6 +14337,8 @@ struct PaxkvDeleteKeyResult {
   limit: Option<LimitExceeded>,
   unavailable: Option<Unavailable>,
   internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
 }
 
 impl PaxkvDeleteKeyResult {
@@ -13725,6 +14351,10 @@ impl PaxkvDeleteKeyResult {
       Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
     } else if self.internal.is_some() {
       Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
     } else if self.result_value.is_some() {
       Ok(self.result_value.unwrap())
     } else {
@@ -13745,6 +14375,8 @@ impl PaxkvDeleteKeyResult {
     let mut f_2: Option<LimitExceeded> = None;
     let mut f_4: Option<Unavailable> = None;
     let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
     loop {
       let field_ident = i_prot.read_field_begin()?;
       if field_ident.field_type == TType::Stop {
@@ -13772,6 +14404,14 @@ impl PaxkvDeleteKeyResult {
           let val = InternalError::read_from_in_protocol(i_prot)?;
           f_5 = Some(val);
         },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
         _ => {
           i_prot.skip(field_ident.field_type)?;
         },
@@ -13785,6 +14425,8 @@ impl PaxkvDeleteKeyResult {
       limit: f_2,
       unavailable: f_4,
       internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
     };
     Ok(ret)
   }
@@ -13813,6 +14455,16 @@ impl PaxkvDeleteKeyResult {
     }
     if let Some(ref fld_var) = self.internal {
       o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
       fld_var.write_to_out_protocol(o_prot)?;
       o_prot.write_field_end()?
     }
@@ -13880,6 +14532,8 @@ struct PaxkvDeleteRangeResult {
   limit: Option<LimitExceeded>,
   unavailable: Option<Unavailable>,
   internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
 }
 
 impl PaxkvDeleteRangeResult {
@@ -13892,6 +14546,10 @@ impl PaxkvDeleteRangeResult {
       Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
     } else if self.internal.is_some() {
       Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
     } else if self.result_value.is_some() {
       Ok(self.result_value.unwrap())
     } else {
@@ -13912,6 +14570,8 @@ impl PaxkvDeleteRangeResult {
     let mut f_2: Option<LimitExceeded> = None;
     let mut f_4: Option<Unavailable> = None;
     let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
     loop {
       let field_ident = i_prot.read_field_begin()?;
       if field_ident.field_type == TType::Stop {
@@ -13939,6 +14599,14 @@ impl PaxkvDeleteRangeResult {
           let val = InternalError::read_from_in_protocol(i_prot)?;
           f_5 = Some(val);
         },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
         _ => {
           i_prot.skip(field_ident.field_type)?;
         },
@@ -13952,6 +14620,8 @@ impl PaxkvDeleteRangeResult {
       limit: f_2,
       unavailable: f_4,
       internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
     };
     Ok(ret)
   }
@@ -13980,6 +14650,16 @@ impl PaxkvDeleteRangeResult {
     }
     if let Some(ref fld_var) = self.internal {
       o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
       fld_var.write_to_out_protocol(o_prot)?;
       o_prot.write_field_end()?
     }
@@ -14033,6 +14713,8 @@ struct PaxkvGetReadVersionResult {
   result_value: Option<i64>,
   unavailable: Option<Unavailable>,
   internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
 }
 
 impl PaxkvGetReadVersionResult {
@@ -14041,6 +14723,10 @@ impl PaxkvGetReadVersionResult {
       Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
     } else if self.internal.is_some() {
       Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
     } else if self.result_value.is_some() {
       Ok(self.result_value.unwrap())
     } else {
@@ -14059,6 +14745,8 @@ impl PaxkvGetReadVersionResult {
     let mut f_0: Option<i64> = None;
     let mut f_4: Option<Unavailable> = None;
     let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
     loop {
       let field_ident = i_prot.read_field_begin()?;
       if field_ident.field_type == TType::Stop {
@@ -14078,6 +14766,14 @@ impl PaxkvGetReadVersionResult {
           let val = InternalError::read_from_in_protocol(i_prot)?;
           f_5 = Some(val);
         },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
         _ => {
           i_prot.skip(field_ident.field_type)?;
         },
@@ -14089,6 +14785,8 @@ impl PaxkvGetReadVersionResult {
       result_value: f_0,
       unavailable: f_4,
       internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
     };
     Ok(ret)
   }
@@ -14107,6 +14805,16 @@ impl PaxkvGetReadVersionResult {
     }
     if let Some(ref fld_var) = self.internal {
       o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
       fld_var.write_to_out_protocol(o_prot)?;
       o_prot.write_field_end()?
     }
@@ -14176,6 +14884,8 @@ struct PaxkvCommitResult {
   unavailable: Option<Unavailable>,
   internal: Option<InternalError>,
   conflict: Option<Conflict>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
 }
 
 impl PaxkvCommitResult {
@@ -14192,6 +14902,10 @@ impl PaxkvCommitResult {
       Err(thrift::Error::User(Box::new(self.internal.unwrap())))
     } else if self.conflict.is_some() {
       Err(thrift::Error::User(Box::new(self.conflict.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
     } else if self.result_value.is_some() {
       Ok(self.result_value.unwrap())
     } else {
@@ -14214,6 +14928,8 @@ impl PaxkvCommitResult {
     let mut f_4: Option<Unavailable> = None;
     let mut f_5: Option<InternalError> = None;
     let mut f_6: Option<Conflict> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
     loop {
       let field_ident = i_prot.read_field_begin()?;
       if field_ident.field_type == TType::Stop {
@@ -14249,6 +14965,14 @@ impl PaxkvCommitResult {
           let val = Conflict::read_from_in_protocol(i_prot)?;
           f_6 = Some(val);
         },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
         _ => {
           i_prot.skip(field_ident.field_type)?;
         },
@@ -14264,6 +14988,8 @@ impl PaxkvCommitResult {
       unavailable: f_4,
       internal: f_5,
       conflict: f_6,
+      unauthenticated: f_11,
+      denied: f_12,
     };
     Ok(ret)
   }
@@ -14302,6 +15028,16 @@ impl PaxkvCommitResult {
     }
     if let Some(ref fld_var) = self.conflict {
       o_prot.write_field_begin(&TFieldIdentifier::new("conflict", TType::Struct, 6))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
       fld_var.write_to_out_protocol(o_prot)?;
       o_prot.write_field_end()?
     }
@@ -14369,6 +15105,8 @@ struct PaxkvTxnResult {
   limit: Option<LimitExceeded>,
   unavailable: Option<Unavailable>,
   internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
 }
 
 impl PaxkvTxnResult {
@@ -14381,6 +15119,10 @@ impl PaxkvTxnResult {
       Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
     } else if self.internal.is_some() {
       Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
     } else if self.result_value.is_some() {
       Ok(self.result_value.unwrap())
     } else {
@@ -14401,6 +15143,8 @@ impl PaxkvTxnResult {
     let mut f_2: Option<LimitExceeded> = None;
     let mut f_4: Option<Unavailable> = None;
     let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
     loop {
       let field_ident = i_prot.read_field_begin()?;
       if field_ident.field_type == TType::Stop {
@@ -14428,6 +15172,14 @@ impl PaxkvTxnResult {
           let val = InternalError::read_from_in_protocol(i_prot)?;
           f_5 = Some(val);
         },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
         _ => {
           i_prot.skip(field_ident.field_type)?;
         },
@@ -14441,6 +15193,8 @@ impl PaxkvTxnResult {
       limit: f_2,
       unavailable: f_4,
       internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
     };
     Ok(ret)
   }
@@ -14469,6 +15223,16 @@ impl PaxkvTxnResult {
     }
     if let Some(ref fld_var) = self.internal {
       o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
       fld_var.write_to_out_protocol(o_prot)?;
       o_prot.write_field_end()?
     }
@@ -14537,6 +15301,8 @@ struct PaxkvWatchResult {
   unavailable: Option<Unavailable>,
   internal: Option<InternalError>,
   compacted: Option<Compacted>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
 }
 
 impl PaxkvWatchResult {
@@ -14551,6 +15317,10 @@ impl PaxkvWatchResult {
       Err(thrift::Error::User(Box::new(self.internal.unwrap())))
     } else if self.compacted.is_some() {
       Err(thrift::Error::User(Box::new(self.compacted.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
     } else if self.result_value.is_some() {
       Ok(self.result_value.unwrap())
     } else {
@@ -14572,6 +15342,8 @@ impl PaxkvWatchResult {
     let mut f_4: Option<Unavailable> = None;
     let mut f_5: Option<InternalError> = None;
     let mut f_7: Option<Compacted> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
     loop {
       let field_ident = i_prot.read_field_begin()?;
       if field_ident.field_type == TType::Stop {
@@ -14603,6 +15375,14 @@ impl PaxkvWatchResult {
           let val = Compacted::read_from_in_protocol(i_prot)?;
           f_7 = Some(val);
         },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
         _ => {
           i_prot.skip(field_ident.field_type)?;
         },
@@ -14617,6 +15397,8 @@ impl PaxkvWatchResult {
       unavailable: f_4,
       internal: f_5,
       compacted: f_7,
+      unauthenticated: f_11,
+      denied: f_12,
     };
     Ok(ret)
   }
@@ -14650,6 +15432,16 @@ impl PaxkvWatchResult {
     }
     if let Some(ref fld_var) = self.compacted {
       o_prot.write_field_begin(&TFieldIdentifier::new("compacted", TType::Struct, 7))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
       fld_var.write_to_out_protocol(o_prot)?;
       o_prot.write_field_end()?
     }
@@ -14816,6 +15608,8 @@ struct PaxkvAdminSnapshotResult {
   result_value: Option<SnapshotInfo>,
   unavailable: Option<Unavailable>,
   internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
 }
 
 impl PaxkvAdminSnapshotResult {
@@ -14824,6 +15618,10 @@ impl PaxkvAdminSnapshotResult {
       Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
     } else if self.internal.is_some() {
       Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
     } else if self.result_value.is_some() {
       Ok(self.result_value.unwrap())
     } else {
@@ -14842,6 +15640,8 @@ impl PaxkvAdminSnapshotResult {
     let mut f_0: Option<SnapshotInfo> = None;
     let mut f_4: Option<Unavailable> = None;
     let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
     loop {
       let field_ident = i_prot.read_field_begin()?;
       if field_ident.field_type == TType::Stop {
@@ -14861,6 +15661,14 @@ impl PaxkvAdminSnapshotResult {
           let val = InternalError::read_from_in_protocol(i_prot)?;
           f_5 = Some(val);
         },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
         _ => {
           i_prot.skip(field_ident.field_type)?;
         },
@@ -14872,6 +15680,8 @@ impl PaxkvAdminSnapshotResult {
       result_value: f_0,
       unavailable: f_4,
       internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
     };
     Ok(ret)
   }
@@ -14890,6 +15700,16 @@ impl PaxkvAdminSnapshotResult {
     }
     if let Some(ref fld_var) = self.internal {
       o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
       fld_var.write_to_out_protocol(o_prot)?;
       o_prot.write_field_end()?
     }
@@ -14944,6 +15764,8 @@ struct PaxkvAdminMemberListResult {
   unavailable: Option<Unavailable>,
   internal: Option<InternalError>,
   refused: Option<MembershipRefused>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
 }
 
 impl PaxkvAdminMemberListResult {
@@ -14954,6 +15776,10 @@ impl PaxkvAdminMemberListResult {
       Err(thrift::Error::User(Box::new(self.internal.unwrap())))
     } else if self.refused.is_some() {
       Err(thrift::Error::User(Box::new(self.refused.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
     } else if self.result_value.is_some() {
       Ok(self.result_value.unwrap())
     } else {
@@ -14973,6 +15799,8 @@ impl PaxkvAdminMemberListResult {
     let mut f_4: Option<Unavailable> = None;
     let mut f_5: Option<InternalError> = None;
     let mut f_9: Option<MembershipRefused> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
     loop {
       let field_ident = i_prot.read_field_begin()?;
       if field_ident.field_type == TType::Stop {
@@ -14996,6 +15824,14 @@ impl PaxkvAdminMemberListResult {
           let val = MembershipRefused::read_from_in_protocol(i_prot)?;
           f_9 = Some(val);
         },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
         _ => {
           i_prot.skip(field_ident.field_type)?;
         },
@@ -15008,6 +15844,8 @@ impl PaxkvAdminMemberListResult {
       unavailable: f_4,
       internal: f_5,
       refused: f_9,
+      unauthenticated: f_11,
+      denied: f_12,
     };
     Ok(ret)
   }
@@ -15031,6 +15869,16 @@ impl PaxkvAdminMemberListResult {
     }
     if let Some(ref fld_var) = self.refused {
       o_prot.write_field_begin(&TFieldIdentifier::new("refused", TType::Struct, 9))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
       fld_var.write_to_out_protocol(o_prot)?;
       o_prot.write_field_end()?
     }
@@ -15098,6 +15946,8 @@ struct PaxkvAdminMemberAddResult {
   unavailable: Option<Unavailable>,
   internal: Option<InternalError>,
   refused: Option<MembershipRefused>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
 }
 
 impl PaxkvAdminMemberAddResult {
@@ -15110,6 +15960,10 @@ impl PaxkvAdminMemberAddResult {
       Err(thrift::Error::User(Box::new(self.internal.unwrap())))
     } else if self.refused.is_some() {
       Err(thrift::Error::User(Box::new(self.refused.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
     } else if self.result_value.is_some() {
       Ok(self.result_value.unwrap())
     } else {
@@ -15130,6 +15984,8 @@ impl PaxkvAdminMemberAddResult {
     let mut f_4: Option<Unavailable> = None;
     let mut f_5: Option<InternalError> = None;
     let mut f_9: Option<MembershipRefused> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
     loop {
       let field_ident = i_prot.read_field_begin()?;
       if field_ident.field_type == TType::Stop {
@@ -15157,6 +16013,14 @@ impl PaxkvAdminMemberAddResult {
           let val = MembershipRefused::read_from_in_protocol(i_prot)?;
           f_9 = Some(val);
         },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
         _ => {
           i_prot.skip(field_ident.field_type)?;
         },
@@ -15170,6 +16034,8 @@ impl PaxkvAdminMemberAddResult {
       unavailable: f_4,
       internal: f_5,
       refused: f_9,
+      unauthenticated: f_11,
+      denied: f_12,
     };
     Ok(ret)
   }
@@ -15198,6 +16064,16 @@ impl PaxkvAdminMemberAddResult {
     }
     if let Some(ref fld_var) = self.refused {
       o_prot.write_field_begin(&TFieldIdentifier::new("refused", TType::Struct, 9))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
       fld_var.write_to_out_protocol(o_prot)?;
       o_prot.write_field_end()?
     }
@@ -15264,6 +16140,8 @@ struct PaxkvAdminMemberPromoteResult {
   unavailable: Option<Unavailable>,
   internal: Option<InternalError>,
   refused: Option<MembershipRefused>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
 }
 
 impl PaxkvAdminMemberPromoteResult {
@@ -15274,6 +16152,10 @@ impl PaxkvAdminMemberPromoteResult {
       Err(thrift::Error::User(Box::new(self.internal.unwrap())))
     } else if self.refused.is_some() {
       Err(thrift::Error::User(Box::new(self.refused.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
     } else if self.result_value.is_some() {
       Ok(self.result_value.unwrap())
     } else {
@@ -15293,6 +16175,8 @@ impl PaxkvAdminMemberPromoteResult {
     let mut f_4: Option<Unavailable> = None;
     let mut f_5: Option<InternalError> = None;
     let mut f_9: Option<MembershipRefused> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
     loop {
       let field_ident = i_prot.read_field_begin()?;
       if field_ident.field_type == TType::Stop {
@@ -15316,6 +16200,14 @@ impl PaxkvAdminMemberPromoteResult {
           let val = MembershipRefused::read_from_in_protocol(i_prot)?;
           f_9 = Some(val);
         },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
         _ => {
           i_prot.skip(field_ident.field_type)?;
         },
@@ -15328,6 +16220,8 @@ impl PaxkvAdminMemberPromoteResult {
       unavailable: f_4,
       internal: f_5,
       refused: f_9,
+      unauthenticated: f_11,
+      denied: f_12,
     };
     Ok(ret)
   }
@@ -15351,6 +16245,16 @@ impl PaxkvAdminMemberPromoteResult {
     }
     if let Some(ref fld_var) = self.refused {
       o_prot.write_field_begin(&TFieldIdentifier::new("refused", TType::Struct, 9))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
       fld_var.write_to_out_protocol(o_prot)?;
       o_prot.write_field_end()?
     }
@@ -15417,6 +16321,8 @@ struct PaxkvAdminMemberRemoveResult {
   unavailable: Option<Unavailable>,
   internal: Option<InternalError>,
   refused: Option<MembershipRefused>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
 }
 
 impl PaxkvAdminMemberRemoveResult {
@@ -15427,6 +16333,10 @@ impl PaxkvAdminMemberRemoveResult {
       Err(thrift::Error::User(Box::new(self.internal.unwrap())))
     } else if self.refused.is_some() {
       Err(thrift::Error::User(Box::new(self.refused.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
     } else if self.result_value.is_some() {
       Ok(self.result_value.unwrap())
     } else {
@@ -15446,6 +16356,8 @@ impl PaxkvAdminMemberRemoveResult {
     let mut f_4: Option<Unavailable> = None;
     let mut f_5: Option<InternalError> = None;
     let mut f_9: Option<MembershipRefused> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
     loop {
       let field_ident = i_prot.read_field_begin()?;
       if field_ident.field_type == TType::Stop {
@@ -15469,6 +16381,14 @@ impl PaxkvAdminMemberRemoveResult {
           let val = MembershipRefused::read_from_in_protocol(i_prot)?;
           f_9 = Some(val);
         },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
         _ => {
           i_prot.skip(field_ident.field_type)?;
         },
@@ -15481,6 +16401,8 @@ impl PaxkvAdminMemberRemoveResult {
       unavailable: f_4,
       internal: f_5,
       refused: f_9,
+      unauthenticated: f_11,
+      denied: f_12,
     };
     Ok(ret)
   }
@@ -15504,6 +16426,16 @@ impl PaxkvAdminMemberRemoveResult {
     }
     if let Some(ref fld_var) = self.refused {
       o_prot.write_field_begin(&TFieldIdentifier::new("refused", TType::Struct, 9))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
       fld_var.write_to_out_protocol(o_prot)?;
       o_prot.write_field_end()?
     }
@@ -15570,6 +16502,8 @@ struct PaxkvAdminTransferLeaderResult {
   unavailable: Option<Unavailable>,
   internal: Option<InternalError>,
   refused: Option<MembershipRefused>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
 }
 
 impl PaxkvAdminTransferLeaderResult {
@@ -15580,6 +16514,10 @@ impl PaxkvAdminTransferLeaderResult {
       Err(thrift::Error::User(Box::new(self.internal.unwrap())))
     } else if self.refused.is_some() {
       Err(thrift::Error::User(Box::new(self.refused.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
     } else if self.result_value.is_some() {
       Ok(self.result_value.unwrap())
     } else {
@@ -15599,6 +16537,8 @@ impl PaxkvAdminTransferLeaderResult {
     let mut f_4: Option<Unavailable> = None;
     let mut f_5: Option<InternalError> = None;
     let mut f_9: Option<MembershipRefused> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
     loop {
       let field_ident = i_prot.read_field_begin()?;
       if field_ident.field_type == TType::Stop {
@@ -15622,6 +16562,14 @@ impl PaxkvAdminTransferLeaderResult {
           let val = MembershipRefused::read_from_in_protocol(i_prot)?;
           f_9 = Some(val);
         },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
         _ => {
           i_prot.skip(field_ident.field_type)?;
         },
@@ -15634,6 +16582,8 @@ impl PaxkvAdminTransferLeaderResult {
       unavailable: f_4,
       internal: f_5,
       refused: f_9,
+      unauthenticated: f_11,
+      denied: f_12,
     };
     Ok(ret)
   }
@@ -15657,6 +16607,16 @@ impl PaxkvAdminTransferLeaderResult {
     }
     if let Some(ref fld_var) = self.refused {
       o_prot.write_field_begin(&TFieldIdentifier::new("refused", TType::Struct, 9))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
       fld_var.write_to_out_protocol(o_prot)?;
       o_prot.write_field_end()?
     }
@@ -15725,6 +16685,8 @@ struct PaxkvPutDocumentResult {
   unavailable: Option<Unavailable>,
   internal: Option<InternalError>,
   document: Option<DocumentError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
 }
 
 impl PaxkvPutDocumentResult {
@@ -15739,6 +16701,10 @@ impl PaxkvPutDocumentResult {
       Err(thrift::Error::User(Box::new(self.internal.unwrap())))
     } else if self.document.is_some() {
       Err(thrift::Error::User(Box::new(self.document.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
     } else if self.result_value.is_some() {
       Ok(self.result_value.unwrap())
     } else {
@@ -15760,6 +16726,8 @@ impl PaxkvPutDocumentResult {
     let mut f_4: Option<Unavailable> = None;
     let mut f_5: Option<InternalError> = None;
     let mut f_10: Option<DocumentError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
     loop {
       let field_ident = i_prot.read_field_begin()?;
       if field_ident.field_type == TType::Stop {
@@ -15791,6 +16759,14 @@ impl PaxkvPutDocumentResult {
           let val = DocumentError::read_from_in_protocol(i_prot)?;
           f_10 = Some(val);
         },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
         _ => {
           i_prot.skip(field_ident.field_type)?;
         },
@@ -15805,6 +16781,8 @@ impl PaxkvPutDocumentResult {
       unavailable: f_4,
       internal: f_5,
       document: f_10,
+      unauthenticated: f_11,
+      denied: f_12,
     };
     Ok(ret)
   }
@@ -15838,6 +16816,16 @@ impl PaxkvPutDocumentResult {
     }
     if let Some(ref fld_var) = self.document {
       o_prot.write_field_begin(&TFieldIdentifier::new("document", TType::Struct, 10))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
       fld_var.write_to_out_protocol(o_prot)?;
       o_prot.write_field_end()?
     }
@@ -15906,6 +16894,8 @@ struct PaxkvPatchDocumentResult {
   unavailable: Option<Unavailable>,
   internal: Option<InternalError>,
   document: Option<DocumentError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
 }
 
 impl PaxkvPatchDocumentResult {
@@ -15920,6 +16910,10 @@ impl PaxkvPatchDocumentResult {
       Err(thrift::Error::User(Box::new(self.internal.unwrap())))
     } else if self.document.is_some() {
       Err(thrift::Error::User(Box::new(self.document.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
     } else if self.result_value.is_some() {
       Ok(self.result_value.unwrap())
     } else {
@@ -15941,6 +16935,8 @@ impl PaxkvPatchDocumentResult {
     let mut f_4: Option<Unavailable> = None;
     let mut f_5: Option<InternalError> = None;
     let mut f_10: Option<DocumentError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
     loop {
       let field_ident = i_prot.read_field_begin()?;
       if field_ident.field_type == TType::Stop {
@@ -15972,6 +16968,14 @@ impl PaxkvPatchDocumentResult {
           let val = DocumentError::read_from_in_protocol(i_prot)?;
           f_10 = Some(val);
         },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
         _ => {
           i_prot.skip(field_ident.field_type)?;
         },
@@ -15986,6 +16990,8 @@ impl PaxkvPatchDocumentResult {
       unavailable: f_4,
       internal: f_5,
       document: f_10,
+      unauthenticated: f_11,
+      denied: f_12,
     };
     Ok(ret)
   }
@@ -16019,6 +17025,16 @@ impl PaxkvPatchDocumentResult {
     }
     if let Some(ref fld_var) = self.document {
       o_prot.write_field_begin(&TFieldIdentifier::new("document", TType::Struct, 10))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
       fld_var.write_to_out_protocol(o_prot)?;
       o_prot.write_field_end()?
     }
@@ -16088,6 +17104,8 @@ struct PaxkvGetDocumentResult {
   unavailable: Option<Unavailable>,
   internal: Option<InternalError>,
   document: Option<DocumentError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
 }
 
 impl PaxkvGetDocumentResult {
@@ -16104,6 +17122,10 @@ impl PaxkvGetDocumentResult {
       Err(thrift::Error::User(Box::new(self.internal.unwrap())))
     } else if self.document.is_some() {
       Err(thrift::Error::User(Box::new(self.document.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
     } else if self.result_value.is_some() {
       Ok(self.result_value.unwrap())
     } else {
@@ -16126,6 +17148,8 @@ impl PaxkvGetDocumentResult {
     let mut f_4: Option<Unavailable> = None;
     let mut f_5: Option<InternalError> = None;
     let mut f_10: Option<DocumentError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
     loop {
       let field_ident = i_prot.read_field_begin()?;
       if field_ident.field_type == TType::Stop {
@@ -16161,6 +17185,14 @@ impl PaxkvGetDocumentResult {
           let val = DocumentError::read_from_in_protocol(i_prot)?;
           f_10 = Some(val);
         },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
         _ => {
           i_prot.skip(field_ident.field_type)?;
         },
@@ -16176,6 +17208,8 @@ impl PaxkvGetDocumentResult {
       unavailable: f_4,
       internal: f_5,
       document: f_10,
+      unauthenticated: f_11,
+      denied: f_12,
     };
     Ok(ret)
   }
@@ -16214,6 +17248,16 @@ impl PaxkvGetDocumentResult {
     }
     if let Some(ref fld_var) = self.document {
       o_prot.write_field_begin(&TFieldIdentifier::new("document", TType::Struct, 10))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
       fld_var.write_to_out_protocol(o_prot)?;
       o_prot.write_field_end()?
     }
@@ -16281,6 +17325,8 @@ struct PaxkvUploadChunkResult {
   limit: Option<LimitExceeded>,
   unavailable: Option<Unavailable>,
   internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
 }
 
 impl PaxkvUploadChunkResult {
@@ -16293,6 +17339,10 @@ impl PaxkvUploadChunkResult {
       Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
     } else if self.internal.is_some() {
       Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
     } else if self.result_value.is_some() {
       Ok(self.result_value.unwrap())
     } else {
@@ -16313,6 +17363,8 @@ impl PaxkvUploadChunkResult {
     let mut f_2: Option<LimitExceeded> = None;
     let mut f_4: Option<Unavailable> = None;
     let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
     loop {
       let field_ident = i_prot.read_field_begin()?;
       if field_ident.field_type == TType::Stop {
@@ -16340,6 +17392,14 @@ impl PaxkvUploadChunkResult {
           let val = InternalError::read_from_in_protocol(i_prot)?;
           f_5 = Some(val);
         },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
         _ => {
           i_prot.skip(field_ident.field_type)?;
         },
@@ -16353,6 +17413,8 @@ impl PaxkvUploadChunkResult {
       limit: f_2,
       unavailable: f_4,
       internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
     };
     Ok(ret)
   }
@@ -16381,6 +17443,16 @@ impl PaxkvUploadChunkResult {
     }
     if let Some(ref fld_var) = self.internal {
       o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
       fld_var.write_to_out_protocol(o_prot)?;
       o_prot.write_field_end()?
     }
@@ -16448,6 +17520,8 @@ struct PaxkvCommitUploadsResult {
   limit: Option<LimitExceeded>,
   unavailable: Option<Unavailable>,
   internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
 }
 
 impl PaxkvCommitUploadsResult {
@@ -16460,6 +17534,10 @@ impl PaxkvCommitUploadsResult {
       Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
     } else if self.internal.is_some() {
       Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
     } else if self.result_value.is_some() {
       Ok(self.result_value.unwrap())
     } else {
@@ -16480,6 +17558,8 @@ impl PaxkvCommitUploadsResult {
     let mut f_2: Option<LimitExceeded> = None;
     let mut f_4: Option<Unavailable> = None;
     let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
     loop {
       let field_ident = i_prot.read_field_begin()?;
       if field_ident.field_type == TType::Stop {
@@ -16507,6 +17587,14 @@ impl PaxkvCommitUploadsResult {
           let val = InternalError::read_from_in_protocol(i_prot)?;
           f_5 = Some(val);
         },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
         _ => {
           i_prot.skip(field_ident.field_type)?;
         },
@@ -16520,6 +17608,8 @@ impl PaxkvCommitUploadsResult {
       limit: f_2,
       unavailable: f_4,
       internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
     };
     Ok(ret)
   }
@@ -16548,6 +17638,16 @@ impl PaxkvCommitUploadsResult {
     }
     if let Some(ref fld_var) = self.internal {
       o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
       fld_var.write_to_out_protocol(o_prot)?;
       o_prot.write_field_end()?
     }
@@ -16614,6 +17714,8 @@ struct PaxkvAbortUploadResult {
   invalid: Option<InvalidArgument>,
   unavailable: Option<Unavailable>,
   internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
 }
 
 impl PaxkvAbortUploadResult {
@@ -16624,6 +17726,10 @@ impl PaxkvAbortUploadResult {
       Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
     } else if self.internal.is_some() {
       Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
     } else if self.result_value.is_some() {
       Ok(self.result_value.unwrap())
     } else {
@@ -16643,6 +17749,8 @@ impl PaxkvAbortUploadResult {
     let mut f_1: Option<InvalidArgument> = None;
     let mut f_4: Option<Unavailable> = None;
     let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
     loop {
       let field_ident = i_prot.read_field_begin()?;
       if field_ident.field_type == TType::Stop {
@@ -16666,6 +17774,14 @@ impl PaxkvAbortUploadResult {
           let val = InternalError::read_from_in_protocol(i_prot)?;
           f_5 = Some(val);
         },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
         _ => {
           i_prot.skip(field_ident.field_type)?;
         },
@@ -16678,6 +17794,8 @@ impl PaxkvAbortUploadResult {
       invalid: f_1,
       unavailable: f_4,
       internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
     };
     Ok(ret)
   }
@@ -16701,6 +17819,16 @@ impl PaxkvAbortUploadResult {
     }
     if let Some(ref fld_var) = self.internal {
       o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
       fld_var.write_to_out_protocol(o_prot)?;
       o_prot.write_field_end()?
     }
@@ -16769,6 +17897,8 @@ struct PaxkvGetValueRangeResult {
   too_old: Option<TooOld>,
   unavailable: Option<Unavailable>,
   internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
 }
 
 impl PaxkvGetValueRangeResult {
@@ -16783,6 +17913,10 @@ impl PaxkvGetValueRangeResult {
       Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
     } else if self.internal.is_some() {
       Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
     } else if self.result_value.is_some() {
       Ok(self.result_value.unwrap())
     } else {
@@ -16804,6 +17938,8 @@ impl PaxkvGetValueRangeResult {
     let mut f_3: Option<TooOld> = None;
     let mut f_4: Option<Unavailable> = None;
     let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
     loop {
       let field_ident = i_prot.read_field_begin()?;
       if field_ident.field_type == TType::Stop {
@@ -16835,6 +17971,14 @@ impl PaxkvGetValueRangeResult {
           let val = InternalError::read_from_in_protocol(i_prot)?;
           f_5 = Some(val);
         },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
         _ => {
           i_prot.skip(field_ident.field_type)?;
         },
@@ -16849,6 +17993,8 @@ impl PaxkvGetValueRangeResult {
       too_old: f_3,
       unavailable: f_4,
       internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
     };
     Ok(ret)
   }
@@ -16882,6 +18028,16 @@ impl PaxkvGetValueRangeResult {
     }
     if let Some(ref fld_var) = self.internal {
       o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
       fld_var.write_to_out_protocol(o_prot)?;
       o_prot.write_field_end()?
     }
@@ -16949,6 +18105,8 @@ struct PaxkvReadSnapshotResult {
   unavailable: Option<Unavailable>,
   internal: Option<InternalError>,
   snapshot_gone: Option<SnapshotGone>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
 }
 
 impl PaxkvReadSnapshotResult {
@@ -16961,6 +18119,10 @@ impl PaxkvReadSnapshotResult {
       Err(thrift::Error::User(Box::new(self.internal.unwrap())))
     } else if self.snapshot_gone.is_some() {
       Err(thrift::Error::User(Box::new(self.snapshot_gone.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
     } else if self.result_value.is_some() {
       Ok(self.result_value.unwrap())
     } else {
@@ -16981,6 +18143,8 @@ impl PaxkvReadSnapshotResult {
     let mut f_4: Option<Unavailable> = None;
     let mut f_5: Option<InternalError> = None;
     let mut f_8: Option<SnapshotGone> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
     loop {
       let field_ident = i_prot.read_field_begin()?;
       if field_ident.field_type == TType::Stop {
@@ -17008,6 +18172,14 @@ impl PaxkvReadSnapshotResult {
           let val = SnapshotGone::read_from_in_protocol(i_prot)?;
           f_8 = Some(val);
         },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
         _ => {
           i_prot.skip(field_ident.field_type)?;
         },
@@ -17021,6 +18193,8 @@ impl PaxkvReadSnapshotResult {
       unavailable: f_4,
       internal: f_5,
       snapshot_gone: f_8,
+      unauthenticated: f_11,
+      denied: f_12,
     };
     Ok(ret)
   }
@@ -17052,6 +18226,16 @@ impl PaxkvReadSnapshotResult {
       fld_var.write_to_out_protocol(o_prot)?;
       o_prot.write_field_end()?
     }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
     o_prot.write_field_stop()?;
     o_prot.write_struct_end()
   }
@@ -17072,6 +18256,8 @@ pub trait TConfmanSyncClient {
   fn revoke_token(&mut self, token_id: String) -> thrift::Result<TokenInfo>;
   fn grant_role(&mut self, grant: Grant) -> thrift::Result<Namespace>;
   fn revoke_role(&mut self, grant: Grant) -> thrift::Result<Namespace>;
+  fn grant_kv(&mut self, request: KvGrantRequest) -> thrift::Result<Principal>;
+  fn revoke_kv(&mut self, request: KvGrantRequest) -> thrift::Result<Principal>;
   fn create_namespace(&mut self, request: CreateNamespaceRequest) -> thrift::Result<Namespace>;
   fn update_namespace(&mut self, request: UpdateNamespaceRequest) -> thrift::Result<Namespace>;
   fn describe_namespace(&mut self, path: String) -> thrift::Result<Namespace>;
@@ -17386,6 +18572,60 @@ impl <C: TThriftClient + TConfmanSyncClientMarker> TConfmanSyncClient for C {
       }
       verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
       let result = ConfmanRevokeRoleResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn grant_kv(&mut self, request: KvGrantRequest) -> thrift::Result<Principal> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("grantKv", TMessageType::Call, self.sequence_number());
+        let call_args = ConfmanGrantKvArgs { request };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("grantKv", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = ConfmanGrantKvResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn revoke_kv(&mut self, request: KvGrantRequest) -> thrift::Result<Principal> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("revokeKv", TMessageType::Call, self.sequence_number());
+        let call_args = ConfmanRevokeKvArgs { request };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("revokeKv", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = ConfmanRevokeKvResult::read_from_in_protocol(self.i_prot_mut())?;
       self.i_prot_mut().read_message_end()?;
       result.ok_or()
     }
@@ -18001,6 +19241,8 @@ pub trait ConfmanSyncHandler {
   fn handle_revoke_token(&self, token_id: String) -> thrift::Result<TokenInfo>;
   fn handle_grant_role(&self, grant: Grant) -> thrift::Result<Namespace>;
   fn handle_revoke_role(&self, grant: Grant) -> thrift::Result<Namespace>;
+  fn handle_grant_kv(&self, request: KvGrantRequest) -> thrift::Result<Principal>;
+  fn handle_revoke_kv(&self, request: KvGrantRequest) -> thrift::Result<Principal>;
   fn handle_create_namespace(&self, request: CreateNamespaceRequest) -> thrift::Result<Namespace>;
   fn handle_update_namespace(&self, request: UpdateNamespaceRequest) -> thrift::Result<Namespace>;
   fn handle_describe_namespace(&self, path: String) -> thrift::Result<Namespace>;
@@ -18064,6 +19306,12 @@ impl <H: ConfmanSyncHandler> ConfmanSyncProcessor<H> {
   }
   fn process_revoke_role(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
     TConfmanProcessFunctions::process_revoke_role(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_grant_kv(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TConfmanProcessFunctions::process_grant_kv(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_revoke_kv(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TConfmanProcessFunctions::process_revoke_kv(&self.handler, incoming_sequence_number, i_prot, o_prot)
   }
   fn process_create_namespace(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
     TConfmanProcessFunctions::process_create_namespace(&self.handler, incoming_sequence_number, i_prot, o_prot)
@@ -19063,6 +20311,206 @@ impl TConfmanProcessFunctions {
               )
             };
             let message_ident = TMessageIdentifier::new("revokeRole", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_grant_kv<H: ConfmanSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = ConfmanGrantKvArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_grant_kv(args.request) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("grantKv", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = ConfmanGrantKvResult { result_value: Some(handler_return), invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<InvalidArgument>().is_some() {
+              let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
+              let ret_err = ConfmanGrantKvResult{ result_value: None, invalid: Some(*err), unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("grantKv", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = ConfmanGrantKvResult{ result_value: None, invalid: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("grantKv", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = ConfmanGrantKvResult{ result_value: None, invalid: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("grantKv", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = ConfmanGrantKvResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("grantKv", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = ConfmanGrantKvResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err), not_found: None };
+              let message_ident = TMessageIdentifier::new("grantKv", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<NotFound>().is_some() {
+              let err = usr_err.downcast::<NotFound>().expect("downcast already checked");
+              let ret_err = ConfmanGrantKvResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: Some(*err) };
+              let message_ident = TMessageIdentifier::new("grantKv", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("grantKv", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("grantKv", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("grantKv", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_revoke_kv<H: ConfmanSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = ConfmanRevokeKvArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_revoke_kv(args.request) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("revokeKv", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = ConfmanRevokeKvResult { result_value: Some(handler_return), invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<InvalidArgument>().is_some() {
+              let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
+              let ret_err = ConfmanRevokeKvResult{ result_value: None, invalid: Some(*err), unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("revokeKv", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = ConfmanRevokeKvResult{ result_value: None, invalid: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("revokeKv", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = ConfmanRevokeKvResult{ result_value: None, invalid: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("revokeKv", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = ConfmanRevokeKvResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("revokeKv", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = ConfmanRevokeKvResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err), not_found: None };
+              let message_ident = TMessageIdentifier::new("revokeKv", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<NotFound>().is_some() {
+              let err = usr_err.downcast::<NotFound>().expect("downcast already checked");
+              let ret_err = ConfmanRevokeKvResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: Some(*err) };
+              let message_ident = TMessageIdentifier::new("revokeKv", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("revokeKv", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("revokeKv", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("revokeKv", TMessageType::Exception, incoming_sequence_number);
             o_prot.write_message_begin(&message_ident)?;
             thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
             o_prot.write_message_end()?;
@@ -21412,6 +22860,12 @@ impl <H: ConfmanSyncHandler> TProcessor for ConfmanSyncProcessor<H> {
       "revokeRole" => {
         self.process_revoke_role(message_ident.sequence_number, i_prot, o_prot)
       },
+      "grantKv" => {
+        self.process_grant_kv(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "revokeKv" => {
+        self.process_revoke_kv(message_ident.sequence_number, i_prot, o_prot)
+      },
       "createNamespace" => {
         self.process_create_namespace(message_ident.sequence_number, i_prot, o_prot)
       },
@@ -22086,8 +23540,8 @@ impl ConfmanListPrincipalsResult {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<Principal> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_28 = Principal::read_from_in_protocol(i_prot)?;
-            val.push(list_elem_28);
+            let list_elem_29 = Principal::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_29);
           }
           i_prot.read_list_end()?;
           f_0 = Some(val);
@@ -22657,8 +24111,8 @@ impl ConfmanListTokensResult {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<TokenInfo> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_29 = TokenInfo::read_from_in_protocol(i_prot)?;
-            val.push(list_elem_29);
+            let list_elem_30 = TokenInfo::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_30);
           }
           i_prot.read_list_end()?;
           f_0 = Some(val);
@@ -23286,6 +24740,396 @@ impl ConfmanRevokeRoleResult {
   }
   fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
     let struct_ident = TStructIdentifier::new("ConfmanRevokeRoleResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.invalid {
+      o_prot.write_field_begin(&TFieldIdentifier::new("invalid", TType::Struct, 1))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.not_found {
+      o_prot.write_field_begin(&TFieldIdentifier::new("not_found", TType::Struct, 13))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanGrantKvArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanGrantKvArgs {
+  request: KvGrantRequest,
+}
+
+impl ConfmanGrantKvArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanGrantKvArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<KvGrantRequest> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = KvGrantRequest::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ConfmanGrantKvArgs.request", &f_1)?;
+    let ret = ConfmanGrantKvArgs {
+      request: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("grantKv_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1))?;
+    self.request.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanGrantKvResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanGrantKvResult {
+  result_value: Option<Principal>,
+  invalid: Option<InvalidArgument>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
+  not_found: Option<NotFound>,
+}
+
+impl ConfmanGrantKvResult {
+  fn ok_or(self) -> thrift::Result<Principal> {
+    if self.invalid.is_some() {
+      Err(thrift::Error::User(Box::new(self.invalid.unwrap())))
+    } else if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
+    } else if self.not_found.is_some() {
+      Err(thrift::Error::User(Box::new(self.not_found.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for ConfmanGrantKv"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanGrantKvResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<Principal> = None;
+    let mut f_1: Option<InvalidArgument> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
+    let mut f_13: Option<NotFound> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = Principal::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        1 => {
+          let val = InvalidArgument::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
+        13 => {
+          let val = NotFound::read_from_in_protocol(i_prot)?;
+          f_13 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = ConfmanGrantKvResult {
+      result_value: f_0,
+      invalid: f_1,
+      unavailable: f_4,
+      internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
+      not_found: f_13,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ConfmanGrantKvResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.invalid {
+      o_prot.write_field_begin(&TFieldIdentifier::new("invalid", TType::Struct, 1))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.not_found {
+      o_prot.write_field_begin(&TFieldIdentifier::new("not_found", TType::Struct, 13))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanRevokeKvArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanRevokeKvArgs {
+  request: KvGrantRequest,
+}
+
+impl ConfmanRevokeKvArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanRevokeKvArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<KvGrantRequest> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = KvGrantRequest::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ConfmanRevokeKvArgs.request", &f_1)?;
+    let ret = ConfmanRevokeKvArgs {
+      request: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("revokeKv_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1))?;
+    self.request.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanRevokeKvResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanRevokeKvResult {
+  result_value: Option<Principal>,
+  invalid: Option<InvalidArgument>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
+  not_found: Option<NotFound>,
+}
+
+impl ConfmanRevokeKvResult {
+  fn ok_or(self) -> thrift::Result<Principal> {
+    if self.invalid.is_some() {
+      Err(thrift::Error::User(Box::new(self.invalid.unwrap())))
+    } else if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
+    } else if self.not_found.is_some() {
+      Err(thrift::Error::User(Box::new(self.not_found.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for ConfmanRevokeKv"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanRevokeKvResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<Principal> = None;
+    let mut f_1: Option<InvalidArgument> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
+    let mut f_13: Option<NotFound> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = Principal::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        1 => {
+          let val = InvalidArgument::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
+        13 => {
+          let val = NotFound::read_from_in_protocol(i_prot)?;
+          f_13 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = ConfmanRevokeKvResult {
+      result_value: f_0,
+      invalid: f_1,
+      unavailable: f_4,
+      internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
+      not_found: f_13,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ConfmanRevokeKvResult");
     o_prot.write_struct_begin(&struct_ident)?;
     if let Some(ref fld_var) = self.result_value {
       o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
@@ -24851,8 +26695,8 @@ impl ConfmanEntryHistoryResult {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<EntryRevision> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_30 = EntryRevision::read_from_in_protocol(i_prot)?;
-            val.push(list_elem_30);
+            let list_elem_31 = EntryRevision::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_31);
           }
           i_prot.read_list_end()?;
           f_0 = Some(val);
