@@ -28,7 +28,7 @@ use paxkv::api::gen::paxkv::{
     PutRequest, ReplicaStatus, Session, SnapshotGone, Status, TooOld, TxnRequest, Unavailable,
     WatchRequest,
 };
-use paxkv::api::{connect, Client, Protocol, TPaxkvSyncClient};
+use paxkv::api::{connect, connect_as, Client, Protocol, TPaxkvSyncClient};
 
 const EXIT_SUCCESS: u8 = 0;
 /// The answer is "no": `get` found no key, `txn` compares did not all hold.
@@ -56,7 +56,14 @@ const WATCH_BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// ... doubling up to this.
 const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(2);
 
-pub use config::token_file;
+/// The token file: `PAXKV_TOKEN_FILE`, else `~/.config/paxkv/token`.
+pub fn token_file() -> Option<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("PAXKV_TOKEN_FILE") {
+        return Some(std::path::PathBuf::from(path));
+    }
+    let home = std::env::var_os("HOME")?;
+    Some(std::path::PathBuf::from(home).join(".config/paxkv/token"))
+}
 
 #[derive(Subcommand, Debug)]
 pub enum ClientCommand {
@@ -153,6 +160,18 @@ pub struct ConnectionArgs {
     endpoint: String,
     #[arg(long, value_enum, default_value_t = ProtocolArg::Binary)]
     protocol: ProtocolArg,
+    /// The token to authenticate with (default: $PAXKV_TOKEN, then the token file:
+    /// $PAXKV_TOKEN_FILE, else ~/.config/paxkv/token, which `paxkv dev` writes).
+    #[arg(long, value_name = "TOKEN")]
+    token: Option<String>,
+}
+
+/// Where a token came from: one given (`--token`, `PAXKV_TOKEN`) must be valid; one found
+/// in the token file is only tried, since it may be another cluster's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenSource {
+    Given,
+    File,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -324,14 +343,46 @@ impl ConnectionArgs {
         }
     }
 
+    fn token(&self) -> Option<(String, TokenSource)> {
+        let from_env = std::env::var("PAXKV_TOKEN").ok().filter(|t| !t.is_empty());
+        if let Some(token) = self.token.clone().or(from_env) {
+            return Some((token, TokenSource::Given));
+        }
+        let text = std::fs::read_to_string(token_file()?).ok()?;
+        let token = text.trim().to_string();
+        (!token.is_empty()).then_some((token, TokenSource::File))
+    }
+
+    /// A KV client, its connection authenticated when there is a token. A token from the
+    /// token file that the server refuses is dropped (with a warning): a server without
+    /// `auth.enabled` serves the call anyway, and one with it says Unauthenticated.
     fn connect(&self) -> Result<Client, Failure> {
-        connect(self.endpoint.as_str(), self.protocol()).map_err(|error| {
+        let endpoint = self.endpoint.as_str();
+        let unreachable = |error: thrift::Error| {
             let reason = match &error {
                 thrift::Error::Transport(error) => with_message(error, &error.message),
                 other => other.to_string(),
             };
-            Failure::Unavailable(format!("cannot connect to {}: {reason}", self.endpoint))
-        })
+            Failure::Unavailable(format!("cannot connect to {endpoint}: {reason}"))
+        };
+        let token = self.token();
+        let as_token = token.as_ref().map(|(token, _)| token.as_str());
+        match connect_as(endpoint, self.protocol(), as_token) {
+            Ok(client) => Ok(client),
+            Err(thrift::Error::User(refused)) => match token {
+                Some((_, TokenSource::File)) => {
+                    let file = token_file().unwrap_or_default();
+                    eprintln!(
+                        "warning: the token in {} was refused ({}); calling without one",
+                        file.display(),
+                        typed_failure(&*refused)
+                    );
+                    connect(endpoint, self.protocol()).map_err(unreachable)
+                }
+                _ => Err(typed_failure(&*refused)),
+            },
+            Err(other) => Err(unreachable(other)),
+        }
     }
 }
 
@@ -1251,6 +1302,7 @@ mod tests {
             connection: ConnectionArgs {
                 endpoint: String::new(),
                 protocol: ProtocolArg::Binary,
+                token: None,
             },
         };
         let error = parse_txn(&args).unwrap_err();

@@ -19,33 +19,14 @@ use super::{ConnectionArgs, Failure, EXIT_SUCCESS};
 pub struct ConfigArgs {
     #[command(flatten)]
     connection: ConnectionArgs,
-    /// The token to authenticate with (default: $PAXKV_TOKEN, then the token file).
-    #[arg(long)]
-    token: Option<String>,
     /// Print JSON instead of lines.
     #[arg(long)]
     json: bool,
 }
 
-/// The token file: `PAXKV_TOKEN_FILE`, else `~/.config/paxkv/token`.
-pub fn token_file() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("PAXKV_TOKEN_FILE") {
-        return Some(PathBuf::from(path));
-    }
-    let home = std::env::var_os("HOME")?;
-    Some(PathBuf::from(home).join(".config/paxkv/token"))
-}
-
 impl ConfigArgs {
     fn client(&self) -> Result<ConfigClient, Failure> {
-        let from_env = std::env::var("PAXKV_TOKEN").ok().filter(|t| !t.is_empty());
-        let token = match self.token.clone().or(from_env) {
-            Some(token) => Some(token),
-            None => token_file()
-                .and_then(|path| std::fs::read_to_string(path).ok())
-                .map(|text| text.trim().to_string())
-                .filter(|text| !text.is_empty()),
-        };
+        let token = self.connection.token().map(|(token, _)| token);
         let endpoint = self.connection.endpoint.as_str();
         connect_config(endpoint, self.connection.protocol(), token.as_deref()).map_err(|error| {
             match error {
@@ -908,8 +889,12 @@ pub enum UserCommand {
 }
 
 fn principal_json(p: &wire::Principal) -> Value {
+    let kv_grants: Vec<Value> = (p.kv_grants.iter().flatten())
+        .map(|g| json!({"prefix": String::from_utf8_lossy(&g.prefix), "access": g.access}))
+        .collect();
     json!({"name": p.name, "kind": p.kind, "description": p.description, "disabled": p.disabled,
-           "root": p.root, "created_at_ms": p.created_at_ms, "created_by": p.created_by})
+           "root": p.root, "created_at_ms": p.created_at_ms, "created_by": p.created_by,
+           "kv_grants": kv_grants})
 }
 
 pub(super) fn user(command: UserCommand) -> Result<u8, Failure> {
@@ -1059,10 +1044,57 @@ pub enum GrantCommand {
         #[command(flatten)]
         args: ConfigArgs,
     },
+    /// Give PRINCIPAL access to the raw KV API's keys that start with PREFIX ("" for every
+    /// user key): read, or readwrite. Needs admin on /.
+    Kv {
+        principal: String,
+        prefix: String,
+        #[arg(value_parser = ["read", "readwrite"])]
+        access: String,
+        #[command(flatten)]
+        args: ConfigArgs,
+    },
+    /// Take away PRINCIPAL's KV grant on exactly PREFIX.
+    KvRemove {
+        principal: String,
+        prefix: String,
+        #[command(flatten)]
+        args: ConfigArgs,
+    },
+}
+
+fn kv_grant(
+    principal: String,
+    prefix: String,
+    access: Option<String>,
+    args: ConfigArgs,
+) -> Result<u8, Failure> {
+    let request = wire::KvGrantRequest {
+        principal,
+        prefix: prefix.into_bytes(),
+        access: access.clone(),
+    };
+    let mut client = args.client()?;
+    let p = match access {
+        Some(_) => client.grant_kv(request)?,
+        None => client.revoke_kv(request)?,
+    };
+    args.print(principal_json(&p), |_| format!("OK {}", p.name))
 }
 
 pub(super) fn grant(command: GrantCommand) -> Result<u8, Failure> {
     let (add, ns, principal, role, args) = match command {
+        GrantCommand::Kv {
+            principal,
+            prefix,
+            access,
+            args,
+        } => return kv_grant(principal, prefix, Some(access), args),
+        GrantCommand::KvRemove {
+            principal,
+            prefix,
+            args,
+        } => return kv_grant(principal, prefix, None, args),
         GrantCommand::Add {
             ns,
             principal,
