@@ -85,6 +85,7 @@ id = $n
 data_dir = "$run_dir/paxkv$n"
 thrift_addr = "$(paxkv_thrift $n)"
 log = "warn"
+auth.enabled = false    # etcd runs without auth here too
 members = [
   { id = 1, peer_addr = "$(paxkv_peer 1)" },
   { id = 2, peer_addr = "$(paxkv_peer 2)" },

@@ -137,7 +137,7 @@ impl Cluster {
         for (i, endpoint) in endpoints.iter().enumerate() {
             let id = i + 1;
             let config = format!(
-                "id = {id}\ndata_dir = \"{}\"\nthrift_addr = \"{endpoint}\"\nmembers = [\n{}\n]\n",
+                "id = {id}\ndata_dir = \"{}\"\nthrift_addr = \"{endpoint}\"\nauth.enabled = false\nmembers = [\n{}\n]\n",
                 data_dirs[i].display(),
                 members.join("\n")
             );

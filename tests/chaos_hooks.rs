@@ -60,7 +60,7 @@ impl Servers {
             .map(|(i, peer)| format!("  {{ id = {}, peer_addr = \"{peer}\" }},", i + 1))
             .collect();
         let config = format!(
-            "id = {}\ndata_dir = \"{}\"\nthrift_addr = \"{}\"\nmetrics_addr = \"{}\"\n\
+            "id = {}\ndata_dir = \"{}\"\nthrift_addr = \"{}\"\nauth.enabled = false\nmetrics_addr = \"{}\"\n\
              members = [\n{}\n]\n[timing]\nrequest_timeout_ms = {REQUEST_TIMEOUT_MS}\n{extra}",
             i + 1,
             self.dir.join(format!("node{}", i + 1)).display(),

@@ -242,7 +242,7 @@ fn server_config(
         .map(|(i, peer)| format!("  {{ id = {}, peer_addr = \"{peer}\" }},", i + 1))
         .collect();
     let text = format!(
-        "id = 1\ndata_dir = \"{}\"\nthrift_addr = \"{thrift}\"\nmetrics_addr = \"{metrics}\"\nmembers = [\n{}\n]\n",
+        "id = 1\ndata_dir = \"{}\"\nthrift_addr = \"{thrift}\"\nauth.enabled = false\nmetrics_addr = \"{metrics}\"\nmembers = [\n{}\n]\n",
         dir.join("node1").display(),
         members.join("\n")
     );

@@ -121,7 +121,7 @@ fn start_cluster(dir: &Path) -> Vec<Node> {
         .map(|i| {
             let id = i + 1;
             let config = format!(
-                "id = {id}\ndata_dir = \"{}\"\nthrift_addr = \"{}\"\nmetrics_addr = \"{}\"\n\
+                "id = {id}\ndata_dir = \"{}\"\nthrift_addr = \"{}\"\nauth.enabled = false\nmetrics_addr = \"{}\"\n\
                  members = [\n{}\n]\n",
                 dir.join(format!("node{id}")).display(),
                 thrift[i],

@@ -873,7 +873,7 @@ fn config_text(
         .map(|(i, peer)| format!("  {{ id = {}, peer_addr = \"{peer}\" }},", i + 1))
         .collect();
     let mut text = format!(
-        "id = {id}\ndata_dir = \"{}\"\nthrift_addr = \"{}\"\nmetrics_addr = \"{}\"\n\
+        "id = {id}\ndata_dir = \"{}\"\nthrift_addr = \"{}\"\nauth.enabled = false\nmetrics_addr = \"{}\"\n\
          log = \"info\"\nmembers = [\n{}\n]\n\n[timing]\ntick_ms = {}\n\
          election_timeout_ticks = {}\nrequest_timeout_ms = {}\n\n[snapshot]\n\
          interval_slots = {SNAPSHOT_INTERVAL_SLOTS}\nretain_slots = 100\n",

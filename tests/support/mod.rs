@@ -544,8 +544,13 @@ impl ServerCluster {
             if i >= 3 {
                 members.push(member(i));
             }
+            // The KV API without tokens, unless `extra` has an `[auth]` table of its own.
+            let auth = match extra.contains("[auth]") {
+                true => "",
+                false => "auth.enabled = false\n",
+            };
             let config = format!(
-                "id = {id}\ndata_dir = \"{}\"\nthrift_addr = \"{endpoint}\"\nmembers = [\n{}\n]\n{extra}\n",
+                "id = {id}\ndata_dir = \"{}\"\nthrift_addr = \"{endpoint}\"\n{auth}members = [\n{}\n]\n{extra}\n",
                 dir.join(format!("node{id}")).display(),
                 members.join("\n")
             );
