@@ -794,6 +794,17 @@ struct KvGrant {
   2: required string access,
 }
 
+// An imported entry's last commit in the repository it came from.
+struct ImportedRevision {
+  1: required string ns,
+  2: required string key,
+  3: required string author,
+  4: required string email,
+  5: required i64 authored_at_ms,
+  6: required string commit,
+  7: required string subject,
+}
+
 struct KvGrantRequest {
   1: required string principal,
   2: required binary prefix,
@@ -1301,6 +1312,14 @@ service Confman {
   AuditPage queryAudit(1: AuditQuery query)
     throws (1: InvalidArgument invalid, 4: Unavailable unavailable, 5: InternalError internal,
             11: Unauthenticated unauthenticated, 12: PermissionDenied denied),
+
+  // Records where imported entries came from (`paxkv import` from a git checkout) as audit
+  // events `import.history`, at most 1000 per call; needs admin on each namespace. Returns
+  // how many were recorded.
+  i32 importHistory(1: list<ImportedRevision> revisions)
+    throws (1: InvalidArgument invalid, 4: Unavailable unavailable, 5: InternalError internal,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied,
+            13: NotFound not_found),
 
   // Long poll, like Paxkv.watch: published changes of the namespace's subtree from
   // from_version; continue from next_version with no gap and no duplicate.

@@ -698,6 +698,27 @@ impl ConfmanSyncHandler for ConfmanHandler {
         })
     }
 
+    fn handle_import_history(&self, revisions: Vec<wire::ImportedRevision>) -> Wire<i32> {
+        self.observed("importHistory", |t| {
+            let revisions = (revisions.into_iter())
+                .map(|r| {
+                    Ok(confman::ImportedRevision {
+                        namespace: r.ns,
+                        key: r.key,
+                        author: r.author,
+                        email: r.email,
+                        authored_at_ms: u64::try_from(r.authored_at_ms)
+                            .map_err(|_| invalid("authored_at_ms must not be negative"))?,
+                        commit: r.commit,
+                        subject: r.subject,
+                    })
+                })
+                .collect::<Wire<Vec<_>>>()?;
+            let recorded = self.confman.import_history(t, &revisions);
+            Ok(i32::try_from(recorded.map_err(wire_error)?).unwrap_or(i32::MAX))
+        })
+    }
+
     fn handle_query_audit(&self, q: wire::AuditQuery) -> Wire<wire::AuditPage> {
         self.observed("queryAudit", |t| {
             let filter = AuditFilter {

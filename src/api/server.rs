@@ -196,6 +196,7 @@ pub const CONFMAN_METHODS: &[&str] = &[
     "publishChange",
     "revertChange",
     "queryAudit",
+    "importHistory",
     "watchConfig",
 ];
 

@@ -113,3 +113,67 @@ impl Confman {
         })
     }
 }
+
+/// Where one imported entry came from: its last commit in the repository it was imported
+/// from (`git log`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedRevision {
+    /// A namespace, as users write it.
+    pub namespace: String,
+    pub key: String,
+    pub author: String,
+    pub email: String,
+    pub authored_at_ms: u64,
+    pub commit: String,
+    pub subject: String,
+}
+
+/// Revisions one `import_history` call records at most.
+pub const IMPORTED_REVISIONS_MAX: usize = 1000;
+
+impl Confman {
+    /// Records imported history as audit events (`import.history`, one per entry, the
+    /// caller as actor and the original author, time and commit in the detail). Needs admin
+    /// on each entry's namespace, which must exist.
+    pub fn import_history(
+        &self,
+        token: Option<&str>,
+        revisions: &[ImportedRevision],
+    ) -> Result<usize> {
+        if revisions.len() > IMPORTED_REVISIONS_MAX {
+            return Err(Error::Invalid(format!(
+                "at most {IMPORTED_REVISIONS_MAX} imported revisions per call, not {}",
+                revisions.len()
+            )));
+        }
+        let mut namespaces = Vec::new();
+        for revision in revisions {
+            super::check_name("entry key", &revision.key)?;
+            namespaces.push(stored(&revision.namespace)?);
+        }
+        let written = self.write(token, "import.history", |tx, caller| {
+            let mut checked = std::collections::BTreeSet::new();
+            for (revision, ns) in revisions.iter().zip(&namespaces) {
+                if checked.insert(ns.clone()) {
+                    tx.require(caller, Permission::Admin, ns)?;
+                }
+                let target = format!("{}:{}", keys::display_path(ns), revision.key);
+                tx.audit(
+                    caller,
+                    "import.history",
+                    vec![target],
+                    None,
+                    serde_json::json!({
+                        "author": revision.author,
+                        "email": revision.email,
+                        "authored_at_ms": revision.authored_at_ms,
+                        "commit": revision.commit,
+                        "subject": revision.subject,
+                    }),
+                );
+            }
+            Ok(revisions.len())
+        });
+        Ok(written?.0)
+    }
+}

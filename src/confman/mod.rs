@@ -33,7 +33,7 @@ use access::{Permission, Roles};
 use model::{AuditRecord, NamespaceRecord, PrincipalRecord, TokenRecord};
 use store::{Store, Stored};
 
-pub use audit::{AuditFilter, AuditView};
+pub use audit::{AuditFilter, AuditView, ImportedRevision, IMPORTED_REVISIONS_MAX};
 pub use changes::{ChangeView, EditInput, EditKind, Moved, RebaseConflict, RebaseOutcome};
 pub use kv::{parse_hex, prefix_end, versionstamped_range, KvCaller};
 pub use namespaces::{ConfigEvent, EntryView};
@@ -161,7 +161,7 @@ impl Confman {
                 }
                 Err(error) => return Err(error),
             };
-            if tx.writes.is_empty() {
+            if tx.writes.is_empty() && tx.audits.is_empty() {
                 return Ok((value, version));
             }
             let (mutations, reads) = tx.finish();

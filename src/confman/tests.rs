@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::access::Role;
 use super::change::State;
+use super::model::KvAccess;
 use super::store::memory::MemoryStore;
 use super::*;
 
@@ -606,6 +607,24 @@ fn run_call(call: &str, role: Role) -> Result<()> {
         "createToken (for another principal)" => c.create_token(t, "other", "", None).map(drop),
         "listTokens (of another principal)" => c.list_tokens(t, "other").map(drop),
         "revokeToken (of another principal)" => c.revoke_token(t, &other_token).map(drop),
+        "grantKv" => c
+            .set_kv_grant(t, "other", b"app/", Some(KvAccess::Read))
+            .map(drop),
+        "revokeKv" => c.set_kv_grant(t, "other", b"app/", None).map(drop),
+        "importHistory" => c
+            .import_history(
+                t,
+                &[ImportedRevision {
+                    namespace: "/m".into(),
+                    key: "e".into(),
+                    author: "A U Thor".into(),
+                    email: "a@example.com".into(),
+                    authored_at_ms: 1,
+                    commit: "0".repeat(40),
+                    subject: "s".into(),
+                }],
+            )
+            .map(drop),
         other => panic!("the permission table names {other:?}, which this test does not run"),
     }
 }

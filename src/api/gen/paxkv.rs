@@ -6358,6 +6358,134 @@ impl TSerializable for KvGrant {
 }
 
 //
+// ImportedRevision
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct ImportedRevision {
+  pub ns: String,
+  pub key: String,
+  pub author: String,
+  pub email: String,
+  pub authored_at_ms: i64,
+  pub commit: String,
+  pub subject: String,
+}
+
+impl ImportedRevision {
+  pub fn new(ns: String, key: String, author: String, email: String, authored_at_ms: i64, commit: String, subject: String) -> ImportedRevision {
+    ImportedRevision {
+      ns,
+      key,
+      author,
+      email,
+      authored_at_ms,
+      commit,
+      subject,
+    }
+  }
+}
+
+impl TSerializable for ImportedRevision {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ImportedRevision> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<String> = None;
+    let mut f_2: Option<String> = None;
+    let mut f_3: Option<String> = None;
+    let mut f_4: Option<String> = None;
+    let mut f_5: Option<i64> = None;
+    let mut f_6: Option<String> = None;
+    let mut f_7: Option<String> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_string()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        3 => {
+          let val = i_prot.read_string()?;
+          f_3 = Some(val);
+        },
+        4 => {
+          let val = i_prot.read_string()?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = i_prot.read_i64()?;
+          f_5 = Some(val);
+        },
+        6 => {
+          let val = i_prot.read_string()?;
+          f_6 = Some(val);
+        },
+        7 => {
+          let val = i_prot.read_string()?;
+          f_7 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ImportedRevision.ns", &f_1)?;
+    verify_required_field_exists("ImportedRevision.key", &f_2)?;
+    verify_required_field_exists("ImportedRevision.author", &f_3)?;
+    verify_required_field_exists("ImportedRevision.email", &f_4)?;
+    verify_required_field_exists("ImportedRevision.authored_at_ms", &f_5)?;
+    verify_required_field_exists("ImportedRevision.commit", &f_6)?;
+    verify_required_field_exists("ImportedRevision.subject", &f_7)?;
+    let ret = ImportedRevision {
+      ns: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      key: f_2.expect("auto-generated code should have checked for presence of required fields"),
+      author: f_3.expect("auto-generated code should have checked for presence of required fields"),
+      email: f_4.expect("auto-generated code should have checked for presence of required fields"),
+      authored_at_ms: f_5.expect("auto-generated code should have checked for presence of required fields"),
+      commit: f_6.expect("auto-generated code should have checked for presence of required fields"),
+      subject: f_7.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ImportedRevision");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("ns", TType::String, 1))?;
+    o_prot.write_string(&self.ns)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("key", TType::String, 2))?;
+    o_prot.write_string(&self.key)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("author", TType::String, 3))?;
+    o_prot.write_string(&self.author)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("email", TType::String, 4))?;
+    o_prot.write_string(&self.email)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("authored_at_ms", TType::I64, 5))?;
+    o_prot.write_i64(self.authored_at_ms)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("commit", TType::String, 6))?;
+    o_prot.write_string(&self.commit)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("subject", TType::String, 7))?;
+    o_prot.write_string(&self.subject)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
 // KvGrantRequest
 //
 
@@ -18279,6 +18407,7 @@ pub trait TConfmanSyncClient {
   fn publish_change(&mut self, request: PublishRequest) -> thrift::Result<PublishResult>;
   fn revert_change(&mut self, request: RevertRequest) -> thrift::Result<ChangeSet>;
   fn query_audit(&mut self, query: AuditQuery) -> thrift::Result<AuditPage>;
+  fn import_history(&mut self, revisions: Vec<ImportedRevision>) -> thrift::Result<i32>;
   fn watch_config(&mut self, request: WatchConfigRequest) -> thrift::Result<WatchConfigResult>;
 }
 
@@ -19197,6 +19326,33 @@ impl <C: TThriftClient + TConfmanSyncClientMarker> TConfmanSyncClient for C {
       result.ok_or()
     }
   }
+  fn import_history(&mut self, revisions: Vec<ImportedRevision>) -> thrift::Result<i32> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("importHistory", TMessageType::Call, self.sequence_number());
+        let call_args = ConfmanImportHistoryArgs { revisions };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("importHistory", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = ConfmanImportHistoryResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
   fn watch_config(&mut self, request: WatchConfigRequest) -> thrift::Result<WatchConfigResult> {
     (
       {
@@ -19264,6 +19420,7 @@ pub trait ConfmanSyncHandler {
   fn handle_publish_change(&self, request: PublishRequest) -> thrift::Result<PublishResult>;
   fn handle_revert_change(&self, request: RevertRequest) -> thrift::Result<ChangeSet>;
   fn handle_query_audit(&self, query: AuditQuery) -> thrift::Result<AuditPage>;
+  fn handle_import_history(&self, revisions: Vec<ImportedRevision>) -> thrift::Result<i32>;
   fn handle_watch_config(&self, request: WatchConfigRequest) -> thrift::Result<WatchConfigResult>;
 }
 
@@ -19375,6 +19532,9 @@ impl <H: ConfmanSyncHandler> ConfmanSyncProcessor<H> {
   }
   fn process_query_audit(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
     TConfmanProcessFunctions::process_query_audit(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_import_history(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TConfmanProcessFunctions::process_import_history(&self.handler, incoming_sequence_number, i_prot, o_prot)
   }
   fn process_watch_config(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
     TConfmanProcessFunctions::process_watch_config(&self.handler, incoming_sequence_number, i_prot, o_prot)
@@ -22716,6 +22876,106 @@ impl TConfmanProcessFunctions {
       },
     }
   }
+  pub fn process_import_history<H: ConfmanSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = ConfmanImportHistoryArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_import_history(args.revisions) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("importHistory", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = ConfmanImportHistoryResult { result_value: Some(handler_return), invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<InvalidArgument>().is_some() {
+              let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
+              let ret_err = ConfmanImportHistoryResult{ result_value: None, invalid: Some(*err), unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("importHistory", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = ConfmanImportHistoryResult{ result_value: None, invalid: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("importHistory", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = ConfmanImportHistoryResult{ result_value: None, invalid: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("importHistory", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = ConfmanImportHistoryResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("importHistory", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = ConfmanImportHistoryResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err), not_found: None };
+              let message_ident = TMessageIdentifier::new("importHistory", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<NotFound>().is_some() {
+              let err = usr_err.downcast::<NotFound>().expect("downcast already checked");
+              let ret_err = ConfmanImportHistoryResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: Some(*err) };
+              let message_ident = TMessageIdentifier::new("importHistory", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("importHistory", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("importHistory", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("importHistory", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
   pub fn process_watch_config<H: ConfmanSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
     let args = ConfmanWatchConfigArgs::read_from_in_protocol(i_prot)?;
     match handler.handle_watch_config(args.request) {
@@ -22928,6 +23188,9 @@ impl <H: ConfmanSyncHandler> TProcessor for ConfmanSyncProcessor<H> {
       },
       "queryAudit" => {
         self.process_query_audit(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "importHistory" => {
+        self.process_import_history(message_ident.sequence_number, i_prot, o_prot)
       },
       "watchConfig" => {
         self.process_watch_config(message_ident.sequence_number, i_prot, o_prot)
@@ -29415,6 +29678,211 @@ impl ConfmanQueryAuditResult {
     }
     if let Some(ref fld_var) = self.denied {
       o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanImportHistoryArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanImportHistoryArgs {
+  revisions: Vec<ImportedRevision>,
+}
+
+impl ConfmanImportHistoryArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanImportHistoryArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<Vec<ImportedRevision>> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let list_ident = i_prot.read_list_begin()?;
+          let mut val: Vec<ImportedRevision> = Vec::with_capacity(list_ident.size as usize);
+          for _ in 0..list_ident.size {
+            let list_elem_32 = ImportedRevision::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_32);
+          }
+          i_prot.read_list_end()?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ConfmanImportHistoryArgs.revisions", &f_1)?;
+    let ret = ConfmanImportHistoryArgs {
+      revisions: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("importHistory_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("revisions", TType::List, 1))?;
+    o_prot.write_list_begin(&TListIdentifier::new(TType::Struct, self.revisions.len() as i32))?;
+    for e in &self.revisions {
+      e.write_to_out_protocol(o_prot)?;
+    }
+    o_prot.write_list_end()?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanImportHistoryResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanImportHistoryResult {
+  result_value: Option<i32>,
+  invalid: Option<InvalidArgument>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
+  not_found: Option<NotFound>,
+}
+
+impl ConfmanImportHistoryResult {
+  fn ok_or(self) -> thrift::Result<i32> {
+    if self.invalid.is_some() {
+      Err(thrift::Error::User(Box::new(self.invalid.unwrap())))
+    } else if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
+    } else if self.not_found.is_some() {
+      Err(thrift::Error::User(Box::new(self.not_found.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for ConfmanImportHistory"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanImportHistoryResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<i32> = None;
+    let mut f_1: Option<InvalidArgument> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
+    let mut f_13: Option<NotFound> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = i_prot.read_i32()?;
+          f_0 = Some(val);
+        },
+        1 => {
+          let val = InvalidArgument::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
+        13 => {
+          let val = NotFound::read_from_in_protocol(i_prot)?;
+          f_13 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = ConfmanImportHistoryResult {
+      result_value: f_0,
+      invalid: f_1,
+      unavailable: f_4,
+      internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
+      not_found: f_13,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ConfmanImportHistoryResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::I32, 0))?;
+      o_prot.write_i32(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.invalid {
+      o_prot.write_field_begin(&TFieldIdentifier::new("invalid", TType::Struct, 1))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.not_found {
+      o_prot.write_field_begin(&TFieldIdentifier::new("not_found", TType::Struct, 13))?;
       fld_var.write_to_out_protocol(o_prot)?;
       o_prot.write_field_end()?
     }
