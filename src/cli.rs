@@ -12,6 +12,7 @@ mod backup;
 mod config;
 mod doc;
 mod file;
+mod import;
 mod member;
 
 use std::fmt::Write as _;
@@ -109,11 +110,15 @@ pub enum ClientCommand {
     /// API tokens of principals.
     #[command(subcommand)]
     Token(config::TokenCommand),
-    /// Roles on namespaces.
+    /// Roles on namespaces, and grants on the raw KV API.
     #[command(subcommand)]
     Grant(config::GrantCommand),
     /// Print the principal this token authenticates.
     Whoami(config::ConfigArgs),
+    /// Import a directory tree of JSON files (a git checkout) into a namespace.
+    Import(import::ImportArgs),
+    /// Write a namespace's subtree out as a directory tree of files.
+    Export(import::ExportArgs),
 }
 
 /// Runs one client verb and returns the process exit code (see the module doc).
@@ -138,6 +143,8 @@ pub fn run(command: ClientCommand) -> ExitCode {
         ClientCommand::Token(command) => config::token(command),
         ClientCommand::Grant(command) => config::grant(command),
         ClientCommand::Whoami(args) => config::whoami(args),
+        ClientCommand::Import(args) => import::import(args),
+        ClientCommand::Export(args) => import::export(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

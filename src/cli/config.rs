@@ -25,7 +25,7 @@ pub struct ConfigArgs {
 }
 
 impl ConfigArgs {
-    fn client(&self) -> Result<ConfigClient, Failure> {
+    pub(super) fn client(&self) -> Result<ConfigClient, Failure> {
         let token = self.connection.token().map(|(token, _)| token);
         let endpoint = self.connection.endpoint.as_str();
         connect_config(endpoint, self.connection.protocol(), token.as_deref()).map_err(|error| {
@@ -36,7 +36,11 @@ impl ConfigArgs {
         })
     }
 
-    fn print(&self, value: Value, line: impl FnOnce(&Value) -> String) -> Result<u8, Failure> {
+    pub(super) fn print(
+        &self,
+        value: Value,
+        line: impl FnOnce(&Value) -> String,
+    ) -> Result<u8, Failure> {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
         match self.json {
