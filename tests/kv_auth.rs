@@ -20,19 +20,6 @@ use support::{user_error, Deadline, ServerCluster};
 
 const READY: Duration = Duration::from_secs(30);
 
-/// The root token of the cluster, once replica 1 has created root.
-fn root_token(cluster: &ServerCluster) -> String {
-    let path = cluster.data_dir(0).join("root-token");
-    let token = std::fs::read_to_string(&path).expect("root-token of the bootstrap member");
-    let token = token.trim().to_string();
-    let deadline = Deadline::after(READY);
-    while connect_config(cluster.endpoints[0], Protocol::Binary, Some(&token)).is_err() {
-        assert!(!deadline.passed(), "root was not created within {READY:?}");
-        thread::sleep(Duration::from_millis(50));
-    }
-    token
-}
-
 fn client_as(endpoint: SocketAddr, token: Option<&str>) -> Client {
     connect_as(endpoint, Protocol::Binary, token).unwrap_or_else(|e| panic!("connect: {e:?}"))
 }
@@ -82,7 +69,7 @@ fn denied<T>(result: &thrift::Result<T>) -> bool {
 fn the_kv_api_serves_only_what_a_token_is_granted() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = ServerCluster::start_with(dir.path(), "[auth]\nenabled = true\n");
-    let root = root_token(&cluster);
+    let root = cluster.root_token();
     // Every replica checks; use a follower-or-leader other than the one root was made on.
     let endpoint = cluster.endpoints[1];
 

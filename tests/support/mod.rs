@@ -624,6 +624,23 @@ impl ServerCluster {
     pub fn kill9(&mut self, i: usize) {
         self.servers[i].take().expect("running").kill9();
     }
+
+    /// The root token (from replica 1's `root-token`), once replica 1 has created root.
+    pub fn root_token(&self) -> String {
+        let path = self.data_dir(0).join("root-token");
+        let token = std::fs::read_to_string(&path).expect("root-token of the bootstrap member");
+        let token = token.trim().to_string();
+        let deadline = Deadline::after(CLUSTER_READY);
+        let endpoint = self.endpoints[0];
+        while paxkv::api::connect_config(endpoint, Protocol::Binary, Some(&token)).is_err() {
+            assert!(
+                !deadline.passed(),
+                "root was not created within {CLUSTER_READY:?}"
+            );
+            thread::sleep(POLL_INTERVAL);
+        }
+        token
+    }
 }
 
 /// Snapshot files in a replica's data directory, by slot.
