@@ -10,8 +10,8 @@ use std::thread;
 use std::time::Duration;
 
 use paxkv::api::gen::paxkv::{
-    CreateChangeRequest, CreateNamespaceRequest, Edit, EditOp, GetEntryRequest,
-    ListEntriesRequest, PublishRequest, TConfmanSyncClient,
+    CreateChangeRequest, CreateNamespaceRequest, Edit, EditOp, GetEntryRequest, ListEntriesRequest,
+    PublishRequest, TConfmanSyncClient,
 };
 use paxkv::api::{connect_config, ConfigClient, Protocol};
 use support::{describe, is_retryable, Deadline, ServerCluster};
@@ -51,8 +51,11 @@ fn entries_with(client: &mut ConfigClient, ns: &str, marker: &str) -> thrift::Re
             values: true,
         })?;
         version = Some(page.read_version);
-        let marked = (page.entries.iter())
-            .filter(|e| e.value.as_deref().is_some_and(|v| v.starts_with(marker.as_bytes())));
+        let marked = (page.entries.iter()).filter(|e| {
+            e.value
+                .as_deref()
+                .is_some_and(|v| v.starts_with(marker.as_bytes()))
+        });
         count += marked.count();
         match page.continuation {
             Some(next) if !next.is_empty() => continuation = Some(next),
@@ -68,7 +71,12 @@ fn a_killed_leader_leaves_a_large_publish_all_or_none() {
     let root = cluster.root_token();
     let mut admin = config(&cluster, 0, &root);
     admin
-        .create_namespace(CreateNamespaceRequest::new("/p".to_string(), None, None, None))
+        .create_namespace(CreateNamespaceRequest::new(
+            "/p".to_string(),
+            None,
+            None,
+            None,
+        ))
         .unwrap();
     for (round, delay_ms) in [0u64, 15, 40, 80, 150].into_iter().enumerate() {
         let marker = format!("\"round-{round}");
@@ -138,13 +146,20 @@ fn a_killed_leader_leaves_a_large_publish_all_or_none() {
             );
             seen.push(count);
         }
-        assert!(seen.iter().all(|&c| c == seen[0]), "replicas differ: {seen:?}");
+        assert!(
+            seen.iter().all(|&c| c == seen[0]),
+            "replicas differ: {seen:?}"
+        );
         if answered.is_ok() {
             assert_eq!(seen[0], ENTRIES, "an acknowledged publish is all there");
         }
         eprintln!(
             "round {round}: kill after {delay_ms} ms: publish {}, {} entries on every replica",
-            if answered.is_ok() { "acknowledged" } else { "not acknowledged" },
+            if answered.is_ok() {
+                "acknowledged"
+            } else {
+                "not acknowledged"
+            },
             seen[0]
         );
         // A publish that did not land can be published now, whole.
@@ -159,7 +174,12 @@ fn a_killed_leader_leaves_a_large_publish_all_or_none() {
         }
         let mut reader = config(&cluster, 1, &root);
         let last = reader
-            .get_entry(GetEntryRequest::new("/p".to_string(), "e0999".to_string(), None, None))
+            .get_entry(GetEntryRequest::new(
+                "/p".to_string(),
+                "e0999".to_string(),
+                None,
+                None,
+            ))
             .unwrap();
         assert!(last.value.unwrap().starts_with(marker.as_bytes()));
     }

@@ -281,6 +281,19 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// The root token of the configuration service, which the bootstrap member with the
+    /// smallest id wrote into its data directory when the cluster was created. Read it
+    /// before any nemesis can take that directory away.
+    pub fn root_token(&self) -> Result<String> {
+        let node = (self.nodes.iter().filter(|n| n.bootstrap))
+            .min_by_key(|n| n.id)
+            .ok_or_else(|| ChaosError::Setup("no bootstrap member".into()))?;
+        let path = node.data_dir.join("root-token");
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| ChaosError::Setup(format!("{}: {e}", path.display())))?;
+        Ok(text.trim().to_string())
+    }
+
     pub fn ids(&self) -> Vec<u32> {
         self.nodes.iter().map(|n| n.id).collect()
     }

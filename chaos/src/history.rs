@@ -51,6 +51,13 @@ pub enum Call {
     },
     /// Reads every document in one snapshot; the elements of all their `items`.
     DocRead,
+    /// Creates the configuration service's namespaces of the publish workload.
+    PublishInit,
+    /// Publishes one change set that adds entry `e<element>` to each of the publish
+    /// workload's namespaces, in one transaction.
+    Publish { element: u64 },
+    /// Lists every publish entry at one version.
+    PublishRead,
     /// One long poll of a watcher on `[start_key, end_key)` from `from_version`.
     Watch {
         watcher: u32,
@@ -68,6 +75,7 @@ impl Call {
             Call::BankInit { .. } | Call::Transfer { .. } | Call::BankRead { .. } => Workload::Bank,
             Call::SetAdd { .. } | Call::SetRead => Workload::Set,
             Call::DocAdd { .. } | Call::DocRead => Workload::Documents,
+            Call::PublishInit | Call::Publish { .. } | Call::PublishRead => Workload::Publish,
             Call::Watch { .. } => Workload::Watch,
         }
     }
@@ -81,6 +89,7 @@ pub enum Workload {
     Set,
     Watch,
     Documents,
+    Publish,
 }
 
 /// One change a watcher received.
@@ -116,6 +125,12 @@ pub enum Reply {
     Watched {
         events: Vec<WatchedEvent>,
         next_version: i64,
+    },
+    /// A publish read: the elements whose entries are in every namespace, and those in
+    /// some but not all (a change set seen in part).
+    Published {
+        elements: Vec<u64>,
+        partial: Vec<u64>,
     },
 }
 

@@ -31,6 +31,14 @@ pub struct Checks {
     /// The documents workload, checked as a set (`check::set::check_documents`).
     #[serde(default = "no_documents")]
     pub documents: SetResult,
+    /// The publish workload, checked as a set and for change sets seen in part.
+    #[serde(default = "no_publish")]
+    pub publish: SetResult,
+}
+
+/// A history saved before the publish workload existed has none to check.
+fn no_publish() -> SetResult {
+    set::check_publish(&[])
 }
 
 /// A history saved before the documents workload existed has none to check.
@@ -46,16 +54,18 @@ impl Checks {
             set: set::check(operations),
             watch: watch::check(operations),
             documents: set::check_documents(operations),
+            publish: set::check_publish(operations),
         }
     }
 
-    pub fn verdicts(&self) -> [(&'static str, &Verdict); 5] {
+    pub fn verdicts(&self) -> [(&'static str, &Verdict); 6] {
         [
             ("registers (linearizable)", &self.registers.verdict),
             ("bank", &self.bank.verdict),
             ("set", &self.set.verdict),
             ("watch", &self.watch.verdict),
             ("documents", &self.documents.verdict),
+            ("publish", &self.publish.verdict),
         ]
     }
 }
@@ -200,7 +210,7 @@ impl Report {
             longest_gap_ms: (unavailable_windows(&operations, 0.0).iter())
                 .fold(0.0, |longest, w| f64::max(longest, w.to_ms - w.from_ms)),
             unparsable_replies,
-            lost_writes: checks.set.lost,
+            lost_writes: checks.set.lost + checks.documents.lost + checks.publish.lost,
             violations: problems.len(),
             unknown,
             problems,

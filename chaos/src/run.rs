@@ -22,7 +22,7 @@ use crate::error::{ChaosError, Result};
 use crate::history::{Call, Clock, History, Recorder, Reply};
 use crate::nemesis::{self, FaultKind, NemesisLog, Schedule};
 use crate::report::{Report, RunInfo};
-use crate::workload::{self, CallError, Clients, Connection, Shared, WatchStart};
+use crate::workload::{self, CallError, Clients, ConfigConnection, Connection, Shared, WatchStart};
 
 /// How long the cluster may take to elect a leader, at start and after healing.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -71,14 +71,28 @@ pub fn run(options: &RunOptions) -> Result<Report> {
     let recorder = Recorder::new(Clock::start());
     let call_timeout =
         Duration::from_millis(options.timing.request_timeout_ms) + CALL_TIMEOUT_MARGIN;
+    let token = match options.clients.publish {
+        0 => None,
+        _ => Some(cluster.root_token()?),
+    };
     let mut runner = Runner {
         endpoints: Connection::new(cluster.endpoints(), 0, call_timeout),
+        config: (token.clone())
+            .map(|token| ConfigConnection::new(&cluster.endpoints(), 0, call_timeout, token)),
         recorder: recorder.clone(),
         process: RUNNER_PROCESS_BASE,
     };
     let init = workload::bank_init_call();
     runner.call_until_ok(&init, workload::bank_init)?;
-    let driven = drive(options, &mut cluster, &recorder, call_timeout, &mut runner);
+    runner.config_call_until_ok(&Call::PublishInit, workload::publish_init)?;
+    let driven = drive(
+        options,
+        &mut cluster,
+        &recorder,
+        call_timeout,
+        &mut runner,
+        token,
+    );
     // Saved even when the run failed part way, so what happened can be checked.
     let history = recorder.history();
     history.save(&options.out.join("history.json"))?;
@@ -110,11 +124,13 @@ fn drive(
     recorder: &Recorder,
     call_timeout: Duration,
     runner: &mut Runner,
+    config_token: Option<String>,
 ) -> Result<NemesisLog> {
     let clock = recorder.clock();
     let start = clock.elapsed();
     let shared = Shared {
         endpoints: cluster.endpoints(),
+        config_token,
         recorder: recorder.clone(),
         call_timeout,
         deadline: start + options.time,
@@ -176,6 +192,7 @@ fn finish(cluster: &mut Cluster, runner: &mut Runner) -> Result<i64> {
             elements: workload::read_documents(client)?,
         })
     })?;
+    runner.config_call_until_ok(&Call::PublishRead, workload::read_published)?;
     let final_read = Call::BankRead {
         at_read_version: true,
     };
@@ -187,6 +204,8 @@ fn finish(cluster: &mut Cluster, runner: &mut Runner) -> Result<i64> {
 /// the next replica until one succeeds.
 struct Runner {
     endpoints: Connection,
+    /// For the publish workload's setup and final read; None when it does not run.
+    config: Option<ConfigConnection>,
     recorder: Recorder,
     process: u64,
 }
@@ -224,6 +243,21 @@ impl Runner {
             thread::sleep(failure.pause.unwrap_or(Duration::from_millis(100)));
         }
         Err(ChaosError::Setup(format!("{call:?}: {last}")))
+    }
+
+    /// As `call_until_ok`, on the configuration service (nothing, without the publish
+    /// workload).
+    fn config_call_until_ok(
+        &mut self,
+        call: &Call,
+        mut execute: impl FnMut(&mut ConfigConnection) -> std::result::Result<Reply, CallError>,
+    ) -> Result<()> {
+        let Some(mut config) = self.config.take() else {
+            return Ok(());
+        };
+        let done = self.call_until_ok(call, |_| execute(&mut config));
+        self.config = Some(config);
+        done.map(drop)
     }
 
     /// A linearizable read version (not part of the history: it changes nothing).

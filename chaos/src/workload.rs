@@ -15,20 +15,27 @@
 //!   `doc/` (the clients share two at a time), as RFC 6902 patches or as whole documents
 //!   written back at the version read (which the server logs as deltas) or as uploads of
 //!   small chunks committed at the version read, and reads of every document in one
-//!   snapshot.
+//!   snapshot;
+//! - publish: change sets of the configuration service, each adding one entry to every
+//!   namespace of `/chaos` and published in one transaction, and reads of all of them at
+//!   one version (checked as a set, and that no read shows a change set in part).
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
+use paxkv::api::gen::paxkv::{
+    AlreadyExists, CreateChangeRequest, CreateNamespaceRequest, Edit, EditOp, ListEntriesRequest,
+    PublishRequest, TConfmanSyncClient,
+};
 use paxkv::api::gen::paxkv::{CommitUploadsRequest, UploadChunkRequest, UploadCommit};
 use paxkv::api::gen::paxkv::{
     Compare, CompareOp, CompareTarget, DocumentError, GetDocumentRequest, GetRangeRequest,
     GetRequest, KeyRange, KeyValue, Mutation, MutationType, PatchDocumentRequest, PatchFormat,
     PutDocumentRequest, PutRequest, TxnRequest, WatchRequest,
 };
-use paxkv::api::{Client, TPaxkvSyncClient};
+use paxkv::api::{config_client_on, Client, ConfigClient, Protocol, TPaxkvSyncClient};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -81,6 +88,8 @@ pub const AWAY_FROM_HOME_MAX: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct Shared {
     pub endpoints: Vec<SocketAddr>,
+    /// The configuration service's root token (the publish workload runs only with one).
+    pub config_token: Option<String>,
     pub recorder: Recorder,
     /// Timeout of connecting, and of each call's reply.
     pub call_timeout: Duration,
@@ -848,6 +857,203 @@ fn run_watcher(shared: Shared, id: ClientId, start: WatchStart, mut watcher: Wat
 }
 
 // ---------------------------------------------------------------------------------------
+// Publish.
+
+/// The namespace the publish workload works in, and the namespaces below it that each of
+/// its change sets adds one entry to.
+pub const PUBLISH_ROOT: &str = "/chaos";
+pub const PUBLISH_NAMESPACES: [&str; 3] = ["/chaos/a", "/chaos/b", "/chaos/c"];
+/// One call in this many is a read of every publish entry.
+const PUBLISH_READ_ONE_IN: u32 = 20;
+/// Entries one listing page asks for.
+const PUBLISH_PAGE: i32 = 1000;
+
+/// A configuration-service connection of its own, authenticated with the root token, that
+/// moves to the next replica when a call fails.
+pub struct ConfigConnection {
+    endpoints: Vec<SocketAddr>,
+    next: usize,
+    timeout: Duration,
+    token: String,
+    client: Option<ConfigClient>,
+}
+
+impl ConfigConnection {
+    pub fn new(
+        endpoints: &[SocketAddr],
+        first: usize,
+        timeout: Duration,
+        token: String,
+    ) -> ConfigConnection {
+        ConfigConnection {
+            endpoints: endpoints.to_vec(),
+            next: first,
+            timeout,
+            token,
+            client: None,
+        }
+    }
+
+    fn open(&self) -> thrift::Result<ConfigClient> {
+        let endpoint = self.endpoints[self.next % self.endpoints.len()];
+        let stream = std::net::TcpStream::connect_timeout(&endpoint, self.timeout)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(self.timeout))?;
+        stream.set_write_timeout(Some(self.timeout))?;
+        let mut client = config_client_on(stream, Protocol::Binary)?;
+        client.authenticate(self.token.clone())?;
+        Ok(client)
+    }
+
+    /// Runs `call`; after a failure the next call connects to the next replica.
+    pub fn call<T>(
+        &mut self,
+        call: impl FnOnce(&mut ConfigClient) -> thrift::Result<T>,
+    ) -> Result<T, CallError> {
+        if self.client.is_none() {
+            match self.open() {
+                Ok(client) => self.client = Some(client),
+                Err(error) => {
+                    self.next += 1;
+                    return Err(error.into());
+                }
+            }
+        }
+        let client = self.client.as_mut().expect("connected above");
+        call(client).map_err(|error| {
+            self.client = None;
+            self.next += 1;
+            error.into()
+        })
+    }
+}
+
+/// Creates the publish workload's namespaces (those that exist already are left alone).
+pub fn publish_init(config: &mut ConfigConnection) -> Result<Reply, CallError> {
+    for path in std::iter::once(PUBLISH_ROOT).chain(PUBLISH_NAMESPACES) {
+        let request = CreateNamespaceRequest::new(path.to_string(), None, None, None);
+        match config.call(|c| c.create_namespace(request)) {
+            Ok(_) => {}
+            Err(CallError::Thrift(thrift::Error::User(user)))
+                if user.downcast_ref::<AlreadyExists>().is_some() => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(Reply::Written { version: 0 })
+}
+
+/// One change set adding `e<element>` to every publish namespace, published (as an
+/// emergency publish: the workload's only principal is root, who may not approve its own
+/// change) in one transaction.
+fn publish(config: &mut ConfigConnection, element: u64) -> Result<Reply, CallError> {
+    let edits = (PUBLISH_NAMESPACES.iter())
+        .map(|ns| {
+            let value = element.to_string().into_bytes();
+            Edit::new(
+                ns.to_string(),
+                format!("e{element}"),
+                EditOp::PUT,
+                value,
+                None,
+            )
+        })
+        .collect();
+    let create = CreateChangeRequest::new(format!("chaos {element}"), None, Some(edits));
+    // A draft publishes nothing: however creating it failed, no entry changed.
+    let change = match config.call(|c| c.create_change(create)) {
+        Ok(change) => change,
+        Err(CallError::Thrift(error)) => {
+            return Err(CallError::Refused(format!(
+                "createChange failed, nothing published: {}",
+                crate::client::describe(&error)
+            )))
+        }
+        Err(error) => return Err(error),
+    };
+    let request = PublishRequest::new(change.id, true, "chaos publish workload".to_string());
+    let published = config.call(|c| c.publish_change(request))?;
+    Ok(Reply::Written {
+        version: published.version,
+    })
+}
+
+/// Every publish entry, at one version: the elements in every namespace, and those in
+/// only some.
+pub fn read_published(config: &mut ConfigConnection) -> Result<Reply, CallError> {
+    let mut counts: std::collections::BTreeMap<u64, usize> = Default::default();
+    let (mut continuation, mut version) = (None, None);
+    loop {
+        let request = ListEntriesRequest::new(
+            PUBLISH_ROOT.to_string(),
+            true,
+            PUBLISH_PAGE,
+            continuation.take(),
+            version,
+            false,
+        );
+        let page = config.call(|c| c.list_entries(request))?;
+        version = Some(page.read_version);
+        for entry in page.entries {
+            let element = (entry.key.strip_prefix('e'))
+                .and_then(|n| n.parse::<u64>().ok())
+                .ok_or_else(|| bad_value(entry.key.as_bytes()))?;
+            *counts.entry(element).or_default() += 1;
+        }
+        match page.continuation {
+            Some(next) if !next.is_empty() => continuation = Some(next),
+            _ => break,
+        }
+    }
+    let whole = |count: &usize| *count == PUBLISH_NAMESPACES.len();
+    Ok(Reply::Published {
+        elements: (counts.iter())
+            .filter(|(_, c)| whole(c))
+            .map(|(e, _)| *e)
+            .collect(),
+        partial: (counts.iter())
+            .filter(|(_, c)| !whole(c))
+            .map(|(e, _)| *e)
+            .collect(),
+    })
+}
+
+pub struct Publisher {
+    thread: u32,
+    counter: u64,
+    config: ConfigConnection,
+}
+
+impl Publisher {
+    pub fn new(thread: u32, config: ConfigConnection) -> Publisher {
+        Publisher {
+            thread,
+            counter: 0,
+            config,
+        }
+    }
+}
+
+impl Workload for Publisher {
+    fn next_call(&mut self, rng: &mut StdRng) -> Call {
+        if rng.gen_ratio(1, PUBLISH_READ_ONE_IN) {
+            return Call::PublishRead;
+        }
+        self.counter += 1;
+        Call::Publish {
+            element: (u64::from(self.thread) + 1) * 1_000_000_000 + self.counter,
+        }
+    }
+
+    fn execute(&mut self, _: &mut Client, call: &Call) -> Result<Reply, CallError> {
+        match call {
+            Call::Publish { element } => publish(&mut self.config, *element),
+            Call::PublishRead => read_published(&mut self.config),
+            other => panic!("not a publish call: {other:?}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Starting them all.
 
 /// Client threads per workload.
@@ -858,6 +1064,7 @@ pub struct Clients {
     pub set: u32,
     pub watchers: u32,
     pub documents: u32,
+    pub publish: u32,
 }
 
 impl Default for Clients {
@@ -868,13 +1075,14 @@ impl Default for Clients {
             set: 2,
             watchers: 2,
             documents: 2,
+            publish: 1,
         }
     }
 }
 
 impl Clients {
     pub fn total(&self) -> u32 {
-        self.registers + self.bank + self.set + self.watchers + self.documents
+        self.registers + self.bank + self.set + self.watchers + self.documents + self.publish
     }
 }
 
@@ -923,6 +1131,16 @@ pub fn start(
         let id = next_id();
         let workload = Documents::new(id.thread);
         writers.push(spawn(format!("documents-{n}"), shared, id, seed, workload));
+    }
+    for n in 0..clients.publish {
+        let id = next_id();
+        let Some(token) = shared.config_token.clone() else {
+            continue;
+        };
+        let first = usize::try_from(id.thread).expect("u32 fits");
+        let config = ConfigConnection::new(&shared.endpoints, first, shared.call_timeout, token);
+        let workload = Publisher::new(id.thread, config);
+        writers.push(spawn(format!("publish-{n}"), shared, id, seed, workload));
     }
     let watchers = (0..clients.watchers)
         .map(|n| {

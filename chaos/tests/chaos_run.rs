@@ -117,6 +117,38 @@ fn checkers_catch_faults_planted_in(history: &History) {
     assert!(documents.verdict.is_violation(), "{documents:?}");
     assert_eq!(documents.duplicates, 1);
 
+    // The publish workload: an acknowledged change set missing from the final read, and a
+    // read that shows one in part.
+    let mut lost = history.clone();
+    let acknowledged: Vec<u64> = (lost.events.iter())
+        .filter_map(|e| match (&e.call, e.kind) {
+            (Call::Publish { element }, EventKind::Ok) => Some(*element),
+            _ => None,
+        })
+        .collect();
+    let final_read = (lost.events.iter_mut().rev())
+        .find(|e| e.kind == EventKind::Ok && e.call == Call::PublishRead)
+        .unwrap();
+    let Some(Reply::Published { elements, .. }) = &mut final_read.reply else {
+        panic!("a publish read replies with elements");
+    };
+    let at = (elements.iter())
+        .position(|e| acknowledged.contains(e))
+        .unwrap();
+    let element = elements.remove(at);
+    let publish = verdicts(&lost).publish;
+    assert!(publish.verdict.is_violation(), "{publish:?}");
+    assert_eq!(publish.lost, 1);
+    let final_read = (lost.events.iter_mut().rev())
+        .find(|e| e.kind == EventKind::Ok && e.call == Call::PublishRead)
+        .unwrap();
+    let Some(Reply::Published { partial, .. }) = &mut final_read.reply else {
+        unreachable!();
+    };
+    partial.push(element);
+    let publish = verdicts(&lost).publish;
+    assert_eq!((publish.lost, publish.torn), (1, 1), "{publish:?}");
+
     let mut torn = history.clone();
     let bank_read = (torn.events.iter_mut())
         .find(|e| matches!(e.reply, Some(Reply::Balances { .. })))

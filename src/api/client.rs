@@ -76,6 +76,12 @@ fn framed_protocols(stream: TcpStream, protocol: Protocol) -> thrift::Result<Pro
 pub type ConfigClient =
     ConfmanSyncClient<Box<dyn TInputProtocol + Send>, Box<dyn TOutputProtocol + Send>>;
 
+/// A configuration-service client on an already open stream.
+pub fn config_client_on(stream: TcpStream, protocol: Protocol) -> thrift::Result<ConfigClient> {
+    let (input, output) = framed_protocols(stream, protocol)?;
+    Ok(ConfmanSyncClient::new(input, output))
+}
+
 /// Connects to the configuration service; with `token`, authenticates the connection.
 pub fn connect_config<A: ToSocketAddrs>(
     address: A,

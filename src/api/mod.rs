@@ -46,7 +46,9 @@ mod server;
 pub mod session;
 
 pub use bounded::BoundedInputProtocol;
-pub use client::{client_on, connect, connect_as, connect_config, Client, ConfigClient};
+pub use client::{
+    client_on, config_client_on, connect, connect_as, connect_config, Client, ConfigClient,
+};
 pub use codec::{
     detect_protocol, frame_length, Protocol, BINARY_FIRST_BYTE, COMPACT_FIRST_BYTE,
     FRAME_BYTES_MAX_LIMIT, FRAME_HEADER_BYTES,
