@@ -89,14 +89,10 @@ impl KvCaller {
 /// The first key after every key that starts with `prefix` (the end of user keys for the
 /// empty prefix, which grants every user key).
 pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xFF {
-            end.push(last + 1);
-            return end;
-        }
+    match keys::prefix_end(prefix) {
+        end if end.is_empty() => vec![keys::SYSTEM_BYTE],
+        end => end,
     }
-    vec![keys::SYSTEM_BYTE]
 }
 
 /// The keys a versionstamped-key template can become: those that start with the bytes

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use crate::executor::KvReader;
 use crate::executor::{Event, KeyRange, Mutation};
+use crate::executor::{KvReader, RangePage};
 use crate::router::{PrimaryRouter, Result, RouterError};
 
 /// One stored key, as a read returns it.
@@ -88,26 +88,10 @@ impl Store for RouterStore {
             start: start.to_vec(),
             end: end.to_vec(),
         };
-        let mut out = Vec::new();
-        let mut continuation = None;
-        while out.len() < limit {
-            let want = limit - out.len();
-            let read = self
-                .router
-                .get_range(&range, want, reverse, Some(version), continuation);
-            let (page, _) = self.runtime.block_on(read)?;
-            out.extend(page.kvs.into_iter().map(|kv| Stored {
-                key: kv.key,
-                value: kv.value,
-                mod_version: kv.mod_version,
-            }));
-            if !page.more || page.continuation.is_none() {
-                break;
-            }
-            continuation = page.continuation;
-        }
-        out.truncate(limit);
-        Ok(out)
+        scan_pages(limit, |want, continuation| {
+            let read = (self.router).get_range(&range, want, reverse, Some(version), continuation);
+            Ok(self.runtime.block_on(read)?.0)
+        })
     }
 
     fn commit(
@@ -134,6 +118,29 @@ impl Store for RouterStore {
         let page = (self.runtime).block_on(self.router.watch(&range, from_version, timeout))?;
         Ok((page.events, page.next_version))
     }
+}
+
+/// Up to `limit` keys from pages that `page(want, continuation)` reads.
+fn scan_pages(
+    limit: usize,
+    mut page: impl FnMut(usize, Option<Vec<u8>>) -> Result<RangePage>,
+) -> Result<Vec<Stored>> {
+    let mut out = Vec::new();
+    let mut continuation = None;
+    while out.len() < limit {
+        let read = page(limit - out.len(), continuation)?;
+        out.extend(read.kvs.into_iter().map(|kv| Stored {
+            key: kv.key,
+            value: kv.value,
+            mod_version: kv.mod_version,
+        }));
+        if !read.more || read.continuation.is_none() {
+            break;
+        }
+        continuation = read.continuation;
+    }
+    out.truncate(limit);
+    Ok(out)
 }
 
 /// This replica's applied state, read without a quorum round: for the checks the API
@@ -182,25 +189,11 @@ impl Store for LocalStore {
             start: start.to_vec(),
             end: end.to_vec(),
         };
-        let mut out = Vec::new();
-        let mut continuation = None;
-        while out.len() < limit {
-            let want = limit - out.len();
-            let page = (self.reader)
+        scan_pages(limit, |want, continuation| {
+            (self.reader)
                 .get_range(&range, want, reverse, version, continuation)
-                .map_err(local_error)?;
-            out.extend(page.kvs.into_iter().map(|kv| Stored {
-                key: kv.key,
-                value: kv.value,
-                mod_version: kv.mod_version,
-            }));
-            if !page.more || page.continuation.is_none() {
-                break;
-            }
-            continuation = page.continuation;
-        }
-        out.truncate(limit);
-        Ok(out)
+                .map_err(local_error)
+        })
     }
 
     fn commit(&self, _: u64, _: Vec<Mutation>, _: Vec<KeyRange>) -> Result<u64> {
