@@ -317,7 +317,8 @@ fn identical(client: &mut ConfigClient, ns: &str, key: &str, data: &[u8]) -> Res
         return Ok(true);
     }
     let parse = |bytes: &[u8]| serde_json::from_slice::<serde_json::Value>(bytes).ok();
-    Ok(parse(&value).is_some() && parse(&value) == parse(data))
+    let published = parse(&value);
+    Ok(published.is_some() && published == parse(data))
 }
 
 struct Batch {

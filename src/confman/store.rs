@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::executor::{Event, KeyRange, Mutation};
-use crate::executor::{KvReader, RangePage};
+use crate::executor::{KeyValue, KvReader, RangePage};
 use crate::router::{PrimaryRouter, Result, RouterError};
 
 /// One stored key, as a read returns it.
@@ -15,6 +15,16 @@ pub struct Stored {
     pub key: Vec<u8>,
     pub value: Vec<u8>,
     pub mod_version: u64,
+}
+
+impl From<KeyValue> for Stored {
+    fn from(kv: KeyValue) -> Stored {
+        Stored {
+            key: kv.key,
+            value: kv.value,
+            mod_version: kv.mod_version,
+        }
+    }
 }
 
 pub trait Store: Send + Sync {
@@ -69,11 +79,7 @@ impl Store for RouterStore {
 
     fn get(&self, key: &[u8], version: u64) -> Result<Option<Stored>> {
         let (kv, _) = self.runtime.block_on(self.router.get(key, Some(version)))?;
-        Ok(kv.map(|kv| Stored {
-            key: kv.key,
-            value: kv.value,
-            mod_version: kv.mod_version,
-        }))
+        Ok(kv.map(Stored::from))
     }
 
     fn scan(
@@ -129,11 +135,7 @@ fn scan_pages(
     let mut continuation = None;
     while out.len() < limit {
         let read = page(limit - out.len(), continuation)?;
-        out.extend(read.kvs.into_iter().map(|kv| Stored {
-            key: kv.key,
-            value: kv.value,
-            mod_version: kv.mod_version,
-        }));
+        out.extend(read.kvs.into_iter().map(Stored::from));
         if !read.more || read.continuation.is_none() {
             break;
         }
@@ -170,11 +172,7 @@ impl Store for LocalStore {
 
     fn get(&self, key: &[u8], version: u64) -> Result<Option<Stored>> {
         let kv = self.reader.get(key, version).map_err(local_error)?;
-        Ok(kv.map(|kv| Stored {
-            key: kv.key,
-            value: kv.value,
-            mod_version: kv.mod_version,
-        }))
+        Ok(kv.map(Stored::from))
     }
 
     fn scan(
