@@ -761,7 +761,11 @@ fn written_ranges(mutations: &[Mutation]) -> Vec<KeyRange> {
             | Mutation::Clear { key }
             | Mutation::Add { key, .. }
             | Mutation::SetVersionstampedValue { key, .. }
-            | Mutation::SetUpload { key, .. } => one(key),
+            | Mutation::SetUpload { key, .. }
+            // The wire has neither (only the configuration service proposes them); were
+            // it to, their source keys would also need reading.
+            | Mutation::Copy { key, .. }
+            | Mutation::SetPatched { key, .. } => one(key),
             Mutation::ClearRange { start, end } => readable(&[KeyRange {
                 start: start.clone(),
                 end: end.clone(),

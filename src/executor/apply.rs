@@ -627,17 +627,29 @@ impl<'a> SlotApplier<'a> {
                 self.stage_clear_range(staged, KeyRange { start, end })?
             }
             Mutation::Add { key, param } => {
-                let existing = match staged.writes.get(&key) {
-                    Some(Some(Stored::Bytes(value))) => Some(value.clone()),
-                    Some(Some(Stored::Blob(blob))) => Some(self.blob_bytes(blob)?),
-                    Some(None) => None,
-                    None => match self.newest(&key)? {
-                        Some(newest) => self.resolved(newest)?.value,
-                        None => None,
-                    },
-                };
+                let existing = self.staged_value(staged, &key)?;
                 let sum = little_endian_add(existing.as_deref(), &param);
                 staged.writes.insert(key, Some(Stored::Bytes(sum)));
+            }
+            Mutation::Copy { key, from } => {
+                let Some(value) = self.staged_value(staged, &from)? else {
+                    return Err(reject(format!(
+                        "copy from \"{}\", which holds no value",
+                        from.escape_ascii()
+                    )));
+                };
+                staged.writes.insert(key, Some(Stored::Bytes(value)));
+            }
+            Mutation::SetPatched { key, base, patch } => {
+                let Some(value) = self.staged_value(staged, &base)? else {
+                    return Err(reject(format!(
+                        "patch of \"{}\", which holds no value",
+                        base.escape_ascii()
+                    )));
+                };
+                // `document::apply_json_patch`, within value_bytes_max.
+                let value = self.patched(&value, true, PatchFormat::JsonPatch, &patch)?;
+                staged.writes.insert(key, Some(Stored::Bytes(value)));
             }
             Mutation::SetVersionstampedKey { key, value } => {
                 let key = place_versionstamp(&key, stamp).map_err(reject)?;
@@ -649,6 +661,19 @@ impl<'a> SlotApplier<'a> {
             }
         }
         Ok(())
+    }
+
+    /// The value of `key` after the mutations staged so far in this command.
+    fn staged_value(&mut self, staged: &Staged, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(match staged.writes.get(key) {
+            Some(Some(Stored::Bytes(value))) => Some(value.clone()),
+            Some(Some(Stored::Blob(blob))) => Some(self.blob_bytes(blob)?),
+            Some(None) => None,
+            None => match self.newest(key)? {
+                Some(newest) => self.resolved(newest)?.value,
+                None => None,
+            },
+        })
     }
 
     /// Stages a clear of every key that may be live in the range: keys in RocksDB, in the

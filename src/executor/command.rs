@@ -153,6 +153,22 @@ pub enum Mutation {
         upload: UploadId,
         bytes: u64,
     },
+    /// `key` takes the value `from` holds, after the command's earlier mutations; the
+    /// command is rejected if `from` holds none. The log carries two keys, not the value.
+    Copy {
+        key: Vec<u8>,
+        from: Vec<u8>,
+    },
+    /// `key` takes the JSON value `base` holds (after the command's earlier mutations)
+    /// with the RFC 6902 `patch` applied (`document::apply_json_patch`); rejected if
+    /// `base` holds no JSON document or the patch fails. The proposer diffed against
+    /// `base` as of its read version and lists `base` among the read conflict ranges, so
+    /// every replica patches the bytes the proposer saw.
+    SetPatched {
+        key: Vec<u8>,
+        base: Vec<u8>,
+        patch: Vec<u8>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

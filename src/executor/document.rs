@@ -196,6 +196,18 @@ pub fn apply_replaces(canonical_base: &[u8], patch: &[u8]) -> Option<Vec<u8>> {
     Some(document)
 }
 
+/// The bytes a `SetPatched` mutation writes: the RFC 6902 `patch` applied to `base`,
+/// spliced into the bytes when it is made of `replace` operations that `apply_replaces`
+/// resolves (for a canonical base, exactly what `apply` gives), else through `apply`. The
+/// proposer and every replica call this one function, so the proposer can check the bytes
+/// each replica will write.
+pub fn apply_json_patch(base: &[u8], patch: &[u8]) -> Result<Vec<u8>, DocumentRefusal> {
+    match apply_replaces(base, patch) {
+        Some(value) => Ok(value),
+        None => apply(base, PatchFormat::JsonPatch, patch),
+    }
+}
+
 /// The byte range of the value RFC 6901 `pointer` names in canonical JSON `document`;
 /// None if it names nothing or the scan cannot tell (then parse instead). Only the
 /// siblings before each step and the named value itself are scanned.

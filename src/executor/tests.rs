@@ -1489,6 +1489,82 @@ fn replicas_applying_the_same_document_log_hold_the_same_bytes() {
     assert_eq!(a.dump(), b.dump());
 }
 
+#[test]
+fn copies_and_patched_sets_read_the_state_before_them_in_the_command() {
+    let doc = br#"{"pool":{"size":4,"name":"web"},"tags":["a"]}"#;
+    let mut a = Node::new(options());
+    let mut b = Node::new(options());
+    let patch = br#"[{"op":"replace","path":"/pool/size","value":8}]"#.to_vec();
+    let log = [
+        put(b"draft", doc),
+        // A patch of the draft, a copy of the patched draft, then the draft cleared: the
+        // copy sees the patch, and the clear comes after it.
+        commit(
+            1,
+            vec![
+                Mutation::SetPatched {
+                    key: b"draft".to_vec(),
+                    base: b"draft".to_vec(),
+                    patch: patch.clone(),
+                },
+                Mutation::Copy {
+                    key: b"r1".to_vec(),
+                    from: b"draft".to_vec(),
+                },
+                Mutation::Clear {
+                    key: b"draft".to_vec(),
+                },
+            ],
+            vec![range(b"draft", b"draft\0")],
+        ),
+        // From a key that holds nothing: the whole command is rejected.
+        commit(
+            2,
+            vec![
+                set(b"x", b"1"),
+                Mutation::Copy {
+                    key: b"r2".to_vec(),
+                    from: b"draft".to_vec(),
+                },
+            ],
+            vec![],
+        ),
+        commit(
+            2,
+            vec![
+                set(b"x", b"1"),
+                Mutation::SetPatched {
+                    key: b"r2".to_vec(),
+                    base: b"r1".to_vec(),
+                    patch: br#"[{"op":"test","path":"/pool/size","value":4}]"#.to_vec(),
+                },
+            ],
+            vec![],
+        ),
+    ];
+    let mut outcomes = Vec::new();
+    for command in &log {
+        let outcome = a.apply_one(command.clone());
+        assert_eq!(outcome, b.apply_one(command.clone()));
+        outcomes.push(outcome);
+    }
+    assert_eq!(version_of(&outcomes[1]), 2);
+    assert!(is_rejected(&outcomes[2]), "{:?}", outcomes[2]);
+    assert!(
+        matches!(&outcomes[3], WriteOutcome::DocumentRefused(r) if r.reason == DocumentReason::TestFailed),
+        "{:?}",
+        outcomes[3]
+    );
+    assert_eq!(
+        a.latest(b"r1").unwrap().value,
+        br#"{"pool":{"size":8,"name":"web"},"tags":["a"]}"#
+    );
+    assert_eq!(a.latest(b"draft"), None);
+    assert_eq!(a.latest(b"x"), None);
+    assert_eq!(a.latest(b"r2"), None);
+    assert_eq!(a.dump(), b.dump());
+}
+
 mod uploads;
 
 #[test]

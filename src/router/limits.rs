@@ -231,6 +231,15 @@ impl Limits {
                     self.check_value(param)?;
                 }
                 Mutation::Clear { key } | Mutation::SetUpload { key, .. } => self.check_key(key)?,
+                Mutation::Copy { key, from } => {
+                    self.check_key(key)?;
+                    self.check_key(from)?;
+                }
+                Mutation::SetPatched { key, base, patch } => {
+                    self.check_key(key)?;
+                    self.check_key(base)?;
+                    self.check_value(patch)?;
+                }
                 Mutation::ClearRange { start, end } => self.check_range(&KeyRange {
                     start: start.clone(),
                     end: end.clone(),

@@ -252,7 +252,7 @@ impl PrimaryRouter {
                     continue;
                 }
                 outcome => {
-                    let version = document_committed(outcome)?.version;
+                    let version = committed(outcome)?.version;
                     let form = if delta { "delta" } else { "full" };
                     self.metrics
                         .document_writes
@@ -314,7 +314,7 @@ impl PrimaryRouter {
             expected_version,
         };
         let (outcome, logged_bytes) = self.write_logged(session, request).await?;
-        let version = document_committed(outcome)?.version;
+        let version = committed(outcome)?.version;
         self.metrics
             .document_writes
             .with_label_values(&["patch"])
@@ -719,14 +719,9 @@ fn committed(outcome: WriteOutcome) -> Result<Committed> {
             oldest_version,
         }),
         WriteOutcome::Rejected { reason } => Err(RouterError::InvalidArgument(reason)),
-        other => Err(unexpected(other)),
-    }
-}
-
-fn document_committed(outcome: WriteOutcome) -> Result<Committed> {
-    match outcome {
+        // A document call, or a commit's `SetPatched`.
         WriteOutcome::DocumentRefused(refusal) => Err(RouterError::Document(refusal)),
-        outcome => committed(outcome),
+        other => Err(unexpected(other)),
     }
 }
 
