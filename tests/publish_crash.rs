@@ -76,6 +76,7 @@ fn a_killed_leader_leaves_a_large_publish_all_or_none() {
             None,
             None,
             None,
+            None,
         ))
         .unwrap();
     for (round, delay_ms) in [0u64, 15, 40, 80, 150].into_iter().enumerate() {
@@ -98,10 +99,12 @@ fn a_killed_leader_leaves_a_large_publish_all_or_none() {
             connect_config(cluster.endpoints[via], Protocol::Binary, Some(&root))
         });
         let change = retry(SETTLE, || {
+            // The client token makes the retry safe: one draft, however many attempts.
             client.create_change(CreateChangeRequest::new(
                 format!("round {round}"),
                 None,
                 Some(edits.clone()),
+                Some(format!("round-{round}")),
             ))
         });
         let publisher = thread::spawn(move || {

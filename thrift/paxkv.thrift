@@ -785,6 +785,13 @@ struct Principal {
   7: required bool root,
   // What the principal may do through the raw KV API (docs/api.md, "Access control").
   8: optional list<KvGrant> kv_grants,
+  // The groups it belongs to (a namespace's approver group counts only its members).
+  9: optional list<string> groups,
+}
+
+struct GroupMembership {
+  1: required string principal,
+  2: required string group,
 }
 
 // Access to the user keys that start with `prefix` (empty: every user key) through the
@@ -859,6 +866,8 @@ struct Namespace {
   5: required i64 created_at_ms,
   6: required string created_by,
   7: required list<Grant> grants,
+  // When set, approvals count for this namespace only from members of this group.
+  8: optional string approver_group,
 }
 
 struct CreateNamespaceRequest {
@@ -866,14 +875,16 @@ struct CreateNamespaceRequest {
   2: optional string description,
   3: optional binary schema,
   4: optional i32 approvals_required,
+  5: optional string approver_group,
 }
 
-// Fields left out are unchanged; an empty `schema` removes the schema.
+// Fields left out are unchanged; an empty `schema` or `approver_group` removes it.
 struct UpdateNamespaceRequest {
   1: required string path,
   2: optional string description,
   3: optional binary schema,
   4: optional i32 approvals_required,
+  5: optional string approver_group,
 }
 
 struct ListNamespacesRequest {
@@ -1026,6 +1037,10 @@ struct CreateChangeRequest {
   1: required string title,
   2: optional string description,
   3: optional list<Edit> edits,
+  // Makes the call safe to retry: a second call by the same principal with the same
+  // token (1 to 255 letters, digits, '.', '_', '-') creates nothing and returns the change
+  // the first created. The CLI sends a random one and retries on Unavailable.
+  4: optional string client_token,
 }
 
 // Adds edits (replacing any earlier edit of the same entry) and drops the entries in
@@ -1200,6 +1215,18 @@ service Confman {
 
   // Takes away the principal's grant on exactly that prefix.
   Principal revokeKv(1: KvGrantRequest request)
+    throws (1: InvalidArgument invalid, 4: Unavailable unavailable, 5: InternalError internal,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied,
+            13: NotFound not_found),
+
+  // Adds a principal to a group; needs admin on /.
+  Principal addToGroup(1: GroupMembership membership)
+    throws (1: InvalidArgument invalid, 4: Unavailable unavailable, 5: InternalError internal,
+            11: Unauthenticated unauthenticated, 12: PermissionDenied denied,
+            13: NotFound not_found),
+
+  // Takes a principal out of a group; needs admin on /.
+  Principal removeFromGroup(1: GroupMembership membership)
     throws (1: InvalidArgument invalid, 4: Unavailable unavailable, 5: InternalError internal,
             11: Unauthenticated unauthenticated, 12: PermissionDenied denied,
             13: NotFound not_found),

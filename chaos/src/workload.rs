@@ -931,7 +931,7 @@ impl ConfigConnection {
 /// Creates the publish workload's namespaces (those that exist already are left alone).
 pub fn publish_init(config: &mut ConfigConnection) -> Result<Reply, CallError> {
     for path in std::iter::once(PUBLISH_ROOT).chain(PUBLISH_NAMESPACES) {
-        let request = CreateNamespaceRequest::new(path.to_string(), None, None, None);
+        let request = CreateNamespaceRequest::new(path.to_string(), None, None, None, None);
         match config.call(|c| c.create_namespace(request)) {
             Ok(_) => {}
             Err(CallError::Thrift(thrift::Error::User(user)))
@@ -958,7 +958,12 @@ fn publish(config: &mut ConfigConnection, element: u64) -> Result<Reply, CallErr
             )
         })
         .collect();
-    let create = CreateChangeRequest::new(format!("chaos {element}"), None, Some(edits));
+    let create = CreateChangeRequest::new(
+        format!("chaos {element}"),
+        None,
+        Some(edits),
+        Some(format!("chaos-{element}")),
+    );
     // A draft publishes nothing: however creating it failed, no entry changed.
     let change = match config.call(|c| c.create_change(create)) {
         Ok(change) => change,

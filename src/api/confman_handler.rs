@@ -14,7 +14,9 @@ use crate::confman::change::State;
 use crate::confman::model::{
     self, ChangeRecord, KvAccess, NamespaceRecord, Op, RevisionRecord, Verdict,
 };
-use crate::confman::{self, keys, AuditFilter, ChangeView, Confman, EditInput, EditKind, Error};
+use crate::confman::{
+    self, keys, AuditFilter, ChangeView, Confman, EditInput, EditKind, Error, NamespaceSettings,
+};
 use crate::metrics::ApiMetrics;
 
 type Wire<T> = thrift::Result<T>;
@@ -191,6 +193,7 @@ fn namespace(record: NamespaceRecord) -> wire::Namespace {
         created_at_ms: wire_u64(record.created_at_ms),
         created_by: record.created_by,
         grants,
+        approver_group: record.approver_group,
     }
 }
 
@@ -213,6 +216,7 @@ fn principal(record: model::PrincipalRecord) -> wire::Principal {
                 })
                 .collect(),
         ),
+        groups: Some(record.groups.into_iter().collect()),
     }
 }
 
@@ -457,31 +461,42 @@ impl ConfmanSyncHandler for ConfmanHandler {
         })
     }
 
+    fn handle_add_to_group(&self, m: wire::GroupMembership) -> Wire<wire::Principal> {
+        self.observed("addToGroup", |t| {
+            let set = (self.confman).set_group(t, &m.principal, &m.group, true);
+            Ok(principal(set.map_err(wire_error)?))
+        })
+    }
+
+    fn handle_remove_from_group(&self, m: wire::GroupMembership) -> Wire<wire::Principal> {
+        self.observed("removeFromGroup", |t| {
+            let set = (self.confman).set_group(t, &m.principal, &m.group, false);
+            Ok(principal(set.map_err(wire_error)?))
+        })
+    }
+
     fn handle_create_namespace(&self, r: wire::CreateNamespaceRequest) -> Wire<wire::Namespace> {
         self.observed("createNamespace", |t| {
-            let approvals = approvals(r.approvals_required)?;
-            let description = r.description.unwrap_or_default();
-            let created = (self.confman).create_namespace(
-                t,
-                &r.path,
-                &description,
-                r.schema.as_deref(),
-                approvals,
-            );
+            let settings = NamespaceSettings {
+                description: r.description.as_deref(),
+                schema: r.schema.as_deref(),
+                approvals_required: approvals(r.approvals_required)?,
+                approver_group: r.approver_group.as_deref(),
+            };
+            let created = (self.confman).create_namespace(t, &r.path, settings);
             Ok(namespace(created.map_err(wire_error)?))
         })
     }
 
     fn handle_update_namespace(&self, r: wire::UpdateNamespaceRequest) -> Wire<wire::Namespace> {
         self.observed("updateNamespace", |t| {
-            let approvals = approvals(r.approvals_required)?;
-            let updated = (self.confman).update_namespace(
-                t,
-                &r.path,
-                r.description.as_deref(),
-                r.schema.as_deref(),
-                approvals,
-            );
+            let settings = NamespaceSettings {
+                description: r.description.as_deref(),
+                schema: r.schema.as_deref(),
+                approvals_required: approvals(r.approvals_required)?,
+                approver_group: r.approver_group.as_deref(),
+            };
+            let updated = (self.confman).update_namespace(t, &r.path, settings);
             Ok(namespace(updated.map_err(wire_error)?))
         })
     }
@@ -576,7 +591,9 @@ impl ConfmanSyncHandler for ConfmanHandler {
         self.observed("createChange", |t| {
             let edits = edits(r.edits.unwrap_or_default())?;
             let description = r.description.unwrap_or_default();
-            let created = (self.confman).create_change(t, &r.title, &description, &edits);
+            let client_token = r.client_token.as_deref();
+            let created =
+                (self.confman).create_change_once(t, client_token, &r.title, &description, &edits);
             Ok(change_set(created.map_err(wire_error)?))
         })
     }

@@ -175,6 +175,8 @@ pub const CONFMAN_METHODS: &[&str] = &[
     "revokeRole",
     "grantKv",
     "revokeKv",
+    "addToGroup",
+    "removeFromGroup",
     "createNamespace",
     "updateNamespace",
     "describeNamespace",

@@ -13,6 +13,7 @@ use paxkv::api::gen::paxkv::{
 use paxkv::api::{connect_config, ConfigClient};
 use serde_json::{json, Value};
 
+use super::backup::{retryable, Retry, BACKUP_BACKOFF_MIN};
 use super::{ConnectionArgs, Failure, EXIT_SUCCESS};
 
 #[derive(Args, Debug)]
@@ -36,19 +37,35 @@ impl ConfigArgs {
         })
     }
 
+    /// `print`, building the JSON only when it is printed: a change's JSON parses every
+    /// value it holds, which for a 50 MB entry costs seconds.
+    pub(super) fn print_lazy(
+        &self,
+        value: impl FnOnce() -> Value,
+        line: impl FnOnce() -> String,
+    ) -> Result<u8, Failure> {
+        match self.json {
+            true => emit(value().to_string()),
+            false => emit(line()),
+        }
+    }
+
     pub(super) fn print(
         &self,
         value: Value,
         line: impl FnOnce(&Value) -> String,
     ) -> Result<u8, Failure> {
-        use std::io::Write;
-        let mut out = std::io::stdout().lock();
         match self.json {
-            true => writeln!(out, "{value}")?,
-            false => writeln!(out, "{}", line(&value))?,
+            true => emit(value.to_string()),
+            false => emit(line(&value)),
         }
-        Ok(EXIT_SUCCESS)
     }
+}
+
+fn emit(text: String) -> Result<u8, Failure> {
+    use std::io::Write;
+    writeln!(std::io::stdout().lock(), "{text}")?;
+    Ok(EXIT_SUCCESS)
 }
 
 /// The failure for a configuration service exception, if it is one.
@@ -116,6 +133,9 @@ pub enum NsCommand {
         /// Approvals a change needs from this namespace's approvers.
         #[arg(long, value_name = "N")]
         approvals: Option<i32>,
+        /// Count approvals only from members of GROUP (`paxkv grant group`).
+        #[arg(long, value_name = "GROUP")]
+        approver_group: Option<String>,
         #[command(flatten)]
         args: ConfigArgs,
     },
@@ -128,6 +148,9 @@ pub enum NsCommand {
         schema: Option<PathBuf>,
         #[arg(long, value_name = "N")]
         approvals: Option<i32>,
+        /// Count approvals only from members of GROUP; "" removes the group.
+        #[arg(long, value_name = "GROUP")]
+        approver_group: Option<String>,
         #[command(flatten)]
         args: ConfigArgs,
     },
@@ -163,10 +186,43 @@ fn namespace_json(ns: &wire::Namespace) -> Value {
         "description": ns.description,
         "schema": ns.schema.as_ref().map(|s| serde_json::from_slice::<Value>(s).unwrap_or(Value::Null)),
         "approvals_required": ns.approvals_required,
+        "approver_group": ns.approver_group,
         "created_at_ms": ns.created_at_ms,
         "created_by": ns.created_by,
         "grants": grants,
     })
+}
+
+/// Attempts of a `createChange` that met `Unavailable` or a lost connection.
+const CREATE_ATTEMPTS: u32 = 10;
+
+/// `createChange` with a random client token, reconnecting and calling again with the
+/// same token while the answer is `Unavailable` or the connection is lost: the server
+/// creates the change once however many attempts reach it.
+pub(super) fn create_change(
+    args: &ConfigArgs,
+    client: &mut ConfigClient,
+    mut request: wire::CreateChangeRequest,
+) -> Result<wire::ChangeSet, Failure> {
+    if request.client_token.is_none() {
+        let mut id = [0u8; 16];
+        getrandom::getrandom(&mut id)
+            .map_err(|error| Failure::Local(format!("no random client token: {error}")))?;
+        let hex: String = id.iter().map(|byte| format!("{byte:02x}")).collect();
+        request.client_token = Some(format!("cli-{hex}"));
+    }
+    let mut retry = Retry::new(CREATE_ATTEMPTS, BACKUP_BACKOFF_MIN);
+    loop {
+        match client.create_change(request.clone()) {
+            Err(error) if retryable(&error) => {
+                retry.failed(error.into())?;
+                if let Ok(fresh) = args.client() {
+                    *client = fresh;
+                }
+            }
+            result => return Ok(result?),
+        }
+    }
 }
 
 fn read_file(path: &PathBuf) -> Result<Vec<u8>, Failure> {
@@ -180,6 +236,7 @@ pub(super) fn ns(command: NsCommand) -> Result<u8, Failure> {
             description,
             schema,
             approvals,
+            approver_group,
             args,
         } => {
             let schema = schema.as_ref().map(read_file).transpose()?;
@@ -188,6 +245,7 @@ pub(super) fn ns(command: NsCommand) -> Result<u8, Failure> {
                 description: Some(description),
                 schema,
                 approvals_required: approvals,
+                approver_group,
             };
             let ns = args.client()?.create_namespace(request)?;
             args.print(namespace_json(&ns), |_| format!("OK namespace {}", ns.path))
@@ -197,6 +255,7 @@ pub(super) fn ns(command: NsCommand) -> Result<u8, Failure> {
             description,
             schema,
             approvals,
+            approver_group,
             args,
         } => {
             let schema = schema.as_ref().map(read_file).transpose()?;
@@ -205,6 +264,7 @@ pub(super) fn ns(command: NsCommand) -> Result<u8, Failure> {
                 description,
                 schema,
                 approvals_required: approvals,
+                approver_group,
             };
             let ns = args.client()?.update_namespace(request)?;
             args.print(namespace_json(&ns), |_| format!("OK namespace {}", ns.path))
@@ -375,19 +435,25 @@ pub(super) fn config(command: ConfigCommand) -> Result<u8, Failure> {
                     edits: vec![edit],
                     drop: None,
                 })?,
-                None => client.create_change(wire::CreateChangeRequest {
-                    title: match title.is_empty() {
-                        true => format!("put {ns}:{key}"),
-                        false => title,
+                None => create_change(
+                    &args,
+                    &mut client,
+                    wire::CreateChangeRequest {
+                        title: match title.is_empty() {
+                            true => format!("put {ns}:{key}"),
+                            false => title,
+                        },
+                        description: None,
+                        edits: Some(vec![edit]),
+                        client_token: None,
                     },
-                    description: None,
-                    edits: Some(vec![edit]),
-                })?,
+                )?,
             };
             let id = change.id;
-            args.print(change_json(&change), |_| {
-                format!("OK change {id} ({})", change.state)
-            })
+            args.print_lazy(
+                || change_json(&change),
+                || format!("OK change {id} ({})", change.state),
+            )
         }
         ConfigCommand::List {
             ns,
@@ -706,8 +772,10 @@ pub(super) fn change(command: ChangeCommand) -> Result<u8, Failure> {
                 title,
                 description: Some(description),
                 edits: Some(edits.edits()?),
+                client_token: None,
             };
-            (args.client()?.create_change(request)?, args)
+            let mut client = args.client()?;
+            (create_change(&args, &mut client, request)?, args)
         }
         ChangeCommand::Edit {
             id,
@@ -797,7 +865,7 @@ pub(super) fn change(command: ChangeCommand) -> Result<u8, Failure> {
             });
         }
     };
-    args.print(change_json(&change), |_| change_lines(&change))
+    args.print_lazy(|| change_json(&change), || change_lines(&change))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -898,7 +966,7 @@ fn principal_json(p: &wire::Principal) -> Value {
         .collect();
     json!({"name": p.name, "kind": p.kind, "description": p.description, "disabled": p.disabled,
            "root": p.root, "created_at_ms": p.created_at_ms, "created_by": p.created_by,
-           "kv_grants": kv_grants})
+           "kv_grants": kv_grants, "groups": p.groups.clone().unwrap_or_default()})
 }
 
 pub(super) fn user(command: UserCommand) -> Result<u8, Failure> {
@@ -1065,6 +1133,30 @@ pub enum GrantCommand {
         #[command(flatten)]
         args: ConfigArgs,
     },
+    /// Add PRINCIPAL to GROUP (a namespace's `--approver-group`). Needs admin on /.
+    Group {
+        principal: String,
+        group: String,
+        #[command(flatten)]
+        args: ConfigArgs,
+    },
+    /// Take PRINCIPAL out of GROUP.
+    GroupRemove {
+        principal: String,
+        group: String,
+        #[command(flatten)]
+        args: ConfigArgs,
+    },
+}
+
+fn group(principal: String, group: String, add: bool, args: ConfigArgs) -> Result<u8, Failure> {
+    let membership = wire::GroupMembership { principal, group };
+    let mut client = args.client()?;
+    let p = match add {
+        true => client.add_to_group(membership)?,
+        false => client.remove_from_group(membership)?,
+    };
+    args.print(principal_json(&p), |_| format!("OK {}", p.name))
 }
 
 fn kv_grant(
@@ -1099,6 +1191,16 @@ pub(super) fn grant(command: GrantCommand) -> Result<u8, Failure> {
             prefix,
             args,
         } => return kv_grant(principal, prefix, None, args),
+        GrantCommand::Group {
+            principal,
+            group: name,
+            args,
+        } => return group(principal, name, true, args),
+        GrantCommand::GroupRemove {
+            principal,
+            group: name,
+            args,
+        } => return group(principal, name, false, args),
         GrantCommand::Add {
             ns,
             principal,

@@ -275,6 +275,7 @@ fn ensure_namespaces(client: &mut ConfigClient, paths: &[String]) -> Result<usiz
             description: Some("created by paxkv import".to_string()),
             schema: None,
             approvals_required: None,
+            approver_group: None,
         })?;
         created += 1;
     }
@@ -339,6 +340,7 @@ impl Batch {
 
 /// Publishes one batch as one change set, then records its files' git history.
 fn publish(
+    args: &ConfigArgs,
     client: &mut ConfigClient,
     batch: Batch,
     number: usize,
@@ -347,14 +349,16 @@ fn publish(
     history: Option<&BTreeMap<String, Commit>>,
 ) -> Result<i64, Failure> {
     let title = format!("import {origin}: batch {number}");
-    let change = client.create_change(wire::CreateChangeRequest {
+    let request = wire::CreateChangeRequest {
         title: title.clone(),
         description: Some(format!(
             "{} entries imported by paxkv import",
             batch.files.len()
         )),
         edits: Some(batch.edits),
-    })?;
+        client_token: None,
+    };
+    let change = super::config::create_change(args, client, request)?;
     let published = client.publish_change(wire::PublishRequest {
         change_id: change.id,
         emergency: true,
@@ -454,6 +458,7 @@ pub(super) fn import(a: ImportArgs) -> Result<u8, Failure> {
                 batches += 1;
                 let full = std::mem::replace(&mut batch, Batch::new());
                 changes.push(publish(
+                    &a.args,
                     &mut client,
                     full,
                     batches,
@@ -480,6 +485,7 @@ pub(super) fn import(a: ImportArgs) -> Result<u8, Failure> {
     if !batch.files.is_empty() {
         batches += 1;
         changes.push(publish(
+            &a.args,
             &mut client,
             batch,
             batches,

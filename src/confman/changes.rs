@@ -13,10 +13,11 @@ use serde_json::Value;
 use super::access::Permission;
 use super::change::{self, Action, State};
 use super::model::{
-    self, ChangeRecord, EditRecord, Op, PrincipalRecord, ReviewRecord, RevisionRecord, Verdict,
-    JSON,
+    self, ChangeRecord, ClientTokenRecord, EditRecord, Op, PrincipalRecord, ReviewRecord,
+    RevisionRecord, Verdict, JSON,
 };
 use super::namespaces::{entry_value, revision_record};
+use super::principals::principal;
 use super::{check_name, keys, page_limit, schema, stored, Caller, Confman, Error, Result, Tx};
 use crate::executor::document;
 
@@ -87,9 +88,56 @@ impl Confman {
         description: &str,
         edits: &[EditInput],
     ) -> Result<ChangeView> {
+        self.create_change_once(token, None, title, description, edits)
+    }
+
+    /// `create_change`, at most once per `client_token` of the caller: a call with a token
+    /// the caller used before creates nothing and returns the change that call created
+    /// (as it is now), so a client may retry a call whose reply it lost.
+    pub fn create_change_once(
+        &self,
+        token: Option<&str>,
+        client_token: Option<&str>,
+        title: &str,
+        description: &str,
+        edits: &[EditInput],
+    ) -> Result<ChangeView> {
         check_title(title)?;
+        if let Some(client_token) = client_token {
+            check_name("client token", client_token)?;
+        }
+        let mut replayed = false;
         let (mut view, version) = self.write(token, "change.create", |tx, caller| {
+            replayed = false;
+            let token_key = client_token.map(|ct| keys::client_token(&caller.name, ct));
+            if let Some(token_key) = &token_key {
+                let earlier = tx.record::<ClientTokenRecord>(token_key, "client token")?;
+                if let Some((earlier, _)) = earlier {
+                    if earlier.title != title {
+                        return Err(Error::Invalid(format!(
+                            "client token {:?} already created change {} with another title",
+                            client_token.unwrap_or_default(),
+                            earlier.change_id
+                        )));
+                    }
+                    let (record, version) = load(tx, earlier.change_id)?;
+                    let values = change_values(tx, &record)?;
+                    replayed = true;
+                    return Ok(ChangeView {
+                        record,
+                        version,
+                        values,
+                    });
+                }
+            }
             let id = next_change_id(tx)?;
+            if let Some(token_key) = token_key {
+                let record = ClientTokenRecord {
+                    change_id: id,
+                    title: title.to_string(),
+                };
+                tx.set_record(token_key, &record);
+            }
             let mut record = ChangeRecord {
                 id,
                 title: title.to_string(),
@@ -121,7 +169,9 @@ impl Confman {
                 values,
             })
         })?;
-        view.version = version;
+        if !replayed {
+            view.version = version;
+        }
         Ok(view)
     }
 
@@ -442,7 +492,18 @@ impl Confman {
                 edit.base_revision = base;
                 if let Some(value) = value {
                     check_schema(tx, &edit.ns, &edit.key, &edit.content_type, &value)?;
-                    tx.set(keys::change_value(id, &edit.ns, &edit.key), value);
+                    let key = keys::change_value(id, &edit.ns, &edit.key);
+                    match tx.get(&key)?.map(|stored| stored.value) {
+                        Some(ours) if ours == value => {} // Already in place.
+                        Some(ours) => {
+                            let name = edit.key.clone();
+                            match canonical_and_delta(&edit.ns, &name, &value, Some(&ours))? {
+                                (_, Some(patch)) => tx.set_patched(key.clone(), key, patch),
+                                (_, None) => tx.set(key, value),
+                            }
+                        }
+                        None => tx.set(key, value),
+                    }
                 }
             }
             record.state = State::Draft;
@@ -548,7 +609,9 @@ impl Confman {
                         Error::Internal(format!("change {id} has no value for {}", edit.key))
                     })?;
                     check_schema(tx, &edit.ns, &edit.key, &edit.content_type, &value.value)?;
-                    tx.set(keys::value(&edit.ns, &edit.key, revision), value.value);
+                    // The draft already put the value in the log: publish moves it.
+                    let published = keys::value(&edit.ns, &edit.key, revision);
+                    tx.copy(published, change_value.clone());
                     tx.clear(change_value);
                 }
                 let entry = RevisionRecord {
@@ -599,6 +662,8 @@ impl Confman {
             })
         })?;
         view.version = version;
+        let entries = view.record.edits.len() as f64;
+        self.metrics.publish_entries.observe(entries);
         Ok(view)
     }
 
@@ -789,18 +854,22 @@ fn apply_edits(
         let index = record.edit_index(&ns, &edit.key);
         let base_revision = index.map_or(current, |i| record.edits[i].base_revision);
         let value_key = keys::change_value(record.id, &ns, &edit.key);
-        // What the change holds for the entry before this edit.
+        // What the change holds for the entry before this edit, and the key holding it
+        // (this call's earlier write, the change's stored value, or the published one).
         let pending = match index.map(|i| record.edits[i].op) {
             Some(Op::Put) => match written.iter().rev().find(|w| w.0 == ns && w.1 == edit.key) {
-                Some((_, _, value)) => value.clone(),
-                None => tx.get(&value_key)?.map(|s| s.value),
+                Some((_, _, value)) => value.clone().map(|v| (value_key.clone(), v)),
+                None => tx.get(&value_key)?.map(|s| (value_key.clone(), s.value)),
             },
             Some(Op::Delete) => None,
             None => match &live {
-                Some(record) => entry_value(tx, &ns, &edit.key, record, tx.version)?,
+                Some(record) => entry_value(tx, &ns, &edit.key, record, tx.version)?
+                    .map(|v| (keys::value(&ns, &edit.key, record.revision), v)),
                 None => None,
             },
         };
+        // An RFC 6902 patch from `pending` to the new value, when smaller.
+        let mut delta = None;
         let (op, value, content_type, patched) = match edit.kind {
             EditKind::Put => {
                 let bytes = edit.value.as_deref().ok_or_else(|| {
@@ -811,7 +880,12 @@ fn apply_edits(
                 })?;
                 let content_type = edit.content_type.clone().unwrap_or_else(|| JSON.into());
                 let value = match is_json(&content_type) {
-                    true => document::canonical(&parse_json(&ns, &edit.key, bytes)?),
+                    true => {
+                        let base = pending.as_ref().map(|(_, base)| base.as_slice());
+                        let (value, patch) = canonical_and_delta(&ns, &edit.key, bytes, base)?;
+                        delta = patch;
+                        value
+                    }
                     false => bytes.to_vec(),
                 };
                 (Op::Put, Some(value), content_type, false)
@@ -823,21 +897,24 @@ fn apply_edits(
                         model::entry_name(&ns, &edit.key)
                     ))
                 })?;
-                let Some(base) = pending else {
+                let Some((_, base)) = &pending else {
                     return Err(Error::NotFound {
                         what: "entry",
                         name: model::entry_name(&ns, &edit.key),
                     });
                 };
-                let patched =
-                    document::apply(&base, crate::executor::PatchFormat::JsonPatch, patch)
-                        .map_err(|refusal| {
-                            Error::Invalid(format!(
-                                "{}: {}",
-                                model::entry_name(&ns, &edit.key),
-                                refusal.message
-                            ))
-                        })?;
+                // The function the executor applies the patch with (if it goes into the
+                // log as one), so the value here is the one every replica writes.
+                let patched = document::apply_json_patch(base, patch).map_err(|refusal| {
+                    Error::Invalid(format!(
+                        "{}: {}",
+                        model::entry_name(&ns, &edit.key),
+                        refusal.message
+                    ))
+                })?;
+                if patch.len() < patched.len() / 2 {
+                    delta = Some(patch.to_vec());
+                }
                 (Op::Put, Some(patched), JSON.to_string(), true)
             }
             EditKind::Delete => {
@@ -858,7 +935,10 @@ fn apply_edits(
         };
         if let Some(value) = &value {
             check_schema(tx, &ns, &edit.key, &content_type, value)?;
-            tx.set(value_key, value.clone());
+            match (delta, pending) {
+                (Some(patch), Some((base, _))) => tx.set_patched(value_key, base, patch),
+                _ => tx.set(value_key, value.clone()),
+            }
         } else {
             tx.clear(value_key);
         }
@@ -882,6 +962,50 @@ fn apply_edits(
         }
     }
     change_values_with(tx, record, &written)
+}
+
+/// Values below this go into the log whole: a patch would save too little to pay for the
+/// diff.
+const DELTA_MIN_BYTES: usize = 4096;
+
+/// The canonical form of the JSON `bytes` put into an entry and, when `base` (what the
+/// entry held) makes one worth it, the patch to log instead (`delta_from`). For a large
+/// document the base is parsed on a second thread while `bytes` is, and both parsed trees
+/// are freed on a thread of their own: each costs about as much as the parse.
+fn canonical_and_delta(
+    ns: &str,
+    key: &str,
+    bytes: &[u8],
+    base: Option<&[u8]>,
+) -> Result<(Vec<u8>, Option<Vec<u8>>)> {
+    let Some(base) = base.filter(|_| bytes.len() >= DELTA_MIN_BYTES) else {
+        return Ok((document::canonical(&parse_json(ns, key, bytes)?), None));
+    };
+    let (new, base_value) = std::thread::scope(|scope| {
+        let base = scope.spawn(|| serde_json::from_slice::<Value>(base).ok());
+        let new = parse_json(ns, key, bytes);
+        (new, base.join().ok().flatten())
+    });
+    let new = new?;
+    let value = document::canonical(&new);
+    let patch = base_value
+        .as_ref()
+        .and_then(|base_value| delta_from(base, base_value, &new, &value));
+    std::thread::spawn(move || drop((new, base_value)));
+    Ok((value, patch))
+}
+
+/// The RFC 6902 patch from `base` (parsed: `base_value`) to `new` (canonical bytes
+/// `new_bytes`), when it is under half their size and `document::apply_json_patch` (what
+/// the executor runs) turns `base` into exactly `new_bytes`; member order included, which
+/// the diff does not see.
+fn delta_from(base: &[u8], base_value: &Value, new: &Value, new_bytes: &[u8]) -> Option<Vec<u8>> {
+    let patch = serde_json::to_vec(&json_patch::diff(base_value, new)).ok()?;
+    if patch.len() >= new_bytes.len() / 2 {
+        return None;
+    }
+    let patched = document::apply_json_patch(base, &patch).ok()?;
+    (patched == new_bytes).then_some(patch)
 }
 
 fn change_values(tx: &mut Tx<'_>, record: &ChangeRecord) -> Result<Vec<Option<Vec<u8>>>> {
@@ -926,13 +1050,22 @@ fn approvals_met(tx: &mut Tx<'_>, record: &ChangeRecord) -> Result<bool> {
         }
     }
     for ns in record.namespaces() {
-        let required = tx.namespace(&ns)?.approvals_required as usize;
+        let namespace = tx.namespace(&ns)?;
+        let required = namespace.approvals_required as usize;
         let mut have = 0;
         for approver in &approvers {
             let root = roots.contains(approver);
-            if tx.roles(approver, root, &ns)?.hold(Permission::Approve) {
-                have += 1;
+            if !tx.roles(approver, root, &ns)?.hold(Permission::Approve) {
+                continue;
             }
+            // A group binds root too: its approval counts only if root is a member.
+            if let Some(group) = &namespace.approver_group {
+                let member = principal(tx, approver).map(|p| p.groups.contains(group));
+                if !member.unwrap_or(false) {
+                    continue;
+                }
+            }
+            have += 1;
         }
         if have < required {
             return Ok(false);

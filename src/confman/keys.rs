@@ -140,6 +140,15 @@ pub fn change_value(id: u64, stored: &str, entry: &str) -> Vec<u8> {
     )
 }
 
+/// The change a principal's `createChange` with `client_token` created, so that a
+/// retry of that call returns it instead of creating another.
+pub fn client_token(principal: &str, client_token: &str) -> Vec<u8> {
+    key(
+        b"r/",
+        &[principal.as_bytes(), b"\0", client_token.as_bytes()],
+    )
+}
+
 /// The last change id handed out.
 pub fn change_sequence() -> Vec<u8> {
     key(b"s/change", &[])

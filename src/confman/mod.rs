@@ -28,6 +28,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use crate::executor::{KeyRange, Mutation};
+use crate::metrics::ConfigMetrics;
 use crate::router::RouterError;
 use access::{Permission, Roles};
 use model::{AuditRecord, NamespaceRecord, PrincipalRecord, TokenRecord};
@@ -36,7 +37,7 @@ use store::{Store, Stored};
 pub use audit::{AuditFilter, AuditView, ImportedRevision, IMPORTED_REVISIONS_MAX};
 pub use changes::{ChangeView, EditInput, EditKind, Moved, RebaseConflict, RebaseOutcome};
 pub use kv::{parse_hex, prefix_end, versionstamped_range, KvCaller};
-pub use namespaces::{ConfigEvent, EntryView};
+pub use namespaces::{ConfigEvent, EntryView, NamespaceSettings};
 pub use principals::{new_root_token, AuthInfo, TokenCreated, ROOT};
 
 /// How many times a call runs again after a commit conflict before it gives up.
@@ -120,11 +121,22 @@ pub fn system_clock() -> Clock {
 pub struct Confman {
     store: Arc<dyn Store>,
     clock: Clock,
+    metrics: ConfigMetrics,
 }
 
 impl Confman {
     pub fn new(store: Arc<dyn Store>, clock: Clock) -> Confman {
-        Confman { store, clock }
+        Confman {
+            store,
+            clock,
+            metrics: ConfigMetrics::unregistered(),
+        }
+    }
+
+    /// Records into `metrics` (a node's registered group) from now on.
+    pub fn with_metrics(mut self, metrics: ConfigMetrics) -> Confman {
+        self.metrics = metrics;
+        self
     }
 
     /// Runs a read-only call as the principal of `token`.
@@ -164,10 +176,29 @@ impl Confman {
             if tx.writes.is_empty() && tx.audits.is_empty() {
                 return Ok((value, version));
             }
+            let actions: Vec<String> = tx.audits.iter().map(|a| a.action.clone()).collect();
             let (mutations, reads) = tx.finish();
+            let (whole, patch) = logged_bytes(&mutations);
             match self.store.commit(version, mutations, reads) {
-                Ok(committed) => return Ok((value, committed)),
-                Err(RouterError::Conflict { .. }) => continue,
+                Ok(committed) => {
+                    let metrics = &self.metrics;
+                    metrics
+                        .log_bytes
+                        .with_label_values(&["whole"])
+                        .inc_by(whole);
+                    metrics
+                        .log_bytes
+                        .with_label_values(&["patch"])
+                        .inc_by(patch);
+                    for action in &actions {
+                        metrics.events.with_label_values(&[action, "ok"]).inc();
+                    }
+                    return Ok((value, committed));
+                }
+                Err(RouterError::Conflict { .. }) => {
+                    self.metrics.conflicts.inc();
+                    continue;
+                }
                 Err(error) => return Err(error.into()),
             }
         }
@@ -204,10 +235,26 @@ impl Confman {
             key,
             value: model::encode(&record),
         };
-        if let Err(error) = self.store.commit(tx.version, vec![set], Vec::new()) {
-            tracing::warn!(%error, action, "could not audit a denied call");
+        match self.store.commit(tx.version, vec![set], Vec::new()) {
+            Ok(_) => (self.metrics.events)
+                .with_label_values(&[action, "denied"])
+                .inc(),
+            Err(error) => tracing::warn!(%error, action, "could not audit a denied call"),
         }
     }
+}
+
+/// The bytes `mutations` put into the log whole (values and records) and as patches.
+fn logged_bytes(mutations: &[Mutation]) -> (u64, u64) {
+    let (mut whole, mut patch) = (0u64, 0u64);
+    for mutation in mutations {
+        match mutation {
+            Mutation::Set { key, value } => whole += (key.len() + value.len()) as u64,
+            Mutation::SetPatched { key, patch: p, .. } => patch += (key.len() + p.len()) as u64,
+            _ => {}
+        }
+    }
+    (whole, patch)
 }
 
 /// One call's transaction: reads at `version`, recording each as a read conflict range,
@@ -298,6 +345,25 @@ impl<'a> Tx<'a> {
 
     pub fn set_record<T: serde::Serialize>(&mut self, key: Vec<u8>, record: &T) {
         self.set(key, model::encode(record));
+    }
+
+    /// `key` takes the value `from` holds when the commit applies (after this call's
+    /// earlier writes): the log carries two keys, not the value.
+    pub fn copy(&mut self, key: Vec<u8>, from: Vec<u8>) {
+        self.writes.push(Mutation::Copy { key, from });
+    }
+
+    /// `key` takes `base`'s value patched by the RFC 6902 `patch`, which the caller checked
+    /// reproduces the value it means to write. `base` becomes a read conflict range, so the
+    /// commit applies only to the bytes the caller diffed against.
+    pub fn set_patched(&mut self, key: Vec<u8>, base: Vec<u8>, patch: Vec<u8>) {
+        let mut end = base.clone();
+        end.push(0);
+        self.reads.push(KeyRange {
+            start: base.clone(),
+            end,
+        });
+        self.writes.push(Mutation::SetPatched { key, base, patch });
     }
 
     pub fn clear(&mut self, key: Vec<u8>) {

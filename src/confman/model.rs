@@ -26,6 +26,10 @@ pub struct PrincipalRecord {
     /// `auth.enabled`); absent in records written before there were KV grants.
     #[serde(default)]
     pub kv_grants: Vec<KvGrant>,
+    /// The groups the principal belongs to; a namespace may count approvals only from
+    /// the members of one (`NamespaceRecord::approver_group`).
+    #[serde(default)]
+    pub groups: BTreeSet<String>,
 }
 
 /// Access to the user keys that start with `prefix` through the raw KV API.
@@ -81,6 +85,10 @@ pub struct NamespaceRecord {
     pub created_at_ms: u64,
     pub created_by: String,
     pub grants: BTreeMap<String, BTreeSet<Role>>,
+    /// When set, an approval counts for this namespace only from a member of this group
+    /// who also approves here.
+    #[serde(default)]
+    pub approver_group: Option<String>,
 }
 
 /// An entry's published revision: the newest in its meta key, every one in its history.
@@ -191,4 +199,12 @@ pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<
 /// How an entry is named in audit targets and messages: `/ns:key`.
 pub fn entry_name(stored_ns: &str, key: &str) -> String {
     format!("{}:{key}", super::keys::display_path(stored_ns))
+}
+
+/// What a `createChange` with a client token created: a retry of the call with the same
+/// token returns this change instead of creating another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientTokenRecord {
+    pub change_id: u64,
+    pub title: String,
 }

@@ -35,14 +35,25 @@ pub struct ConfigEvent {
     pub value: Option<Vec<u8>>,
 }
 
+/// A namespace's settings as a create or an update gives them: what is None is the
+/// default (create) or unchanged (update). On update, an empty schema or approver group
+/// removes it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NamespaceSettings<'a> {
+    pub description: Option<&'a str>,
+    /// A JSON Schema (draft 2020-12), as JSON text.
+    pub schema: Option<&'a [u8]>,
+    /// Default 1.
+    pub approvals_required: Option<u32>,
+    pub approver_group: Option<&'a str>,
+}
+
 impl Confman {
     pub fn create_namespace(
         &self,
         token: Option<&str>,
         path: &str,
-        description: &str,
-        schema_text: Option<&[u8]>,
-        approvals_required: Option<u32>,
+        settings: NamespaceSettings<'_>,
     ) -> Result<NamespaceRecord> {
         let ns = stored(path)?;
         let Some(parent) = keys::parent(&ns) else {
@@ -51,8 +62,10 @@ impl Confman {
                 name: "/".into(),
             });
         };
-        let schema = checked_schema(schema_text)?;
-        let approvals = checked_approvals(approvals_required.unwrap_or(1))?;
+        let description = settings.description.unwrap_or_default();
+        let schema = checked_schema(settings.schema)?;
+        let approvals = checked_approvals(settings.approvals_required.unwrap_or(1))?;
+        let approver_group = checked_group(settings.approver_group)?.flatten();
         let created = self.write(token, "namespace.create", |tx, caller| {
             tx.require(caller, Permission::Admin, &parent)?;
             if tx.get(&keys::namespace(&ns))?.is_some() {
@@ -69,6 +82,7 @@ impl Confman {
                 created_at_ms: tx.now_ms,
                 created_by: caller.name.clone(),
                 grants: Default::default(),
+                approver_group: approver_group.clone(),
             };
             tx.set_record(keys::namespace(&ns), &record);
             tx.audit(
@@ -78,6 +92,7 @@ impl Confman {
                 None,
                 serde_json::json!({
                     "approvals_required": approvals,
+                    "approver_group": approver_group,
                     "schema": schema.is_some(),
                 }),
             );
@@ -92,17 +107,17 @@ impl Confman {
         &self,
         token: Option<&str>,
         path: &str,
-        description: Option<&str>,
-        schema_text: Option<&[u8]>,
-        approvals_required: Option<u32>,
+        settings: NamespaceSettings<'_>,
     ) -> Result<NamespaceRecord> {
         let ns = stored(path)?;
-        let schema = match schema_text {
+        let description = settings.description;
+        let schema = match settings.schema {
             None => None,
             Some([]) => Some(None),
             Some(text) => Some(checked_schema(Some(text))?),
         };
-        let approvals = approvals_required.map(checked_approvals).transpose()?;
+        let approvals = (settings.approvals_required.map(checked_approvals)).transpose()?;
+        let approver_group = checked_group(settings.approver_group)?;
         let updated = self.write(token, "namespace.update", |tx, caller| {
             tx.require(caller, Permission::Admin, &ns)?;
             let before = tx.namespace(&ns)?;
@@ -115,6 +130,9 @@ impl Confman {
             }
             if let Some(approvals) = approvals {
                 record.approvals_required = approvals;
+            }
+            if let Some(group) = &approver_group {
+                record.approver_group = group.clone();
             }
             if record != before {
                 tx.set_record(keys::namespace(&ns), &record);
@@ -129,6 +147,10 @@ impl Confman {
                         "approvals_required": {
                             "before": before.approvals_required,
                             "after": record.approvals_required,
+                        },
+                        "approver_group": {
+                            "before": before.approver_group,
+                            "after": record.approver_group,
                         },
                     }),
                 );
@@ -515,6 +537,18 @@ fn checked_schema(text: Option<&[u8]>) -> Result<Option<String>> {
         Some(text) => {
             let (value, _) = schema::compile(text)?;
             Ok(Some(value.to_string()))
+        }
+    }
+}
+
+/// None: not given; Some(None): removed (an empty name); Some(Some(name)): a valid name.
+fn checked_group(group: Option<&str>) -> Result<Option<Option<String>>> {
+    match group {
+        None => Ok(None),
+        Some("") => Ok(Some(None)),
+        Some(name) => {
+            check_name("group", name)?;
+            Ok(Some(Some(name.to_string())))
         }
     }
 }

@@ -81,6 +81,7 @@ impl Confman {
                 created_by: ROOT.to_string(),
                 root: true,
                 kv_grants: Vec::new(),
+                groups: BTreeSet::new(),
             };
             tx.set_record(keys::principal(ROOT), &root);
             tx.set_record(
@@ -106,6 +107,7 @@ impl Confman {
                         created_at_ms: tx.now_ms,
                         created_by: ROOT.to_string(),
                         grants: Default::default(),
+                        approver_group: None,
                     },
                 );
             }
@@ -136,7 +138,7 @@ impl Confman {
     }
 
     pub fn authenticate(&self, token: &str) -> Result<AuthInfo> {
-        self.read(Some(token), |tx, caller| {
+        let authenticated = self.read(Some(token), |tx, caller| {
             let (record, _) = tx
                 .record::<TokenRecord>(&keys::token(&caller.token_id), "token")?
                 .ok_or_else(|| Error::Internal("token vanished".into()))?;
@@ -146,7 +148,16 @@ impl Confman {
                 expires_at_ms: record.expires_at_ms,
                 root: caller.root,
             })
-        })
+        });
+        let outcome = match &authenticated {
+            Ok(_) => "ok",
+            Err(Error::Unauthenticated(_)) => "refused",
+            Err(_) => "error",
+        };
+        (self.metrics.authentications)
+            .with_label_values(&[outcome])
+            .inc();
+        authenticated
     }
 
     pub fn whoami(&self, token: Option<&str>) -> Result<PrincipalRecord> {
@@ -183,6 +194,7 @@ impl Confman {
                 created_by: caller.name.clone(),
                 root: false,
                 kv_grants: Vec::new(),
+                groups: BTreeSet::new(),
             };
             tx.set_record(keys::principal(name), &record);
             tx.audit(
@@ -338,6 +350,39 @@ impl Confman {
     }
 
     /// Grants (or with `grant` false, revokes) `role` on a namespace; needs admin there.
+    /// Adds the principal to `group` (or with `member` false takes it out); needs admin
+    /// on `/`. A namespace with an approver group counts approvals from its members only.
+    pub fn set_group(
+        &self,
+        token: Option<&str>,
+        principal_name: &str,
+        group: &str,
+        member: bool,
+    ) -> Result<PrincipalRecord> {
+        check_name("group", group)?;
+        let action = if member { "group.add" } else { "group.remove" };
+        let changed = self.write(token, action, |tx, caller| {
+            tx.require(caller, Permission::Admin, "/")?;
+            let mut record = principal(tx, principal_name)?;
+            let changed = match member {
+                true => record.groups.insert(group.to_string()),
+                false => record.groups.remove(group),
+            };
+            if changed {
+                tx.set_record(keys::principal(principal_name), &record);
+                tx.audit(
+                    caller,
+                    action,
+                    vec![format!("principal:{principal_name}")],
+                    None,
+                    serde_json::json!({ "group": group }),
+                );
+            }
+            Ok(record)
+        });
+        Ok(changed?.0)
+    }
+
     pub fn set_role(
         &self,
         token: Option<&str>,

@@ -228,6 +228,15 @@ pub mod memory {
         version: u64,
         /// key -> (version, value or None for a delete), oldest first.
         keys: BTreeMap<Vec<u8>, Versions>,
+        /// The bytes of values and patches committed so far: what a log would carry.
+        logged_bytes: u64,
+    }
+
+    impl MemoryStore {
+        /// The bytes of values and patches committed so far.
+        pub fn logged_bytes(&self) -> u64 {
+            self.inner.lock().unwrap().logged_bytes
+        }
     }
 
     impl Inner {
@@ -244,6 +253,51 @@ pub mod memory {
 
     fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
         key >= start && (end.is_empty() || key < end)
+    }
+
+    fn apply_all(inner: &mut Inner, version: u64, mutations: Vec<Mutation>) -> Result<()> {
+        for mutation in mutations {
+            inner.logged_bytes += match &mutation {
+                Mutation::Set { value, .. } => value.len() as u64,
+                Mutation::SetPatched { patch, .. } => patch.len() as u64,
+                _ => 0,
+            };
+            match mutation {
+                Mutation::Set { key, value } => inner
+                    .keys
+                    .entry(key)
+                    .or_default()
+                    .push((version, Some(value))),
+                Mutation::Clear { key } => inner.keys.entry(key).or_default().push((version, None)),
+                Mutation::Copy { key, from } => {
+                    let value = inner.at(&from, version).map(|s| s.value);
+                    let value = value.ok_or(RouterError::InvalidArgument(
+                        "copy from a key that holds no value".into(),
+                    ))?;
+                    inner
+                        .keys
+                        .entry(key)
+                        .or_default()
+                        .push((version, Some(value)))
+                }
+                Mutation::SetPatched { key, base, patch } => {
+                    let base = inner.at(&base, version).map(|s| s.value);
+                    let base = base.ok_or(RouterError::InvalidArgument(
+                        "patch of a key that holds no value".into(),
+                    ))?;
+                    let format = crate::executor::PatchFormat::JsonPatch;
+                    let value = crate::executor::document::apply(&base, format, &patch)
+                        .map_err(|refusal| RouterError::InvalidArgument(refusal.message))?;
+                    inner
+                        .keys
+                        .entry(key)
+                        .or_default()
+                        .push((version, Some(value)))
+                }
+                other => panic!("the memory store does not take {other:?}"),
+            }
+        }
+        Ok(())
     }
 
     impl Store for MemoryStore {
@@ -290,19 +344,15 @@ pub mod memory {
                     return Err(RouterError::Conflict { key: key.clone() });
                 }
             }
-            inner.version += 1;
-            let version = inner.version;
-            for mutation in mutations {
-                match mutation {
-                    Mutation::Set { key, value } => inner
-                        .keys
-                        .entry(key)
-                        .or_default()
-                        .push((version, Some(value))),
-                    Mutation::Clear { key } => {
-                        inner.keys.entry(key).or_default().push((version, None))
-                    }
-                    other => panic!("the memory store does not take {other:?}"),
+            // All or nothing, as in the executor: a rejected mutation undoes the others.
+            let before = inner.keys.clone();
+            let version = inner.version + 1;
+            let applied = apply_all(&mut inner, version, mutations);
+            match applied {
+                Ok(()) => inner.version = version,
+                Err(error) => {
+                    inner.keys = before;
+                    return Err(error);
                 }
             }
             Ok(version)

@@ -13,6 +13,7 @@ use super::*;
 
 struct Fixture {
     confman: Confman,
+    store: Arc<MemoryStore>,
     root: String,
 }
 
@@ -20,11 +21,16 @@ impl Fixture {
     fn new() -> Fixture {
         let clock = Arc::new(AtomicU64::new(1_700_000_000_000));
         let clock: Clock = Arc::new(move || clock.fetch_add(1, Ordering::SeqCst));
-        let confman = Confman::new(Arc::new(MemoryStore::default()), clock);
+        let store = Arc::new(MemoryStore::default());
+        let confman = Confman::new(store.clone(), clock);
         let root = new_root_token();
         assert!(confman.bootstrap_root(&root).unwrap());
         assert!(!confman.bootstrap_root(&new_root_token()).unwrap());
-        Fixture { confman, root }
+        Fixture {
+            confman,
+            store,
+            root,
+        }
     }
 
     fn root(&self) -> Option<&str> {
@@ -49,7 +55,14 @@ impl Fixture {
 
     fn namespace(&self, path: &str, approvals: u32) {
         (self.confman)
-            .create_namespace(self.root(), path, "", None, Some(approvals))
+            .create_namespace(
+                self.root(),
+                path,
+                NamespaceSettings {
+                    approvals_required: Some(approvals),
+                    ..Default::default()
+                },
+            )
             .unwrap();
     }
 
@@ -284,7 +297,15 @@ fn schemas_are_checked_at_save_and_at_publish() {
     let f = Fixture::new();
     let schema = br#"{"type":"object","properties":{"port":{"type":"integer","maximum":65535}}}"#;
     (f.confman)
-        .create_namespace(f.root(), "/svc", "", Some(schema), Some(0))
+        .create_namespace(
+            f.root(),
+            "/svc",
+            NamespaceSettings {
+                schema: Some(schema),
+                approvals_required: Some(0),
+                ..Default::default()
+            },
+        )
         .unwrap();
     let c = &f.confman;
     match c.create_change(
@@ -308,8 +329,11 @@ fn schemas_are_checked_at_save_and_at_publish() {
         .unwrap();
     // The schema tightens after the save: publishing checks again.
     let tighter = br#"{"type":"object","properties":{"port":{"type":"integer","minimum":1024}}}"#;
-    c.update_namespace(f.root(), "/svc", None, Some(tighter), None)
-        .unwrap();
+    let tighter = NamespaceSettings {
+        schema: Some(tighter),
+        ..Default::default()
+    };
+    c.update_namespace(f.root(), "/svc", tighter).unwrap();
     c.submit_change(f.root(), ok.record.id).unwrap();
     assert!(matches!(
         c.publish_change(f.root(), ok.record.id, false, None),
@@ -460,7 +484,7 @@ fn namespaces_list_page_and_delete_only_when_empty() {
         Err(Error::Invalid(_))
     ));
     assert!(matches!(
-        c.create_namespace(f.root(), "/nope/child", "", None, None),
+        c.create_namespace(f.root(), "/nope/child", Default::default()),
         Err(Error::NotFound {
             what: "namespace",
             ..
@@ -571,8 +595,18 @@ fn run_call(call: &str, role: Role) -> Result<()> {
     match call {
         "describeNamespace" => c.describe_namespace(t, "/m").map(drop),
         "listNamespaces" => c.list_namespaces(t, "/m", true, 10, None).map(drop),
-        "createNamespace" => c.create_namespace(t, "/m/new", "", None, None).map(drop),
-        "updateNamespace" => c.update_namespace(t, "/m", Some("d"), None, None).map(drop),
+        "createNamespace" => c
+            .create_namespace(t, "/m/new", Default::default())
+            .map(drop),
+        "updateNamespace" => {
+            let settings = NamespaceSettings {
+                description: Some("d"),
+                ..Default::default()
+            };
+            c.update_namespace(t, "/m", settings).map(drop)
+        }
+        "addToGroup" => c.set_group(t, "other", "sre", true).map(drop),
+        "removeFromGroup" => c.set_group(t, "other", "sre", false).map(drop),
         "deleteNamespace" => c.delete_namespace(t, "/m/empty"),
         "grantRole" => c.set_role(t, "/m", "other", Role::Reader, true).map(drop),
         "revokeRole" => c.set_role(t, "/m", "author", Role::Admin, false).map(drop),
@@ -645,4 +679,154 @@ fn every_call_as_every_role_is_allowed_or_denied_as_documented() {
             }
         }
     }
+}
+
+/// A large entry goes into the log once, whole, at its first draft; an edit of a few fields
+/// logs a patch, and a publish logs neither value nor patch.
+#[test]
+fn large_entries_are_logged_once_and_edits_as_patches() {
+    let f = Fixture::new();
+    f.namespace("/big", 0);
+    let services: Vec<serde_json::Value> = (0..2_000)
+        .map(|i| serde_json::json!({ "name": format!("svc-{i}"), "port": 8000 + i, "tags": ["a", "b"] }))
+        .collect();
+    let mut doc = serde_json::json!({ "version": 1, "services": services });
+    let text = doc.to_string();
+    let c = &f.confman;
+    let logged = || f.store.logged_bytes();
+
+    let before = logged();
+    let change = c
+        .create_change(f.root(), "first", "", &[put("/big", "routes", &text)])
+        .unwrap();
+    let drafted = logged() - before;
+    assert!(
+        drafted >= text.len() as u64,
+        "the first draft logs the value: {drafted}"
+    );
+    let before = logged();
+    c.publish_change(f.root(), change.record.id, true, Some("seed"))
+        .unwrap();
+    let published = logged() - before;
+    assert!(published < 4_096, "a publish logs {published} bytes");
+    assert_eq!(value(&f, "/big", "routes"), doc);
+
+    // A put of the whole document with three fields changed, then a patch on top.
+    doc["version"] = 2.into();
+    doc["services"][7]["port"] = 1.into();
+    doc["services"][1999]["tags"][1] = "c".into();
+    let before = logged();
+    let change = c
+        .create_change(
+            f.root(),
+            "edit",
+            "",
+            &[put("/big", "routes", &doc.to_string())],
+        )
+        .unwrap();
+    let id = change.record.id;
+    let edited = logged() - before;
+    assert!(edited < 4_096, "a three-field put logs {edited} bytes");
+    let before = logged();
+    let ops = r#"[{"op":"replace","path":"/services/0/name","value":"zero"}]"#;
+    c.edit_change(f.root(), id, &[patch("/big", "routes", ops)], &[])
+        .unwrap();
+    let patched = logged() - before;
+    assert!(patched < 4_096, "a patch logs {patched} bytes");
+    doc["services"][0]["name"] = "zero".into();
+    c.publish_change(f.root(), id, true, Some("edit")).unwrap();
+    assert_eq!(value(&f, "/big", "routes"), doc);
+    let entry = c.get_entry(f.root(), "/big", "routes", None, None).unwrap();
+    assert_eq!(
+        entry.value.unwrap(),
+        crate::executor::document::canonical(&doc)
+    );
+    // The first revision is still whole.
+    let first = c
+        .get_entry(f.root(), "/big", "routes", Some(1), None)
+        .unwrap();
+    assert_eq!(first.value.unwrap(), text.as_bytes());
+}
+
+/// With an approver group, only approvals from its members count, recounted at publish.
+#[test]
+fn an_approver_group_counts_only_its_members() {
+    let f = Fixture::new();
+    let settings = NamespaceSettings {
+        approvals_required: Some(1),
+        approver_group: Some("payments"),
+        ..Default::default()
+    };
+    let c = &f.confman;
+    let ns = c.create_namespace(f.root(), "/pay", settings).unwrap();
+    assert_eq!(ns.approver_group.as_deref(), Some("payments"));
+    let author = f.principal("alice", &[("/pay", Role::Editor)]);
+    let outsider = f.principal("bob", &[("/pay", Role::Approver)]);
+    let member = f.principal("carol", &[("/pay", Role::Approver)]);
+    let publisher = f.principal("dan", &[("/pay", Role::Publisher)]);
+    let carol = c.set_group(f.root(), "carol", "payments", true).unwrap();
+    assert!(carol.groups.contains("payments"));
+    assert!(matches!(
+        c.set_group(f.root(), "carol", "not a name", true),
+        Err(Error::Invalid(_))
+    ));
+
+    let id = (c.create_change(Some(&author), "fee", "", &[put("/pay", "fee", "1")]))
+        .unwrap()
+        .record
+        .id;
+    c.submit_change(Some(&author), id).unwrap();
+    let after_bob = c.approve_change(Some(&outsider), id, "ok").unwrap();
+    assert_eq!(after_bob.record.state, State::InReview);
+    assert!(matches!(
+        c.publish_change(Some(&publisher), id, false, None),
+        Err(Error::InvalidTransition { .. })
+    ));
+    let after_carol = c.approve_change(Some(&member), id, "ok").unwrap();
+    assert_eq!(after_carol.record.state, State::Approved);
+    // Out of the group before the publish: the approvals are recounted and fall short.
+    c.set_group(f.root(), "carol", "payments", false).unwrap();
+    assert!(matches!(
+        c.publish_change(Some(&publisher), id, false, None),
+        Err(Error::InvalidTransition { .. })
+    ));
+    c.set_group(f.root(), "carol", "payments", true).unwrap();
+    c.publish_change(Some(&publisher), id, false, None).unwrap();
+    assert_eq!(value(&f, "/pay", "fee"), serde_json::json!(1));
+
+    // An empty group name on update removes the group.
+    let cleared = NamespaceSettings {
+        approver_group: Some(""),
+        ..Default::default()
+    };
+    let ns = c.update_namespace(f.root(), "/pay", cleared).unwrap();
+    assert_eq!(ns.approver_group, None);
+}
+
+/// A create retried with its client token creates one change; the token is the caller's.
+#[test]
+fn a_create_retried_with_its_client_token_creates_one_change() {
+    let f = Fixture::new();
+    f.namespace("/svc", 1);
+    let alice = f.principal("alice", &[("/svc", Role::Editor)]);
+    let bob = f.principal("bob", &[("/svc", Role::Editor)]);
+    let c = &f.confman;
+    let edits = [put("/svc", "web", r#"{"port":80}"#)];
+    let first = (c.create_change_once(Some(&alice), Some("t-1"), "web", "", &edits)).unwrap();
+    let again = (c.create_change_once(Some(&alice), Some("t-1"), "web", "", &edits)).unwrap();
+    assert_eq!(again.record, first.record);
+    assert_eq!(again.version, first.version);
+    let listed = c.list_changes(f.root(), None, None, 100, None).unwrap();
+    assert_eq!(listed.0.len(), 1, "{listed:?}");
+    // Another title with the same token is refused; another principal's token is its own.
+    assert!(matches!(
+        c.create_change_once(Some(&alice), Some("t-1"), "other", "", &edits),
+        Err(Error::Invalid(_))
+    ));
+    let bobs = (c.create_change_once(Some(&bob), Some("t-1"), "web", "", &edits)).unwrap();
+    assert_ne!(bobs.record.id, first.record.id);
+    assert!(matches!(
+        c.create_change_once(Some(&alice), Some("no spaces"), "web", "", &edits),
+        Err(Error::Invalid(_))
+    ));
 }

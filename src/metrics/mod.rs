@@ -52,6 +52,7 @@ pub struct Metrics {
     pub api: ApiMetrics,
     pub router: RouterMetrics,
     pub peers: PeerMetrics,
+    pub config: ConfigMetrics,
     storage: StorageMetrics,
 }
 
@@ -65,6 +66,7 @@ impl Metrics {
             api: ApiMetrics::new(&registry),
             router: RouterMetrics::new(&registry),
             peers: PeerMetrics::new(&registry),
+            config: ConfigMetrics::new(&registry),
             storage: StorageMetrics::new(&registry),
             registry,
         }
@@ -358,6 +360,90 @@ impl ApiMetrics {
 
     pub fn unregistered() -> ApiMetrics {
         ApiMetrics::new(&Registry::new())
+    }
+}
+
+/// What the configuration service records.
+#[derive(Clone)]
+pub struct ConfigMetrics {
+    /// Audit events committed, by `action` (`change.publish`, `grant.add`, ...) and
+    /// `outcome` (`ok`, or `denied` for a call refused for a missing permission).
+    pub events: IntCounterVec,
+    /// Calls whose optimistic transaction conflicted with another and ran again.
+    pub conflicts: IntCounter,
+    /// Bytes the service's commits put into the log, by `form`: `whole` (values and
+    /// records) or `patch` (entry edits carried as RFC 6902 patches of their base).
+    pub log_bytes: IntCounterVec,
+    /// Entries per published change set.
+    pub publish_entries: Histogram,
+    /// `authenticate` calls, by `outcome`: `ok` or `refused`.
+    pub authentications: IntCounterVec,
+}
+
+impl ConfigMetrics {
+    fn new(registry: &Registry) -> ConfigMetrics {
+        ConfigMetrics {
+            events: counter_vec(
+                registry,
+                "paxkv_config_events_total",
+                "Configuration-service audit events committed, by action and outcome",
+                &["action", "outcome"],
+            ),
+            conflicts: counter(
+                registry,
+                "paxkv_config_conflicts_total",
+                "Configuration-service calls run again after a transaction conflict",
+            ),
+            log_bytes: counter_vec(
+                registry,
+                "paxkv_config_log_bytes_total",
+                "Bytes configuration-service commits put into the log, whole or as patches",
+                &["form"],
+            ),
+            publish_entries: histogram(
+                registry,
+                "paxkv_config_publish_entries",
+                "Entries per published change set",
+                (0..14).map(|i| f64::from(1u32 << i)).collect(),
+            ),
+            authentications: counter_vec(
+                registry,
+                "paxkv_config_authentications_total",
+                "Configuration-service authenticate calls, by outcome",
+                &["outcome"],
+            ),
+        }
+        .with_series()
+    }
+
+    pub fn unregistered() -> ConfigMetrics {
+        ConfigMetrics::new(&Registry::new())
+    }
+
+    /// The change-set actions, so that their series exist (at 0) from the start.
+    pub const CHANGE_ACTIONS: [&'static str; 9] = [
+        "change.create",
+        "change.edit",
+        "change.submit",
+        "change.approve",
+        "change.reject",
+        "change.abandon",
+        "change.rebase",
+        "change.publish",
+        "change.emergency_publish",
+    ];
+
+    fn with_series(self) -> ConfigMetrics {
+        for action in ConfigMetrics::CHANGE_ACTIONS {
+            self.events.with_label_values(&[action, "ok"]);
+        }
+        for form in ["whole", "patch"] {
+            self.log_bytes.with_label_values(&[form]);
+        }
+        for outcome in ["ok", "refused"] {
+            self.authentications.with_label_values(&[outcome]);
+        }
+        self
     }
 }
 

@@ -199,7 +199,8 @@ impl Node {
             router.clone(),
             tokio::runtime::Handle::current(),
         ));
-        let confman = Confman::new(config_store, confman::system_clock());
+        let confman = Confman::new(config_store, confman::system_clock())
+            .with_metrics(metrics.config.clone());
         let root_bootstrap = tokio::spawn(bootstrap_root(
             confman.clone(),
             config.data_dir.join(ROOT_TOKEN_FILE),

@@ -6152,10 +6152,11 @@ pub struct Principal {
   pub created_by: String,
   pub root: bool,
   pub kv_grants: Option<Vec<Box<KvGrant>>>,
+  pub groups: Option<Vec<String>>,
 }
 
 impl Principal {
-  pub fn new<F8>(name: String, kind: String, description: String, disabled: bool, created_at_ms: i64, created_by: String, root: bool, kv_grants: F8) -> Principal where F8: Into<Option<Vec<Box<KvGrant>>>> {
+  pub fn new<F8, F9>(name: String, kind: String, description: String, disabled: bool, created_at_ms: i64, created_by: String, root: bool, kv_grants: F8, groups: F9) -> Principal where F8: Into<Option<Vec<Box<KvGrant>>>>, F9: Into<Option<Vec<String>>> {
     Principal {
       name,
       kind,
@@ -6165,6 +6166,7 @@ impl Principal {
       created_by,
       root,
       kv_grants: kv_grants.into(),
+      groups: groups.into(),
     }
   }
 }
@@ -6180,6 +6182,7 @@ impl TSerializable for Principal {
     let mut f_6: Option<String> = None;
     let mut f_7: Option<bool> = None;
     let mut f_8: Option<Vec<Box<KvGrant>>> = None;
+    let mut f_9: Option<Vec<String>> = None;
     loop {
       let field_ident = i_prot.read_field_begin()?;
       if field_ident.field_type == TType::Stop {
@@ -6225,6 +6228,16 @@ impl TSerializable for Principal {
           i_prot.read_list_end()?;
           f_8 = Some(val);
         },
+        9 => {
+          let list_ident = i_prot.read_list_begin()?;
+          let mut val: Vec<String> = Vec::with_capacity(list_ident.size as usize);
+          for _ in 0..list_ident.size {
+            let list_elem_14 = i_prot.read_string()?;
+            val.push(list_elem_14);
+          }
+          i_prot.read_list_end()?;
+          f_9 = Some(val);
+        },
         _ => {
           i_prot.skip(field_ident.field_type)?;
         },
@@ -6248,6 +6261,7 @@ impl TSerializable for Principal {
       created_by: f_6.expect("auto-generated code should have checked for presence of required fields"),
       root: f_7.expect("auto-generated code should have checked for presence of required fields"),
       kv_grants: f_8,
+      groups: f_9,
     };
     Ok(ret)
   }
@@ -6284,6 +6298,83 @@ impl TSerializable for Principal {
       o_prot.write_list_end()?;
       o_prot.write_field_end()?
     }
+    if let Some(ref fld_var) = self.groups {
+      o_prot.write_field_begin(&TFieldIdentifier::new("groups", TType::List, 9))?;
+      o_prot.write_list_begin(&TListIdentifier::new(TType::String, fld_var.len() as i32))?;
+      for e in fld_var {
+        o_prot.write_string(e)?;
+      }
+      o_prot.write_list_end()?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// GroupMembership
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct GroupMembership {
+  pub principal: String,
+  pub group: String,
+}
+
+impl GroupMembership {
+  pub fn new(principal: String, group: String) -> GroupMembership {
+    GroupMembership {
+      principal,
+      group,
+    }
+  }
+}
+
+impl TSerializable for GroupMembership {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<GroupMembership> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<String> = None;
+    let mut f_2: Option<String> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = i_prot.read_string()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_string()?;
+          f_2 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("GroupMembership.principal", &f_1)?;
+    verify_required_field_exists("GroupMembership.group", &f_2)?;
+    let ret = GroupMembership {
+      principal: f_1.expect("auto-generated code should have checked for presence of required fields"),
+      group: f_2.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("GroupMembership");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("principal", TType::String, 1))?;
+    o_prot.write_string(&self.principal)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("group", TType::String, 2))?;
+    o_prot.write_string(&self.group)?;
+    o_prot.write_field_end()?;
     o_prot.write_field_stop()?;
     o_prot.write_struct_end()
   }
@@ -7020,10 +7111,11 @@ pub struct Namespace {
   pub created_at_ms: i64,
   pub created_by: String,
   pub grants: Vec<Grant>,
+  pub approver_group: Option<String>,
 }
 
 impl Namespace {
-  pub fn new<F3>(path: String, description: String, schema: F3, approvals_required: i32, created_at_ms: i64, created_by: String, grants: Vec<Grant>) -> Namespace where F3: Into<Option<Vec<u8>>> {
+  pub fn new<F3, F8>(path: String, description: String, schema: F3, approvals_required: i32, created_at_ms: i64, created_by: String, grants: Vec<Grant>, approver_group: F8) -> Namespace where F3: Into<Option<Vec<u8>>>, F8: Into<Option<String>> {
     Namespace {
       path,
       description,
@@ -7032,6 +7124,7 @@ impl Namespace {
       created_at_ms,
       created_by,
       grants,
+      approver_group: approver_group.into(),
     }
   }
 }
@@ -7046,6 +7139,7 @@ impl TSerializable for Namespace {
     let mut f_5: Option<i64> = None;
     let mut f_6: Option<String> = None;
     let mut f_7: Option<Vec<Grant>> = None;
+    let mut f_8: Option<String> = None;
     loop {
       let field_ident = i_prot.read_field_begin()?;
       if field_ident.field_type == TType::Stop {
@@ -7081,11 +7175,15 @@ impl TSerializable for Namespace {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<Grant> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_14 = Grant::read_from_in_protocol(i_prot)?;
-            val.push(list_elem_14);
+            let list_elem_15 = Grant::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_15);
           }
           i_prot.read_list_end()?;
           f_7 = Some(val);
+        },
+        8 => {
+          let val = i_prot.read_string()?;
+          f_8 = Some(val);
         },
         _ => {
           i_prot.skip(field_ident.field_type)?;
@@ -7108,6 +7206,7 @@ impl TSerializable for Namespace {
       created_at_ms: f_5.expect("auto-generated code should have checked for presence of required fields"),
       created_by: f_6.expect("auto-generated code should have checked for presence of required fields"),
       grants: f_7.expect("auto-generated code should have checked for presence of required fields"),
+      approver_group: f_8,
     };
     Ok(ret)
   }
@@ -7141,6 +7240,11 @@ impl TSerializable for Namespace {
     }
     o_prot.write_list_end()?;
     o_prot.write_field_end()?;
+    if let Some(ref fld_var) = self.approver_group {
+      o_prot.write_field_begin(&TFieldIdentifier::new("approver_group", TType::String, 8))?;
+      o_prot.write_string(fld_var)?;
+      o_prot.write_field_end()?
+    }
     o_prot.write_field_stop()?;
     o_prot.write_struct_end()
   }
@@ -7156,15 +7260,17 @@ pub struct CreateNamespaceRequest {
   pub description: Option<String>,
   pub schema: Option<Vec<u8>>,
   pub approvals_required: Option<i32>,
+  pub approver_group: Option<String>,
 }
 
 impl CreateNamespaceRequest {
-  pub fn new<F2, F3, F4>(path: String, description: F2, schema: F3, approvals_required: F4) -> CreateNamespaceRequest where F2: Into<Option<String>>, F3: Into<Option<Vec<u8>>>, F4: Into<Option<i32>> {
+  pub fn new<F2, F3, F4, F5>(path: String, description: F2, schema: F3, approvals_required: F4, approver_group: F5) -> CreateNamespaceRequest where F2: Into<Option<String>>, F3: Into<Option<Vec<u8>>>, F4: Into<Option<i32>>, F5: Into<Option<String>> {
     CreateNamespaceRequest {
       path,
       description: description.into(),
       schema: schema.into(),
       approvals_required: approvals_required.into(),
+      approver_group: approver_group.into(),
     }
   }
 }
@@ -7176,6 +7282,7 @@ impl TSerializable for CreateNamespaceRequest {
     let mut f_2: Option<String> = None;
     let mut f_3: Option<Vec<u8>> = None;
     let mut f_4: Option<i32> = None;
+    let mut f_5: Option<String> = None;
     loop {
       let field_ident = i_prot.read_field_begin()?;
       if field_ident.field_type == TType::Stop {
@@ -7199,6 +7306,10 @@ impl TSerializable for CreateNamespaceRequest {
           let val = i_prot.read_i32()?;
           f_4 = Some(val);
         },
+        5 => {
+          let val = i_prot.read_string()?;
+          f_5 = Some(val);
+        },
         _ => {
           i_prot.skip(field_ident.field_type)?;
         },
@@ -7212,6 +7323,7 @@ impl TSerializable for CreateNamespaceRequest {
       description: f_2,
       schema: f_3,
       approvals_required: f_4,
+      approver_group: f_5,
     };
     Ok(ret)
   }
@@ -7236,6 +7348,11 @@ impl TSerializable for CreateNamespaceRequest {
       o_prot.write_i32(fld_var)?;
       o_prot.write_field_end()?
     }
+    if let Some(ref fld_var) = self.approver_group {
+      o_prot.write_field_begin(&TFieldIdentifier::new("approver_group", TType::String, 5))?;
+      o_prot.write_string(fld_var)?;
+      o_prot.write_field_end()?
+    }
     o_prot.write_field_stop()?;
     o_prot.write_struct_end()
   }
@@ -7251,15 +7368,17 @@ pub struct UpdateNamespaceRequest {
   pub description: Option<String>,
   pub schema: Option<Vec<u8>>,
   pub approvals_required: Option<i32>,
+  pub approver_group: Option<String>,
 }
 
 impl UpdateNamespaceRequest {
-  pub fn new<F2, F3, F4>(path: String, description: F2, schema: F3, approvals_required: F4) -> UpdateNamespaceRequest where F2: Into<Option<String>>, F3: Into<Option<Vec<u8>>>, F4: Into<Option<i32>> {
+  pub fn new<F2, F3, F4, F5>(path: String, description: F2, schema: F3, approvals_required: F4, approver_group: F5) -> UpdateNamespaceRequest where F2: Into<Option<String>>, F3: Into<Option<Vec<u8>>>, F4: Into<Option<i32>>, F5: Into<Option<String>> {
     UpdateNamespaceRequest {
       path,
       description: description.into(),
       schema: schema.into(),
       approvals_required: approvals_required.into(),
+      approver_group: approver_group.into(),
     }
   }
 }
@@ -7271,6 +7390,7 @@ impl TSerializable for UpdateNamespaceRequest {
     let mut f_2: Option<String> = None;
     let mut f_3: Option<Vec<u8>> = None;
     let mut f_4: Option<i32> = None;
+    let mut f_5: Option<String> = None;
     loop {
       let field_ident = i_prot.read_field_begin()?;
       if field_ident.field_type == TType::Stop {
@@ -7294,6 +7414,10 @@ impl TSerializable for UpdateNamespaceRequest {
           let val = i_prot.read_i32()?;
           f_4 = Some(val);
         },
+        5 => {
+          let val = i_prot.read_string()?;
+          f_5 = Some(val);
+        },
         _ => {
           i_prot.skip(field_ident.field_type)?;
         },
@@ -7307,6 +7431,7 @@ impl TSerializable for UpdateNamespaceRequest {
       description: f_2,
       schema: f_3,
       approvals_required: f_4,
+      approver_group: f_5,
     };
     Ok(ret)
   }
@@ -7329,6 +7454,11 @@ impl TSerializable for UpdateNamespaceRequest {
     if let Some(fld_var) = self.approvals_required {
       o_prot.write_field_begin(&TFieldIdentifier::new("approvals_required", TType::I32, 4))?;
       o_prot.write_i32(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.approver_group {
+      o_prot.write_field_begin(&TFieldIdentifier::new("approver_group", TType::String, 5))?;
+      o_prot.write_string(fld_var)?;
       o_prot.write_field_end()?
     }
     o_prot.write_field_stop()?;
@@ -7464,8 +7594,8 @@ impl TSerializable for NamespaceList {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<Namespace> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_15 = Namespace::read_from_in_protocol(i_prot)?;
-            val.push(list_elem_15);
+            let list_elem_16 = Namespace::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_16);
           }
           i_prot.read_list_end()?;
           f_1 = Some(val);
@@ -7595,8 +7725,8 @@ impl TSerializable for Entry {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<String> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_16 = i_prot.read_string()?;
-            val.push(list_elem_16);
+            let list_elem_17 = i_prot.read_string()?;
+            val.push(list_elem_17);
           }
           i_prot.read_list_end()?;
           f_8 = Some(val);
@@ -7933,8 +8063,8 @@ impl TSerializable for EntryList {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<Entry> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_17 = Entry::read_from_in_protocol(i_prot)?;
-            val.push(list_elem_17);
+            let list_elem_18 = Entry::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_18);
           }
           i_prot.read_list_end()?;
           f_1 = Some(val);
@@ -8051,8 +8181,8 @@ impl TSerializable for EntryRevision {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<String> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_18 = i_prot.read_string()?;
-            val.push(list_elem_18);
+            let list_elem_19 = i_prot.read_string()?;
+            val.push(list_elem_19);
           }
           i_prot.read_list_end()?;
           f_4 = Some(val);
@@ -8864,8 +8994,8 @@ impl TSerializable for ChangeSet {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<ChangeEdit> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_19 = ChangeEdit::read_from_in_protocol(i_prot)?;
-            val.push(list_elem_19);
+            let list_elem_20 = ChangeEdit::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_20);
           }
           i_prot.read_list_end()?;
           f_6 = Some(val);
@@ -8874,8 +9004,8 @@ impl TSerializable for ChangeSet {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<Review> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_20 = Review::read_from_in_protocol(i_prot)?;
-            val.push(list_elem_20);
+            let list_elem_21 = Review::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_21);
           }
           i_prot.read_list_end()?;
           f_7 = Some(val);
@@ -9018,14 +9148,16 @@ pub struct CreateChangeRequest {
   pub title: String,
   pub description: Option<String>,
   pub edits: Option<Vec<Edit>>,
+  pub client_token: Option<String>,
 }
 
 impl CreateChangeRequest {
-  pub fn new<F2, F3>(title: String, description: F2, edits: F3) -> CreateChangeRequest where F2: Into<Option<String>>, F3: Into<Option<Vec<Edit>>> {
+  pub fn new<F2, F3, F4>(title: String, description: F2, edits: F3, client_token: F4) -> CreateChangeRequest where F2: Into<Option<String>>, F3: Into<Option<Vec<Edit>>>, F4: Into<Option<String>> {
     CreateChangeRequest {
       title,
       description: description.into(),
       edits: edits.into(),
+      client_token: client_token.into(),
     }
   }
 }
@@ -9036,6 +9168,7 @@ impl TSerializable for CreateChangeRequest {
     let mut f_1: Option<String> = None;
     let mut f_2: Option<String> = None;
     let mut f_3: Option<Vec<Edit>> = None;
+    let mut f_4: Option<String> = None;
     loop {
       let field_ident = i_prot.read_field_begin()?;
       if field_ident.field_type == TType::Stop {
@@ -9055,11 +9188,15 @@ impl TSerializable for CreateChangeRequest {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<Edit> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_21 = Edit::read_from_in_protocol(i_prot)?;
-            val.push(list_elem_21);
+            let list_elem_22 = Edit::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_22);
           }
           i_prot.read_list_end()?;
           f_3 = Some(val);
+        },
+        4 => {
+          let val = i_prot.read_string()?;
+          f_4 = Some(val);
         },
         _ => {
           i_prot.skip(field_ident.field_type)?;
@@ -9073,6 +9210,7 @@ impl TSerializable for CreateChangeRequest {
       title: f_1.expect("auto-generated code should have checked for presence of required fields"),
       description: f_2,
       edits: f_3,
+      client_token: f_4,
     };
     Ok(ret)
   }
@@ -9094,6 +9232,11 @@ impl TSerializable for CreateChangeRequest {
         e.write_to_out_protocol(o_prot)?;
       }
       o_prot.write_list_end()?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.client_token {
+      o_prot.write_field_begin(&TFieldIdentifier::new("client_token", TType::String, 4))?;
+      o_prot.write_string(fld_var)?;
       o_prot.write_field_end()?
     }
     o_prot.write_field_stop()?;
@@ -9143,8 +9286,8 @@ impl TSerializable for EditChangeRequest {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<Edit> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_22 = Edit::read_from_in_protocol(i_prot)?;
-            val.push(list_elem_22);
+            let list_elem_23 = Edit::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_23);
           }
           i_prot.read_list_end()?;
           f_2 = Some(val);
@@ -9153,8 +9296,8 @@ impl TSerializable for EditChangeRequest {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<EntryRef> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_23 = EntryRef::read_from_in_protocol(i_prot)?;
-            val.push(list_elem_23);
+            let list_elem_24 = EntryRef::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_24);
           }
           i_prot.read_list_end()?;
           f_3 = Some(val);
@@ -9551,8 +9694,8 @@ impl TSerializable for RebaseResult {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<RebaseConflict> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_24 = RebaseConflict::read_from_in_protocol(i_prot)?;
-            val.push(list_elem_24);
+            let list_elem_25 = RebaseConflict::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_25);
           }
           i_prot.read_list_end()?;
           f_2 = Some(val);
@@ -9720,8 +9863,8 @@ impl TSerializable for ChangeList {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<ChangeSet> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_25 = ChangeSet::read_from_in_protocol(i_prot)?;
-            val.push(list_elem_25);
+            let list_elem_26 = ChangeSet::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_26);
           }
           i_prot.read_list_end()?;
           f_1 = Some(val);
@@ -9906,8 +10049,8 @@ impl TSerializable for AuditEvent {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<String> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_26 = i_prot.read_string()?;
-            val.push(list_elem_26);
+            let list_elem_27 = i_prot.read_string()?;
+            val.push(list_elem_27);
           }
           i_prot.read_list_end()?;
           f_6 = Some(val);
@@ -10166,8 +10309,8 @@ impl TSerializable for AuditPage {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<AuditEvent> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_27 = AuditEvent::read_from_in_protocol(i_prot)?;
-            val.push(list_elem_27);
+            let list_elem_28 = AuditEvent::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_28);
           }
           i_prot.read_list_end()?;
           f_1 = Some(val);
@@ -10466,8 +10609,8 @@ impl TSerializable for WatchConfigResult {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<ConfigEvent> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_28 = ConfigEvent::read_from_in_protocol(i_prot)?;
-            val.push(list_elem_28);
+            let list_elem_29 = ConfigEvent::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_29);
           }
           i_prot.read_list_end()?;
           f_1 = Some(val);
@@ -18386,6 +18529,8 @@ pub trait TConfmanSyncClient {
   fn revoke_role(&mut self, grant: Grant) -> thrift::Result<Namespace>;
   fn grant_kv(&mut self, request: KvGrantRequest) -> thrift::Result<Principal>;
   fn revoke_kv(&mut self, request: KvGrantRequest) -> thrift::Result<Principal>;
+  fn add_to_group(&mut self, membership: GroupMembership) -> thrift::Result<Principal>;
+  fn remove_from_group(&mut self, membership: GroupMembership) -> thrift::Result<Principal>;
   fn create_namespace(&mut self, request: CreateNamespaceRequest) -> thrift::Result<Namespace>;
   fn update_namespace(&mut self, request: UpdateNamespaceRequest) -> thrift::Result<Namespace>;
   fn describe_namespace(&mut self, path: String) -> thrift::Result<Namespace>;
@@ -18755,6 +18900,60 @@ impl <C: TThriftClient + TConfmanSyncClientMarker> TConfmanSyncClient for C {
       }
       verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
       let result = ConfmanRevokeKvResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn add_to_group(&mut self, membership: GroupMembership) -> thrift::Result<Principal> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("addToGroup", TMessageType::Call, self.sequence_number());
+        let call_args = ConfmanAddToGroupArgs { membership };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("addToGroup", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = ConfmanAddToGroupResult::read_from_in_protocol(self.i_prot_mut())?;
+      self.i_prot_mut().read_message_end()?;
+      result.ok_or()
+    }
+  }
+  fn remove_from_group(&mut self, membership: GroupMembership) -> thrift::Result<Principal> {
+    (
+      {
+        self.increment_sequence_number();
+        let message_ident = TMessageIdentifier::new("removeFromGroup", TMessageType::Call, self.sequence_number());
+        let call_args = ConfmanRemoveFromGroupArgs { membership };
+        self.o_prot_mut().write_message_begin(&message_ident)?;
+        call_args.write_to_out_protocol(self.o_prot_mut())?;
+        self.o_prot_mut().write_message_end()?;
+        self.o_prot_mut().flush()
+      }
+    )?;
+    {
+      let message_ident = self.i_prot_mut().read_message_begin()?;
+      verify_expected_sequence_number(self.sequence_number(), message_ident.sequence_number)?;
+      verify_expected_service_call("removeFromGroup", &message_ident.name)?;
+      if message_ident.message_type == TMessageType::Exception {
+        let remote_error = thrift::Error::read_application_error_from_in_protocol(self.i_prot_mut())?;
+        self.i_prot_mut().read_message_end()?;
+        return Err(thrift::Error::Application(remote_error))
+      }
+      verify_expected_message_type(TMessageType::Reply, message_ident.message_type)?;
+      let result = ConfmanRemoveFromGroupResult::read_from_in_protocol(self.i_prot_mut())?;
       self.i_prot_mut().read_message_end()?;
       result.ok_or()
     }
@@ -19399,6 +19598,8 @@ pub trait ConfmanSyncHandler {
   fn handle_revoke_role(&self, grant: Grant) -> thrift::Result<Namespace>;
   fn handle_grant_kv(&self, request: KvGrantRequest) -> thrift::Result<Principal>;
   fn handle_revoke_kv(&self, request: KvGrantRequest) -> thrift::Result<Principal>;
+  fn handle_add_to_group(&self, membership: GroupMembership) -> thrift::Result<Principal>;
+  fn handle_remove_from_group(&self, membership: GroupMembership) -> thrift::Result<Principal>;
   fn handle_create_namespace(&self, request: CreateNamespaceRequest) -> thrift::Result<Namespace>;
   fn handle_update_namespace(&self, request: UpdateNamespaceRequest) -> thrift::Result<Namespace>;
   fn handle_describe_namespace(&self, path: String) -> thrift::Result<Namespace>;
@@ -19469,6 +19670,12 @@ impl <H: ConfmanSyncHandler> ConfmanSyncProcessor<H> {
   }
   fn process_revoke_kv(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
     TConfmanProcessFunctions::process_revoke_kv(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_add_to_group(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TConfmanProcessFunctions::process_add_to_group(&self.handler, incoming_sequence_number, i_prot, o_prot)
+  }
+  fn process_remove_from_group(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    TConfmanProcessFunctions::process_remove_from_group(&self.handler, incoming_sequence_number, i_prot, o_prot)
   }
   fn process_create_namespace(&self, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
     TConfmanProcessFunctions::process_create_namespace(&self.handler, incoming_sequence_number, i_prot, o_prot)
@@ -20671,6 +20878,206 @@ impl TConfmanProcessFunctions {
               )
             };
             let message_ident = TMessageIdentifier::new("revokeKv", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_add_to_group<H: ConfmanSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = ConfmanAddToGroupArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_add_to_group(args.membership) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("addToGroup", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = ConfmanAddToGroupResult { result_value: Some(handler_return), invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<InvalidArgument>().is_some() {
+              let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
+              let ret_err = ConfmanAddToGroupResult{ result_value: None, invalid: Some(*err), unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("addToGroup", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = ConfmanAddToGroupResult{ result_value: None, invalid: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("addToGroup", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = ConfmanAddToGroupResult{ result_value: None, invalid: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("addToGroup", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = ConfmanAddToGroupResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("addToGroup", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = ConfmanAddToGroupResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err), not_found: None };
+              let message_ident = TMessageIdentifier::new("addToGroup", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<NotFound>().is_some() {
+              let err = usr_err.downcast::<NotFound>().expect("downcast already checked");
+              let ret_err = ConfmanAddToGroupResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: Some(*err) };
+              let message_ident = TMessageIdentifier::new("addToGroup", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("addToGroup", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("addToGroup", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("addToGroup", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+        }
+      },
+    }
+  }
+  pub fn process_remove_from_group<H: ConfmanSyncHandler>(handler: &H, incoming_sequence_number: i32, i_prot: &mut dyn TInputProtocol, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let args = ConfmanRemoveFromGroupArgs::read_from_in_protocol(i_prot)?;
+    match handler.handle_remove_from_group(args.membership) {
+      Ok(handler_return) => {
+        let message_ident = TMessageIdentifier::new("removeFromGroup", TMessageType::Reply, incoming_sequence_number);
+        o_prot.write_message_begin(&message_ident)?;
+        let ret = ConfmanRemoveFromGroupResult { result_value: Some(handler_return), invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None };
+        ret.write_to_out_protocol(o_prot)?;
+        o_prot.write_message_end()?;
+        o_prot.flush()
+      },
+      Err(e) => {
+        match e {
+          thrift::Error::User(usr_err) => {
+            if usr_err.downcast_ref::<InvalidArgument>().is_some() {
+              let err = usr_err.downcast::<InvalidArgument>().expect("downcast already checked");
+              let ret_err = ConfmanRemoveFromGroupResult{ result_value: None, invalid: Some(*err), unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("removeFromGroup", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unavailable>().is_some() {
+              let err = usr_err.downcast::<Unavailable>().expect("downcast already checked");
+              let ret_err = ConfmanRemoveFromGroupResult{ result_value: None, invalid: None, unavailable: Some(*err), internal: None, unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("removeFromGroup", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<InternalError>().is_some() {
+              let err = usr_err.downcast::<InternalError>().expect("downcast already checked");
+              let ret_err = ConfmanRemoveFromGroupResult{ result_value: None, invalid: None, unavailable: None, internal: Some(*err), unauthenticated: None, denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("removeFromGroup", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<Unauthenticated>().is_some() {
+              let err = usr_err.downcast::<Unauthenticated>().expect("downcast already checked");
+              let ret_err = ConfmanRemoveFromGroupResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: Some(*err), denied: None, not_found: None };
+              let message_ident = TMessageIdentifier::new("removeFromGroup", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<PermissionDenied>().is_some() {
+              let err = usr_err.downcast::<PermissionDenied>().expect("downcast already checked");
+              let ret_err = ConfmanRemoveFromGroupResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: Some(*err), not_found: None };
+              let message_ident = TMessageIdentifier::new("removeFromGroup", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else if usr_err.downcast_ref::<NotFound>().is_some() {
+              let err = usr_err.downcast::<NotFound>().expect("downcast already checked");
+              let ret_err = ConfmanRemoveFromGroupResult{ result_value: None, invalid: None, unavailable: None, internal: None, unauthenticated: None, denied: None, not_found: Some(*err) };
+              let message_ident = TMessageIdentifier::new("removeFromGroup", TMessageType::Reply, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              ret_err.write_to_out_protocol(o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            } else {
+              let ret_err = {
+                ApplicationError::new(
+                  ApplicationErrorKind::Unknown,
+                  usr_err.to_string()
+                )
+              };
+              let message_ident = TMessageIdentifier::new("removeFromGroup", TMessageType::Exception, incoming_sequence_number);
+              o_prot.write_message_begin(&message_ident)?;
+              thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
+              o_prot.write_message_end()?;
+              o_prot.flush()
+            }
+          },
+          thrift::Error::Application(app_err) => {
+            let message_ident = TMessageIdentifier::new("removeFromGroup", TMessageType::Exception, incoming_sequence_number);
+            o_prot.write_message_begin(&message_ident)?;
+            thrift::Error::write_application_error_to_out_protocol(&app_err, o_prot)?;
+            o_prot.write_message_end()?;
+            o_prot.flush()
+          },
+          _ => {
+            let ret_err = {
+              ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                e.to_string()
+              )
+            };
+            let message_ident = TMessageIdentifier::new("removeFromGroup", TMessageType::Exception, incoming_sequence_number);
             o_prot.write_message_begin(&message_ident)?;
             thrift::Error::write_application_error_to_out_protocol(&ret_err, o_prot)?;
             o_prot.write_message_end()?;
@@ -23126,6 +23533,12 @@ impl <H: ConfmanSyncHandler> TProcessor for ConfmanSyncProcessor<H> {
       "revokeKv" => {
         self.process_revoke_kv(message_ident.sequence_number, i_prot, o_prot)
       },
+      "addToGroup" => {
+        self.process_add_to_group(message_ident.sequence_number, i_prot, o_prot)
+      },
+      "removeFromGroup" => {
+        self.process_remove_from_group(message_ident.sequence_number, i_prot, o_prot)
+      },
       "createNamespace" => {
         self.process_create_namespace(message_ident.sequence_number, i_prot, o_prot)
       },
@@ -23803,8 +24216,8 @@ impl ConfmanListPrincipalsResult {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<Principal> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_29 = Principal::read_from_in_protocol(i_prot)?;
-            val.push(list_elem_29);
+            let list_elem_30 = Principal::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_30);
           }
           i_prot.read_list_end()?;
           f_0 = Some(val);
@@ -24374,8 +24787,8 @@ impl ConfmanListTokensResult {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<TokenInfo> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_30 = TokenInfo::read_from_in_protocol(i_prot)?;
-            val.push(list_elem_30);
+            let list_elem_31 = TokenInfo::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_31);
           }
           i_prot.read_list_end()?;
           f_0 = Some(val);
@@ -25393,6 +25806,396 @@ impl ConfmanRevokeKvResult {
   }
   fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
     let struct_ident = TStructIdentifier::new("ConfmanRevokeKvResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.invalid {
+      o_prot.write_field_begin(&TFieldIdentifier::new("invalid", TType::Struct, 1))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.not_found {
+      o_prot.write_field_begin(&TFieldIdentifier::new("not_found", TType::Struct, 13))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanAddToGroupArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanAddToGroupArgs {
+  membership: GroupMembership,
+}
+
+impl ConfmanAddToGroupArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanAddToGroupArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<GroupMembership> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = GroupMembership::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ConfmanAddToGroupArgs.membership", &f_1)?;
+    let ret = ConfmanAddToGroupArgs {
+      membership: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("addToGroup_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("membership", TType::Struct, 1))?;
+    self.membership.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanAddToGroupResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanAddToGroupResult {
+  result_value: Option<Principal>,
+  invalid: Option<InvalidArgument>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
+  not_found: Option<NotFound>,
+}
+
+impl ConfmanAddToGroupResult {
+  fn ok_or(self) -> thrift::Result<Principal> {
+    if self.invalid.is_some() {
+      Err(thrift::Error::User(Box::new(self.invalid.unwrap())))
+    } else if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
+    } else if self.not_found.is_some() {
+      Err(thrift::Error::User(Box::new(self.not_found.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for ConfmanAddToGroup"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanAddToGroupResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<Principal> = None;
+    let mut f_1: Option<InvalidArgument> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
+    let mut f_13: Option<NotFound> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = Principal::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        1 => {
+          let val = InvalidArgument::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
+        13 => {
+          let val = NotFound::read_from_in_protocol(i_prot)?;
+          f_13 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = ConfmanAddToGroupResult {
+      result_value: f_0,
+      invalid: f_1,
+      unavailable: f_4,
+      internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
+      not_found: f_13,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ConfmanAddToGroupResult");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.result_value {
+      o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.invalid {
+      o_prot.write_field_begin(&TFieldIdentifier::new("invalid", TType::Struct, 1))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unavailable {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unavailable", TType::Struct, 4))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.internal {
+      o_prot.write_field_begin(&TFieldIdentifier::new("internal", TType::Struct, 5))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.unauthenticated {
+      o_prot.write_field_begin(&TFieldIdentifier::new("unauthenticated", TType::Struct, 11))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.denied {
+      o_prot.write_field_begin(&TFieldIdentifier::new("denied", TType::Struct, 12))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.not_found {
+      o_prot.write_field_begin(&TFieldIdentifier::new("not_found", TType::Struct, 13))?;
+      fld_var.write_to_out_protocol(o_prot)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanRemoveFromGroupArgs
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanRemoveFromGroupArgs {
+  membership: GroupMembership,
+}
+
+impl ConfmanRemoveFromGroupArgs {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanRemoveFromGroupArgs> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<GroupMembership> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = GroupMembership::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    verify_required_field_exists("ConfmanRemoveFromGroupArgs.membership", &f_1)?;
+    let ret = ConfmanRemoveFromGroupArgs {
+      membership: f_1.expect("auto-generated code should have checked for presence of required fields"),
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("removeFromGroup_args");
+    o_prot.write_struct_begin(&struct_ident)?;
+    o_prot.write_field_begin(&TFieldIdentifier::new("membership", TType::Struct, 1))?;
+    self.membership.write_to_out_protocol(o_prot)?;
+    o_prot.write_field_end()?;
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
+// ConfmanRemoveFromGroupResult
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+struct ConfmanRemoveFromGroupResult {
+  result_value: Option<Principal>,
+  invalid: Option<InvalidArgument>,
+  unavailable: Option<Unavailable>,
+  internal: Option<InternalError>,
+  unauthenticated: Option<Unauthenticated>,
+  denied: Option<PermissionDenied>,
+  not_found: Option<NotFound>,
+}
+
+impl ConfmanRemoveFromGroupResult {
+  fn ok_or(self) -> thrift::Result<Principal> {
+    if self.invalid.is_some() {
+      Err(thrift::Error::User(Box::new(self.invalid.unwrap())))
+    } else if self.unavailable.is_some() {
+      Err(thrift::Error::User(Box::new(self.unavailable.unwrap())))
+    } else if self.internal.is_some() {
+      Err(thrift::Error::User(Box::new(self.internal.unwrap())))
+    } else if self.unauthenticated.is_some() {
+      Err(thrift::Error::User(Box::new(self.unauthenticated.unwrap())))
+    } else if self.denied.is_some() {
+      Err(thrift::Error::User(Box::new(self.denied.unwrap())))
+    } else if self.not_found.is_some() {
+      Err(thrift::Error::User(Box::new(self.not_found.unwrap())))
+    } else if self.result_value.is_some() {
+      Ok(self.result_value.unwrap())
+    } else {
+      Err(
+        thrift::Error::Application(
+          ApplicationError::new(
+            ApplicationErrorKind::MissingResult,
+            "no result received for ConfmanRemoveFromGroup"
+          )
+        )
+      )
+    }
+  }
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<ConfmanRemoveFromGroupResult> {
+    i_prot.read_struct_begin()?;
+    let mut f_0: Option<Principal> = None;
+    let mut f_1: Option<InvalidArgument> = None;
+    let mut f_4: Option<Unavailable> = None;
+    let mut f_5: Option<InternalError> = None;
+    let mut f_11: Option<Unauthenticated> = None;
+    let mut f_12: Option<PermissionDenied> = None;
+    let mut f_13: Option<NotFound> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        0 => {
+          let val = Principal::read_from_in_protocol(i_prot)?;
+          f_0 = Some(val);
+        },
+        1 => {
+          let val = InvalidArgument::read_from_in_protocol(i_prot)?;
+          f_1 = Some(val);
+        },
+        4 => {
+          let val = Unavailable::read_from_in_protocol(i_prot)?;
+          f_4 = Some(val);
+        },
+        5 => {
+          let val = InternalError::read_from_in_protocol(i_prot)?;
+          f_5 = Some(val);
+        },
+        11 => {
+          let val = Unauthenticated::read_from_in_protocol(i_prot)?;
+          f_11 = Some(val);
+        },
+        12 => {
+          let val = PermissionDenied::read_from_in_protocol(i_prot)?;
+          f_12 = Some(val);
+        },
+        13 => {
+          let val = NotFound::read_from_in_protocol(i_prot)?;
+          f_13 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = ConfmanRemoveFromGroupResult {
+      result_value: f_0,
+      invalid: f_1,
+      unavailable: f_4,
+      internal: f_5,
+      unauthenticated: f_11,
+      denied: f_12,
+      not_found: f_13,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("ConfmanRemoveFromGroupResult");
     o_prot.write_struct_begin(&struct_ident)?;
     if let Some(ref fld_var) = self.result_value {
       o_prot.write_field_begin(&TFieldIdentifier::new("result_value", TType::Struct, 0))?;
@@ -26958,8 +27761,8 @@ impl ConfmanEntryHistoryResult {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<EntryRevision> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_31 = EntryRevision::read_from_in_protocol(i_prot)?;
-            val.push(list_elem_31);
+            let list_elem_32 = EntryRevision::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_32);
           }
           i_prot.read_list_end()?;
           f_0 = Some(val);
@@ -29710,8 +30513,8 @@ impl ConfmanImportHistoryArgs {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<ImportedRevision> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_32 = ImportedRevision::read_from_in_protocol(i_prot)?;
-            val.push(list_elem_32);
+            let list_elem_33 = ImportedRevision::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_33);
           }
           i_prot.read_list_end()?;
           f_1 = Some(val);
