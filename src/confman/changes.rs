@@ -611,8 +611,7 @@ impl Confman {
                     check_schema(tx, &edit.ns, &edit.key, &edit.content_type, &value.value)?;
                     // The draft already put the value in the log: publish moves it.
                     let published = keys::value(&edit.ns, &edit.key, revision);
-                    tx.copy(published, change_value.clone());
-                    tx.clear(change_value);
+                    tx.copy(published, change_value);
                 }
                 let entry = RevisionRecord {
                     revision,
@@ -634,6 +633,10 @@ impl Confman {
                     "op": edit.op,
                 }));
             }
+            // After the copies, which read them: one mutation for all of them, so that a
+            // publish takes three per entry (value, meta, history) and EDITS_MAX entries
+            // fit in `mutations_per_txn_max`.
+            tx.clear_prefix(&keys::change_values(id));
             let before = record.state;
             record.state = State::Published;
             record.published_at_ms = Some(tx.now_ms);

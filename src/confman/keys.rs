@@ -127,6 +127,11 @@ pub fn changes() -> Vec<u8> {
     key(b"c/", &[])
 }
 
+/// Every value the edits of change `id` will write.
+pub fn change_values(id: u64) -> Vec<u8> {
+    key(b"d/", &[&id.to_be_bytes()])
+}
+
 /// The value an edit of change `id` writes to an entry.
 pub fn change_value(id: u64, stored: &str, entry: &str) -> Vec<u8> {
     key(

@@ -370,6 +370,14 @@ impl<'a> Tx<'a> {
         self.writes.push(Mutation::Clear { key });
     }
 
+    /// Clears every key that starts with `prefix`, as one mutation.
+    pub fn clear_prefix(&mut self, prefix: &[u8]) {
+        self.writes.push(Mutation::ClearRange {
+            start: prefix.to_vec(),
+            end: keys::prefix_end(prefix),
+        });
+    }
+
     /// An audit event committed with the call's writes.
     pub fn audit(
         &mut self,

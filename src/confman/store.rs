@@ -230,12 +230,19 @@ pub mod memory {
         keys: BTreeMap<Vec<u8>, Versions>,
         /// The bytes of values and patches committed so far: what a log would carry.
         logged_bytes: u64,
+        /// The most mutations one commit held.
+        mutations_max: usize,
     }
 
     impl MemoryStore {
         /// The bytes of values and patches committed so far.
         pub fn logged_bytes(&self) -> u64 {
             self.inner.lock().unwrap().logged_bytes
+        }
+
+        /// The most mutations one commit held.
+        pub fn mutations_max(&self) -> usize {
+            self.inner.lock().unwrap().mutations_max
         }
     }
 
@@ -256,6 +263,7 @@ pub mod memory {
     }
 
     fn apply_all(inner: &mut Inner, version: u64, mutations: Vec<Mutation>) -> Result<()> {
+        inner.mutations_max = inner.mutations_max.max(mutations.len());
         for mutation in mutations {
             inner.logged_bytes += match &mutation {
                 Mutation::Set { value, .. } => value.len() as u64,
@@ -269,6 +277,16 @@ pub mod memory {
                     .or_default()
                     .push((version, Some(value))),
                 Mutation::Clear { key } => inner.keys.entry(key).or_default().push((version, None)),
+                Mutation::ClearRange { start, end } => {
+                    let live: Vec<Vec<u8>> = (inner.keys.iter())
+                        .filter(|(k, _)| in_range(k, &start, &end))
+                        .filter(|(_, versions)| matches!(versions.last(), Some((_, Some(_)))))
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for key in live {
+                        inner.keys.entry(key).or_default().push((version, None));
+                    }
+                }
                 Mutation::Copy { key, from } => {
                     let value = inner.at(&from, version).map(|s| s.value);
                     let value = value.ok_or(RouterError::InvalidArgument(

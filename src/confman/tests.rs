@@ -830,3 +830,36 @@ fn a_create_retried_with_its_client_token_creates_one_change() {
         Err(Error::Invalid(_))
     ));
 }
+
+/// A change of EDITS_MAX entries publishes in one commit within the default
+/// `mutations_per_txn_max`, and leaves none of its draft values behind.
+#[test]
+fn the_largest_change_publishes_within_the_mutation_limit() {
+    let f = Fixture::new();
+    f.namespace("/many", 0);
+    let edits: Vec<EditInput> = (0..changes::EDITS_MAX)
+        .map(|i| put("/many", &format!("e{i}"), &format!("{{\"i\":{i}}}")))
+        .collect();
+    let c = &f.confman;
+    let id = (c.create_change(f.root(), "many", "", &edits))
+        .unwrap()
+        .record
+        .id;
+    c.submit_change(f.root(), id).unwrap();
+    c.publish_change(f.root(), id, false, None).unwrap();
+    let limit = crate::router::Limits::default().mutations_per_txn_max;
+    let published = f.store.mutations_max();
+    assert!(published <= limit, "{published} mutations, limit {limit}");
+    assert_eq!(
+        value(&f, "/many", "e2999"),
+        serde_json::json!({ "i": 2999 })
+    );
+    let drafts = keys::change_values(id);
+    let left = f
+        .store
+        .scan(&drafts, &keys::prefix_end(&drafts), 10, false, u64::MAX);
+    assert!(
+        left.unwrap().is_empty(),
+        "draft values left after the publish"
+    );
+}
