@@ -1141,14 +1141,20 @@ struct ConfigEvent {
   4: required i64 change_id,
   5: required i64 version,
   6: required bool deleted,
+  // The value; absent for a deletion, and when `patch` stands for it.
   7: optional binary value,
   8: required string content_type,
+  // Asked for with `patches`: the RFC 6902 patch that turns revision - 1's value into this
+  // revision's (sent for JSON values of at least 4 KiB when under half their size).
+  9: optional binary patch,
 }
 
 struct WatchConfigRequest {
   1: required string ns,
   2: required i64 from_version,
   3: required i64 timeout_ms,
+  // Send a large JSON entry's new revision as a patch of the previous one when smaller.
+  4: optional bool patches,
 }
 
 struct WatchConfigResult {

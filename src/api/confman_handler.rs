@@ -773,7 +773,7 @@ impl ConfmanSyncHandler for ConfmanHandler {
             let from = unsigned(r.from_version, "from_version")?;
             let timeout = Duration::from_millis(unsigned(r.timeout_ms, "timeout_ms")?);
             let (events, next) = (self.confman)
-                .watch_config(t, &r.ns, from, timeout)
+                .watch_config(t, &r.ns, from, timeout, r.patches.unwrap_or(false))
                 .map_err(wire_error)?;
             let events = (events.into_iter())
                 .map(|event| wire::ConfigEvent {
@@ -785,6 +785,7 @@ impl ConfmanSyncHandler for ConfmanHandler {
                     deleted: event.revision.deleted,
                     value: event.value,
                     content_type: event.revision.content_type,
+                    patch: event.patch,
                 })
                 .collect();
             Ok(wire::WatchConfigResult {

@@ -193,6 +193,99 @@ fn namespace_json(ns: &wire::Namespace) -> Value {
     })
 }
 
+/// `config watch`: long polls from `from` (default: after the current version), each
+/// retried with a fresh connection while the answer is `Unavailable` or the connection is
+/// lost; a watch resumes from the version it reached, with no gap and no duplicate.
+fn watch(
+    args: &ConfigArgs,
+    ns: String,
+    from: Option<i64>,
+    count: Option<u64>,
+    patches: bool,
+    timeout_ms: i64,
+) -> Result<u8, Failure> {
+    use std::io::Write;
+    let mut client = args.client()?;
+    let mut from = match from {
+        Some(from) => from,
+        None => {
+            let request = wire::ListEntriesRequest {
+                ns: ns.clone(),
+                recursive: false,
+                limit: 1,
+                continuation: None,
+                read_version: None,
+                values: false,
+            };
+            client.list_entries(request)?.read_version + 1
+        }
+    };
+    let mut remaining = count.unwrap_or(u64::MAX);
+    let mut retry = Retry::new(CREATE_ATTEMPTS, BACKUP_BACKOFF_MIN);
+    let mut out = std::io::stdout().lock();
+    while remaining > 0 {
+        let request = wire::WatchConfigRequest {
+            ns: ns.clone(),
+            from_version: from,
+            timeout_ms,
+            patches: Some(patches),
+        };
+        let page = match client.watch_config(request) {
+            Err(error) if retryable(&error) => {
+                retry.failed(error.into())?;
+                if let Ok(fresh) = args.client() {
+                    client = fresh;
+                }
+                continue;
+            }
+            page => page?,
+        };
+        for event in page
+            .events
+            .iter()
+            .take(usize::try_from(remaining).unwrap_or(usize::MAX))
+        {
+            let line = match args.json {
+                true => config_event_json(event).to_string(),
+                false => config_event_line(event),
+            };
+            writeln!(out, "{line}")?;
+            remaining -= 1;
+        }
+        out.flush()?;
+        from = page.next_version;
+    }
+    Ok(EXIT_SUCCESS)
+}
+
+fn config_event_json(event: &wire::ConfigEvent) -> Value {
+    let text = |bytes: &Option<Vec<u8>>| {
+        (bytes.as_ref()).map(|b| serde_json::from_slice::<Value>(b).unwrap_or(Value::Null))
+    };
+    json!({
+        "ns": event.ns, "key": event.key, "revision": event.revision,
+        "change_id": event.change_id, "version": event.version, "deleted": event.deleted,
+        "content_type": event.content_type, "value": text(&event.value),
+        "patch": text(&event.patch),
+    })
+}
+
+fn config_event_line(event: &wire::ConfigEvent) -> String {
+    let (verb, body) = match (&event.patch, &event.value) {
+        _ if event.deleted => ("DELETE", None),
+        (Some(patch), _) => ("PATCH", Some(patch)),
+        (None, value) => ("PUT", value.as_ref()),
+    };
+    let head = format!(
+        "{verb} {}:{} revision={} change={} version={}",
+        event.ns, event.key, event.revision, event.change_id, event.version
+    );
+    match body {
+        Some(body) => format!("{head} {}", String::from_utf8_lossy(body)),
+        None => head,
+    }
+}
+
 /// Attempts of a `createChange` that met `Unavailable` or a lost connection.
 const CREATE_ATTEMPTS: u32 = 10;
 
@@ -349,6 +442,27 @@ pub enum ConfigCommand {
         #[command(flatten)]
         args: ConfigArgs,
     },
+    /// Follow the published changes of a namespace's subtree: one line per entry revision
+    /// (`PUT`, `PATCH` or `DELETE`, the entry, revision, change and version, then the value
+    /// or patch), or with --json one object per line. Reconnects after a lost connection.
+    Watch {
+        ns: String,
+        /// First store version to report (default: the next commit after now).
+        #[arg(long, value_name = "V")]
+        from: Option<i64>,
+        /// Exit after this many events (default: run until interrupted).
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+        /// A large JSON entry's new revision as the RFC 6902 patch from the previous one,
+        /// when that is smaller.
+        #[arg(long)]
+        patches: bool,
+        /// How long each long poll waits on the server.
+        #[arg(long, value_name = "MS", default_value_t = 5_000)]
+        timeout_ms: i64,
+        #[command(flatten)]
+        args: ConfigArgs,
+    },
     /// Every published revision of an entry, newest first.
     History {
         ns: String,
@@ -494,6 +608,14 @@ pub(super) fn config(command: ConfigCommand) -> Result<u8, Failure> {
                     .join("\n")
             })
         }
+        ConfigCommand::Watch {
+            ns,
+            from,
+            count,
+            patches,
+            timeout_ms,
+            args,
+        } => watch(&args, ns, from, count, patches, timeout_ms),
         ConfigCommand::History {
             ns,
             key,

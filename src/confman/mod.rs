@@ -122,7 +122,12 @@ pub struct Confman {
     store: Arc<dyn Store>,
     clock: Clock,
     metrics: ConfigMetrics,
+    /// Patches computed for watches that ask for them.
+    patches: Arc<std::sync::Mutex<namespaces::PatchCache>>,
 }
+
+/// What the watch patch cache holds at most.
+const PATCH_CACHE_BYTES: usize = 64 << 20;
 
 impl Confman {
     pub fn new(store: Arc<dyn Store>, clock: Clock) -> Confman {
@@ -130,6 +135,9 @@ impl Confman {
             store,
             clock,
             metrics: ConfigMetrics::unregistered(),
+            patches: Arc::new(std::sync::Mutex::new(namespaces::PatchCache::new(
+                PATCH_CACHE_BYTES,
+            ))),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Namespaces and published entries: create, describe, list, delete; read an entry now, at
 //! a store version or at a revision; its history; diffs; and the watch of a subtree.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use super::access::Permission;
@@ -32,7 +33,65 @@ pub struct ConfigEvent {
     pub key: String,
     pub revision: RevisionRecord,
     pub version: u64,
+    /// Absent for a deletion, and when `patch` stands for it.
     pub value: Option<Vec<u8>>,
+    /// With `patches`: the RFC 6902 patch from the previous revision's value, when that
+    /// is worth it (`WATCH_PATCH_MIN_BYTES`, under half the value).
+    pub patch: Option<Vec<u8>>,
+}
+
+/// Values below this are sent whole even to a watch that asks for patches.
+pub const WATCH_PATCH_MIN_BYTES: usize = 4096;
+
+/// Patches computed for watches, by (stored namespace, entry, revision): every watcher of a
+/// large entry gets the same patch, diffed once per replica. Bounded by `bytes_max`; the
+/// oldest go first. None: no patch is worth sending for that revision.
+pub(super) struct PatchCache {
+    patches: BTreeMap<(String, String, u64), Option<Vec<u8>>>,
+    order: VecDeque<(String, String, u64)>,
+    bytes: usize,
+    bytes_max: usize,
+}
+
+impl PatchCache {
+    pub(super) fn new(bytes_max: usize) -> PatchCache {
+        PatchCache {
+            patches: BTreeMap::new(),
+            order: VecDeque::new(),
+            bytes: 0,
+            bytes_max,
+        }
+    }
+
+    fn get(&self, id: &(String, String, u64)) -> Option<Option<Vec<u8>>> {
+        self.patches.get(id).cloned()
+    }
+
+    fn insert(&mut self, id: (String, String, u64), patch: Option<Vec<u8>>) {
+        let size = patch.as_ref().map_or(0, Vec::len);
+        if size > self.bytes_max || self.patches.contains_key(&id) {
+            return;
+        }
+        while self.bytes + size > self.bytes_max {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(Some(dropped)) = self.patches.remove(&oldest) {
+                self.bytes -= dropped.len();
+            }
+        }
+        self.bytes += size;
+        self.order.push_back(id.clone());
+        self.patches.insert(id, patch);
+        // Entries for revisions with no patch cost a key each: bound their number too.
+        while self.order.len() > 4096 {
+            if let Some(oldest) = self.order.pop_front() {
+                if let Some(Some(dropped)) = self.patches.remove(&oldest) {
+                    self.bytes -= dropped.len();
+                }
+            }
+        }
+    }
 }
 
 /// A namespace's settings as a create or an update gives them: what is None is the
@@ -487,12 +546,16 @@ impl Confman {
     /// Published changes of the subtree of `path` from `from_version`: long polls up to
     /// `timeout` for one. Every entry of one change shares its version, and a page never
     /// splits a version.
+    /// The published changes of the subtree `path` from `from_version`, waiting up to
+    /// `timeout` for one. With `patches`, a JSON entry's event carries the RFC 6902 patch
+    /// from its previous revision instead of the value, when that is worth it.
     pub fn watch_config(
         &self,
         token: Option<&str>,
         path: &str,
         from_version: u64,
         timeout: Duration,
+        patches: bool,
     ) -> Result<(Vec<ConfigEvent>, u64)> {
         let ns = stored(path)?;
         self.read(token, |tx, caller| {
@@ -519,16 +582,70 @@ impl Confman {
                     self.store.get(&value_key, event.version)?.map(|s| s.value)
                 }
             };
-            out.push(ConfigEvent {
+            let mut event = ConfigEvent {
                 ns: entry_ns,
                 key,
                 revision: record,
                 version: event.version,
                 value,
-            });
+                patch: None,
+            };
+            if patches {
+                event.patch = self.watch_patch(&event)?;
+                if event.patch.is_some() {
+                    event.value = None;
+                }
+            }
+            out.push(event);
         }
         Ok((out, next))
     }
+}
+
+impl Confman {
+    /// The patch from the previous revision's value to `event`'s, when the entry is JSON,
+    /// the value at least `WATCH_PATCH_MIN_BYTES`, the previous revision not a deletion,
+    /// and the patch under half the value and reproducing it exactly.
+    fn watch_patch(&self, event: &ConfigEvent) -> Result<Option<Vec<u8>>> {
+        let revision = &event.revision;
+        let Some(value) = event.value.as_deref() else {
+            return Ok(None);
+        };
+        let json = revision.content_type.starts_with(model::JSON);
+        if !json || revision.revision < 2 || value.len() < WATCH_PATCH_MIN_BYTES {
+            return Ok(None);
+        }
+        let id = (event.ns.clone(), event.key.clone(), revision.revision);
+        if let Some(cached) = self.patches.lock().expect("patch cache").get(&id) {
+            return Ok(cached);
+        }
+        // Revision values are written once, so any version at or after this one holds it.
+        let previous = keys::value(&event.ns, &event.key, revision.revision - 1);
+        let patch = match self.store.get(&previous, event.version)? {
+            Some(previous) => patch_between(&previous.value, value),
+            None => None, // The previous revision deleted the entry.
+        };
+        (self.patches.lock().expect("patch cache")).insert(id, patch.clone());
+        Ok(patch)
+    }
+}
+
+/// The RFC 6902 patch that `document::apply_json_patch` turns `from` into `to` with, when
+/// under half of `to`.
+fn patch_between(from: &[u8], to: &[u8]) -> Option<Vec<u8>> {
+    let (from_value, to_value) = std::thread::scope(|scope| {
+        let from = scope.spawn(|| serde_json::from_slice::<serde_json::Value>(from).ok());
+        let to = serde_json::from_slice::<serde_json::Value>(to).ok();
+        (from.join().ok().flatten(), to)
+    });
+    let patch = match (&from_value, &to_value) {
+        (Some(f), Some(t)) => serde_json::to_vec(&json_patch::diff(f, t)).ok(),
+        _ => None,
+    };
+    std::thread::spawn(move || drop((from_value, to_value)));
+    let patch = patch.filter(|patch| patch.len() < to.len() / 2)?;
+    let patched = crate::executor::document::apply_json_patch(from, &patch).ok()?;
+    (patched == to).then_some(patch)
 }
 
 fn checked_schema(text: Option<&[u8]>) -> Result<Option<String>> {

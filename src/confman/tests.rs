@@ -513,7 +513,7 @@ fn a_watch_sees_each_published_change_once_with_its_values() {
         .unwrap();
     f.publish("/other", "c", "3");
     let (events, next) = c
-        .watch_config(f.root(), "/w", start, Duration::from_millis(10))
+        .watch_config(f.root(), "/w", start, Duration::from_millis(10), false)
         .unwrap();
     let seen: Vec<(String, String, u64)> = (events.iter())
         .map(|e| (keys::display_path(&e.ns), e.key.clone(), e.version))
@@ -527,7 +527,7 @@ fn a_watch_sees_each_published_change_once_with_its_values() {
     );
     assert_eq!(events[1].value.as_deref(), Some(&b"2"[..]));
     let (again, _) = c
-        .watch_config(f.root(), "/w", next, Duration::from_millis(10))
+        .watch_config(f.root(), "/w", next, Duration::from_millis(10), false)
         .unwrap();
     assert!(again.is_empty());
 }
@@ -616,7 +616,7 @@ fn run_call(call: &str, role: Role) -> Result<()> {
             .map(drop),
         "entryHistory" => c.entry_history(t, "/m", "e", 10, None).map(drop),
         "diffEntry" => c.diff_entry(t, "/m", "e", 0, None).map(drop),
-        "watchConfig" => c.watch_config(t, "/m", 1, forever).map(drop),
+        "watchConfig" => c.watch_config(t, "/m", 1, forever, false).map(drop),
         "createChange" => c
             .create_change(t, "x", "", &[put("/m", "x", "1")])
             .map(drop),
@@ -862,4 +862,54 @@ fn the_largest_change_publishes_within_the_mutation_limit() {
         left.unwrap().is_empty(),
         "draft values left after the publish"
     );
+}
+
+/// A watch that asks for patches gets, for a large JSON entry, the patch from the previous
+/// revision (which turns it into the new value), and the first revision whole.
+#[test]
+fn a_watch_asking_for_patches_gets_them_for_large_entries() {
+    let f = Fixture::new();
+    f.namespace("/wp", 0);
+    let c = &f.confman;
+    f.publish("/wp", "small", "1");
+    let items: Vec<serde_json::Value> = (0..500).map(|i| serde_json::json!({ "i": i })).collect();
+    let mut doc = serde_json::json!({ "v": 1, "items": items });
+    let first = f.publish("/wp", "big", &doc.to_string());
+    doc["v"] = 2.into();
+    doc["items"][3]["i"] = "three".into();
+    f.publish("/wp", "big", &doc.to_string());
+    f.publish("/wp", "small", "2");
+    let (events, _) = c
+        .watch_config(
+            f.root(),
+            "/wp",
+            first.version,
+            Duration::from_millis(10),
+            true,
+        )
+        .unwrap();
+    let big: Vec<&ConfigEvent> = events.iter().filter(|e| e.key == "big").collect();
+    assert_eq!(big.len(), 2);
+    assert!(
+        big[0].patch.is_none() && big[0].value.is_some(),
+        "revision 1 is whole"
+    );
+    let patch = big[1].patch.as_ref().expect("revision 2 as a patch");
+    assert!(big[1].value.is_none());
+    let patched =
+        crate::executor::document::apply_json_patch(big[0].value.as_ref().unwrap(), patch).unwrap();
+    assert_eq!(patched, crate::executor::document::canonical(&doc));
+    // A small entry is sent whole; without `patches`, every event holds its value.
+    let small = events.iter().find(|e| e.key == "small").unwrap();
+    assert_eq!(small.value.as_deref(), Some(&b"2"[..]));
+    let (plain, _) = c
+        .watch_config(
+            f.root(),
+            "/wp",
+            first.version,
+            Duration::from_millis(10),
+            false,
+        )
+        .unwrap();
+    assert!(plain.iter().all(|e| e.value.is_some() && e.patch.is_none()));
 }

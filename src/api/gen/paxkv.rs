@@ -10367,10 +10367,11 @@ pub struct ConfigEvent {
   pub deleted: bool,
   pub value: Option<Vec<u8>>,
   pub content_type: String,
+  pub patch: Option<Vec<u8>>,
 }
 
 impl ConfigEvent {
-  pub fn new<F7>(ns: String, key: String, revision: i64, change_id: i64, version: i64, deleted: bool, value: F7, content_type: String) -> ConfigEvent where F7: Into<Option<Vec<u8>>> {
+  pub fn new<F7, F9>(ns: String, key: String, revision: i64, change_id: i64, version: i64, deleted: bool, value: F7, content_type: String, patch: F9) -> ConfigEvent where F7: Into<Option<Vec<u8>>>, F9: Into<Option<Vec<u8>>> {
     ConfigEvent {
       ns,
       key,
@@ -10380,6 +10381,7 @@ impl ConfigEvent {
       deleted,
       value: value.into(),
       content_type,
+      patch: patch.into(),
     }
   }
 }
@@ -10395,6 +10397,7 @@ impl TSerializable for ConfigEvent {
     let mut f_6: Option<bool> = None;
     let mut f_7: Option<Vec<u8>> = None;
     let mut f_8: Option<String> = None;
+    let mut f_9: Option<Vec<u8>> = None;
     loop {
       let field_ident = i_prot.read_field_begin()?;
       if field_ident.field_type == TType::Stop {
@@ -10434,6 +10437,10 @@ impl TSerializable for ConfigEvent {
           let val = i_prot.read_string()?;
           f_8 = Some(val);
         },
+        9 => {
+          let val = i_prot.read_bytes()?;
+          f_9 = Some(val);
+        },
         _ => {
           i_prot.skip(field_ident.field_type)?;
         },
@@ -10457,6 +10464,7 @@ impl TSerializable for ConfigEvent {
       deleted: f_6.expect("auto-generated code should have checked for presence of required fields"),
       value: f_7,
       content_type: f_8.expect("auto-generated code should have checked for presence of required fields"),
+      patch: f_9,
     };
     Ok(ret)
   }
@@ -10489,6 +10497,11 @@ impl TSerializable for ConfigEvent {
     o_prot.write_field_begin(&TFieldIdentifier::new("content_type", TType::String, 8))?;
     o_prot.write_string(&self.content_type)?;
     o_prot.write_field_end()?;
+    if let Some(ref fld_var) = self.patch {
+      o_prot.write_field_begin(&TFieldIdentifier::new("patch", TType::String, 9))?;
+      o_prot.write_bytes(fld_var)?;
+      o_prot.write_field_end()?
+    }
     o_prot.write_field_stop()?;
     o_prot.write_struct_end()
   }
@@ -10503,14 +10516,16 @@ pub struct WatchConfigRequest {
   pub ns: String,
   pub from_version: i64,
   pub timeout_ms: i64,
+  pub patches: Option<bool>,
 }
 
 impl WatchConfigRequest {
-  pub fn new(ns: String, from_version: i64, timeout_ms: i64) -> WatchConfigRequest {
+  pub fn new<F4>(ns: String, from_version: i64, timeout_ms: i64, patches: F4) -> WatchConfigRequest where F4: Into<Option<bool>> {
     WatchConfigRequest {
       ns,
       from_version,
       timeout_ms,
+      patches: patches.into(),
     }
   }
 }
@@ -10521,6 +10536,7 @@ impl TSerializable for WatchConfigRequest {
     let mut f_1: Option<String> = None;
     let mut f_2: Option<i64> = None;
     let mut f_3: Option<i64> = None;
+    let mut f_4: Option<bool> = None;
     loop {
       let field_ident = i_prot.read_field_begin()?;
       if field_ident.field_type == TType::Stop {
@@ -10540,6 +10556,10 @@ impl TSerializable for WatchConfigRequest {
           let val = i_prot.read_i64()?;
           f_3 = Some(val);
         },
+        4 => {
+          let val = i_prot.read_bool()?;
+          f_4 = Some(val);
+        },
         _ => {
           i_prot.skip(field_ident.field_type)?;
         },
@@ -10554,6 +10574,7 @@ impl TSerializable for WatchConfigRequest {
       ns: f_1.expect("auto-generated code should have checked for presence of required fields"),
       from_version: f_2.expect("auto-generated code should have checked for presence of required fields"),
       timeout_ms: f_3.expect("auto-generated code should have checked for presence of required fields"),
+      patches: f_4,
     };
     Ok(ret)
   }
@@ -10569,6 +10590,11 @@ impl TSerializable for WatchConfigRequest {
     o_prot.write_field_begin(&TFieldIdentifier::new("timeout_ms", TType::I64, 3))?;
     o_prot.write_i64(self.timeout_ms)?;
     o_prot.write_field_end()?;
+    if let Some(fld_var) = self.patches {
+      o_prot.write_field_begin(&TFieldIdentifier::new("patches", TType::Bool, 4))?;
+      o_prot.write_bool(fld_var)?;
+      o_prot.write_field_end()?
+    }
     o_prot.write_field_stop()?;
     o_prot.write_struct_end()
   }
