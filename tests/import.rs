@@ -3,17 +3,19 @@
 //! two files over 10 MB, committed by two authors. A tree with a file that is not JSON is
 //! refused before anything is published; the import publishes everything, a second run
 //! finds everything identical, an edit is imported alone; the export gives back every
-//! file's JSON value; and each entry's last git author is in the audit.
+//! file's JSON value; and each entry's last git author is in the audit. A one-field edit
+//! of a large file reaches `paxkv config watch --patches` as a patch.
 
 mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
 
-use paxkv::api::gen::paxkv::{AuditQuery, NotFound, TConfmanSyncClient};
+use paxkv::api::gen::paxkv::{AuditQuery, ListEntriesRequest, NotFound, TConfmanSyncClient};
 use paxkv::api::{connect_config, Protocol};
-use support::{user_error, ServerCluster};
+use support::{user_error, Deadline, ServerCluster};
 
 const SMALL_FILES: usize = 2000;
 const LARGE_BYTES: usize = 10_500_000;
@@ -89,6 +91,19 @@ fn paxkv(args: &[&str], endpoint: &str, token: &str) -> Output {
         .args(["--endpoint", endpoint, "--token", token, "--json"])
         .output()
         .unwrap()
+}
+
+/// The child's output once it exits; killed (by its PID) and failed after `limit`.
+fn wait_output(mut child: Child, limit: Duration) -> Output {
+    let deadline = Deadline::after(limit);
+    while child.try_wait().unwrap().is_none() {
+        if deadline.passed() {
+            child.kill().unwrap();
+            panic!("the watch saw nothing within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
 }
 
 fn summary(out: &Output) -> serde_json::Value {
@@ -204,6 +219,37 @@ fn a_git_tree_imports_in_batches_resumes_and_exports_back() {
     std::fs::write(tree.join("region-2/cluster-2/svc-2.json"), small(200_002)).unwrap();
     let edited = import(&[]);
     assert_eq!(edited["imported"], 1, "{edited}");
+
+    // A one-field edit of a 10 MB file reaches a watch that asks for patches as a patch.
+    let routes_path = tree.join("edge/routes-a.json");
+    let mut routes: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&routes_path).unwrap()).unwrap();
+    let before = routes.clone();
+    routes["routes"][7]["timeout_ms"] = 1.into();
+    std::fs::write(&routes_path, serde_json::to_vec_pretty(&routes).unwrap()).unwrap();
+    let list = ListEntriesRequest::new("/cfg/edge".to_string(), false, 1, None, None, false);
+    let from = config.list_entries(list).unwrap().read_version + 1;
+    let watcher = Command::new(env!("CARGO_BIN_EXE_paxkv"))
+        .args(["config", "watch", "/cfg/edge", "--patches", "--count", "1"])
+        .args(["--from", &from.to_string(), "--timeout-ms", "1000"])
+        .args(["--endpoint", &endpoint, "--token", &root, "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let edited = import(&[]);
+    assert_eq!(edited["imported"], 1, "{edited}");
+    let watched = wait_output(watcher, Duration::from_secs(60));
+    let event: serde_json::Value = serde_json::from_slice(&watched.stdout).unwrap();
+    assert_eq!(event["key"], "routes-a.json", "{event}");
+    assert!(event["value"].is_null(), "the value came whole");
+    let patch = serde_json::to_vec(&event["patch"]).unwrap();
+    assert!(patch.len() < 1_000, "a patch of {} bytes", patch.len());
+    let canonical = serde_json::to_vec(&before).unwrap();
+    let patched = paxkv::executor::document::apply_json_patch(&canonical, &patch).unwrap();
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&patched).unwrap(),
+        routes
+    );
 
     // The export gives back every file's JSON value.
     let out_dir = dir.path().join("export");
