@@ -168,9 +168,21 @@ fn optional_unsigned(value: Option<i64>, name: &str) -> Wire<Option<u64>> {
     value.map(|v| unsigned(v, name)).transpose()
 }
 
-fn approvals(value: Option<i32>) -> Wire<Option<u32>> {
-    (value.map(u32::try_from).transpose())
-        .map_err(|_| invalid("approvals_required must not be negative"))
+/// A namespace's settings from the fields both the create and the update request have.
+fn settings<'a>(
+    description: &'a Option<String>,
+    schema: &'a Option<Vec<u8>>,
+    approvals_required: Option<i32>,
+    approver_group: &'a Option<String>,
+) -> Wire<NamespaceSettings<'a>> {
+    let approvals_required = (approvals_required.map(u32::try_from).transpose())
+        .map_err(|_| invalid("approvals_required must not be negative"))?;
+    Ok(NamespaceSettings {
+        description: description.as_deref(),
+        schema: schema.as_deref(),
+        approvals_required,
+        approver_group: approver_group.as_deref(),
+    })
 }
 
 fn namespace(record: NamespaceRecord) -> wire::Namespace {
@@ -477,12 +489,12 @@ impl ConfmanSyncHandler for ConfmanHandler {
 
     fn handle_create_namespace(&self, r: wire::CreateNamespaceRequest) -> Wire<wire::Namespace> {
         self.observed("createNamespace", |t| {
-            let settings = NamespaceSettings {
-                description: r.description.as_deref(),
-                schema: r.schema.as_deref(),
-                approvals_required: approvals(r.approvals_required)?,
-                approver_group: r.approver_group.as_deref(),
-            };
+            let settings = settings(
+                &r.description,
+                &r.schema,
+                r.approvals_required,
+                &r.approver_group,
+            )?;
             let created = (self.confman).create_namespace(t, &r.path, settings);
             Ok(namespace(created.map_err(wire_error)?))
         })
@@ -490,12 +502,12 @@ impl ConfmanSyncHandler for ConfmanHandler {
 
     fn handle_update_namespace(&self, r: wire::UpdateNamespaceRequest) -> Wire<wire::Namespace> {
         self.observed("updateNamespace", |t| {
-            let settings = NamespaceSettings {
-                description: r.description.as_deref(),
-                schema: r.schema.as_deref(),
-                approvals_required: approvals(r.approvals_required)?,
-                approver_group: r.approver_group.as_deref(),
-            };
+            let settings = settings(
+                &r.description,
+                &r.schema,
+                r.approvals_required,
+                &r.approver_group,
+            )?;
             let updated = (self.confman).update_namespace(t, &r.path, settings);
             Ok(namespace(updated.map_err(wire_error)?))
         })

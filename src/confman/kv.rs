@@ -194,17 +194,11 @@ impl Confman {
                     .sort_by(|a, b| a.prefix_hex.cmp(&b.prefix_hex));
             }
             if record.kv_grants != before {
-                tx.set_record(keys::principal(principal_name), &record);
-                tx.audit(
-                    caller,
-                    action,
-                    vec![format!("principal:{principal_name}")],
-                    None,
-                    serde_json::json!({
-                        "prefix_hex": prefix_hex,
-                        "access": access.map(KvAccess::name),
-                    }),
-                );
+                let detail = serde_json::json!({
+                    "prefix_hex": prefix_hex,
+                    "access": access.map(KvAccess::name),
+                });
+                super::principals::save_principal(tx, caller, action, &record, detail);
             }
             Ok(record)
         });

@@ -369,14 +369,8 @@ impl Confman {
                 false => record.groups.remove(group),
             };
             if changed {
-                tx.set_record(keys::principal(principal_name), &record);
-                tx.audit(
-                    caller,
-                    action,
-                    vec![format!("principal:{principal_name}")],
-                    None,
-                    serde_json::json!({ "group": group }),
-                );
+                let detail = serde_json::json!({ "group": group });
+                save_principal(tx, caller, action, &record, detail);
             }
             Ok(record)
         });
@@ -422,6 +416,19 @@ impl Confman {
         });
         Ok(changed?.0)
     }
+}
+
+/// Writes a changed principal record with its audit event.
+pub(super) fn save_principal(
+    tx: &mut Tx<'_>,
+    caller: &Caller,
+    action: &str,
+    record: &PrincipalRecord,
+    detail: serde_json::Value,
+) {
+    tx.set_record(keys::principal(&record.name), record);
+    let target = vec![format!("principal:{}", record.name)];
+    tx.audit(caller, action, target, None, detail);
 }
 
 pub(super) fn principal(tx: &mut Tx<'_>, name: &str) -> Result<PrincipalRecord> {
