@@ -106,6 +106,10 @@ impl Confman {
         if let Some(client_token) = client_token {
             check_name("client token", client_token)?;
         }
+        let digest = match client_token {
+            Some(_) => request_digest(title, description, edits),
+            None => String::new(),
+        };
         let mut replayed = false;
         let (mut view, version) = self.write(token, "change.create", |tx, caller| {
             replayed = false;
@@ -113,14 +117,18 @@ impl Confman {
             if let Some(token_key) = &token_key {
                 let earlier = tx.record::<ClientTokenRecord>(token_key, "client token")?;
                 if let Some((earlier, _)) = earlier {
-                    if earlier.title != title {
+                    if earlier.title != title || earlier.request_sha256 != digest {
                         return Err(Error::Invalid(format!(
-                            "client token {:?} already created change {} with another title",
+                            "client token {:?} already created change {} from another request",
                             client_token.unwrap_or_default(),
                             earlier.change_id
                         )));
                     }
                     let (record, version) = load(tx, earlier.change_id)?;
+                    // The values go back only to a caller who may still read them.
+                    for ns in record.namespaces() {
+                        tx.require(caller, Permission::Read, &ns)?;
+                    }
                     let values = change_values(tx, &record)?;
                     replayed = true;
                     return Ok(ChangeView {
@@ -135,6 +143,7 @@ impl Confman {
                 let record = ClientTokenRecord {
                     change_id: id,
                     title: title.to_string(),
+                    request_sha256: digest.clone(),
                 };
                 tx.set_record(token_key, &record);
             }
@@ -859,6 +868,12 @@ fn apply_edits(
         let value_key = keys::change_value(record.id, &ns, &edit.key);
         // What the change holds for the entry before this edit, and the key holding it
         // (this call's earlier write, the change's stored value, or the published one).
+        // Whether that value is JSON: only JSON values are stored canonical, which
+        // patches (`document::apply_json_patch`) need.
+        let pending_json = match index {
+            Some(i) => is_json(&record.edits[i].content_type),
+            None => live.as_ref().is_some_and(|r| is_json(&r.content_type)),
+        };
         let pending = match index.map(|i| record.edits[i].op) {
             Some(Op::Put) => match written.iter().rev().find(|w| w.0 == ns && w.1 == edit.key) {
                 Some((_, _, value)) => value.clone().map(|v| (value_key.clone(), v)),
@@ -884,7 +899,9 @@ fn apply_edits(
                 let content_type = edit.content_type.clone().unwrap_or_else(|| JSON.into());
                 let value = match is_json(&content_type) {
                     true => {
-                        let base = pending.as_ref().map(|(_, base)| base.as_slice());
+                        let base = (pending.as_ref())
+                            .filter(|_| pending_json)
+                            .map(|(_, base)| base.as_slice());
                         let (value, patch) = canonical_and_delta(&ns, &edit.key, bytes, base)?;
                         delta = patch;
                         value
@@ -906,6 +923,12 @@ fn apply_edits(
                         name: model::entry_name(&ns, &edit.key),
                     });
                 };
+                if !pending_json {
+                    return Err(Error::Invalid(format!(
+                        "{} is not JSON, so it cannot be patched",
+                        model::entry_name(&ns, &edit.key)
+                    )));
+                }
                 // The function the executor applies the patch with (if it goes into the
                 // log as one), so the value here is the one every replica writes.
                 let patched = document::apply_json_patch(base, patch).map_err(|refusal| {
@@ -967,6 +990,32 @@ fn apply_edits(
     change_values_with(tx, record, &written)
 }
 
+/// The SHA-256 of a `createChange` request, so that a client token's retry can be told
+/// from another request reusing the token.
+fn request_digest(title: &str, description: &str, edits: &[EditInput]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        hash.update((bytes.len() as u64).to_le_bytes());
+        hash.update(bytes);
+    };
+    field(title.as_bytes());
+    field(description.as_bytes());
+    for edit in edits {
+        let kind: &[u8] = match edit.kind {
+            EditKind::Put => b"put",
+            EditKind::Patch => b"patch",
+            EditKind::Delete => b"delete",
+        };
+        field(edit.ns.as_bytes());
+        field(edit.key.as_bytes());
+        field(kind);
+        field(edit.value.as_deref().unwrap_or_default());
+        field(edit.content_type.as_deref().unwrap_or_default().as_bytes());
+    }
+    super::hex(&hash.finalize())
+}
+
 /// Values below this go into the log whole: a patch would save too little to pay for the
 /// diff.
 const DELTA_MIN_BYTES: usize = 4096;
@@ -994,7 +1043,7 @@ fn canonical_and_delta(
     let patch = base_value
         .as_ref()
         .and_then(|base_value| delta_from(base, base_value, &new, &value));
-    std::thread::spawn(move || drop((new, base_value)));
+    super::drop_later((new, base_value));
     Ok((value, patch))
 }
 
@@ -1063,8 +1112,12 @@ fn approvals_met(tx: &mut Tx<'_>, record: &ChangeRecord) -> Result<bool> {
             }
             // A group binds root too: its approval counts only if root is a member.
             if let Some(group) = &namespace.approver_group {
-                let member = principal(tx, approver).map(|p| p.groups.contains(group));
-                if !member.unwrap_or(false) {
+                let member = match principal(tx, approver) {
+                    Ok(principal) => principal.groups.contains(group),
+                    Err(Error::NotFound { .. }) => false,
+                    Err(error) => return Err(error),
+                };
+                if !member {
                     continue;
                 }
             }

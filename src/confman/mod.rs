@@ -252,6 +252,27 @@ impl Confman {
     }
 }
 
+/// Drops `value` on one background thread: freeing the parsed tree of a large JSON
+/// document costs about as much as parsing it, and the caller should not wait for it.
+/// Inline if that thread cannot be had.
+pub(crate) fn drop_later<T: Send + 'static>(value: T) {
+    type Garbage = Box<dyn Send>;
+    static DROPPER: std::sync::OnceLock<Option<std::sync::mpsc::Sender<Garbage>>> =
+        std::sync::OnceLock::new();
+    let dropper = DROPPER.get_or_init(|| {
+        let (send, receive) = std::sync::mpsc::channel::<Garbage>();
+        let spawned = std::thread::Builder::new()
+            .name("confman-drop".into())
+            .spawn(move || receive.into_iter().for_each(drop));
+        spawned.ok().map(|_| send)
+    });
+    let garbage: Garbage = Box::new(value);
+    if let Some(send) = dropper {
+        // A send fails only if the thread is gone; then the value drops here.
+        let _ = send.send(garbage);
+    }
+}
+
 /// The bytes `mutations` put into the log whole (values and records) and as patches.
 fn logged_bytes(mutations: &[Mutation]) -> (u64, u64) {
     let (mut whole, mut patch) = (0u64, 0u64);

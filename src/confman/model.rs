@@ -207,4 +207,6 @@ pub fn entry_name(stored_ns: &str, key: &str) -> String {
 pub struct ClientTokenRecord {
     pub change_id: u64,
     pub title: String,
+    /// Of the whole request (title, description, edits).
+    pub request_sha256: String,
 }

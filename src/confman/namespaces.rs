@@ -642,7 +642,7 @@ fn patch_between(from: &[u8], to: &[u8]) -> Option<Vec<u8>> {
         (Some(f), Some(t)) => serde_json::to_vec(&json_patch::diff(f, t)).ok(),
         _ => None,
     };
-    std::thread::spawn(move || drop((from_value, to_value)));
+    super::drop_later((from_value, to_value));
     let patch = patch.filter(|patch| patch.len() < to.len() / 2)?;
     let patched = crate::executor::document::apply_json_patch(from, &patch).ok()?;
     (patched == to).then_some(patch)

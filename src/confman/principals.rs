@@ -349,7 +349,6 @@ impl Confman {
         Ok(revoked?.0)
     }
 
-    /// Grants (or with `grant` false, revokes) `role` on a namespace; needs admin there.
     /// Adds the principal to `group` (or with `member` false takes it out); needs admin
     /// on `/`. A namespace with an approver group counts approvals from its members only.
     pub fn set_group(
@@ -377,6 +376,7 @@ impl Confman {
         Ok(changed?.0)
     }
 
+    /// Grants (or with `grant` false, revokes) `role` on a namespace; needs admin there.
     pub fn set_role(
         &self,
         token: Option<&str>,

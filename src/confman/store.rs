@@ -303,9 +303,9 @@ pub mod memory {
                     let base = base.ok_or(RouterError::InvalidArgument(
                         "patch of a key that holds no value".into(),
                     ))?;
-                    let format = crate::executor::PatchFormat::JsonPatch;
-                    let value = crate::executor::document::apply(&base, format, &patch)
-                        .map_err(|refusal| RouterError::InvalidArgument(refusal.message))?;
+                    // The executor's function and refusal.
+                    let value = crate::executor::document::apply_json_patch(&base, &patch)
+                        .map_err(RouterError::Document)?;
                     inner
                         .keys
                         .entry(key)

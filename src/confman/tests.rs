@@ -803,7 +803,8 @@ fn an_approver_group_counts_only_its_members() {
     assert_eq!(ns.approver_group, None);
 }
 
-/// A create retried with its client token creates one change; the token is the caller's.
+/// A create retried with its client token creates one change; the token is the caller's,
+/// and another request with it is refused.
 #[test]
 fn a_create_retried_with_its_client_token_creates_one_change() {
     let f = Fixture::new();
@@ -821,6 +822,11 @@ fn a_create_retried_with_its_client_token_creates_one_change() {
     // Another title with the same token is refused; another principal's token is its own.
     assert!(matches!(
         c.create_change_once(Some(&alice), Some("t-1"), "other", "", &edits),
+        Err(Error::Invalid(_))
+    ));
+    let other_edits = [put("/svc", "web", r#"{"port":81}"#)];
+    assert!(matches!(
+        c.create_change_once(Some(&alice), Some("t-1"), "web", "", &other_edits),
         Err(Error::Invalid(_))
     ));
     let bobs = (c.create_change_once(Some(&bob), Some("t-1"), "web", "", &edits)).unwrap();
@@ -912,4 +918,28 @@ fn a_watch_asking_for_patches_gets_them_for_large_entries() {
         )
         .unwrap();
     assert!(plain.iter().all(|e| e.value.is_some() && e.patch.is_none()));
+}
+
+/// Only a JSON entry takes a patch: an opaque value is refused, not spliced.
+#[test]
+fn a_patch_of_an_entry_that_is_not_json_is_refused() {
+    let f = Fixture::new();
+    f.namespace("/raw", 0);
+    let c = &f.confman;
+    let text = EditInput {
+        content_type: Some("text/plain".into()),
+        ..put("/raw", "note", r#"{"a":1,junk}"#)
+    };
+    let id = c
+        .create_change(f.root(), "note", "", &[text])
+        .unwrap()
+        .record
+        .id;
+    c.publish_change(f.root(), id, true, Some("seed")).unwrap();
+    let ops = r#"[{"op":"replace","path":"/a","value":2}]"#;
+    let refused = c.create_change(f.root(), "patch", "", &[patch("/raw", "note", ops)]);
+    assert!(
+        matches!(&refused, Err(Error::Invalid(m)) if m.contains("not JSON")),
+        "{refused:?}"
+    );
 }

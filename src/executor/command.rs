@@ -159,11 +159,13 @@ pub enum Mutation {
         key: Vec<u8>,
         from: Vec<u8>,
     },
-    /// `key` takes the JSON value `base` holds (after the command's earlier mutations)
-    /// with the RFC 6902 `patch` applied (`document::apply_json_patch`); rejected if
-    /// `base` holds no JSON document or the patch fails. The proposer diffed against
-    /// `base` as of its read version and lists `base` among the read conflict ranges, so
-    /// every replica patches the bytes the proposer saw.
+    /// `key` takes the value `base` holds (after the command's earlier mutations) with
+    /// the RFC 6902 `patch` applied by `document::apply_json_patch`; rejected if `base`
+    /// holds nothing or the patch fails. That function splices `replace` operations into
+    /// the bytes, which is the patched document only for a canonical base: the proposer
+    /// names only bases it wrote in canonical form, checks the result with the same
+    /// function, and lists `base` among the read conflict ranges, so every replica
+    /// patches the bytes the proposer saw.
     SetPatched {
         key: Vec<u8>,
         base: Vec<u8>,
