@@ -249,6 +249,37 @@ impl Retry {
     }
 }
 
+/// Runs `call` on `client`, reconnecting (`connect`) and calling again with the same
+/// request while the answer is `Unavailable` or the connection is lost, up to `attempts`
+/// in a row. The request must be safe to send twice (a session, a client token, a read).
+pub(super) fn with_retries<C, T>(
+    attempts: u32,
+    connect: impl Fn() -> Outcome<C>,
+    client: &mut C,
+    mut call: impl FnMut(&mut C) -> thrift::Result<T>,
+) -> Outcome<T> {
+    let mut retry = Retry::new(attempts, BACKUP_BACKOFF_MIN);
+    loop {
+        match call(client) {
+            Err(error) if retryable(&error) => {
+                retry.failed(error.into())?;
+                if let Ok(fresh) = connect() {
+                    *client = fresh;
+                }
+            }
+            result => return Ok(result?),
+        }
+    }
+}
+
+/// `N` random bytes in lowercase hex, for ids a client picks (sessions, client tokens).
+pub(super) fn random_hex<const N: usize>() -> Outcome<String> {
+    let mut id = [0u8; N];
+    getrandom::getrandom(&mut id)
+        .map_err(|error| Failure::Local(format!("no random bytes for an id: {error}")))?;
+    Ok(id.iter().map(|byte| format!("{byte:02x}")).collect())
+}
+
 /// Worth another attempt: the connection broke, or the server said `Unavailable`.
 pub(super) fn retryable(error: &thrift::Error) -> bool {
     match error {

@@ -13,7 +13,7 @@ use paxkv::api::gen::paxkv::{
 use paxkv::api::{connect_config, ConfigClient};
 use serde_json::{json, Value};
 
-use super::backup::{retryable, Retry, BACKUP_BACKOFF_MIN};
+use super::backup::{random_hex, with_retries};
 use super::{ConnectionArgs, Failure, EXIT_SUCCESS};
 
 #[derive(Args, Debug)]
@@ -195,7 +195,8 @@ fn namespace_json(ns: &wire::Namespace) -> Value {
 
 /// `config watch`: long polls from `from` (default: after the current version), each
 /// retried with a fresh connection while the answer is `Unavailable` or the connection is
-/// lost; a watch resumes from the version it reached, with no gap and no duplicate.
+/// lost (up to `CALL_ATTEMPTS` in a row); a watch resumes from the version it reached,
+/// with no gap and no duplicate.
 fn watch(
     args: &ConfigArgs,
     ns: String,
@@ -221,7 +222,6 @@ fn watch(
         }
     };
     let mut remaining = count.unwrap_or(u64::MAX);
-    let mut retry = Retry::new(CREATE_ATTEMPTS, BACKUP_BACKOFF_MIN);
     let mut out = std::io::stdout().lock();
     while remaining > 0 {
         let request = wire::WatchConfigRequest {
@@ -230,16 +230,12 @@ fn watch(
             timeout_ms,
             patches: Some(patches),
         };
-        let page = match client.watch_config(request) {
-            Err(error) if retryable(&error) => {
-                retry.failed(error.into())?;
-                if let Ok(fresh) = args.client() {
-                    client = fresh;
-                }
-                continue;
-            }
-            page => page?,
-        };
+        let page = with_retries(
+            CALL_ATTEMPTS,
+            || args.client(),
+            &mut client,
+            |client| client.watch_config(request.clone()),
+        )?;
         for event in page
             .events
             .iter()
@@ -286,8 +282,8 @@ fn config_event_line(event: &wire::ConfigEvent) -> String {
     }
 }
 
-/// Attempts of a `createChange` that met `Unavailable` or a lost connection.
-const CREATE_ATTEMPTS: u32 = 10;
+/// Attempts in a row of a call that met `Unavailable` or a lost connection.
+const CALL_ATTEMPTS: u32 = 10;
 
 /// `createChange` with a random client token, reconnecting and calling again with the
 /// same token while the answer is `Unavailable` or the connection is lost: the server
@@ -298,24 +294,14 @@ pub(super) fn create_change(
     mut request: wire::CreateChangeRequest,
 ) -> Result<wire::ChangeSet, Failure> {
     if request.client_token.is_none() {
-        let mut id = [0u8; 16];
-        getrandom::getrandom(&mut id)
-            .map_err(|error| Failure::Local(format!("no random client token: {error}")))?;
-        let hex: String = id.iter().map(|byte| format!("{byte:02x}")).collect();
-        request.client_token = Some(format!("cli-{hex}"));
+        request.client_token = Some(format!("cli-{}", random_hex::<16>()?));
     }
-    let mut retry = Retry::new(CREATE_ATTEMPTS, BACKUP_BACKOFF_MIN);
-    loop {
-        match client.create_change(request.clone()) {
-            Err(error) if retryable(&error) => {
-                retry.failed(error.into())?;
-                if let Ok(fresh) = args.client() {
-                    *client = fresh;
-                }
-            }
-            result => return Ok(result?),
-        }
-    }
+    with_retries(
+        CALL_ATTEMPTS,
+        || args.client(),
+        client,
+        |client| client.create_change(request.clone()),
+    )
 }
 
 fn read_file(path: &PathBuf) -> Result<Vec<u8>, Failure> {

@@ -13,9 +13,7 @@ use paxkv::api::gen::paxkv::{
 };
 use paxkv::api::{Client, TPaxkvSyncClient};
 
-use super::backup::{
-    local, partial_path, retryable, sync_parent, Partial, Retry, BACKUP_BACKOFF_MIN,
-};
+use super::backup::{local, partial_path, sync_parent, Partial};
 use super::{ConnectionArgs, Failure, Outcome, SessionArgs, EXIT_NEGATIVE, EXIT_SUCCESS};
 
 /// A value at least this large shows a progress bar (on a terminal).
@@ -37,26 +35,14 @@ fn progress(total: u64, verb: &str) -> ProgressBar {
     bar
 }
 
-/// Runs `call` on a connection, reconnecting and calling again (the same request: with a
-/// session, so a write applies once) while the answer is `Unavailable` or the connection
-/// is lost, as `backup` does, up to `ATTEMPTS` in a row.
+/// `backup::with_retries` on a KV connection, up to `ATTEMPTS` in a row: with a session,
+/// so a write applies once.
 fn with_retries<T>(
     connection: &ConnectionArgs,
     client: &mut Client,
-    mut call: impl FnMut(&mut Client) -> thrift::Result<T>,
+    call: impl FnMut(&mut Client) -> thrift::Result<T>,
 ) -> Result<T, Failure> {
-    let mut retry = Retry::new(ATTEMPTS, BACKUP_BACKOFF_MIN);
-    loop {
-        match call(client) {
-            Err(error) if retryable(&error) => {
-                retry.failed(error.into())?;
-                if let Ok(fresh) = connection.connect() {
-                    *client = fresh;
-                }
-            }
-            result => return Ok(result?),
-        }
-    }
+    super::backup::with_retries(ATTEMPTS, || connection.connect(), client, call)
 }
 
 /// A session for every call of one upload: the given client id, or a new one.
@@ -68,11 +54,10 @@ fn upload_session(session: &SessionArgs) -> Result<(String, i64), Failure> {
     {
         return Ok((client_id, request_id));
     }
-    let mut id = [0u8; 8];
-    getrandom::getrandom(&mut id)
-        .map_err(|error| Failure::Local(format!("no random session id: {error}")))?;
-    let hex: String = id.iter().map(|byte| format!("{byte:02x}")).collect();
-    Ok((format!("paxkv-cli-upload-{hex}"), 1))
+    Ok((
+        format!("paxkv-cli-upload-{}", super::backup::random_hex::<8>()?),
+        1,
+    ))
 }
 
 /// `put KEY --file PATH`: a file up to one chunk goes as one put; a larger one as an

@@ -1033,11 +1033,7 @@ fn canonical_and_delta(
     let Some(base) = base.filter(|_| bytes.len() >= DELTA_MIN_BYTES) else {
         return Ok((document::canonical(&parse_json(ns, key, bytes)?), None));
     };
-    let (new, base_value) = std::thread::scope(|scope| {
-        let base = scope.spawn(|| serde_json::from_slice::<Value>(base).ok());
-        let new = parse_json(ns, key, bytes);
-        (new, base.join().ok().flatten())
-    });
+    let (base_value, new) = super::parse_beside(base, || parse_json(ns, key, bytes));
     let new = new?;
     let value = document::canonical(&new);
     let patch = base_value
@@ -1051,7 +1047,12 @@ fn canonical_and_delta(
 /// `new_bytes`), when it is under half their size and `document::apply_json_patch` (what
 /// the executor runs) turns `base` into exactly `new_bytes`; member order included, which
 /// the diff does not see.
-fn delta_from(base: &[u8], base_value: &Value, new: &Value, new_bytes: &[u8]) -> Option<Vec<u8>> {
+pub(super) fn delta_from(
+    base: &[u8],
+    base_value: &Value,
+    new: &Value,
+    new_bytes: &[u8],
+) -> Option<Vec<u8>> {
     let patch = serde_json::to_vec(&json_patch::diff(base_value, new)).ok()?;
     if patch.len() >= new_bytes.len() / 2 {
         return None;

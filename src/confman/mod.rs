@@ -252,6 +252,26 @@ impl Confman {
     }
 }
 
+/// The range holding `key` alone.
+fn key_range(key: &[u8]) -> KeyRange {
+    let mut end = key.to_vec();
+    end.push(0);
+    KeyRange {
+        start: key.to_vec(),
+        end,
+    }
+}
+
+/// `base` parsed as JSON (None if it is not) on a second thread while `main` runs here:
+/// for a large document each parse takes seconds.
+fn parse_beside<T>(base: &[u8], main: impl FnOnce() -> T) -> (Option<serde_json::Value>, T) {
+    std::thread::scope(|scope| {
+        let base = scope.spawn(|| serde_json::from_slice(base).ok());
+        let main = main();
+        (base.join().ok().flatten(), main)
+    })
+}
+
 /// Drops `value` on one background thread: freeing the parsed tree of a large JSON
 /// document costs about as much as parsing it, and the caller should not wait for it.
 /// Inline if that thread cannot be had.
@@ -313,12 +333,7 @@ impl<'a> Tx<'a> {
     }
 
     pub fn get(&mut self, key: &[u8]) -> Result<Option<Stored>> {
-        let mut end = key.to_vec();
-        end.push(0);
-        self.reads.push(KeyRange {
-            start: key.to_vec(),
-            end,
-        });
+        self.reads.push(key_range(key));
         Ok(self.store.get(key, self.version)?)
     }
 
@@ -386,12 +401,7 @@ impl<'a> Tx<'a> {
     /// reproduces the value it means to write. `base` becomes a read conflict range, so the
     /// commit applies only to the bytes the caller diffed against.
     pub fn set_patched(&mut self, key: Vec<u8>, base: Vec<u8>, patch: Vec<u8>) {
-        let mut end = base.clone();
-        end.push(0);
-        self.reads.push(KeyRange {
-            start: base.clone(),
-            end,
-        });
+        self.reads.push(key_range(&base));
         self.writes.push(Mutation::SetPatched { key, base, patch });
     }
 

@@ -72,25 +72,23 @@ impl PatchCache {
         if size > self.bytes_max || self.patches.contains_key(&id) {
             return;
         }
-        while self.bytes + size > self.bytes_max {
-            let Some(oldest) = self.order.pop_front() else {
-                break;
-            };
-            if let Some(Some(dropped)) = self.patches.remove(&oldest) {
-                self.bytes -= dropped.len();
-            }
-        }
+        while self.bytes + size > self.bytes_max && self.evict_oldest() {}
         self.bytes += size;
         self.order.push_back(id.clone());
         self.patches.insert(id, patch);
         // Entries for revisions with no patch cost a key each: bound their number too.
-        while self.order.len() > 4096 {
-            if let Some(oldest) = self.order.pop_front() {
-                if let Some(Some(dropped)) = self.patches.remove(&oldest) {
-                    self.bytes -= dropped.len();
-                }
-            }
+        while self.order.len() > 4096 && self.evict_oldest() {}
+    }
+
+    /// Whether there was an entry to evict.
+    fn evict_oldest(&mut self) -> bool {
+        let Some(oldest) = self.order.pop_front() else {
+            return false;
+        };
+        if let Some(Some(dropped)) = self.patches.remove(&oldest) {
+            self.bytes -= dropped.len();
         }
+        true
     }
 }
 
@@ -631,21 +629,17 @@ impl Confman {
 }
 
 /// The RFC 6902 patch that `document::apply_json_patch` turns `from` into `to` with, when
-/// under half of `to`.
+/// under half of `to` (`changes::delta_from`; stored JSON values are canonical).
 fn patch_between(from: &[u8], to: &[u8]) -> Option<Vec<u8>> {
-    let (from_value, to_value) = std::thread::scope(|scope| {
-        let from = scope.spawn(|| serde_json::from_slice::<serde_json::Value>(from).ok());
-        let to = serde_json::from_slice::<serde_json::Value>(to).ok();
-        (from.join().ok().flatten(), to)
+    let (from_value, to_value) = super::parse_beside(from, || {
+        serde_json::from_slice::<serde_json::Value>(to).ok()
     });
     let patch = match (&from_value, &to_value) {
-        (Some(f), Some(t)) => serde_json::to_vec(&json_patch::diff(f, t)).ok(),
+        (Some(f), Some(t)) => super::changes::delta_from(from, f, t, to),
         _ => None,
     };
     super::drop_later((from_value, to_value));
-    let patch = patch.filter(|patch| patch.len() < to.len() / 2)?;
-    let patched = crate::executor::document::apply_json_patch(from, &patch).ok()?;
-    (patched == to).then_some(patch)
+    patch
 }
 
 fn checked_schema(text: Option<&[u8]>) -> Result<Option<String>> {
