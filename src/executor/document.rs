@@ -179,17 +179,45 @@ pub fn apply(base: &[u8], format: PatchFormat, patch: &[u8]) -> Result<Vec<u8>, 
 /// place, and a sub-value of a canonical document is canonical, so the result is the bytes
 /// `apply` produces; None whenever that is not certain (another operation, a path this
 /// scan does not resolve), and the caller applies the patch the slow way.
+///
+/// When every path names a value of the base and no two of those values overlap, each
+/// operation finds the same place after the others as before them, so the document is
+/// written once with every value spliced in, however many operations there are.
 pub fn apply_replaces(canonical_base: &[u8], patch: &[u8]) -> Option<Vec<u8>> {
     let patch: Value = serde_json::from_slice(patch).ok()?;
     let operations = patch.as_array()?;
-    let mut document = canonical_base.to_vec();
+    let mut replaces = Vec::with_capacity(operations.len());
     for operation in operations {
         let operation = operation.as_object()?;
         if operation.len() != 3 || operation.get("op")?.as_str()? != "replace" {
             return None;
         }
         let pointer = operation.get("path")?.as_str()?;
-        let value = canonical(operation.get("value")?);
+        replaces.push((pointer, canonical(operation.get("value")?)));
+    }
+    let spans: Option<Vec<std::ops::Range<usize>>> = (replaces.iter())
+        .map(|(pointer, _)| locate(canonical_base, pointer))
+        .collect();
+    if let Some(spans) = spans {
+        let mut order: Vec<usize> = (0..spans.len()).collect();
+        order.sort_by_key(|&i| spans[i].start);
+        let disjoint = order
+            .windows(2)
+            .all(|pair| spans[pair[0]].end <= spans[pair[1]].start);
+        if disjoint {
+            let mut document = Vec::with_capacity(canonical_base.len());
+            let mut copied = 0;
+            for i in order {
+                document.extend_from_slice(&canonical_base[copied..spans[i].start]);
+                document.extend_from_slice(&replaces[i].1);
+                copied = spans[i].end;
+            }
+            document.extend_from_slice(&canonical_base[copied..]);
+            return Some(document);
+        }
+    }
+    let mut document = canonical_base.to_vec();
+    for (pointer, value) in replaces {
         let span = locate(&document, pointer)?;
         document.splice(span, value);
     }
@@ -375,6 +403,206 @@ pub fn delta(base: &Value, new: &Value, new_bytes: &[u8]) -> Option<Vec<u8>> {
     (canonical(&patched) == new_bytes).then_some(bytes)
 }
 
+/// Documents larger than this are canonicalized by `canonical::canonicalize` and diffed by
+/// `diff_canonical`, never parsed into a tree by the replica that takes the write (unless an
+/// object names a member twice). The default of `limits.document_tree_bytes_max`.
+pub const TREE_BYTES_MAX_DEFAULT: usize = 4 << 20;
+
+/// A document about to be written: its canonical bytes and, when it was parsed, its tree.
+pub struct NewDocument {
+    pub canonical: Vec<u8>,
+    tree: Option<Value>,
+    tree_bytes_max: usize,
+}
+
+impl NewDocument {
+    /// Validates `json` and puts it in canonical form: through a tree when it is at most
+    /// `tree_bytes_max` bytes (a tree finds the smallest patches), else in one pass.
+    pub fn parse(json: &[u8], tree_bytes_max: usize) -> Result<NewDocument, InvalidJson> {
+        if json.len() > tree_bytes_max {
+            if let Some(canonical) = super::canonical::canonicalize(json)? {
+                return Ok(NewDocument {
+                    canonical,
+                    tree: None,
+                    tree_bytes_max,
+                });
+            }
+        }
+        let tree = parse(json)?;
+        Ok(NewDocument {
+            canonical: canonical(&tree),
+            tree: Some(tree),
+            tree_bytes_max,
+        })
+    }
+
+    /// The parsed tree, if this document was parsed.
+    pub fn tree(&self) -> Option<&Value> {
+        self.tree.as_ref()
+    }
+
+    /// Gives up the tree (to be dropped where it costs the caller nothing).
+    pub fn take_tree(&mut self) -> Option<Value> {
+        self.tree.take()
+    }
+
+    /// The RFC 6902 patch that turns `base` into this document, when it is under half of
+    /// it: by the trees (`delta`) when this document was parsed and `base` is within the
+    /// same bound, else by scanning the bytes (`diff_canonical`) when `base` is canonical. `apply_json_patch`
+    /// of `base` and the patch gives exactly `canonical`.
+    pub fn delta_from(&self, base: &[u8], base_canonical: bool) -> Option<Vec<u8>> {
+        match &self.tree {
+            Some(tree) if base.len() <= self.tree_bytes_max => {
+                let patch = delta(&parse(base).ok()?, tree, &self.canonical)?;
+                (apply_json_patch(base, &patch).ok()? == self.canonical).then_some(patch)
+            }
+            _ if base_canonical => diff_canonical(base, &self.canonical),
+            _ => None,
+        }
+    }
+}
+
+/// Operations a scanned diff may hold; past this the document is written whole.
+const DIFF_OPERATIONS_MAX: usize = 4096;
+
+/// An RFC 6902 patch of `replace` operations that turns canonical `base` into canonical
+/// `new`, found by scanning both: values that are byte for byte the same are passed over;
+/// objects with the same member names in the same order, and arrays of one length, are
+/// compared member by member; any other difference replaces the value whole. Returned
+/// only when it is under half of `new` and `apply_replaces` turns `base` into `new`.
+pub fn diff_canonical(base: &[u8], new: &[u8]) -> Option<Vec<u8>> {
+    let budget = new.len() / 2;
+    let mut replaces = Vec::new();
+    let mut path = String::new();
+    diff_spans(
+        (base, 0..base.len()),
+        (new, 0..new.len()),
+        &mut path,
+        &mut replaces,
+    )?;
+    let mut patch = Vec::from(&b"["[..]);
+    for (i, (pointer, span)) in replaces.iter().enumerate() {
+        if i > 0 {
+            patch.push(b',');
+        }
+        patch.extend_from_slice(br#"{"op":"replace","path":"#);
+        patch.extend_from_slice(&serde_json::to_vec(pointer).ok()?);
+        patch.extend_from_slice(br#","value":"#);
+        patch.extend_from_slice(&new[span.clone()]);
+        patch.push(b'}');
+        if patch.len() >= budget {
+            return None;
+        }
+    }
+    patch.push(b']');
+    if patch.len() >= budget {
+        return None;
+    }
+    (apply_replaces(base, &patch)? == new).then_some(patch)
+}
+
+type Span<'a> = (&'a [u8], std::ops::Range<usize>);
+
+fn diff_spans(
+    base: Span<'_>,
+    new: Span<'_>,
+    path: &mut String,
+    replaces: &mut Vec<(String, std::ops::Range<usize>)>,
+) -> Option<()> {
+    let (base_doc, base_span) = base;
+    let (new_doc, new_span) = new;
+    if base_doc[base_span.clone()] == new_doc[new_span.clone()] {
+        return Some(());
+    }
+    let children = match (base_doc.get(base_span.start)?, new_doc.get(new_span.start)?) {
+        (b'{', b'{') => {
+            let ours = members(base_doc, base_span.start)?;
+            let theirs = members(new_doc, new_span.start)?;
+            let same_names = ours.len() == theirs.len()
+                && (ours.iter().zip(&theirs))
+                    .all(|(a, b)| base_doc[a.0.clone()] == new_doc[b.0.clone()]);
+            same_names.then(|| {
+                (ours.into_iter().zip(theirs))
+                    .map(|(a, b)| {
+                        let name: String = serde_json::from_slice(&base_doc[a.0]).ok()?;
+                        Some((name.replace('~', "~0").replace('/', "~1"), a.1, b.1))
+                    })
+                    .collect::<Option<Vec<_>>>()
+            })
+        }
+        (b'[', b'[') => {
+            let ours = elements(base_doc, base_span.start)?;
+            let theirs = elements(new_doc, new_span.start)?;
+            (ours.len() == theirs.len()).then(|| {
+                let pairs = (ours.into_iter().zip(theirs)).enumerate();
+                Some(pairs.map(|(i, (a, b))| (i.to_string(), a, b)).collect())
+            })
+        }
+        _ => None,
+    };
+    match children {
+        Some(children) => {
+            for (token, ours, theirs) in children? {
+                let len = path.len();
+                path.push('/');
+                path.push_str(&token);
+                diff_spans((base_doc, ours), (new_doc, theirs), path, replaces)?;
+                path.truncate(len);
+            }
+        }
+        None => {
+            if replaces.len() >= DIFF_OPERATIONS_MAX {
+                return None;
+            }
+            replaces.push((path.clone(), new_span));
+        }
+    }
+    Some(())
+}
+
+/// The name and value spans of each member of the canonical object at `at`.
+fn members(
+    document: &[u8],
+    at: usize,
+) -> Option<Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>> {
+    let mut out = Vec::new();
+    let mut pos = at + 1;
+    if document.get(pos) == Some(&b'}') {
+        return Some(out);
+    }
+    loop {
+        let name_end = skip_string(document, pos)?;
+        if document.get(name_end) != Some(&b':') {
+            return None;
+        }
+        let value_end = skip_value(document, name_end + 1)?;
+        out.push((pos..name_end, name_end + 1..value_end));
+        match document.get(value_end)? {
+            b',' => pos = value_end + 1,
+            b'}' => return Some(out),
+            _ => return None,
+        }
+    }
+}
+
+/// The span of each element of the canonical array at `at`.
+fn elements(document: &[u8], at: usize) -> Option<Vec<std::ops::Range<usize>>> {
+    let mut out = Vec::new();
+    let mut pos = at + 1;
+    if document.get(pos) == Some(&b']') {
+        return Some(out);
+    }
+    loop {
+        let end = skip_value(document, pos)?;
+        out.push(pos..end);
+        match document.get(end)? {
+            b',' => pos = end + 1,
+            b']' => return Some(out),
+            _ => return None,
+        }
+    }
+}
+
 /// The part of `document` that RFC 6901 `pointer` names, in canonical form.
 pub fn select(document: &[u8], pointer: &str) -> Result<Vec<u8>, DocumentRefusal> {
     let Ok(value) = serde_json::from_slice::<Value>(document) else {
@@ -474,6 +702,36 @@ mod tests {
                 prop_assert_eq!(Ok(fast), slow);
             }
         }
+
+        /// A scanned diff between two canonical documents, when there is one, turns the
+        /// first into the second as parsing and patching does; one edited in a few places
+        /// always has one.
+        #[test]
+        fn a_scanned_diff_turns_one_document_into_the_other(
+            document in json_value(),
+            other in json_value(),
+            picks in prop::collection::vec((any::<prop::sample::Index>(), json_value()), 1..4),
+        ) {
+            let base = canonical(&document);
+            for new in [canonical(&other), base.clone()] {
+                if let Some(patch) = diff_canonical(&base, &new) {
+                    prop_assert_eq!(apply(&base, PatchFormat::JsonPatch, &patch).unwrap(), new);
+                }
+            }
+            let mut all = Vec::new();
+            pointers(&document, String::new(), &mut all);
+            let mut edited = document.clone();
+            for (index, value) in &picks {
+                let pointer: &String = index.get(&all);
+                if let Some(slot) = edited.pointer_mut(pointer) {
+                    *slot = value.clone();
+                }
+            }
+            let new = canonical(&edited);
+            if let Some(patch) = diff_canonical(&base, &new) {
+                prop_assert_eq!(apply(&base, PatchFormat::JsonPatch, &patch).unwrap(), new);
+            }
+        }
     }
 
     #[test]
@@ -568,6 +826,70 @@ mod tests {
         // A rewrite of everything: the whole document is smaller.
         let other = serde_json::json!({"x": 1});
         assert_eq!(delta(&base, &other, &canonical(&other)), None);
+    }
+
+    #[test]
+    fn a_scanned_diff_replaces_only_what_changed() {
+        let services: Vec<Value> = (0..1000)
+            .map(|i| serde_json::json!({"name": format!("svc-{i}"), "port": 8000 + i, "tags": ["a", "b"]}))
+            .collect();
+        let base = serde_json::json!({"region": "us-east-1", "services": services});
+        let mut new = base.clone();
+        new["services"][17]["port"] = serde_json::json!(9999);
+        new["services"][900]["tags"][1] = serde_json::json!("c/~d");
+        new["region"] = serde_json::json!("eu-west-1");
+        let (base, new) = (canonical(&base), canonical(&new));
+        let patch = diff_canonical(&base, &new).expect("three leaves changed");
+        assert_eq!(
+            String::from_utf8(patch.clone()).unwrap(),
+            r#"[{"op":"replace","path":"/region","value":"eu-west-1"},{"op":"replace","path":"/services/17/port","value":9999},{"op":"replace","path":"/services/900/tags/1","value":"c/~d"}]"#
+        );
+        assert_eq!(apply_json_patch(&base, &patch).unwrap(), new);
+        assert_eq!(apply(&base, PatchFormat::JsonPatch, &patch).unwrap(), new);
+
+        // A member added replaces the object that holds it; names in another order too.
+        let filler = "long enough to be worth a patch ".repeat(8);
+        let doc = |a: &str| format!(r#"{{"a":{a},"b":[1,2,3],"c":"{filler}"}}"#).into_bytes();
+        let base = doc(r#"{"x":1,"y":2}"#);
+        let patch = diff_canonical(&base, &doc(r#"{"x":1,"y":2,"z":3}"#)).unwrap();
+        assert_eq!(
+            patch,
+            br#"[{"op":"replace","path":"/a","value":{"x":1,"y":2,"z":3}}]"#
+        );
+        let reordered = doc(r#"{"y":2,"x":1}"#);
+        let patch = diff_canonical(&base, &reordered).unwrap();
+        assert_eq!(apply_json_patch(&base, &patch).unwrap(), reordered);
+        // Everything changed: the whole document is smaller than a patch.
+        assert_eq!(diff_canonical(&base, br#"{"q":1}"#), None);
+        // No change at all: an empty patch.
+        assert_eq!(diff_canonical(&base, &base).as_deref(), Some(&b"[]"[..]));
+    }
+
+    #[test]
+    fn a_large_document_is_diffed_without_its_tree_and_a_small_one_with_it() {
+        let base = serde_json::json!({"items": (0..200).collect::<Vec<_>>(), "name": "x"});
+        let mut new = base.clone();
+        new["items"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!(200));
+        let (base, new) = (canonical(&base), canonical(&new));
+        // Parsed: the tree's diff appends the element.
+        let parsed = NewDocument::parse(&new, new.len()).unwrap();
+        assert!(parsed.tree().is_some());
+        let patch = parsed.delta_from(&base, true).unwrap();
+        assert_eq!(patch, br#"[{"op":"add","path":"/items/200","value":200}]"#);
+        // Over the bound: no tree, and a scan can only replace the array, which is most
+        // of the document, so the document goes whole.
+        let scanned = NewDocument::parse(&new, 16).unwrap();
+        assert!(scanned.tree().is_none());
+        assert_eq!(scanned.canonical, new);
+        assert_eq!(scanned.delta_from(&base, true), None);
+        // Nor is a base that is not canonical ever scanned.
+        let edited = br#"{"items":[0],"name":"a much longer name than the one before it"}"#;
+        let scanned = NewDocument::parse(edited, 16).unwrap();
+        let spaced = br#"{"items": [0],"name":"a much longer name than the one before"}"#;
+        assert_eq!(scanned.delta_from(spaced, false), None);
     }
 
     #[test]

@@ -32,6 +32,7 @@
 
 mod apply;
 pub mod blob;
+pub mod canonical;
 pub mod command;
 pub mod digest;
 pub mod document;
