@@ -172,7 +172,7 @@ fn a_leader_killed_mid_upload_leaves_the_old_value_and_the_upload_goes_on_and_ab
     );
     assert_eq!(staged, value.len());
     request_id += 1;
-    let commit = UploadCommit::new(b"big".to_vec(), upload, staged as i64, None);
+    let commit = UploadCommit::new(b"big".to_vec(), upload, staged as i64, None, None);
     let commit = CommitUploadsRequest::new(vec![commit], None, session(request_id));
     let committed = client.call(|c| c.commit_uploads(commit.clone()));
     assert!(committed.committed);
@@ -249,7 +249,7 @@ fn a_replica_that_missed_large_uploads_catches_up_and_serves_them() {
         let (upload, bytes) = stage(&mut client, None, 0, value, &mut request_id);
         request_id += 1;
         let key = format!("large/{i}").into_bytes();
-        let commit = UploadCommit::new(key, upload, bytes as i64, None);
+        let commit = UploadCommit::new(key, upload, bytes as i64, None, None);
         let commit = CommitUploadsRequest::new(vec![commit], None, session(request_id));
         version = client.call(|c| c.commit_uploads(commit.clone())).version;
     }
@@ -284,4 +284,174 @@ fn a_replica_that_missed_large_uploads_catches_up_and_serves_them() {
     let log = std::fs::read_to_string(cluster.dir.join(format!("node{}.log", behind + 1)));
     let installed = log.unwrap_or_default().contains("snapshot installed");
     eprintln!("caught up by snapshot: {installed}");
+}
+
+/// A JSON document of about `len` bytes as people write them: indented, services with
+/// names, ports, ids and tags. Written as text, so the test holds no tree of it.
+fn pretty_document(len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 4096);
+    out.extend_from_slice(b"{\n  \"region\": \"us-east-1\",\n  \"services\": [\n");
+    let mut i = 0u64;
+    while out.len() < len {
+        if i > 0 {
+            out.extend_from_slice(b",\n");
+        }
+        let id = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let service = format!(
+            "    {{\n      \"name\": \"svc-{i}\",\n      \"port\": {},\n      \"id\": \"{id:016x}-{:08x}\",\n      \"weight\": {}.{:02},\n      \"tags\": [\"tier-{}\", \"team-{}\"]\n    }}",
+            8000 + i % 1000,
+            i as u32,
+            i % 7,
+            i % 100,
+            i % 3,
+            i % 40
+        );
+        out.extend_from_slice(service.as_bytes());
+        i += 1;
+    }
+    out.extend_from_slice(b"\n  ]\n}\n");
+    out
+}
+
+#[test]
+fn a_100_mb_document_goes_up_whole_or_as_an_upload_is_stored_canonical_and_edited_in_place_in_bounded_memory(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = ServerCluster::start(dir.path());
+    let follower = (cluster.leader(0) + 1) % 3;
+    let input = dir.path().join("doc.json");
+    let pretty = pretty_document(100_000_000);
+    std::fs::write(&input, &pretty).unwrap();
+    let canonical = paxkv::executor::canonical::canonicalize(&pretty)
+        .unwrap()
+        .unwrap();
+    drop(pretty);
+
+    let endpoint = cluster.endpoints[follower].to_string();
+    let path = input.to_str().unwrap();
+    let put = cli(&["doc", "put", "cfg", "--file", path, "--endpoint", &endpoint]);
+    assert!(put.starts_with("OK version="), "{put}");
+    // The same document in one putDocument call: no parsed tree on any replica.
+    let single = cli(&[
+        "doc",
+        "put",
+        "cfg-whole",
+        "--file",
+        path,
+        "--upload-above",
+        "1000000000",
+        "--endpoint",
+        &endpoint,
+    ]);
+    assert!(single.contains("delta=false"), "{single}");
+    let edit = r#"[{"op":"replace","path":"/services/12345/port","value":1},
+                   {"op":"replace","path":"/region","value":"eu-west-1"}]"#;
+    let patched = cli(&["doc", "patch", "cfg", edit, "--endpoint", &endpoint]);
+    assert!(patched.contains("logged_bytes="), "{patched}");
+    let logged: u64 = (patched.split("logged_bytes=").nth(1).unwrap().trim())
+        .parse()
+        .unwrap();
+    assert!(logged < 1024, "an edit of two fields logged {logged} bytes");
+    let expected = {
+        let text = String::from_utf8(canonical).unwrap();
+        let service = r#"{"name":"svc-12345","port":8345,"#;
+        assert!(text.contains(service));
+        text.replacen(service, r#"{"name":"svc-12345","port":1,"#, 1)
+            .replacen(r#""region":"us-east-1""#, r#""region":"eu-west-1""#, 1)
+            .into_bytes()
+    };
+    for (i, endpoint) in cluster.endpoints.clone().iter().enumerate() {
+        let output = dir.path().join(format!("doc{i}.json"));
+        let out = output.to_str().unwrap();
+        let got = cli(&[
+            "get",
+            "cfg",
+            "--out",
+            out,
+            "--endpoint",
+            &endpoint.to_string(),
+        ]);
+        assert!(got.starts_with("OK bytes="), "{got}");
+        assert!(
+            std::fs::read(&output).unwrap() == expected,
+            "replica {i} returned other bytes"
+        );
+        std::fs::remove_file(&output).unwrap();
+        let pointer = "/services/12345";
+        let part = cli(&[
+            "doc",
+            "get",
+            "cfg",
+            "--pointer",
+            pointer,
+            "--endpoint",
+            &endpoint.to_string(),
+        ]);
+        assert!(
+            part.starts_with(r#"{"name":"svc-12345","port":1,"#),
+            "{part}"
+        );
+    }
+    for (i, server) in cluster.servers.iter_mut().enumerate() {
+        let server = server.as_mut().unwrap();
+        server.assert_running();
+        let peak = peak_rss(server.pid());
+        eprintln!("replica {i}: peak RSS {} MiB", peak >> 20);
+        assert!(
+            peak < PEAK_RSS_MAX,
+            "replica {i}: peak RSS {} MiB",
+            peak >> 20
+        );
+    }
+}
+
+#[test]
+fn a_document_upload_is_validated_and_one_not_canonical_is_written_again_canonical() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = ServerCluster::start(dir.path());
+    let mut client = Retrying::new(cluster.endpoints[0], CALLS);
+    let mut request_id = 0;
+    let commit = |client: &mut Retrying, key: &[u8], upload: &str, bytes: usize, id: i64| {
+        let commit = UploadCommit::new(
+            key.to_vec(),
+            upload.to_string(),
+            bytes as i64,
+            None,
+            Some(true),
+        );
+        let request = CommitUploadsRequest::new(vec![commit], None, session(id));
+        client.try_call(|c| c.commit_uploads(request.clone()))
+    };
+
+    // Not JSON: refused with the offset, and the upload is still staged.
+    let broken = b"{\"a\": [1, 2,, 3]}";
+    let (upload, end) = stage(&mut client, None, 0, broken, &mut request_id);
+    request_id += 1;
+    let error = commit(&mut client, b"bad", &upload, end, request_id).unwrap_err();
+    let invalid = user_error::<InvalidArgument>(&error).expect("InvalidArgument");
+    assert!(invalid.message.contains("byte 12"), "{}", invalid.message);
+    // The same upload commits as a plain value.
+    request_id += 1;
+    let plain = UploadCommit::new(b"bad".to_vec(), upload.clone(), end as i64, None, None);
+    let request = CommitUploadsRequest::new(vec![plain], None, session(request_id));
+    assert!(client.call(|c| c.commit_uploads(request.clone())).committed);
+
+    // Indented, escaped, with an exponent: stored as putDocument stores it.
+    let text = "{\n  \"name\": \"caf\\u00e9\",\n  \"limits\": [1E3, 2.50]\n}\n";
+    let (upload, end) = stage(&mut client, None, 0, text.as_bytes(), &mut request_id);
+    request_id += 1;
+    let result = commit(&mut client, b"doc", &upload, end, request_id).unwrap();
+    assert!(result.committed);
+    let got = client.call(|c| c.get(GetRequest::new(b"doc".to_vec(), None)));
+    assert_eq!(
+        got.kv.unwrap().value,
+        "{\"name\":\"café\",\"limits\":[1e+3,2.50]}".as_bytes()
+    );
+    // The original upload went with the commit: it cannot be committed again.
+    request_id += 1;
+    let again = UploadCommit::new(b"other".to_vec(), upload, end as i64, None, None);
+    let request = CommitUploadsRequest::new(vec![again], None, session(request_id));
+    assert!(client
+        .try_call(|c| c.commit_uploads(request.clone()))
+        .is_err());
 }

@@ -500,6 +500,11 @@ struct UploadCommit {
   3: required i64 bytes,
   // Commit only if the key's mod_version is this (0: only if the key is absent).
   4: optional i64 expected_version,
+  // The upload is one JSON document: it is validated (InvalidArgument with the byte
+  // offset if it is not JSON) and stored in canonical form, as putDocument stores one, so
+  // that patchDocument edits it in place. An upload already canonical is committed as it
+  // is; another is first written again, canonical, by the replica taking the call.
+  5: optional bool document,
 }
 
 struct CommitUploadsRequest {

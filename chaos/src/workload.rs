@@ -646,10 +646,16 @@ fn doc_whole_add(client: &mut Client, key: Vec<u8>, element: u64) -> Result<Repl
 }
 
 /// Reads document `key`, appends `element`, and writes it back as an upload of small
-/// chunks, committed only if the key is still at the version read. A commit whose version
-/// no longer holds wrote nothing (a definite failure); the upload it leaves is reclaimed.
+/// chunks committed as a document, only if the key is still at the version read. Half of
+/// them are indented, so the replica taking the commit stages them again in canonical form.
+/// A commit whose version no longer holds wrote nothing (a definite failure); the upload it
+/// leaves is reclaimed.
 fn doc_upload_add(client: &mut Client, key: Vec<u8>, element: u64) -> Result<Reply, CallError> {
-    let (json, mod_version) = doc_with(client, &key, element)?;
+    let (mut json, mod_version) = doc_with(client, &key, element)?;
+    if element % 2 == 1 {
+        let value: serde_json::Value = serde_json::from_slice(&json).expect("our own JSON");
+        json = serde_json::to_vec_pretty(&value).expect("serializes");
+    }
     let mut upload_id = None;
     let mut offset = 0i64;
     for chunk in json.chunks(DOC_UPLOAD_CHUNK_BYTES) {
@@ -659,7 +665,7 @@ fn doc_upload_add(client: &mut Client, key: Vec<u8>, element: u64) -> Result<Rep
         offset = staged.bytes_staged;
     }
     let upload_id = upload_id.expect("a document has at least one byte");
-    let commit = UploadCommit::new(key, upload_id, offset, Some(mod_version));
+    let commit = UploadCommit::new(key, upload_id, offset, Some(mod_version), Some(true));
     let committed = client.commit_uploads(CommitUploadsRequest::new(vec![commit], None, None))?;
     if !committed.committed {
         return Err(CallError::Refused(

@@ -6,7 +6,7 @@
 //! Every element or byte takes at least one byte on the wire, so no honest size exceeds the
 //! bytes left in the frame: `BoundedInputProtocol` checks exactly that (and rejects negative
 //! sizes) before anything is allocated, and delegates the rest to the real protocol.
-use std::cell::Cell;
+use std::cell::{Cell, Ref, RefCell};
 use std::io::{self, Read};
 use std::rc::Rc;
 
@@ -27,13 +27,22 @@ const VARINT_U32_BYTES_MAX: usize = 5;
 
 /// One frame and how far into it the protocol has read.
 struct Frame {
-    bytes: Vec<u8>,
+    bytes: RefCell<Vec<u8>>,
     position: Cell<usize>,
 }
 
 impl Frame {
-    fn unread(&self) -> &[u8] {
-        &self.bytes[self.position.get()..]
+    fn unread(&self) -> Ref<'_, [u8]> {
+        Ref::map(self.bytes.borrow(), |bytes| {
+            &bytes[self.position.get().min(bytes.len())..]
+        })
+    }
+
+    /// Frees the frame: what follows a call's arguments is never read, and a large
+    /// request (a 100 MB document) should not be held twice while its call runs.
+    fn release(&self) {
+        *self.bytes.borrow_mut() = Vec::new();
+        self.position.set(0);
     }
 }
 
@@ -63,13 +72,15 @@ pub struct BoundedInputProtocol {
     frame: Rc<Frame>,
     protocol: Protocol,
     decode_error: Option<String>,
+    /// Structs begun and not ended: back at 0, a call's arguments have all been read.
+    struct_depth: usize,
 }
 
 impl BoundedInputProtocol {
     /// Reads `frame` (one message body, without the length prefix) in `protocol`.
     pub fn new(frame: Vec<u8>, protocol: Protocol) -> Self {
         let frame = Rc::new(Frame {
-            bytes: frame,
+            bytes: RefCell::new(frame),
             position: Cell::new(0),
         });
         let reader = FrameReader {
@@ -86,6 +97,7 @@ impl BoundedInputProtocol {
             frame,
             protocol,
             decode_error: None,
+            struct_depth: 0,
         }
     }
 
@@ -137,6 +149,7 @@ impl BoundedInputProtocol {
             // The frame ends first: the wrapped protocol fails on EOF, allocating nothing.
             None => Ok(None),
         };
+        drop(unread);
         match peeked {
             Ok(Some((length, prefix_bytes))) => {
                 self.check_size(what, length, offset + prefix_bytes)
@@ -151,7 +164,8 @@ impl BoundedInputProtocol {
         match self.protocol {
             Protocol::Binary => Some(BINARY_VERSION_BYTES),
             Protocol::Compact => {
-                let after_header = self.frame.unread().get(COMPACT_HEADER_BYTES..)?;
+                let unread = self.frame.unread();
+                let after_header = unread.get(COMPACT_HEADER_BYTES..)?;
                 // Sequence number: a varint. Malformed or truncated → the wrapped protocol
                 // fails on it before reaching the name, so no check is needed.
                 let (_, varint_bytes) = peek_varint_u32(after_header).ok()??;
@@ -225,11 +239,18 @@ impl TInputProtocol for BoundedInputProtocol {
 
     fn read_struct_begin(&mut self) -> thrift::Result<Option<TStructIdentifier>> {
         let result = self.inner.read_struct_begin();
+        self.struct_depth += 1;
         self.record(result)
     }
 
+    /// The end of the outermost struct is the end of a call's arguments (or of the
+    /// struct skipped for an unknown method): the frame is freed before the handler runs.
     fn read_struct_end(&mut self) -> thrift::Result<()> {
         let result = self.inner.read_struct_end();
+        self.struct_depth = self.struct_depth.saturating_sub(1);
+        if self.struct_depth == 0 && result.is_ok() {
+            self.frame.release();
+        }
         self.record(result)
     }
 
@@ -385,6 +406,36 @@ mod tests {
             assert_eq!(input.read_i32().unwrap(), 8);
             assert_eq!(input.read_string().unwrap(), "value");
             assert_eq!(input.bytes_remaining(), 0);
+            assert_eq!(input.take_decode_error(), None);
+        }
+    }
+
+    #[test]
+    fn the_frame_is_freed_once_the_arguments_are_read() {
+        for protocol in [Protocol::Binary, Protocol::Compact] {
+            let body = encode(protocol, |output| {
+                message_begin(output);
+                output
+                    .write_struct_begin(&TStructIdentifier::new("args"))
+                    .unwrap();
+                output
+                    .write_struct_begin(&TStructIdentifier::new("request"))
+                    .unwrap();
+                output.write_struct_end().unwrap();
+                output.write_struct_end().unwrap();
+                output.write_string("trailing").unwrap();
+            });
+            let mut input = BoundedInputProtocol::new(body, protocol);
+            input.read_message_begin().unwrap();
+            input.read_struct_begin().unwrap();
+            input.read_struct_begin().unwrap();
+            input.read_struct_end().unwrap();
+            // Inside the arguments the frame stays.
+            assert!(input.bytes_remaining() > 0);
+            assert!(input.frame.bytes.borrow().capacity() > 0);
+            input.read_struct_end().unwrap();
+            assert_eq!(input.bytes_remaining(), 0);
+            assert_eq!(input.frame.bytes.borrow().capacity(), 0);
             assert_eq!(input.take_decode_error(), None);
         }
     }

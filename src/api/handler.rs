@@ -205,7 +205,7 @@ impl KvHandler {
         let session = session(request.session);
         user_key(&request.key)?;
         self.allow(|c| c.require_key(&request.key, true))?;
-        let put = (self.router).put_document(request.key, &request.json, expected, session);
+        let put = (self.router).put_document(request.key, request.json, expected, session);
         let written = self
             .block_on(put)
             .map_err(|e| exception(e, DOCUMENT_WRITE))?;
@@ -278,6 +278,7 @@ impl KvHandler {
                         commit.expected_version,
                         "expected_version",
                     )?,
+                    document: commit.document.unwrap_or(false),
                 })
             })
             .collect::<Wire<Vec<_>>>()?;
@@ -762,6 +763,7 @@ fn written_ranges(mutations: &[Mutation]) -> Vec<KeyRange> {
             | Mutation::Add { key, .. }
             | Mutation::SetVersionstampedValue { key, .. }
             | Mutation::SetUpload { key, .. }
+            | Mutation::SetUploadDocument { key, .. }
             // The wire has neither (only the configuration service proposes them); were
             // it to, their source keys would also need reading.
             | Mutation::Copy { key, .. }

@@ -61,6 +61,11 @@ pub struct DocPutArgs {
     /// Write only if KEY is at this version (0: only if KEY is absent).
     #[arg(long, value_name = "V")]
     expect_version: Option<i64>,
+    /// A document larger than this goes as an upload of 4 MiB chunks, committed as a
+    /// document (never one large frame; the log carries it whole); a smaller one as one
+    /// call, which sends a delta when it pays.
+    #[arg(long, value_name = "BYTES", default_value_t = UPLOAD_ABOVE_DEFAULT)]
+    upload_above: usize,
     #[command(flatten)]
     session: SessionArgs,
     #[command(flatten)]
@@ -111,8 +116,16 @@ pub fn doc(command: DocCommand) -> Outcome {
     }
 }
 
+/// `doc put --upload-above`'s default.
+const UPLOAD_ABOVE_DEFAULT: usize = 32 << 20;
+/// The chunks of a document upload (the server's default `limits.chunk_bytes_max`).
+const UPLOAD_CHUNK_BYTES: usize = 4 << 20;
+
 fn put(args: DocPutArgs) -> Outcome {
     let json = args.input.bytes()?;
+    if json.len() > args.upload_above {
+        return put_as_upload(args, json);
+    }
     let mut client = args.connection.connect()?;
     let request = PutDocumentRequest::new(
         args.key.into_bytes(),
@@ -121,6 +134,41 @@ fn put(args: DocPutArgs) -> Outcome {
         args.session.session(),
     );
     written(client.put_document(request)?)
+}
+
+/// A large document: put in canonical form here (so the server need not write it again),
+/// then sent as an upload and committed as a document. Prints what `put` prints, where
+/// `logged_bytes` is the canonical document's size: the log carried it whole, in chunks
+/// (compressed, which this does not see).
+fn put_as_upload(args: DocPutArgs, json: Vec<u8>) -> Outcome {
+    let canonical = match paxkv::executor::canonical::canonicalize(&json) {
+        Ok(Some(canonical)) => canonical,
+        // A member named twice: the server's parse decides which value it keeps.
+        Ok(None) => json,
+        Err(error) => return Err(Failure::Invalid(format!("not a JSON document: {error}"))),
+    };
+    let upload = super::file::Upload {
+        key: args.key,
+        total: canonical.len() as u64,
+        chunk_bytes: UPLOAD_CHUNK_BYTES,
+        document: true,
+        expected_version: args.expect_version,
+    };
+    let sent = upload.send(&mut canonical.as_slice(), &args.session, &args.connection);
+    let version = sent.map_err(|failure| match failure {
+        super::file::UploadFailure::Read(error) => Failure::Invalid(error.to_string()),
+        super::file::UploadFailure::Call(failure) => failure,
+    })?;
+    let Some(version) = version else {
+        eprintln!("paxkv: not written: the key is not at the expected version");
+        return Ok(EXIT_NEGATIVE);
+    };
+    let logged = canonical.len();
+    writeln!(
+        io::stdout().lock(),
+        "OK version={version} delta=false logged_bytes={logged}"
+    )?;
+    Ok(EXIT_SUCCESS)
 }
 
 fn patch(args: DocPatchArgs) -> Outcome {

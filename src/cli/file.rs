@@ -73,17 +73,12 @@ pub fn put_file(
         |error: io::Error| Failure::Invalid(format!("cannot read {}: {error}", path.display()));
     let mut file = File::open(path).map_err(open)?;
     let total = file.metadata().map_err(open)?.len();
-    let mut client = connection.connect()?;
-    let (client_id, mut request_id) = upload_session(session)?;
-    let mut next_session = || {
-        let session = Session::new(client_id.clone(), request_id);
-        request_id += 1;
-        Some(session)
-    };
     if total <= chunk_bytes as u64 {
+        let mut client = connection.connect()?;
+        let (client_id, request_id) = upload_session(session)?;
+        let session = Some(Session::new(client_id, request_id));
         let mut value = Vec::with_capacity(total as usize);
         file.read_to_end(&mut value).map_err(open)?;
-        let session = next_session();
         let version = with_retries(connection, &mut client, |client| {
             let request = PutRequest::new(key.clone().into_bytes(), value.clone(), session.clone());
             client.put(request)
@@ -91,42 +86,105 @@ pub fn put_file(
         writeln!(io::stdout().lock(), "OK version={version}")?;
         return Ok(EXIT_SUCCESS);
     }
-    let bar = progress(total, "upload");
-    let mut upload_id: Option<String> = None;
-    let mut offset = 0u64;
-    let mut chunk = vec![0u8; chunk_bytes];
-    while offset < total {
-        let want = (chunk_bytes as u64).min(total - offset) as usize;
-        file.read_exact(&mut chunk[..want]).map_err(open)?;
-        let session = next_session();
-        let staged = with_retries(connection, &mut client, |client| {
-            let request = UploadChunkRequest::new(
-                upload_id.clone(),
-                offset as i64,
-                chunk[..want].to_vec(),
-                session.clone(),
-            );
-            client.upload_chunk(request)
+    let upload = Upload {
+        key,
+        total,
+        chunk_bytes,
+        document: false,
+        expected_version: None,
+    };
+    let version = upload
+        .send(&mut file, session, connection)
+        .map_err(|e| match e {
+            UploadFailure::Read(error) => open(error),
+            UploadFailure::Call(failure) => failure,
         })?;
-        upload_id = Some(staged.upload_id);
-        offset = staged.bytes_staged as u64;
-        bar.set_position(offset);
-    }
-    bar.finish_and_clear();
-    let upload_id = upload_id.expect("a file over one chunk took at least one");
-    let session = next_session();
-    let result = with_retries(connection, &mut client, |client| {
-        let commit = UploadCommit::new(
-            key.clone().into_bytes(),
-            upload_id.clone(),
-            total as i64,
-            None,
-        );
-        let request = CommitUploadsRequest::new(vec![commit], None, session.clone());
-        client.commit_uploads(request)
-    })?;
-    writeln!(io::stdout().lock(), "OK version={}", result.version)?;
+    // Without an expected version a commit is never refused.
+    let version = version.ok_or_else(|| Failure::Server("the commit was refused".into()))?;
+    writeln!(io::stdout().lock(), "OK version={version}")?;
     Ok(EXIT_SUCCESS)
+}
+
+/// One value sent as an upload of chunks and committed to its key.
+pub struct Upload {
+    pub key: String,
+    pub total: u64,
+    pub chunk_bytes: usize,
+    /// Commit it as a JSON document (`UploadCommit.document`).
+    pub document: bool,
+    pub expected_version: Option<i64>,
+}
+
+pub enum UploadFailure {
+    /// The source could not be read.
+    Read(io::Error),
+    Call(Failure),
+}
+
+impl From<Failure> for UploadFailure {
+    fn from(failure: Failure) -> UploadFailure {
+        UploadFailure::Call(failure)
+    }
+}
+
+impl Upload {
+    /// Stages `total` bytes of `source` chunk by chunk (a progress bar for a large one on
+    /// a terminal), every call with a session and retried, then commits; the commit
+    /// version. `Ok(None)` from the commit: `expected_version` did not hold.
+    pub fn send(
+        &self,
+        source: &mut dyn Read,
+        session: &SessionArgs,
+        connection: &ConnectionArgs,
+    ) -> Result<Option<i64>, UploadFailure> {
+        let mut client = connection.connect()?;
+        let (client_id, mut request_id) = upload_session(session)?;
+        let mut next_session = || {
+            let session = Session::new(client_id.clone(), request_id);
+            request_id += 1;
+            Some(session)
+        };
+        let bar = progress(self.total, "upload");
+        let mut upload_id: Option<String> = None;
+        let mut offset = 0u64;
+        let mut chunk = vec![0u8; self.chunk_bytes];
+        while offset < self.total {
+            let want = (self.chunk_bytes as u64).min(self.total - offset) as usize;
+            source
+                .read_exact(&mut chunk[..want])
+                .map_err(UploadFailure::Read)?;
+            let session = next_session();
+            let staged = with_retries(connection, &mut client, |client| {
+                let request = UploadChunkRequest::new(
+                    upload_id.clone(),
+                    offset as i64,
+                    chunk[..want].to_vec(),
+                    session.clone(),
+                );
+                client.upload_chunk(request)
+            })?;
+            upload_id = Some(staged.upload_id);
+            offset = staged.bytes_staged as u64;
+            bar.set_position(offset);
+        }
+        bar.finish_and_clear();
+        let Some(upload_id) = upload_id else {
+            return Err(Failure::Invalid("an upload needs at least one byte".into()).into());
+        };
+        let session = next_session();
+        let result = with_retries(connection, &mut client, |client| {
+            let commit = UploadCommit::new(
+                self.key.clone().into_bytes(),
+                upload_id.clone(),
+                self.total as i64,
+                self.expected_version,
+                Some(self.document),
+            );
+            let request = CommitUploadsRequest::new(vec![commit], None, session.clone());
+            client.commit_uploads(request)
+        })?;
+        Ok(result.committed.then_some(result.version))
+    }
 }
 
 /// `get KEY --out PATH`: the value read range by range, all at the version of the first

@@ -506,7 +506,7 @@ impl Confman {
                         Some(ours) if ours == value => {} // Already in place.
                         Some(ours) => {
                             let name = edit.key.clone();
-                            match canonical_and_delta(&edit.ns, &name, &value, Some(&ours))? {
+                            match canonical_and_delta(tx, &edit.ns, &name, &value, Some(&ours))? {
                                 (_, Some(patch)) => tx.set_patched(key.clone(), key, patch),
                                 (_, None) => tx.set(key, value),
                             }
@@ -832,13 +832,15 @@ fn check_schema(
 }
 
 fn parse_json(ns: &str, key: &str, bytes: &[u8]) -> Result<Value> {
-    document::parse(bytes).map_err(|error| {
-        Error::Invalid(format!(
-            "{}: {error} (byte offset {})",
-            model::entry_name(ns, key),
-            error.offset
-        ))
-    })
+    document::parse(bytes).map_err(|error| invalid_json(ns, key, error))
+}
+
+fn invalid_json(ns: &str, key: &str, error: document::InvalidJson) -> Error {
+    Error::Invalid(format!(
+        "{}: {error} (byte offset {})",
+        model::entry_name(ns, key),
+        error.offset
+    ))
 }
 
 /// Applies `edits` and `drop` to the record, writing edit values; returns the value of
@@ -902,7 +904,7 @@ fn apply_edits(
                         let base = (pending.as_ref())
                             .filter(|_| pending_json)
                             .map(|(_, base)| base.as_slice());
-                        let (value, patch) = canonical_and_delta(&ns, &edit.key, bytes, base)?;
+                        let (value, patch) = canonical_and_delta(tx, &ns, &edit.key, bytes, base)?;
                         delta = patch;
                         value
                     }
@@ -1023,13 +1025,25 @@ const DELTA_MIN_BYTES: usize = 4096;
 /// The canonical form of the JSON `bytes` put into an entry and, when `base` (what the
 /// entry held) makes one worth it, the patch to log instead (`delta_from`). For a large
 /// document the base is parsed on a second thread while `bytes` is, and both parsed trees
-/// are freed on a thread of their own: each costs about as much as the parse.
+/// are freed on a thread of their own: each costs about as much as the parse. A document
+/// over the store's `document_tree_bytes_max` is never parsed into a tree: it is put in
+/// canonical form in one pass and diffed by scanning (`document::NewDocument`).
 fn canonical_and_delta(
+    tx: &Tx<'_>,
     ns: &str,
     key: &str,
     bytes: &[u8],
     base: Option<&[u8]>,
 ) -> Result<(Vec<u8>, Option<Vec<u8>>)> {
+    let tree_bytes_max = tx.document_tree_bytes_max();
+    if bytes.len() > tree_bytes_max {
+        let mut new = document::NewDocument::parse(bytes, tree_bytes_max)
+            .map_err(|error| invalid_json(ns, key, error))?;
+        // Stored JSON entries are canonical.
+        let patch = base.and_then(|base| new.delta_from(base, true));
+        super::drop_later(new.take_tree());
+        return Ok((new.canonical, patch));
+    }
     let Some(base) = base.filter(|_| bytes.len() >= DELTA_MIN_BYTES) else {
         return Ok((document::canonical(&parse_json(ns, key, bytes)?), None));
     };

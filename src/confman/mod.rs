@@ -332,6 +332,11 @@ impl<'a> Tx<'a> {
         }
     }
 
+    /// See `Store::document_tree_bytes_max`.
+    pub fn document_tree_bytes_max(&self) -> usize {
+        self.store.document_tree_bytes_max()
+    }
+
     pub fn get(&mut self, key: &[u8]) -> Result<Option<Stored>> {
         self.reads.push(key_range(key));
         Ok(self.store.get(key, self.version)?)

@@ -8,7 +8,7 @@ use super::access::Permission;
 use super::model::{self, NamespaceRecord, RevisionRecord};
 use super::store::Stored;
 use super::{check_name, keys, page_limit, schema, stored, Confman, Error, Result, Tx};
-use crate::executor::EventKind;
+use crate::executor::{document, EventKind};
 
 /// Approvals a namespace may require at most.
 pub const APPROVALS_MAX: u32 = 16;
@@ -620,7 +620,9 @@ impl Confman {
         // Revision values are written once, so any version at or after this one holds it.
         let previous = keys::value(&event.ns, &event.key, revision.revision - 1);
         let patch = match self.store.get(&previous, event.version)? {
-            Some(previous) => patch_between(&previous.value, value),
+            Some(previous) => {
+                patch_between(&previous.value, value, self.store.document_tree_bytes_max())
+            }
             None => None, // The previous revision deleted the entry.
         };
         (self.patches.lock().expect("patch cache")).insert(id, patch.clone());
@@ -629,8 +631,12 @@ impl Confman {
 }
 
 /// The RFC 6902 patch that `document::apply_json_patch` turns `from` into `to` with, when
-/// under half of `to` (`changes::delta_from`; stored JSON values are canonical).
-fn patch_between(from: &[u8], to: &[u8]) -> Option<Vec<u8>> {
+/// under half of `to` (`changes::delta_from`; stored JSON values are canonical). Revisions
+/// larger than `tree_bytes_max` are diffed by scanning (`document::diff_canonical`).
+fn patch_between(from: &[u8], to: &[u8], tree_bytes_max: usize) -> Option<Vec<u8>> {
+    if from.len().max(to.len()) > tree_bytes_max {
+        return document::diff_canonical(from, to);
+    }
     let (from_value, to_value) = super::parse_beside(from, || {
         serde_json::from_slice::<serde_json::Value>(to).ok()
     });

@@ -57,6 +57,11 @@ pub trait Store: Send + Sync {
         from_version: u64,
         timeout: Duration,
     ) -> Result<(Vec<Event>, u64)>;
+    /// Entries larger than this are canonicalized and diffed without a parsed tree
+    /// (`limits.document_tree_bytes_max`).
+    fn document_tree_bytes_max(&self) -> usize {
+        crate::executor::document::TREE_BYTES_MAX_DEFAULT
+    }
 }
 
 /// The replicated store, called from a blocking thread (the Thrift handlers run on
@@ -75,6 +80,10 @@ impl RouterStore {
 impl Store for RouterStore {
     fn read_version(&self) -> Result<u64> {
         self.runtime.block_on(self.router.read_version())
+    }
+
+    fn document_tree_bytes_max(&self) -> usize {
+        self.router.limits().document_tree_bytes_max
     }
 
     fn get(&self, key: &[u8], version: u64) -> Result<Option<Stored>> {

@@ -16,7 +16,7 @@ use super::document::{self, DocumentReason, DocumentRefusal, PatchFormat};
 use super::error::{Error, Result};
 use super::keys::{self, SessionRecord, Versioned, CF_CHANGES, CF_META, CF_SESSIONS};
 use super::mutation::{evaluate_compare, little_endian_add, place_versionstamp};
-use super::read::{scan_newest, seek_visible, ScanEnd};
+use super::read::{scan_newest, seek_visible, seek_visible_header, ScanEnd};
 use super::{cf, data_cf, ExecutorOptions};
 
 /// Why a command stopped early: a deterministic outcome, or a storage failure that must
@@ -52,7 +52,8 @@ fn refused(refusal: DocumentRefusal) -> Abort {
 #[derive(Clone)]
 enum Stored {
     Bytes(Vec<u8>),
-    Blob(BlobRef),
+    /// A committed upload, and whether it is a canonical JSON document.
+    Blob(BlobRef, bool),
 }
 
 /// One command's writes before they are versioned. A BTreeMap: last write per key wins
@@ -245,6 +246,7 @@ impl<'a> SlotApplier<'a> {
                     )));
                 };
                 let value = self.patched(&base, canonical, format, &patch)?;
+                drop(base);
                 self.patch = Some((format, patch));
                 self.document = true;
                 self.commit(vec![Mutation::Set { key, value }])
@@ -454,8 +456,9 @@ impl<'a> SlotApplier<'a> {
             let refusal = DocumentRefusal::version_mismatch(key, expected, current_version);
             return Err(refused(refusal));
         }
-        let value = live.and_then(|live| live.value.clone());
         let canonical = live.is_some_and(|live| live.document);
+        // Moved out, not copied: a large document is held once.
+        let value = newest.and_then(|newest| newest.value);
         Ok((current_version, value, canonical))
     }
 
@@ -583,7 +586,7 @@ impl<'a> SlotApplier<'a> {
         }
         for upload in std::mem::take(&mut staged.consumed) {
             let committed = (staged.writes.values())
-                .any(|write| matches!(write, Some(Stored::Blob(b)) if b.upload == upload));
+                .any(|write| matches!(write, Some(Stored::Blob(b, _)) if b.upload == upload));
             match committed {
                 true => self.forget_upload(&upload),
                 // Overwritten later in the same command: its bytes belong to nothing.
@@ -601,24 +604,10 @@ impl<'a> SlotApplier<'a> {
                 staged.writes.insert(key, Some(Stored::Bytes(value)));
             }
             Mutation::SetUpload { key, upload, bytes } => {
-                let id = blob::hex(&upload);
-                if !staged.consumed.insert(upload) {
-                    return Err(reject(format!("upload {id} is committed twice")));
-                }
-                let Some(record) = self.pending_upload(&upload)? else {
-                    return Err(reject(format!(
-                        "upload {id} is not staged (never started, committed, aborted or expired)"
-                    )));
-                };
-                if record.bytes != bytes {
-                    return Err(reject(format!(
-                        "upload {id} holds {} bytes, not {bytes}",
-                        record.bytes
-                    )));
-                }
-                staged
-                    .writes
-                    .insert(key, Some(Stored::Blob(BlobRef { upload, bytes })));
+                self.stage_upload(staged, key, upload, bytes, false)?
+            }
+            Mutation::SetUploadDocument { key, upload, bytes } => {
+                self.stage_upload(staged, key, upload, bytes, true)?
             }
             Mutation::Clear { key } => {
                 staged.writes.insert(key, None);
@@ -663,11 +652,41 @@ impl<'a> SlotApplier<'a> {
         Ok(())
     }
 
+    /// `SetUpload` and `SetUploadDocument`: the staged upload becomes `key`'s value.
+    fn stage_upload(
+        &mut self,
+        staged: &mut Staged,
+        key: Vec<u8>,
+        upload: UploadId,
+        bytes: u64,
+        document: bool,
+    ) -> Step<()> {
+        let id = blob::hex(&upload);
+        if !staged.consumed.insert(upload) {
+            return Err(reject(format!("upload {id} is committed twice")));
+        }
+        let Some(record) = self.pending_upload(&upload)? else {
+            return Err(reject(format!(
+                "upload {id} is not staged (never started, committed, aborted or expired)"
+            )));
+        };
+        if record.bytes != bytes {
+            return Err(reject(format!(
+                "upload {id} holds {} bytes, not {bytes}",
+                record.bytes
+            )));
+        }
+        let blob = BlobRef { upload, bytes };
+        staged
+            .writes
+            .insert(key, Some(Stored::Blob(blob, document)));
+        Ok(())
+    }
     /// The value of `key` after the mutations staged so far in this command.
     fn staged_value(&mut self, staged: &Staged, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(match staged.writes.get(key) {
             Some(Some(Stored::Bytes(value))) => Some(value.clone()),
-            Some(Some(Stored::Blob(blob))) => Some(self.blob_bytes(blob)?),
+            Some(Some(Stored::Blob(blob, _))) => Some(self.blob_bytes(blob)?),
             Some(None) => None,
             None => match self.newest(key)? {
                 Some(newest) => self.resolved(newest)?.value,
@@ -716,7 +735,8 @@ impl<'a> SlotApplier<'a> {
         let data = data_cf(self.db);
         let mut events = Vec::new();
         for (key, write) in staged.writes {
-            let before = self.newest(&key)?;
+            // Only its versions and liveness matter here: its value is not read.
+            let before = self.newest_header(&key)?;
             let before_live = before.as_ref().and_then(Versioned::live);
             let create_version = before_live.map_or(version, |live| live.create_version);
             let after = match (write, before_live) {
@@ -735,17 +755,17 @@ impl<'a> SlotApplier<'a> {
                     blob: None,
                     document: self.document,
                 },
-                (Some(Stored::Blob(blob)), _) => Versioned {
+                (Some(Stored::Blob(blob, document)), _) => Versioned {
                     mod_version: version,
                     create_version,
                     value: Some(Vec::new()),
                     blob: Some(blob),
-                    document: false,
+                    document,
                 },
             };
             let (encoded, event) = match (&after.value, &after.blob) {
                 (_, Some(blob)) => (
-                    keys::encode_blob(blob, after.create_version),
+                    keys::encode_blob(blob, after.create_version, after.document),
                     (EventKind::PutBlob, Some(blob.encode().to_vec())),
                 ),
                 (Some(value), None) => (
@@ -791,6 +811,15 @@ impl<'a> SlotApplier<'a> {
             return Ok(Some(newest.clone()));
         }
         seek_visible(&mut self.iter, key, u64::MAX)
+    }
+
+    /// `newest` without the value's bytes (`value` is empty when live): a large value is
+    /// not copied to learn its versions.
+    fn newest_header(&mut self, key: &[u8]) -> Result<Option<Versioned>> {
+        if let Some(newest) = self.overlay.get(key) {
+            return Ok(Some(newest.header()));
+        }
+        seek_visible_header(&mut self.iter, key, u64::MAX)
     }
 
     fn session_record(&self, client_id: &str) -> Result<Option<SessionRecord>> {

@@ -171,6 +171,14 @@ pub enum Mutation {
         base: Vec<u8>,
         patch: Vec<u8>,
     },
+    /// As `SetUpload`, and the value is a canonical JSON document (`document::canonical`),
+    /// which `patchDocument` edits in place. The proposer read the staged bytes and found
+    /// them canonical; `bytes` pins them, since staged bytes are only ever appended to.
+    SetUploadDocument {
+        key: Vec<u8>,
+        upload: UploadId,
+        bytes: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,7 +2,8 @@
 //! replica writes the same bytes.
 //!
 //! data CF:  escape(user_key) ++ TERMINATOR ++ (u64::MAX - version) big-endian
-//!           → tag (0 tombstone, 1 value, 2 blob, 3 canonical JSON document) ++ create_version u64 BE ++ value bytes
+//!           → tag (0 tombstone, 1 value, 2 blob, 3 canonical JSON document, 4 blob of a canonical
+//!             JSON document) ++ create_version u64 BE ++ value bytes
 //!           (for a blob: its `BlobRef`; the bytes are in the blobs CF, see `blob`)
 //! meta CF:  fixed ASCII names → u64 BE (or the raw GC cursor key)
 //! changes:  version u64 BE → encode_record(Vec<Event>)
@@ -60,6 +61,8 @@ const TAG_VALUE: u8 = 1;
 const TAG_BLOB: u8 = 2;
 /// A value written by a document call: canonical JSON (`document::canonical`).
 const TAG_DOCUMENT: u8 = 3;
+/// A blob whose bytes are a canonical JSON document (committed from an upload).
+const TAG_DOCUMENT_BLOB: u8 = 4;
 const VALUE_HEADER_BYTES: usize = 1 + 8;
 
 /// A stored version of one user key. `value == None` is a tombstone. A value stored as a
@@ -77,6 +80,17 @@ pub struct Versioned {
 impl Versioned {
     pub fn live(&self) -> Option<&Versioned> {
         self.value.as_ref().map(|_| self)
+    }
+
+    /// This version without its value's bytes: `value` is empty when live.
+    pub fn header(&self) -> Versioned {
+        Versioned {
+            mod_version: self.mod_version,
+            create_version: self.create_version,
+            value: self.value.as_ref().map(|_| Vec::new()),
+            blob: self.blob,
+            document: self.document,
+        }
     }
 }
 
@@ -164,9 +178,12 @@ pub fn encode_tagged(value: Option<&[u8]>, create_version: u64, document: bool) 
     out
 }
 
-pub fn encode_blob(blob: &BlobRef, create_version: u64) -> Vec<u8> {
+pub fn encode_blob(blob: &BlobRef, create_version: u64, document: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(VALUE_HEADER_BYTES + 24);
-    out.push(TAG_BLOB);
+    out.push(match document {
+        false => TAG_BLOB,
+        true => TAG_DOCUMENT_BLOB,
+    });
     out.extend_from_slice(&create_version.to_be_bytes());
     out.extend_from_slice(&blob.encode());
     out
@@ -175,9 +192,24 @@ pub fn encode_blob(blob: &BlobRef, create_version: u64) -> Vec<u8> {
 /// The blob a stored data value refers to, if it is one (without decoding the rest).
 pub fn blob_of(bytes: &[u8]) -> Result<Option<BlobRef>> {
     match bytes.first() {
-        Some(&TAG_BLOB) => BlobRef::decode(&bytes[VALUE_HEADER_BYTES.min(bytes.len())..]).map(Some),
+        Some(&(TAG_BLOB | TAG_DOCUMENT_BLOB)) => {
+            BlobRef::decode(&bytes[VALUE_HEADER_BYTES.min(bytes.len())..]).map(Some)
+        }
         _ => Ok(None),
     }
+}
+
+/// `decode_value` without copying the value's bytes (`value` is empty when live).
+pub fn decode_header(bytes: &[u8], mod_version: u64) -> Result<Versioned> {
+    let header = &bytes[..VALUE_HEADER_BYTES.min(bytes.len())];
+    let mut versioned = match bytes.first() {
+        Some(&(TAG_BLOB | TAG_DOCUMENT_BLOB)) => decode_value(bytes, mod_version)?,
+        _ => decode_value(header, mod_version)?,
+    };
+    if versioned.value.is_some() {
+        versioned.value = Some(Vec::new());
+    }
+    Ok(versioned)
 }
 
 pub fn decode_value(bytes: &[u8], mod_version: u64) -> Result<Versioned> {
@@ -189,7 +221,7 @@ pub fn decode_value(bytes: &[u8], mod_version: u64) -> Result<Versioned> {
     let (value, blob) = match bytes[0] {
         TAG_TOMBSTONE => (None, None),
         TAG_VALUE | TAG_DOCUMENT => (body(), None),
-        TAG_BLOB => (
+        TAG_BLOB | TAG_DOCUMENT_BLOB => (
             Some(Vec::new()),
             Some(BlobRef::decode(&bytes[VALUE_HEADER_BYTES..])?),
         ),
@@ -200,7 +232,7 @@ pub fn decode_value(bytes: &[u8], mod_version: u64) -> Result<Versioned> {
         create_version,
         value,
         blob,
-        document: bytes[0] == TAG_DOCUMENT,
+        document: matches!(bytes[0], TAG_DOCUMENT | TAG_DOCUMENT_BLOB),
     })
 }
 
@@ -269,8 +301,20 @@ mod tests {
             upload: [7; 16],
             bytes: 1 << 33,
         };
-        let stored = encode_blob(&blob, 3);
+        let stored = encode_blob(&blob, 3, false);
         assert_eq!(blob_of(&stored).unwrap(), Some(blob));
+        let document = encode_blob(&blob, 3, true);
+        assert_eq!(blob_of(&document).unwrap(), Some(blob));
+        let decoded = decode_value(&document, 9).unwrap();
+        assert_eq!(decode_header(&document, 9).unwrap(), decoded);
+        let inline = encode_tagged(Some(b"{}"), 4, true);
+        let header = decode_header(&inline, 9).unwrap();
+        assert_eq!(header.value, Some(Vec::new()));
+        assert!(header.document && header.create_version == 4);
+        let tombstone = decode_header(&encode_value(None, 4), 9).unwrap();
+        assert_eq!(tombstone.value, None);
+        assert!(decoded.document && decoded.blob == Some(blob));
+        assert!(!decode_value(&stored, 9).unwrap().document);
         assert_eq!(blob_of(&encode_value(Some(b"xy"), 3)).unwrap(), None);
         let decoded = decode_value(&stored, 7).unwrap();
         assert_eq!(

@@ -130,6 +130,27 @@ impl View<'_> {
         }))
     }
 
+    /// The bytes staged in `upload` and their count; None if it is not staged.
+    pub fn staged_upload(&self, upload: &blob::UploadId) -> Result<Option<Vec<u8>>> {
+        let mut records = self.iterator(blob::CF_UPLOADS);
+        records.seek(upload);
+        let record = match records.key() {
+            Some(key) if key == upload.as_slice() => {
+                let value = records.value().expect("a valid iterator has a value");
+                super::command::decode_record::<blob::UploadRecord>(value, "upload record")?
+            }
+            _ => {
+                records.status()?;
+                return Ok(None);
+            }
+        };
+        let blob = BlobRef {
+            upload: *upload,
+            bytes: record.bytes,
+        };
+        self.blob_bytes(&blob).map(Some)
+    }
+
     pub(super) fn blob_bytes(&self, blob: &BlobRef) -> Result<Vec<u8>> {
         let mut chunks = self.iterator(super::keys::CF_BLOBS);
         blob::read(&mut chunks, blob, 0, blob.bytes, &[])
@@ -291,6 +312,25 @@ pub(super) fn seek_visible(
     let (_, version) = keys::split_data_key(data_key)?;
     let value = iter.value().expect("a valid iterator has a value");
     Ok(Some(keys::decode_value(value, version)?))
+}
+
+/// `seek_visible` without copying the value's bytes (`value` is empty when live).
+pub(super) fn seek_visible_header(
+    iter: &mut DBRawIterator<'_>,
+    key: &[u8],
+    read_version: u64,
+) -> Result<Option<Versioned>> {
+    iter.seek(keys::data_key(key, read_version));
+    let Some(data_key) = iter.key() else {
+        iter.status()?;
+        return Ok(None);
+    };
+    if !keys::is_version_of(data_key, &keys::escape(key)) {
+        return Ok(None);
+    }
+    let (_, version) = keys::split_data_key(data_key)?;
+    let value = iter.value().expect("a valid iterator has a value");
+    Ok(Some(keys::decode_header(value, version)?))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

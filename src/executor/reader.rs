@@ -89,6 +89,14 @@ impl KvReader {
         got
     }
 
+    /// The bytes staged so far in `upload`, as of the last applied slot; None if it is
+    /// not staged (never started, committed, aborted or expired).
+    pub fn staged_upload(&self, upload: &super::blob::UploadId) -> Result<Option<Vec<u8>>> {
+        let db = self.db.current();
+        let staged = self.view(&db)?.staged_upload(upload);
+        staged
+    }
+
     /// The uploads staged as of the last applied slot (count and bytes), and the earliest
     /// expiry among them (upload clock time; None with none staged).
     pub fn uploads(&self) -> Result<UploadsStaged> {

@@ -464,6 +464,8 @@ pub struct RouterMetrics {
     pub document_writes: IntCounterVec,
     /// Delta writes sent again because another write moved their base first.
     pub document_base_moved: IntCounter,
+    /// Document uploads this replica wrote again in canonical form before committing them.
+    pub document_uploads_restaged: IntCounter,
     /// Bytes staged by this replica's clients' upload chunks.
     pub upload_chunk_bytes: IntCounter,
     /// Uploads this replica's clients committed to keys.
@@ -513,6 +515,11 @@ impl RouterMetrics {
                 registry,
                 "paxkv_document_base_moved_total",
                 "Document deltas sent again because a concurrent write moved their base",
+            ),
+            document_uploads_restaged: counter(
+                registry,
+                "paxkv_document_uploads_restaged_total",
+                "Document uploads staged again in canonical form before their commit",
             ),
             upload_chunk_bytes: counter(
                 registry,

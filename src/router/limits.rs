@@ -38,6 +38,11 @@ pub struct Limits {
     /// A staged upload that receives no chunk for this long is reclaimed (its proposer's
     /// clock, carried in the log).
     pub upload_ttl_ms: u64,
+    /// JSON documents larger than this are put in canonical form and diffed against the
+    /// version they replace by scanning their bytes, never parsed into a tree (which takes
+    /// about 40 times a document's size) by the replica that takes the write. A diff found
+    /// that way holds only `replace` operations; below this size a tree finds any patch.
+    pub document_tree_bytes_max: usize,
 }
 
 /// The largest `value_bytes_max` a node accepts. Every bound a value passes on its way
@@ -73,6 +78,7 @@ impl Default for Limits {
             compress_command_bytes_min: 4096,
             chunk_bytes_max: 4 * 1024 * 1024,
             upload_ttl_ms: 3_600_000,
+            document_tree_bytes_max: crate::executor::document::TREE_BYTES_MAX_DEFAULT,
         }
     }
 }
@@ -230,7 +236,9 @@ impl Limits {
                     self.check_key(key)?;
                     self.check_value(param)?;
                 }
-                Mutation::Clear { key } | Mutation::SetUpload { key, .. } => self.check_key(key)?,
+                Mutation::Clear { key }
+                | Mutation::SetUpload { key, .. }
+                | Mutation::SetUploadDocument { key, .. } => self.check_key(key)?,
                 Mutation::Copy { key, from } => {
                     self.check_key(key)?;
                     self.check_key(from)?;

@@ -216,18 +216,20 @@ impl PrimaryRouter {
     pub async fn put_document(
         &self,
         key: Vec<u8>,
-        json: &[u8],
+        json: Vec<u8>,
         expected_version: Option<u64>,
         session: Option<SessionId>,
     ) -> Result<DocumentWritten> {
         self.limits.check_key(&key)?;
-        self.limits.check_value(json)?;
-        let value = document::parse(json).map_err(RouterError::InvalidJson)?;
-        let canonical = document::canonical(&value);
-        self.limits.check_value(&canonical)?;
+        self.limits.check_value(&json)?;
+        let mut new = document::NewDocument::parse(&json, self.limits.document_tree_bytes_max)
+            .map_err(RouterError::InvalidJson)?;
+        // Only the canonical form is needed from here on.
+        drop(json);
+        self.limits.check_value(&new.canonical)?;
         for attempt in 1..=DELTA_ATTEMPTS + 1 {
             let delta = match attempt <= DELTA_ATTEMPTS {
-                true => self.delta_from_local(&key, &value, &canonical)?,
+                true => self.delta_from_local(&key, &new)?,
                 false => None,
             };
             let (body, delta) = match delta {
@@ -238,7 +240,11 @@ impl PrimaryRouter {
                     },
                     true,
                 ),
-                None => (DocumentBody::Full(canonical.clone()), false),
+                // A whole write never meets a moved base, so this is the last attempt.
+                None => (
+                    DocumentBody::Full(std::mem::take(&mut new.canonical)),
+                    false,
+                ),
             };
             let request = WriteRequest::PutDocument {
                 key: key.clone(),
@@ -270,23 +276,19 @@ impl PrimaryRouter {
     }
 
     /// The key's newest version on this replica and the patch from it to `new`, when that
-    /// is worth sending (see `document::delta`). Not a linearizable read, and need not be:
-    /// the executor applies the patch only if the key is still at that version.
+    /// is worth sending (see `NewDocument::delta_from`). Not a linearizable read, and need
+    /// not be: the executor applies the patch only if the key is still at that version.
     fn delta_from_local(
         &self,
         key: &[u8],
-        new: &serde_json::Value,
-        new_bytes: &[u8],
+        new: &document::NewDocument,
     ) -> Result<Option<(u64, Vec<u8>)>> {
         let applied = self.reader.applied().current_version;
         let current = self.reader.get(key, applied);
         let Some(current) = current.map_err(|e| self.executor_error(e))? else {
             return Ok(None);
         };
-        let Ok(base) = document::parse(&current.value) else {
-            return Ok(None);
-        };
-        let patch = document::delta(&base, new, new_bytes);
+        let patch = new.delta_from(&current.value, current.document);
         Ok(patch.map(|patch| (current.mod_version, patch)))
     }
 

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{unexpected, PrimaryRouter, Result, RouterError};
 use crate::executor::blob::{self, UploadId};
+use crate::executor::document;
 use crate::executor::{Compare, CompareOp, CompareTarget, Mutation, SessionId, ValueRange};
 use crate::executor::{WriteOutcome, WriteRequest};
 
@@ -28,6 +29,8 @@ pub struct UploadCommit {
     pub bytes: u64,
     /// Commit only if the key's mod_version is this (0: only if absent).
     pub expected_version: Option<u64>,
+    /// The upload is a JSON document, to be stored canonical (`Mutation::SetUploadDocument`).
+    pub document: bool,
 }
 
 /// How often the reclaimer looks for expired uploads (and samples the staged-upload
@@ -125,6 +128,13 @@ impl PrimaryRouter {
                 "commitUploads names no upload".into(),
             ));
         }
+        let mut uploads = uploads;
+        let mut restaged = Vec::new();
+        for commit in uploads.iter_mut().filter(|commit| commit.document) {
+            if let Some(original) = self.canonical_upload(commit).await? {
+                restaged.push(original);
+            }
+        }
         let compares: Vec<Compare> = (uploads.iter())
             .filter_map(|commit| {
                 commit.expected_version.map(|version| Compare {
@@ -138,19 +148,77 @@ impl PrimaryRouter {
             })
             .collect();
         let mut success: Vec<Mutation> = (uploads.into_iter())
-            .map(|commit| Mutation::SetUpload {
-                key: commit.key,
-                upload: commit.upload,
-                bytes: commit.bytes,
+            .map(|commit| match commit.document {
+                false => Mutation::SetUpload {
+                    key: commit.key,
+                    upload: commit.upload,
+                    bytes: commit.bytes,
+                },
+                true => Mutation::SetUploadDocument {
+                    key: commit.key,
+                    upload: commit.upload,
+                    bytes: commit.bytes,
+                },
             })
             .collect();
         let committed = success.len() as u64;
+        let documents = (success.iter())
+            .filter(|m| matches!(m, Mutation::SetUploadDocument { .. }))
+            .count() as u64;
         success.extend(mutations);
         let result = self.txn(compares, success, Vec::new(), session).await?;
         if result.0 {
             self.metrics.uploads_committed.inc_by(committed);
+            (self.metrics.document_writes.with_label_values(&["upload"])).inc_by(documents);
+            // The uploads written again in canonical form hold nothing anyone needs now.
+            for original in restaged {
+                let _ = self.abort_upload(original, None).await;
+            }
         }
         Ok(result)
+    }
+
+    /// Makes `commit` name a canonical JSON upload: reads the upload as this replica holds
+    /// it once every write acknowledged before is applied here, and validates it. If it is
+    /// not canonical, stages its canonical form as a new upload, which `commit` then names,
+    /// and returns the original. An upload that is not staged (perhaps committed by this
+    /// very call, whose reply was lost) is left for the executor: a session's retry gets
+    /// the first answer, anything else is rejected there.
+    async fn canonical_upload(&self, commit: &mut UploadCommit) -> Result<Option<UploadId>> {
+        self.version_for_read(None).await?;
+        let staged = self.reader.staged_upload(&commit.upload);
+        let Some(bytes) = staged.map_err(|e| self.executor_error(e))? else {
+            return Ok(None);
+        };
+        if bytes.len() as u64 != commit.bytes {
+            return Err(RouterError::InvalidArgument(format!(
+                "upload {} holds {} bytes here, not {}",
+                blob::hex(&commit.upload),
+                bytes.len(),
+                commit.bytes
+            )));
+        }
+        let new = document::NewDocument::parse(&bytes, self.limits.document_tree_bytes_max)
+            .map_err(RouterError::InvalidJson)?;
+        if new.canonical == bytes {
+            return Ok(None);
+        }
+        drop(bytes);
+        self.limits.check_value(&new.canonical)?;
+        let original = commit.upload;
+        let mut upload = None;
+        let mut offset = 0;
+        for piece in new.canonical.chunks(self.limits.chunk_bytes_max) {
+            let staged = self
+                .upload_chunk(upload, offset, piece.to_vec(), None)
+                .await?;
+            upload = Some(staged.upload);
+            offset = staged.bytes;
+        }
+        commit.upload = upload.expect("a JSON document is never empty");
+        commit.bytes = offset;
+        self.metrics.document_uploads_restaged.inc();
+        Ok(Some(original))
     }
 
     /// Drops a staged upload; false if there was none (already committed, aborted or

@@ -4684,15 +4684,17 @@ pub struct UploadCommit {
   pub upload_id: String,
   pub bytes: i64,
   pub expected_version: Option<i64>,
+  pub document: Option<bool>,
 }
 
 impl UploadCommit {
-  pub fn new<F4>(key: Vec<u8>, upload_id: String, bytes: i64, expected_version: F4) -> UploadCommit where F4: Into<Option<i64>> {
+  pub fn new<F4, F5>(key: Vec<u8>, upload_id: String, bytes: i64, expected_version: F4, document: F5) -> UploadCommit where F4: Into<Option<i64>>, F5: Into<Option<bool>> {
     UploadCommit {
       key,
       upload_id,
       bytes,
       expected_version: expected_version.into(),
+      document: document.into(),
     }
   }
 }
@@ -4704,6 +4706,7 @@ impl TSerializable for UploadCommit {
     let mut f_2: Option<String> = None;
     let mut f_3: Option<i64> = None;
     let mut f_4: Option<i64> = None;
+    let mut f_5: Option<bool> = None;
     loop {
       let field_ident = i_prot.read_field_begin()?;
       if field_ident.field_type == TType::Stop {
@@ -4727,6 +4730,10 @@ impl TSerializable for UploadCommit {
           let val = i_prot.read_i64()?;
           f_4 = Some(val);
         },
+        5 => {
+          let val = i_prot.read_bool()?;
+          f_5 = Some(val);
+        },
         _ => {
           i_prot.skip(field_ident.field_type)?;
         },
@@ -4742,6 +4749,7 @@ impl TSerializable for UploadCommit {
       upload_id: f_2.expect("auto-generated code should have checked for presence of required fields"),
       bytes: f_3.expect("auto-generated code should have checked for presence of required fields"),
       expected_version: f_4,
+      document: f_5,
     };
     Ok(ret)
   }
@@ -4760,6 +4768,11 @@ impl TSerializable for UploadCommit {
     if let Some(fld_var) = self.expected_version {
       o_prot.write_field_begin(&TFieldIdentifier::new("expected_version", TType::I64, 4))?;
       o_prot.write_i64(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(fld_var) = self.document {
+      o_prot.write_field_begin(&TFieldIdentifier::new("document", TType::Bool, 5))?;
+      o_prot.write_bool(fld_var)?;
       o_prot.write_field_end()?
     }
     o_prot.write_field_stop()?;

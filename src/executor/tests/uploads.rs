@@ -298,3 +298,47 @@ fn blobs_and_staged_uploads_travel_in_checkpoints() {
     follower.reopen();
     assert_eq!(follower.latest(b"k").unwrap().value, value);
 }
+
+#[test]
+fn an_upload_committed_as_a_document_is_edited_in_place_and_its_chunks_still_go() {
+    let mut node = Node::new(ExecutorOptions {
+        retention_versions: 1,
+        ..options()
+    });
+    let parts: [&[u8]; 2] = [br#"{"name":"billing","#, br#""replicas":3}"#];
+    let mut offset = 0;
+    for part in parts {
+        node.apply_one(chunk(A, offset, part, 10));
+        offset += part.len() as u64;
+    }
+    let commit = Mutation::SetUploadDocument {
+        key: b"d".to_vec(),
+        upload: A,
+        bytes: offset,
+    };
+    node.apply_one(txn(vec![], vec![commit], vec![]));
+    let stored = node.latest(b"d").unwrap();
+    assert_eq!(stored.value, parts.concat());
+    assert!(stored.document, "a document upload is stored as a document");
+    // A plain upload is not.
+    node.apply_one(chunk(B, 0, b"[1]", 10));
+    node.apply_one(txn(vec![], vec![set_upload(b"p", B, 3)], vec![]));
+    assert!(!node.latest(b"p").unwrap().document);
+
+    node.apply_one(patch_document(
+        b"d",
+        PatchFormat::JsonPatch,
+        br#"[{"op":"replace","path":"/replicas","value":5}]"#,
+    ));
+    let edited = node.latest(b"d").unwrap();
+    assert_eq!(edited.value, br#"{"name":"billing","replicas":5}"#);
+    assert!(edited.document);
+    for i in 0..20u8 {
+        node.apply_one(put(b"filler", &[i]));
+    }
+    node.apply_one(put(b"p", b"gone"));
+    for i in 0..20u8 {
+        node.apply_one(put(b"filler", &[i]));
+    }
+    assert_eq!(entries(&mut node, CF_BLOBS), 0, "{:?}", node.dump());
+}
