@@ -182,6 +182,9 @@ pub struct Operation {
     pub invoke_ns: u64,
     /// `None` when the outcome is unknown: it may take effect at any time after invoke.
     pub complete_ns: Option<u64>,
+    /// When the client stopped waiting (any completion, unknown ones too); `None` if it
+    /// never did before the history ended.
+    pub ended_ns: Option<u64>,
     pub outcome: Outcome,
 }
 
@@ -225,6 +228,7 @@ impl History {
                     call: event.call.clone(),
                     invoke_ns: event.time_ns,
                     complete_ns: None,
+                    ended_ns: None,
                     outcome: Outcome::Unknown("never completed".into()),
                 });
                 continue;
@@ -246,6 +250,7 @@ impl History {
             if !operation.is_unknown() {
                 operation.complete_ns = Some(event.time_ns);
             }
+            operation.ended_ns = Some(event.time_ns);
         }
         Ok(operations)
     }

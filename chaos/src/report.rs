@@ -14,7 +14,7 @@ use crate::check::Verdict;
 use crate::cluster::DivergenceReading;
 use crate::error::{ChaosError, Result};
 use crate::history::{Call, History, Operation, Outcome};
-use crate::nemesis::{Crash, Fault, NemesisLog};
+use crate::nemesis::{Crash, Fault, FaultKind, NemesisLog};
 use crate::proxy::LinkCounts;
 
 /// A stretch longer than this with no successful call counts as unavailable.
@@ -110,6 +110,9 @@ pub struct Report {
     pub unavailable: Vec<Window>,
     /// The longest time between two successful calls (watch polls left out).
     pub longest_gap_ms: f64,
+    /// The writes in flight when a leader was killed, and how soon they were answered.
+    #[serde(default)]
+    pub leader_kills: LeaderKills,
     pub unparsable_replies: usize,
     pub checks: Checks,
     /// Acknowledged set adds missing from the final read.
@@ -119,6 +122,77 @@ pub struct Report {
     pub unknown: usize,
     /// One line per violation (checker verdicts, crashes, divergence, unparsable replies).
     pub problems: Vec<String>,
+}
+
+/// Writes sent before a leader was killed with -9 and not answered by then: how long after
+/// the kill their answers came (an acknowledgement or a definite refusal), and how many
+/// ended unknown.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LeaderKills {
+    pub kills: usize,
+    pub in_flight: usize,
+    /// Ended unknown because the client's connection was to the replica killed.
+    pub connection_lost: usize,
+    /// Ended unknown otherwise: a replica that lived on could not tell.
+    pub unknown: usize,
+    pub answered_p50_ms: f64,
+    pub answered_p99_ms: f64,
+    pub answered_max_ms: f64,
+}
+
+impl LeaderKills {
+    fn new(operations: &[Operation], faults: &[Fault]) -> LeaderKills {
+        let writes = |op: &&Operation| {
+            matches!(
+                op.call,
+                Call::Write { .. }
+                    | Call::Cas { .. }
+                    | Call::Transfer { .. }
+                    | Call::SetAdd { .. }
+                    | Call::DocAdd { .. }
+                    | Call::Publish { .. }
+            )
+        };
+        let kills: Vec<f64> = (faults.iter())
+            .filter(|fault| fault.kind == FaultKind::Kill && fault.was_leader)
+            .map(|fault| fault.start_ms)
+            .collect();
+        let mut answered = Vec::new();
+        let mut in_flight = 0;
+        let mut unknown = 0;
+        let mut connection_lost = 0;
+        for op in operations.iter().filter(writes) {
+            let invoke_ms = op.invoke_ns as f64 / 1e6;
+            // Calls the run's end cut off say nothing about a kill.
+            let Some(ended_ms) = op.ended_ns.map(|ns| ns as f64 / 1e6) else {
+                continue;
+            };
+            let Some(kill) = (kills.iter()).find(|&&kill| invoke_ms < kill && ended_ms > kill)
+            else {
+                continue;
+            };
+            in_flight += 1;
+            match &op.outcome {
+                Outcome::Unknown(why) if why.starts_with("transport") => connection_lost += 1,
+                Outcome::Unknown(_) => unknown += 1,
+                _ => answered.push(ended_ms - kill),
+            }
+        }
+        answered.sort_by(f64::total_cmp);
+        let at = |p: f64| match answered.len() {
+            0 => 0.0,
+            n => answered[((n - 1) as f64 * p).round() as usize],
+        };
+        LeaderKills {
+            kills: kills.len(),
+            in_flight,
+            connection_lost,
+            unknown,
+            answered_p50_ms: at(0.5),
+            answered_p99_ms: at(0.99),
+            answered_max_ms: answered.last().copied().unwrap_or(0.0),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -196,6 +270,7 @@ impl Report {
             .filter(|(_, v)| matches!(v, Verdict::Unknown(_)))
             .count();
         let (concurrent_faults_max, concurrent_faults_ms) = overlap(&faults);
+        let leader_kills = LeaderKills::new(&operations, &faults);
         Ok(Report {
             run,
             ops: count_ops(&operations),
@@ -209,6 +284,7 @@ impl Report {
             unavailable: unavailable_windows(&operations, UNAVAILABLE_GAP_MS_MIN),
             longest_gap_ms: (unavailable_windows(&operations, 0.0).iter())
                 .fold(0.0, |longest, w| f64::max(longest, w.to_ms - w.from_ms)),
+            leader_kills,
             unparsable_replies,
             lost_writes: checks.set.lost + checks.documents.lost + checks.publish.lost,
             violations: problems.len(),
@@ -295,6 +371,22 @@ impl Report {
             self.unavailable.len(),
             self.longest_gap_ms
         );
+        let kills = &self.leader_kills;
+        if kills.kills > 0 {
+            let _ = writeln!(
+                out,
+                "writes in flight at the {} kills of a leader: {}; answered after the kill in \
+                 p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; {} lost their connection to the \
+                 replica killed; {} unknown from the others",
+                kills.kills,
+                kills.in_flight,
+                kills.answered_p50_ms,
+                kills.answered_p99_ms,
+                kills.answered_max_ms,
+                kills.connection_lost,
+                kills.unknown
+            );
+        }
     }
 
     fn write_checks(&self, out: &mut String) {

@@ -97,6 +97,26 @@ impl KvReader {
         staged
     }
 
+    /// The highest request id recorded in the session table for a client id starting
+    /// with `prefix`, as of the last applied slot (0 if none).
+    pub fn session_request_id_max(&self, prefix: &str) -> Result<i64> {
+        let db = self.db.current();
+        let mut iter = db.raw_iterator_cf(cf(&db, super::keys::CF_SESSIONS));
+        iter.seek(prefix.as_bytes());
+        let mut highest = 0;
+        while let Some(key) = iter.key() {
+            if !key.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            let value = iter.value().expect("a valid iterator has a value");
+            let record: super::keys::SessionRecord = decode_record(value, "session record")?;
+            highest = highest.max(record.request_id);
+            iter.next();
+        }
+        iter.status()?;
+        Ok(highest)
+    }
+
     /// The uploads staged as of the last applied slot (count and bytes), and the earliest
     /// expiry among them (upload clock time; None with none staged).
     pub fn uploads(&self) -> Result<UploadsStaged> {

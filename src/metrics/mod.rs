@@ -464,6 +464,8 @@ pub struct RouterMetrics {
     pub document_writes: IntCounterVec,
     /// Delta writes sent again because another write moved their base first.
     pub document_base_moved: IntCounter,
+    /// Sessions this replica created for writes that came without one (`router::sessions`).
+    pub internal_sessions: IntGauge,
     /// Document uploads this replica wrote again in canonical form before committing them.
     pub document_uploads_restaged: IntCounter,
     /// Bytes staged by this replica's clients' upload chunks.
@@ -515,6 +517,11 @@ impl RouterMetrics {
                 registry,
                 "paxkv_document_base_moved_total",
                 "Document deltas sent again because a concurrent write moved their base",
+            ),
+            internal_sessions: gauge(
+                registry,
+                "paxkv_internal_sessions",
+                "Sessions this replica process created for writes sent without one",
             ),
             document_uploads_restaged: counter(
                 registry,

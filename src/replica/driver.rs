@@ -645,9 +645,9 @@ struct Proposal<O> {
     /// In ticks.
     deadline: u64,
     route: Route,
-    /// It reached a core once (this one, or a leader's that did not refuse it), so it may
-    /// be chosen even if it is waiting again now.
-    sent: bool,
+    /// Copies sent to a core (this one, or a leader's) that were not refused: while any
+    /// is, the proposal may be chosen even if it is waiting again now.
+    copies: u32,
     /// For the commit latency metric only.
     proposed_at: Instant,
 }
@@ -811,7 +811,7 @@ impl<M: StateMachine> Driver<M> {
             retry_safe,
             deadline: self.deadline(self.options.request_timeout_ms),
             route: Route::Waiting,
-            sent: false,
+            copies: 0,
             proposed_at: metrics_now(),
         };
         self.options.metrics.proposals.inc();
@@ -1063,7 +1063,7 @@ impl<M: StateMachine> Driver<M> {
         }
         let error = DriverError::Stopped(reason.to_string());
         for (_, proposal) in std::mem::take(&mut self.proposals) {
-            let error = match proposal.sent {
+            let error = match proposal.copies > 0 {
                 true => DriverError::OutcomeUnknown,
                 false => error.clone(),
             };

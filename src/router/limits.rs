@@ -283,6 +283,11 @@ impl Limits {
                 "session request_id must be positive".into(),
             ));
         }
+        if session.client_id.starts_with('\0') {
+            return Err(RouterError::InvalidArgument(
+                "session client_ids starting with a NUL byte are the replicas' own".into(),
+            ));
+        }
         let bytes = session.client_id.len();
         at_most("client_id_bytes_max", bytes, self.client_id_bytes_max)
     }

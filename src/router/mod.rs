@@ -17,6 +17,7 @@
 //! fails with `Unavailable` carrying a retry hint.
 
 mod limits;
+pub mod sessions;
 mod snapshots;
 mod uploads;
 
@@ -152,6 +153,8 @@ pub struct PrimaryRouter {
     metrics: RouterMetrics,
     /// Debug only (`[debug] unsafe_local_reads`): linearizable reads skip the read index.
     unsafe_local_reads: bool,
+    /// Sessions for writes that come without one (`sessions`).
+    internal_sessions: sessions::InternalSessions,
 }
 
 impl PrimaryRouter {
@@ -163,8 +166,12 @@ impl PrimaryRouter {
         request_timeout: Duration,
         retry_after_ms: u32,
     ) -> PrimaryRouter {
+        let replica = u64::from(handle.id());
+        // A replica that cannot read its own table still starts above the clock.
+        let recorded = (reader.session_request_id_max(&sessions::prefix(replica))).unwrap_or(0);
+        let internal_sessions =
+            sessions::InternalSessions::new(replica, sessions::request_id_floor(recorded));
         PrimaryRouter {
-            handle,
             reader,
             peers,
             limits,
@@ -172,6 +179,8 @@ impl PrimaryRouter {
             retry_after_ms,
             metrics: RouterMetrics::unregistered(),
             unsafe_local_reads: false,
+            internal_sessions,
+            handle,
         }
     }
 
@@ -442,7 +451,9 @@ impl PrimaryRouter {
         if let Some(session) = &session {
             self.limits.check_session(session)?;
         }
-        let retry_safe = session.is_some();
+        // Every write carries a session, so the driver may send it to a new leader again.
+        let lent = session.is_none().then(|| self.internal_sessions.lend());
+        let session = session.or_else(|| lent.as_ref().map(sessions::Lent::session));
         let command = KvCommand::Write { session, request };
         let bytes =
             executor::encode(&command, self.limits.command_bytes_max).map_err(
@@ -457,6 +468,9 @@ impl PrimaryRouter {
                     other => RouterError::InvalidArgument(other.to_string()),
                 },
             )?;
+        // The encoding holds everything from here on: a large value is not kept twice
+        // while the write waits.
+        drop(command);
         let plain_bytes = bytes.len();
         let bytes = executor::compress(bytes, self.limits.compress_command_bytes_min);
         self.metrics.command_bytes.inc_by(plain_bytes as u64);
@@ -465,7 +479,12 @@ impl PrimaryRouter {
             self.metrics.commands_compressed.inc();
         }
         let logged_bytes = bytes.len() as u64;
-        let outcome = self.handle.propose(bytes, retry_safe).await;
+        if lent.is_some() {
+            let created = self.internal_sessions.created();
+            self.metrics.internal_sessions.set(created as i64);
+        }
+        let outcome = self.handle.propose(bytes, true).await;
+        drop(lent);
         Ok((
             outcome.map_err(|error| self.driver_error(error))?,
             logged_bytes,

@@ -66,7 +66,7 @@ impl<M: StateMachine> Driver<M> {
             },
         };
         let proposal = self.proposals.get_mut(&sequence).expect("present");
-        proposal.sent |= route != Route::Waiting;
+        proposal.copies += u32::from(route != Route::Waiting);
         proposal.route = route;
     }
 
@@ -189,7 +189,7 @@ impl<M: StateMachine> Driver<M> {
         let Some(proposal) = self.proposals.remove(&sequence) else {
             return;
         };
-        let error = match proposal.sent {
+        let error = match proposal.copies > 0 {
             true => DriverError::OutcomeUnknown,
             false => error,
         };
@@ -341,10 +341,8 @@ impl<M: StateMachine> Driver<M> {
         if proposal.route != Route::Forwarded(from) {
             return; // already sent elsewhere since
         }
-        // Without a session there is no other copy: nothing of it was proposed.
-        if !proposal.retry_safe {
-            proposal.sent = false;
-        }
+        // That copy was not proposed; another one sent before it may have been.
+        proposal.copies = proposal.copies.saturating_sub(1);
         let error = match refusal {
             // Sent again on the next tick, to whoever leads by then.
             Refusal::NotLeader { .. } => {
