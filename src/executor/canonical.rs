@@ -4,11 +4,15 @@
 //! a few bytes per open object. It accepts exactly what `document::parse` accepts and
 //! writes exactly the bytes `canonical(parse(..))` writes; a property test holds it to that.
 //!
-//! One case it does not decide: an object that names a member twice. The tree keeps such a
-//! member at its first place with its last value, which a single pass cannot write, so
-//! `canonicalize` then answers `Ok(None)` and the caller parses the document after all.
+//! Two cases it does not decide: an object that names a member twice (the tree keeps such a
+//! member at its first place with its last value, which a single pass cannot write), and an
+//! object whose first member is serde_json's private number token. `canonicalize` then
+//! answers `Ok(None)` and the caller parses the document after all.
 
 use super::document::InvalidJson;
+
+/// The member name, quoted, that serde_json's `arbitrary_precision` numbers travel as.
+const SERDE_NUMBER_TOKEN: &[u8] = b"\"$serde_json::private::Number\"";
 
 /// serde_json refuses to open the 128th nested array or object.
 const DEPTH_MAX: usize = 127;
@@ -22,6 +26,10 @@ struct Names {
 }
 
 impl Names {
+    fn is_empty(&self) -> bool {
+        self.few.is_empty() && self.many.is_empty()
+    }
+
     /// False if `hash` was seen before in this object.
     fn insert(&mut self, hash: u64) -> bool {
         const FEW: usize = 16;
@@ -62,7 +70,7 @@ struct Pass<'a> {
 /// Why the pass stopped early.
 enum Stop {
     Invalid(InvalidJson),
-    RepeatedName,
+    Undecided,
 }
 
 type Step<T> = Result<T, Stop>;
@@ -77,7 +85,7 @@ pub fn canonicalize(input: &[u8]) -> Result<Option<Vec<u8>>, InvalidJson> {
     };
     match pass.document() {
         Ok(()) => Ok(Some(pass.out)),
-        Err(Stop::RepeatedName) => Ok(None),
+        Err(Stop::Undecided) => Ok(None),
         Err(Stop::Invalid(invalid)) => Err(invalid),
     }
 }
@@ -133,8 +141,14 @@ impl Pass<'_> {
         }
         let start = self.out.len();
         self.string()?;
-        if !names.insert(fnv1a(&self.out[start..])) {
-            return Err(Stop::RepeatedName);
+        let name = &self.out[start..];
+        // serde_json (arbitrary_precision) reads an object that starts with this member as
+        // a number: only the tree can say what it makes of one.
+        if names.is_empty() && name == SERDE_NUMBER_TOKEN {
+            return Err(Stop::Undecided);
+        }
+        if !names.insert(fnv1a(name)) {
+            return Err(Stop::Undecided);
         }
         self.expect(b':', "expected ':' after a member name")
     }
@@ -497,6 +511,13 @@ mod tests {
         // The same name in two objects is no repeat; nor are escapes of two names.
         let input = br#"{"a":{"a":1},"b":{"a":2},"\u0061b":0}"#;
         assert_eq!(canonicalize(input).unwrap(), by_tree(input));
+        // An object serde_json would read as a number, escaped or not.
+        for token in [
+            r#"{"$serde_json::private::Number":"1.5"}"#,
+            r#"[{"\u0024serde_json::private::Number":"2"}]"#,
+        ] {
+            assert_eq!(canonicalize(token.as_bytes()).unwrap(), None, "{token}");
+        }
         // Past the few names kept in a list.
         let many: Vec<String> = (0..40).map(|i| format!("\"k{i}\":{i}")).collect();
         let input = format!("{{{},\"k7\":0}}", many.join(","));

@@ -81,6 +81,13 @@ impl PrimaryRouter {
             });
         }
         let upload = match upload {
+            // Ids are the replicas' to choose, so no client can start an upload under an
+            // id it knows (one it aborted, say): staged bytes are only ever appended to.
+            Some(_) if offset == 0 => {
+                return Err(RouterError::InvalidArgument(
+                    "offset 0 starts a new upload: send it without an upload id".into(),
+                ))
+            }
             Some(upload) => upload,
             None if offset == 0 => new_upload_id()?,
             None => {
@@ -129,10 +136,16 @@ impl PrimaryRouter {
             ));
         }
         let mut uploads = uploads;
+        // (original, its canonical copy) for each document upload staged again.
         let mut restaged = Vec::new();
         for commit in uploads.iter_mut().filter(|commit| commit.document) {
-            if let Some(original) = self.canonical_upload(commit).await? {
-                restaged.push(original);
+            match self.canonical_upload(commit).await {
+                Ok(Some(original)) => restaged.push((original, commit.upload)),
+                Ok(None) => {}
+                Err(error) => {
+                    self.drop_copies(&restaged).await;
+                    return Err(error);
+                }
             }
         }
         let compares: Vec<Compare> = (uploads.iter())
@@ -166,16 +179,29 @@ impl PrimaryRouter {
             .filter(|m| matches!(m, Mutation::SetUploadDocument { .. }))
             .count() as u64;
         success.extend(mutations);
-        let result = self.txn(compares, success, Vec::new(), session).await?;
+        let result = self.txn(compares, success, Vec::new(), session).await;
+        // A copy not committed (a compare failed, the call failed, or a session's retry got
+        // the first call's answer) holds nothing anyone needs; a committed one is no longer
+        // staged, and its abort does nothing.
+        self.drop_copies(&restaged).await;
+        let result = result?;
         if result.0 {
             self.metrics.uploads_committed.inc_by(committed);
             (self.metrics.document_writes.with_label_values(&["upload"])).inc_by(documents);
-            // The uploads written again in canonical form hold nothing anyone needs now.
-            for original in restaged {
-                let _ = self.abort_upload(original, None).await;
+            // The originals written again in canonical form are not needed either.
+            for (original, _) in &restaged {
+                let _ = self.abort_upload(*original, None).await;
             }
         }
         Ok(result)
+    }
+
+    /// Aborts the canonical copies `canonical_upload` staged (best effort: one left behind
+    /// is reclaimed after `upload_ttl_ms`).
+    async fn drop_copies(&self, restaged: &[(UploadId, UploadId)]) {
+        for (_, copy) in restaged {
+            let _ = self.abort_upload(*copy, None).await;
+        }
     }
 
     /// Makes `commit` name a canonical JSON upload: reads the upload as this replica holds
