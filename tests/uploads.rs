@@ -99,17 +99,7 @@ fn a_100_mb_value_goes_up_and_down_in_chunks_through_the_cli_in_bounded_memory()
             "replica {i} returned other bytes"
         );
     }
-    for (i, server) in cluster.servers.iter_mut().enumerate() {
-        let server = server.as_mut().unwrap();
-        server.assert_running();
-        let peak = peak_rss(server.pid());
-        eprintln!("replica {i}: peak RSS {} MiB", peak >> 20);
-        assert!(
-            peak < PEAK_RSS_MAX,
-            "replica {i}: peak RSS {} MiB",
-            peak >> 20
-        );
-    }
+    check_peaks(&mut cluster, "a 100 MB value", true);
 }
 
 fn session(request_id: i64) -> Option<Session> {

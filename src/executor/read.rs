@@ -301,17 +301,7 @@ pub(super) fn seek_visible(
     key: &[u8],
     read_version: u64,
 ) -> Result<Option<Versioned>> {
-    iter.seek(keys::data_key(key, read_version));
-    let Some(data_key) = iter.key() else {
-        iter.status()?;
-        return Ok(None);
-    };
-    if !keys::is_version_of(data_key, &keys::escape(key)) {
-        return Ok(None);
-    }
-    let (_, version) = keys::split_data_key(data_key)?;
-    let value = iter.value().expect("a valid iterator has a value");
-    Ok(Some(keys::decode_value(value, version)?))
+    seek_decoded(iter, key, read_version, keys::decode_value)
 }
 
 /// `seek_visible` without copying the value's bytes (`value` is empty when live).
@@ -319,6 +309,15 @@ pub(super) fn seek_visible_header(
     iter: &mut DBRawIterator<'_>,
     key: &[u8],
     read_version: u64,
+) -> Result<Option<Versioned>> {
+    seek_decoded(iter, key, read_version, keys::decode_header)
+}
+
+fn seek_decoded(
+    iter: &mut DBRawIterator<'_>,
+    key: &[u8],
+    read_version: u64,
+    decode: fn(&[u8], u64) -> Result<Versioned>,
 ) -> Result<Option<Versioned>> {
     iter.seek(keys::data_key(key, read_version));
     let Some(data_key) = iter.key() else {
@@ -330,7 +329,7 @@ pub(super) fn seek_visible_header(
     }
     let (_, version) = keys::split_data_key(data_key)?;
     let value = iter.value().expect("a valid iterator has a value");
-    Ok(Some(keys::decode_header(value, version)?))
+    Ok(Some(decode(value, version)?))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
