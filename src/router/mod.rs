@@ -451,6 +451,9 @@ impl PrimaryRouter {
         if let Some(session) = &session {
             self.limits.check_session(session)?;
         }
+        if session.is_none() && !self.internal_sessions.synced() {
+            self.sync_internal_sessions().await;
+        }
         // Every write carries a session, so the driver may send it to a new leader again.
         let lent = session.is_none().then(|| self.internal_sessions.lend());
         let session = session.or_else(|| lent.as_ref().map(sessions::Lent::session));
@@ -489,6 +492,20 @@ impl PrimaryRouter {
             outcome.map_err(|error| self.driver_error(error))?,
             logged_bytes,
         ))
+    }
+
+    /// Before the first write without a session: once this replica has caught up with the
+    /// leader, raises the internal sessions' request ids above every one it has applied (see
+    /// `sessions`). A failure leaves it for the next write; the ids already stand above the
+    /// clock and what the replica knew at start.
+    async fn sync_internal_sessions(&self) {
+        if self.version_for_read(None).await.is_err() {
+            return;
+        }
+        let prefix = sessions::prefix(u64::from(self.handle.id()));
+        if let Ok(recorded) = self.reader.session_request_id_max(&prefix) {
+            self.internal_sessions.raise_floor(recorded);
+        }
     }
 
     /// A linearizable read version: every write acknowledged before this call is visible

@@ -15,9 +15,13 @@
 //! The client ids are the same in every run of a replica (`\0replica/ID/K` for the K-th
 //! session of the pool), so the session table holds one record per session the pool ever
 //! needed at once, however often the replica restarts. Request ids must then rise across
-//! runs too: every session draws them from one counter, which starts above both the wall
-//! clock in microseconds (a run issues fewer requests than it lasts microseconds) and the
-//! highest request id of these ids this replica has applied.
+//! runs too: every session draws them from one counter, which starts above the wall clock in
+//! microseconds (a run issues fewer requests than it lasts microseconds) and, `GAP` higher
+//! still, above the highest request id of these ids the replica has applied: once at start,
+//! and again before its first write, when it has caught up with the leader (a replica on a
+//! new disk knows nothing at start). A copy of an earlier run's write still in flight then
+//! carries a lower id, however the clocks of the two runs compare: the gap is far more than
+//! the writes a replica ever has in flight.
 
 use std::sync::{Arc, Mutex};
 
@@ -32,9 +36,14 @@ pub(super) struct InternalSessions {
     inner: Arc<Mutex<Pool>>,
 }
 
+/// How far above the highest recorded request id a run starts.
+const GAP: i64 = 1 << 32;
+
 struct Pool {
     /// `INTERNAL_PREFIX` and this replica's id.
     prefix: String,
+    /// The floor was raised from the table after catching up with the leader.
+    synced: bool,
     idle: Vec<String>,
     created: u64,
     /// The last request id given out.
@@ -47,6 +56,7 @@ impl InternalSessions {
         InternalSessions {
             inner: Arc::new(Mutex::new(Pool {
                 prefix: prefix(replica),
+                synced: false,
                 idle: Vec::new(),
                 created: 0,
                 request_id: request_id_floor,
@@ -74,6 +84,19 @@ impl InternalSessions {
         }
     }
 
+    /// False until `raise_floor` has run once.
+    pub(super) fn synced(&self) -> bool {
+        self.inner.lock().expect("session pool").synced
+    }
+
+    /// Makes every later request id exceed `recorded` (the highest in the table, read once
+    /// this replica caught up with the leader) by more than `GAP`.
+    pub(super) fn raise_floor(&self, recorded: i64) {
+        let mut pool = self.inner.lock().expect("session pool");
+        pool.request_id = pool.request_id.max(recorded.saturating_add(GAP));
+        pool.synced = true;
+    }
+
     /// Sessions this process created so far: the most writes it had in flight at once.
     pub(super) fn created(&self) -> u64 {
         self.inner.lock().expect("session pool").created
@@ -85,15 +108,15 @@ pub(super) fn prefix(replica: u64) -> String {
     format!("{INTERNAL_PREFIX}{replica}/")
 }
 
-/// Where a run's request ids start: above `recorded` (the highest this replica's sessions
-/// have applied, as far as it knows) and above the wall clock in microseconds.
+/// Where a run's request ids start: `GAP` above `recorded` (the highest this replica's
+/// sessions have applied, as far as it knows) and above the wall clock in microseconds.
 pub(super) fn request_id_floor(recorded: i64) -> i64 {
     #[allow(clippy::disallowed_methods)] // Request ids only need to rise across runs.
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
     let micros = now.map_or(0, |now| {
         i64::try_from(now.as_micros()).unwrap_or(i64::MAX / 2)
     });
-    micros.max(recorded)
+    micros.max(recorded.saturating_add(GAP))
 }
 
 /// A session lent to one write; back in the pool when dropped.
@@ -145,7 +168,14 @@ mod tests {
         assert_eq!(sessions.created(), 2);
         assert!(!is_internal("replica/3"));
         // A new run starts above what the last one recorded, and above the clock.
-        assert_eq!(request_id_floor(i64::MAX - 1), i64::MAX - 1);
+        assert_eq!(request_id_floor(i64::MAX - 1 - GAP), i64::MAX - 1);
         assert!(request_id_floor(0) > 1_700_000_000_000_000);
+        // Caught up, it learns of higher ids: every later one is above them by the gap.
+        assert!(!sessions.synced());
+        sessions.raise_floor(5_000);
+        assert!(sessions.synced());
+        assert_eq!(sessions.lend().session().request_id, 5_001 + GAP);
+        sessions.raise_floor(10);
+        assert_eq!(sessions.lend().session().request_id, 5_002 + GAP);
     }
 }
