@@ -235,11 +235,22 @@ impl PrimaryRouter {
         let mut upload = None;
         let mut offset = 0;
         for piece in new.canonical.chunks(self.limits.chunk_bytes_max) {
-            let staged = self
+            match self
                 .upload_chunk(upload, offset, piece.to_vec(), None)
-                .await?;
-            upload = Some(staged.upload);
-            offset = staged.bytes;
+                .await
+            {
+                Ok(staged) => {
+                    upload = Some(staged.upload);
+                    offset = staged.bytes;
+                }
+                Err(error) => {
+                    // The part staged holds nothing anyone needs.
+                    if let Some(partial) = upload {
+                        let _ = self.abort_upload(partial, None).await;
+                    }
+                    return Err(error);
+                }
+            }
         }
         commit.upload = upload.expect("a JSON document is never empty");
         commit.bytes = offset;
