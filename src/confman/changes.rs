@@ -1023,7 +1023,7 @@ fn request_digest(title: &str, description: &str, edits: &[EditInput]) -> String
 const DELTA_MIN_BYTES: usize = 4096;
 
 /// The canonical form of the JSON `bytes` put into an entry and, when `base` (what the
-/// entry held) makes one worth it, the patch to log instead (`delta_from`). For a large
+/// entry held) makes one worth it, the patch to log instead (`document::delta`). For a large
 /// document the base is parsed on a second thread while `bytes` is, and both parsed trees
 /// are freed on a thread of their own: each costs about as much as the parse. A document
 /// over the store's `document_tree_bytes_max` is never parsed into a tree: it is put in
@@ -1052,27 +1052,10 @@ fn canonical_and_delta(
     let value = document::canonical(&new);
     let patch = base_value
         .as_ref()
-        .and_then(|base_value| delta_from(base, base_value, &new, &value));
+        // Stored JSON entries are canonical.
+        .and_then(|base_value| document::delta(base, true, base_value, &new, &value));
     super::drop_later((new, base_value));
     Ok((value, patch))
-}
-
-/// The RFC 6902 patch from `base` (parsed: `base_value`) to `new` (canonical bytes
-/// `new_bytes`), when it is under half their size and `document::apply_json_patch` (what
-/// the executor runs) turns `base` into exactly `new_bytes`; member order included, which
-/// the diff does not see.
-pub(super) fn delta_from(
-    base: &[u8],
-    base_value: &Value,
-    new: &Value,
-    new_bytes: &[u8],
-) -> Option<Vec<u8>> {
-    let patch = serde_json::to_vec(&json_patch::diff(base_value, new)).ok()?;
-    if patch.len() >= new_bytes.len() / 2 {
-        return None;
-    }
-    let patched = document::apply_json_patch(base, &patch).ok()?;
-    (patched == new_bytes).then_some(patch)
 }
 
 fn change_values(tx: &mut Tx<'_>, record: &ChangeRecord) -> Result<Vec<Option<Vec<u8>>>> {

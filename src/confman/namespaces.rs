@@ -631,7 +631,7 @@ impl Confman {
 }
 
 /// The RFC 6902 patch that `document::apply_json_patch` turns `from` into `to` with, when
-/// under half of `to` (`changes::delta_from`; stored JSON values are canonical). Revisions
+/// under half of `to` (`document::delta`; stored JSON values are canonical). Revisions
 /// larger than `tree_bytes_max` are diffed by scanning (`document::diff_canonical`).
 fn patch_between(from: &[u8], to: &[u8], tree_bytes_max: usize) -> Option<Vec<u8>> {
     if from.len().max(to.len()) > tree_bytes_max {
@@ -641,7 +641,7 @@ fn patch_between(from: &[u8], to: &[u8], tree_bytes_max: usize) -> Option<Vec<u8
         serde_json::from_slice::<serde_json::Value>(to).ok()
     });
     let patch = match (&from_value, &to_value) {
-        (Some(f), Some(t)) => super::changes::delta_from(from, f, t, to),
+        (Some(f), Some(t)) => document::delta(from, true, f, t, to),
         _ => None,
     };
     super::drop_later((from_value, to_value));

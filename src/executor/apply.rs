@@ -462,8 +462,8 @@ impl<'a> SlotApplier<'a> {
         Ok((current_version, value, canonical))
     }
 
-    /// `base` patched, within `value_bytes_max`. A canonical document edited by `replace`
-    /// operations alone is edited in place, without parsing it (`document::apply_replaces`).
+    /// `base` patched, within `value_bytes_max` (`document::apply_patch`: a canonical
+    /// document edited by `replace` operations alone is edited in place, without parsing it).
     fn patched(
         &self,
         base: &[u8],
@@ -471,14 +471,7 @@ impl<'a> SlotApplier<'a> {
         format: PatchFormat,
         patch: &[u8],
     ) -> Step<Vec<u8>> {
-        let fast = match (canonical, format) {
-            (true, PatchFormat::JsonPatch) => document::apply_replaces(base, patch),
-            _ => None,
-        };
-        let value = match fast {
-            Some(value) => value,
-            None => document::apply(base, format, patch).map_err(refused)?,
-        };
+        let value = document::apply_patch(base, canonical, format, patch).map_err(refused)?;
         let value_bytes_max = self.options.value_bytes_max;
         if value.len() > value_bytes_max {
             let message = format!(

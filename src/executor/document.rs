@@ -388,19 +388,40 @@ fn refusal(error: json_patch::PatchError) -> DocumentRefusal {
     }
 }
 
-/// The RFC 6902 patch (canonical bytes) that turns `base` into `new`, when it is smaller
-/// than half of `new_bytes` (the canonical form of `new`) and applying it reproduces those
-/// bytes exactly (member order included); else None, and the whole document is written.
-pub fn delta(base: &Value, new: &Value, new_bytes: &[u8]) -> Option<Vec<u8>> {
-    let patch = json_patch::diff(base, new);
+/// The bytes every replica writes for `patch` of `base`: an RFC 6902 patch of a canonical
+/// base through `apply_json_patch` (spliced in place when it can be), anything else
+/// through `apply`.
+pub fn apply_patch(
+    base: &[u8],
+    base_canonical: bool,
+    format: PatchFormat,
+    patch: &[u8],
+) -> Result<Vec<u8>, DocumentRefusal> {
+    match (base_canonical, format) {
+        (true, PatchFormat::JsonPatch) => apply_json_patch(base, patch),
+        _ => apply(base, format, patch),
+    }
+}
+
+/// The RFC 6902 patch (canonical bytes) that turns `base` (parsed: `base_tree`) into `new`,
+/// when it is smaller than half of `new_bytes` (the canonical form of `new`) and
+/// `apply_patch`, what every replica runs, turns `base` into exactly those bytes (member
+/// order included, which the diff does not see); else None, and the whole document is
+/// written.
+pub fn delta(
+    base: &[u8],
+    base_canonical: bool,
+    base_tree: &Value,
+    new: &Value,
+    new_bytes: &[u8],
+) -> Option<Vec<u8>> {
+    let patch = json_patch::diff(base_tree, new);
     let bytes = serde_json::to_vec(&patch).expect("a patch always serializes");
     if bytes.len() >= new_bytes.len() / 2 {
         return None;
     }
-    // Equal values may still differ in member order, which the diff does not see.
-    let mut patched = base.clone();
-    json_patch::patch(&mut patched, &patch).ok()?;
-    (canonical(&patched) == new_bytes).then_some(bytes)
+    let patched = apply_patch(base, base_canonical, PatchFormat::JsonPatch, &bytes).ok()?;
+    (patched == new_bytes).then_some(bytes)
 }
 
 /// Documents larger than this are canonicalized by `canonical::canonicalize` and diffed by
@@ -453,8 +474,8 @@ impl NewDocument {
     pub fn delta_from(&self, base: &[u8], base_canonical: bool) -> Option<Vec<u8>> {
         match &self.tree {
             Some(tree) if base.len() <= self.tree_bytes_max => {
-                let patch = delta(&parse(base).ok()?, tree, &self.canonical)?;
-                (apply_json_patch(base, &patch).ok()? == self.canonical).then_some(patch)
+                let base_tree = parse(base).ok()?;
+                delta(base, base_canonical, &base_tree, tree, &self.canonical)
             }
             _ if base_canonical => diff_canonical(base, &self.canonical),
             _ => None,
@@ -811,21 +832,40 @@ mod tests {
         new["services"][17]["port"] = serde_json::json!(9999);
         new["region"] = serde_json::json!("eu-west-1");
         let new_bytes = canonical(&new);
-        let patch = delta(&base, &new, &new_bytes).expect("a small edit is a delta");
-        assert!(patch.len() < 200, "{}", String::from_utf8_lossy(&patch));
         let base_bytes = canonical(&base);
+        let patch = delta(&base_bytes, true, &base, &new, &new_bytes).expect("a small edit");
+        assert!(patch.len() < 200, "{}", String::from_utf8_lossy(&patch));
         assert_eq!(
             apply(&base_bytes, PatchFormat::JsonPatch, &patch).unwrap(),
             new_bytes
         );
+        // A base that is not canonical is patched through the tree, which gives the same.
+        let spaced = serde_json::to_vec_pretty(&base).unwrap();
+        let patch = delta(&spaced, false, &base, &new, &new_bytes).expect("a small edit");
+        assert_eq!(
+            apply_patch(&spaced, false, PatchFormat::JsonPatch, &patch).unwrap(),
+            new_bytes
+        );
 
         // The same members in another order: equal as values, different bytes.
-        let reordered = parse(br#"{"services":[],"region":"us-east-1"}"#).unwrap();
-        let original = parse(br#"{"region":"us-east-1","services":[]}"#).unwrap();
-        assert_eq!(delta(&original, &reordered, &canonical(&reordered)), None);
+        let (original_bytes, reordered_bytes) = (
+            br#"{"region":"us-east-1","services":[]}"#,
+            br#"{"services":[],"region":"us-east-1"}"#,
+        );
+        let (original, reordered) = (
+            parse(original_bytes).unwrap(),
+            parse(reordered_bytes).unwrap(),
+        );
+        assert_eq!(
+            delta(original_bytes, true, &original, &reordered, reordered_bytes),
+            None
+        );
         // A rewrite of everything: the whole document is smaller.
         let other = serde_json::json!({"x": 1});
-        assert_eq!(delta(&base, &other, &canonical(&other)), None);
+        assert_eq!(
+            delta(&base_bytes, true, &base, &other, &canonical(&other)),
+            None
+        );
     }
 
     #[test]
